@@ -1,0 +1,34 @@
+"""Rewards, imported as `rltune.rewards`: the plug-in point for scoring completions.
+
+A reward is a callable, plain or `async def`, named in a recipe by registered name or
+`package.module:attr`. A class is instantiated with the recipe's `kwargs`; a function is used as is.
+
+- Per-sample: `reward(completion: Completion, row: dict) -> float | None`.
+  `row` is the prompt's dataset row (with `gold` and `prompt` added). None counts as 0.
+- Group (set `group = True` on the callable or class): `reward(completions: list[Completion], row)`
+  -> one float per completion. Group rewards run after the per-sample ones and can read their scores
+  in `completion.rewards`.
+
+The built-in rewards below use exactly this mechanism.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rltune.registry import Registry
+
+REWARDS: Registry = Registry("reward", builtin_modules=("rltune.rewards.math_accuracy", "rltune.rewards.format"))
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    """'stop' or 'length' (truncated at rollout.max_tokens)."""
+    rewards: dict[str, float] = field(default_factory=dict)
+    """Scores of the per-sample rewards (unweighted), filled before group rewards run."""
+
+
+__all__ = ["REWARDS", "Completion"]

@@ -1,0 +1,135 @@
+"""`RolloutBatch`: the one object that travels through every stage of an RL step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class RolloutBatch:
+    """Completions of a batch of prompts, `group_size` per prompt, stored group by group.
+
+    Per-sample lists all have one entry per completion; sample i belongs to prompt `group_ids[i]`,
+    whose dataset row is `rows[group_ids[i]]`. Stages fill in `rewards`, `reward_components`,
+    `advantages` and may keep their own data in `extras`.
+    """
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    completion_texts: list[str]
+    sampling_logprobs: list[list[float]]
+    """Log-probability the sampler gave each generated token (after temperature)."""
+    finish_reasons: list[str]
+    """'stop' (end of sequence or a stop string) or 'length' (hit max_tokens)."""
+    group_ids: list[int]
+    rows: list[dict[str, Any]]
+    rewards: torch.Tensor | None = None
+    reward_components: dict[str, torch.Tensor] = field(default_factory=dict)
+    advantages: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.rows)
+
+    def groups(self) -> list[list[int]]:
+        """Sample indices of each group, in group order."""
+        out: list[list[int]] = [[] for _ in self.rows]
+        for i, g in enumerate(self.group_ids):
+            out[g].append(i)
+        return out
+
+    def row_of(self, i: int) -> dict[str, Any]:
+        return self.rows[self.group_ids[i]]
+
+    def completion_lengths(self) -> torch.Tensor:
+        return torch.tensor([len(c) for c in self.completion_ids], dtype=torch.float32)
+
+    def select_groups(self, keep: list[int]) -> RolloutBatch:
+        """A new batch with only the given groups (renumbered 0..len(keep)-1)."""
+        index = {g: new for new, g in enumerate(keep)}
+        samples = [i for i, g in enumerate(self.group_ids) if g in index]
+        return RolloutBatch(
+            prompt_ids=[self.prompt_ids[i] for i in samples],
+            completion_ids=[self.completion_ids[i] for i in samples],
+            completion_texts=[self.completion_texts[i] for i in samples],
+            sampling_logprobs=[self.sampling_logprobs[i] for i in samples],
+            finish_reasons=[self.finish_reasons[i] for i in samples],
+            group_ids=[index[self.group_ids[i]] for i in samples],
+            rows=[self.rows[g] for g in keep],
+            rewards=None if self.rewards is None else self.rewards[samples],
+            reward_components={k: v[samples] for k, v in self.reward_components.items()},
+            advantages=None if self.advantages is None else self.advantages[samples],
+        )
+
+    @staticmethod
+    def concat(batches: list[RolloutBatch]) -> RolloutBatch:
+        """Join batches; group ids are offset so groups stay distinct. Extras are not carried."""
+        first = batches[0]
+        group_ids: list[int] = []
+        offset = 0
+        for b in batches:
+            group_ids += [g + offset for g in b.group_ids]
+            offset += b.num_groups
+
+        def cat(name: str) -> list:
+            return [x for b in batches for x in getattr(b, name)]
+
+        def cat_tensor(get) -> torch.Tensor | None:
+            parts = [get(b) for b in batches]
+            return None if any(p is None for p in parts) else torch.cat(parts)
+
+        return RolloutBatch(
+            prompt_ids=cat("prompt_ids"),
+            completion_ids=cat("completion_ids"),
+            completion_texts=cat("completion_texts"),
+            sampling_logprobs=cat("sampling_logprobs"),
+            finish_reasons=cat("finish_reasons"),
+            group_ids=group_ids,
+            rows=cat("rows"),
+            rewards=cat_tensor(lambda b: b.rewards),
+            reward_components={
+                k: torch.cat([b.reward_components[k] for b in batches]) for k in first.reward_components
+            },
+            advantages=cat_tensor(lambda b: b.advantages),
+        )
+
+
+@dataclass
+class MicroBatch:
+    """Padded tensors of a few samples of a `RolloutBatch`, as the objective and loss terms see them.
+
+    Token tensors are [B, T] over the completion positions only (right-padded); `indices` are the
+    samples' positions in `rollout`, so a plug-in can read anything else about them there.
+    """
+
+    input_ids: torch.Tensor
+    """[B, P+T] prompt and completion, left-padded prompts, right-padded completions."""
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+    """[B, T] 1 on generated tokens."""
+    sampling_logprobs: torch.Tensor
+    """[B, T] logprobs from the rollout engine (the behaviour policy)."""
+    advantages: torch.Tensor
+    """[B, T] advantages broadcast to tokens."""
+    indices: list[int]
+    rollout: RolloutBatch
+    ref_logprobs: torch.Tensor | None = None
+    """[B, T] logprobs of the reference model, when a loss term needs it."""
+    prompt_width: int = 0
+
+
+@dataclass
+class PolicyOutput:
+    """What the current policy computes on a micro-batch, with gradients."""
+
+    logprobs: torch.Tensor
+    """[B, T] log-probability of each completion token (logits / temperature)."""
+    entropy: torch.Tensor
+    """[B, T] entropy of the next-token distribution (carries gradients only if a term asks for it)."""

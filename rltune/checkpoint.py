@@ -1,0 +1,94 @@
+"""Checkpoints: HF-format weights plus everything needed to continue the run exactly.
+
+A checkpoint is a folder `checkpoint-<step>` holding the model (`save_pretrained`; LoRA runs keep
+the adapter in `adapter/`), the tokenizer, the recipe, and `trainer_state.pt` (step, optimizer,
+scheduler, data position, RNG states). It is written into a temporary folder and renamed into
+place, so a crash never leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rltune.errors import RLTuneError
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    output_dir: Path, step: int, model: torch.nn.Module, tokenizer: Any, state: dict[str, Any],
+    recipe_text: str, keep: int,
+) -> Path:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f".checkpoint-{step}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(tmp / "adapter")
+    else:
+        model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "recipe.yaml").write_text(recipe_text)
+    torch.save(state, tmp / STATE_FILE)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("saved %s", final)
+    return final
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints in `output_dir`, oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found) if (p / STATE_FILE).is_file()]
+
+
+def resolve_checkpoint(resume_from: str, output_dir: Path) -> Path:
+    if resume_from == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            raise RLTuneError(f"train.resume_from=latest but {output_dir} holds no complete checkpoint")
+        return found[-1]
+    path = Path(resume_from)
+    if not (path / STATE_FILE).is_file():
+        raise RLTuneError(f"train.resume_from={resume_from!r} is not a checkpoint folder (no {STATE_FILE} in it)")
+    return path
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RLTuneError(f"cannot read {path / STATE_FILE}: {exc}; pick another checkpoint") from exc

@@ -1,0 +1,321 @@
+"""Typed recipe configuration.
+
+A recipe is one YAML file whose sections map onto the dataclasses below; the field comments are the
+reference manual. `load_recipe(path, overrides)` validates everything at load time: an unknown key,
+a wrong type or an out-of-range value raises `ConfigError` naming the key and the file.
+Overrides are `section.key=value` strings (values parsed as YAML: `train.lr=1e-5`,
+`rewards=[{name: format}]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from rltune.errors import ConfigError
+
+
+@dataclass
+class LoraConfig:
+    """Low-rank adapters through peft; only the adapters are trained."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    """Hub id or local folder of the policy model (HF format)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype the trainable weights are loaded in. Use `train.mixed_precision` for bf16 autocast."""
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    lora: LoraConfig | None = None
+    """Set to train LoRA adapters instead of all weights (needs `pip install rltune[peft]`)."""
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    """Hub dataset name, a local .json/.jsonl/.parquet file, or a local folder of such files."""
+    subset: str | None = None
+    """Hub dataset configuration name (e.g. 'main' for gsm8k)."""
+    split: str = "train"
+    question_column: str = "question"
+    answer_column: str = "answer"
+    answer_after: str | None = None
+    """If set, the gold is the text after the last occurrence of this marker (GSM8K answers: '####')."""
+    instruction: str = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+    """Python format string applied to each row; `{question}` is the question column, other columns by name."""
+    system_prompt: str | None = None
+    use_chat_template: bool = True
+    """Wrap the instruction in the tokenizer's chat template (if it has one) with the generation prompt."""
+    shuffle: bool = True
+    max_prompt_tokens: int | None = None
+    """Prompts longer than this are dropped at load time (with a logged count)."""
+    limit: int | None = None
+    """Keep only the first N rows (after loading, before shuffling)."""
+
+
+@dataclass
+class VLLMConfig:
+    dtype: str = "auto"
+    """vLLM weight dtype; 'auto' is bfloat16 on GPU and float32 on CPU."""
+    gpu_memory_utilization: float = 0.3
+    """Share of GPU memory vLLM may take when colocated with training."""
+    kv_cache_gib: float = 1.0
+    """KV cache size on CPU (sets VLLM_CPU_KVCACHE_SPACE)."""
+    enforce_eager: bool = True
+    max_model_len: int | None = None
+    """Defaults to the longest prompt allowed plus `rollout.max_tokens`."""
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "vllm"
+    """'vllm' (colocated vLLM, weights synced in place after each update) or 'hf' (transformers generate)."""
+    group_size: int = 8
+    """Completions sampled per prompt (G in GRPO)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    """Nucleus sampling. Below 1 the trainer's logprobs (full vocabulary) differ from the sampler's."""
+    max_tokens: int = 256
+    seed: int | None = None
+    """Sampling seed; defaults to train.seed. Each step uses seed + step."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+
+
+@dataclass
+class RewardSpec:
+    name: str = ""
+    """Registered reward name ('math_accuracy', 'format', ...) or 'package.module:attr'."""
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the reward's constructor (when it is a class)."""
+
+
+@dataclass
+class LossTermSpec:
+    name: str = ""
+    """Registered loss term name or 'package.module:attr'."""
+    coef: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AlgorithmConfig:
+    advantage: str = "grpo"
+    """'grpo' (group mean/std), 'dr_grpo' (mean only, Dr. GRPO arXiv 2503.20783), 'rloo' (leave-one-out)."""
+    objective: str = "clipped"
+    """Policy objective: 'clipped' (PPO-style surrogate) or an import path."""
+    clip_low: float = 0.2
+    """epsilon_low of the ratio clip (PPO/GRPO 0.2)."""
+    clip_high: float = 0.2
+    """epsilon_high of the ratio clip; DAPO's clip-higher uses 0.28 (arXiv 2503.14476 §3.1)."""
+    dual_clip: float | None = None
+    """Dual-clip bound c for negative advantages (verl/DAPO use 3.0-10.0); None disables it."""
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "constant"] = "token_mean"
+    """token_mean: sum over every token of the global batch / its token count (DAPO);
+    seq_mean_token_mean: per-sequence token mean, then mean (original GRPO);
+    constant: token sum / (loss_constant * sequences) (Dr. GRPO)."""
+    loss_constant: int | None = None
+    """Divisor of 'constant' aggregation; Dr. GRPO uses the generation budget (defaults to rollout.max_tokens)."""
+    kl_coef: float = 0.0
+    """Coefficient of the k3 KL to a frozen reference; 0 loads no reference model."""
+    loss_terms: list[LossTermSpec] = field(default_factory=list)
+    """Extra per-token loss terms (entropy bonus, ...), aggregated with the objective."""
+    epochs: int = 1
+    """Passes over each rollout batch."""
+    mini_batches: int = 1
+    """Optimizer updates per pass: the rollout batch is split into this many mini-batches (DAPO: 16)."""
+    dynamic_sampling: bool = False
+    """DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts to refill."""
+    max_sampling_rounds: int = 4
+    """Upper bound on generation rounds per step with dynamic sampling (verl max_num_gen_batches: 10)."""
+
+
+@dataclass
+class RewardsConfig:
+    on_error: Literal["zero", "fail"] = "zero"
+    """A reward that raises for one sample: log it and score 0, or stop training."""
+    timeout_s: float = 30.0
+    """Wall-clock limit for one reward call (async rewards and graded answers)."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    """RL steps (one rollout batch each)."""
+    prompts_per_step: int = 8
+    micro_batch_size: int = 8
+    """Sequences per forward/backward; gradients accumulate over micro-batches."""
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 0
+    output_dir: str = "runs/rltune"
+    log_every: int = 1
+    save_every: int = 0
+    """Save a checkpoint every N steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    resume_from: str | None = None
+    """A checkpoint folder, or 'latest' for the newest one in output_dir."""
+    tensorboard: bool = True
+    progress_bar: bool = True
+
+
+@dataclass
+class RecipeConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="math_accuracy")])
+    reward_options: RewardsConfig = field(default_factory=RewardsConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of sections, got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    config = from_dict(RecipeConfig, raw, source=str(path))
+    validate(config, source=str(path))
+    return config
+
+
+def apply_override(raw: dict, item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like 'section.key=value'")
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from exc
+    target = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    target[parts[-1]] = parsed
+
+
+def from_dict(cls: type, data: Any, source: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, checking keys and types."""
+    where = prefix.rstrip(".") or "recipe"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where} must be a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{source}: unknown key {prefix + str(key)!r}{hint}; known keys: {', '.join(names)}")
+        kwargs[key] = _convert(hints[key], value, source, prefix + key)
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, source, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{source}: {key}: {value!r} fits none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: {key} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list, got {type(value).__name__} {value!r}")
+        return [_convert(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, prefix=key + ".")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads '1e-6' as a string
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: {key} must be of type {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def validate(cfg: RecipeConfig, source: str) -> None:
+    """Value checks that types alone cannot express."""
+
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"{source}: {key} {msg}")
+
+    need(bool(cfg.model.path), "model.path", "is required (a hub id or a local model folder)")
+    need(bool(cfg.data.path), "data.path", "is required (a hub dataset, or a local json/jsonl/parquet file)")
+    need(cfg.rollout.group_size >= 2, "rollout.group_size", "must be at least 2 (advantages are group-relative)")
+    need(cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0")
+    need(0 < cfg.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+    need(cfg.rollout.max_tokens >= 1, "rollout.max_tokens", "must be >= 1")
+    need(len(cfg.rewards) >= 1, "rewards", "must name at least one reward")
+    for i, spec in enumerate(cfg.rewards):
+        need(bool(spec.name), f"rewards[{i}].name", "is required")
+    need(0 <= cfg.algorithm.clip_low < 1, "algorithm.clip_low", "must be in [0, 1)")
+    need(cfg.algorithm.clip_high >= 0, "algorithm.clip_high", "must be >= 0")
+    need(cfg.algorithm.dual_clip is None or cfg.algorithm.dual_clip > 1, "algorithm.dual_clip", "must be > 1")
+    need(cfg.algorithm.kl_coef >= 0, "algorithm.kl_coef", "must be >= 0")
+    need(cfg.algorithm.epochs >= 1, "algorithm.epochs", "must be >= 1")
+    need(cfg.algorithm.mini_batches >= 1, "algorithm.mini_batches", "must be >= 1")
+    need(cfg.algorithm.max_sampling_rounds >= 1, "algorithm.max_sampling_rounds", "must be >= 1")
+    need(cfg.train.steps >= 1, "train.steps", "must be >= 1")
+    need(cfg.train.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1")
+    need(cfg.train.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1")
+    need(cfg.train.lr > 0, "train.lr", "must be > 0")
+    need(len(cfg.train.betas) == 2, "train.betas", "must be two numbers [beta1, beta2]")
+    rollout_size = cfg.train.prompts_per_step * cfg.rollout.group_size
+    need(
+        cfg.algorithm.mini_batches <= rollout_size,
+        "algorithm.mini_batches",
+        f"({cfg.algorithm.mini_batches}) exceeds the {rollout_size} sequences of one rollout batch",
+    )

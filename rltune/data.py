@@ -1,0 +1,131 @@
+"""Prompt data: load a dataset, format prompts, hand out batches in a resumable order."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from rltune.config import DataConfig
+from rltune.errors import RLTuneError
+
+log = logging.getLogger(__name__)
+
+_FILE_TYPES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def load_rows(path: str, split: str = "train", subset: str | None = None):
+    """A `datasets.Dataset` from a hub name, a local data file, or a local folder of data files."""
+    import datasets
+
+    local = Path(path).expanduser()
+    try:
+        if local.is_file():
+            builder = _FILE_TYPES.get(local.suffix)
+            if builder is None:
+                raise RLTuneError(f"data file {path!r}: unsupported type {local.suffix!r}; use {', '.join(_FILE_TYPES)}")
+            return datasets.load_dataset(builder, data_files=str(local), split="train")
+        if local.is_dir():
+            files = [p for p in sorted(local.iterdir()) if p.suffix in _FILE_TYPES]
+            matching = [p for p in files if split in p.stem] or files
+            if not matching:
+                raise RLTuneError(f"data folder {path!r} holds no {'/'.join(_FILE_TYPES)} files")
+            builder = _FILE_TYPES[matching[0].suffix]
+            return datasets.load_dataset(builder, data_files=[str(p) for p in matching], split="train")
+        return datasets.load_dataset(path, subset, split=split)
+    except RLTuneError:
+        raise
+    except Exception as exc:
+        raise RLTuneError(f"cannot load dataset {path!r} (split {split!r}): {exc}") from exc
+
+
+class PromptSource:
+    """Formatted prompts with gold answers, shuffled per epoch from a seed, position kept for resume.
+
+    Each row handed out is the dataset row plus `prompt` (the text given to the model) and `gold`.
+    """
+
+    def __init__(self, cfg: DataConfig, tokenizer: Any, seed: int = 0, dataset=None):
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.seed = seed
+        rows = dataset if dataset is not None else load_rows(cfg.path, cfg.split, cfg.subset)
+        columns = list(rows.column_names)
+        for role, column in (("question_column", cfg.question_column), ("answer_column", cfg.answer_column)):
+            if column not in columns:
+                raise RLTuneError(
+                    f"dataset {cfg.path!r} has no column {column!r} (data.{role}); its columns are: {', '.join(columns)}"
+                )
+        if cfg.limit is not None:
+            rows = rows.select(range(min(cfg.limit, len(rows))))
+        self.rows: list[dict[str, Any]] = []
+        self.prompt_ids: list[list[int]] = []
+        dropped = 0
+        for row in rows:
+            item = dict(row)
+            item["prompt"] = self.format_prompt(item)
+            item["gold"] = str(item[cfg.answer_column])
+            if cfg.answer_after:
+                item["gold"] = item["gold"].rsplit(cfg.answer_after, 1)[-1].strip()
+            ids = tokenizer(item["prompt"], add_special_tokens=False)["input_ids"]
+            if cfg.max_prompt_tokens is not None and len(ids) > cfg.max_prompt_tokens:
+                dropped += 1
+                continue
+            self.rows.append(item)
+            self.prompt_ids.append(ids)
+        if dropped:
+            log.info("dropped %d prompts longer than data.max_prompt_tokens=%d", dropped, cfg.max_prompt_tokens)
+        if not self.rows:
+            raise RLTuneError(f"dataset {cfg.path!r} has no usable rows (after limit/max_prompt_tokens)")
+        self.epoch = 0
+        self.position = 0
+        self._order = self._epoch_order()
+
+    def format_prompt(self, row: dict[str, Any]) -> str:
+        fields = dict(row)
+        fields["question"] = row[self.cfg.question_column]
+        try:
+            text = self.cfg.instruction.format(**fields)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise RLTuneError(
+                f"data.instruction {self.cfg.instruction!r} cannot be filled from the row: {exc!r} "
+                "(use {question} or a column name; write literal braces as {{ }})"
+            ) from exc
+        has_template = getattr(self.tokenizer, "chat_template", None)
+        if not (self.cfg.use_chat_template and has_template):
+            return text
+        messages = [{"role": "user", "content": text}]
+        if self.cfg.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.cfg.system_prompt})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    @property
+    def max_prompt_length(self) -> int:
+        return max(len(ids) for ids in self.prompt_ids)
+
+    def _epoch_order(self) -> list[int]:
+        order = list(range(len(self.rows)))
+        if self.cfg.shuffle:
+            random.Random(self.seed * 100_003 + self.epoch).shuffle(order)
+        return order
+
+    def next_batch(self, size: int) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        """The next `size` prompts (token ids, rows), moving into a new shuffled epoch as needed."""
+        picked: list[int] = []
+        while len(picked) < size:
+            if self.position >= len(self._order):
+                self.epoch += 1
+                self.position = 0
+                self._order = self._epoch_order()
+            picked.append(self._order[self.position])
+            self.position += 1
+        return [self.prompt_ids[i] for i in picked], [self.rows[i] for i in picked]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = state["epoch"]
+        self.position = state["position"]
+        self._order = self._epoch_order()

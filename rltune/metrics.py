@@ -1,0 +1,47 @@
+"""Metric sinks: one line per step on the console, metrics.jsonl, and TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+log = logging.getLogger("rltune")
+
+# Shown on the console line, in this order, when present.
+CONSOLE_KEYS = ("reward/total", "reward/math_accuracy", "kl", "entropy", "clip_fraction",
+                "completion/length_mean", "time/step_s", "throughput/gen_tokens_per_s")
+
+
+class MetricsLogger:
+    def __init__(self, output_dir: Path, tensorboard: bool, enabled: bool = True):
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = (output_dir / "metrics.jsonl").open("a")
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        self.jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+        self.jsonl.flush()
+        if self.writer is not None:
+            for key, value in clean.items():
+                self.writer.add_scalar(key, value, step)
+            self.writer.flush()
+        shown = " ".join(f"{k.split('/')[-1]}={clean[k]:.4g}" for k in CONSOLE_KEYS if k in clean)
+        log.info("step %d %s", step, shown)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            if self.writer is not None:
+                self.writer.close()

@@ -1,0 +1,71 @@
+"""Loading the policy, its tokenizer and the frozen reference model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from rltune.config import ModelConfig
+from rltune.errors import RLTuneError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise RLTuneError(f"cannot load a tokenizer from {path!r} (model.path): {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, cfg: ModelConfig) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code
+        )
+    except Exception as exc:
+        raise RLTuneError(f"cannot load a causal LM from {path!r}: {exc}") from exc
+
+
+def load_policy(cfg: ModelConfig, checkpoint: str | None = None) -> torch.nn.Module:
+    """The trainable policy; from a checkpoint folder when resuming."""
+    adapter_dir = Path(checkpoint) / "adapter" if checkpoint else None
+    weights = checkpoint if checkpoint and not cfg.lora else cfg.path
+    model = load_causal_lm(weights, cfg)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.lora:
+        try:
+            from peft import LoraConfig as PeftLora
+            from peft import PeftModel, get_peft_model
+        except ImportError as exc:
+            raise RLTuneError("model.lora needs peft: pip install 'rltune[peft]'") from exc
+        if adapter_dir is not None:
+            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+        else:
+            lora = cfg.lora
+            model = get_peft_model(
+                model,
+                PeftLora(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                         target_modules=lora.target_modules, task_type="CAUSAL_LM"),
+            )
+    model.train()
+    return model
+
+
+def load_reference(cfg: ModelConfig) -> torch.nn.Module:
+    model = load_causal_lm(cfg.path, cfg)
+    model.eval()
+    model.requires_grad_(False)
+    return model

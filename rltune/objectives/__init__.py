@@ -1,0 +1,13 @@
+"""Policy objectives: per-token policy-gradient losses.
+
+An objective is a class registered in `OBJECTIVES`, built as `cls(algorithm_config, **kwargs)` and
+called as `objective(micro_batch, policy_output) -> (per_token_loss [B, T], metrics)`. It sees the
+whole `RolloutBatch` through `micro_batch.rollout`, so objectives that need per-group statistics
+(e.g. a per-question accuracy) compute or read them there.
+"""
+
+from rltune.registry import Registry
+
+OBJECTIVES: Registry = Registry("objective", builtin_modules=("rltune.objectives.clipped",))
+
+__all__ = ["OBJECTIVES"]

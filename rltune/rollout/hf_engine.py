@@ -1,0 +1,76 @@
+"""transformers `generate` as a rollout engine: slow, simple, and the reference for the vLLM path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rltune.batch import RolloutBatch
+from rltune.rollout.base import ENGINES, SamplingSettings
+
+
+@ENGINES.register("hf")
+class HFEngine:
+    """Samples from the live policy module itself, so `sync_weights` has nothing to copy."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 64, **_: Any):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        eos = model.generation_config.eos_token_id if model.generation_config else None
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
+
+    @torch.no_grad()
+    def generate(
+        self, prompt_ids: list[list[int]], rows: list[dict[str, Any]], sampling: SamplingSettings
+    ) -> RolloutBatch:
+        was_training = self.model.training
+        self.model.eval()
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        batch = RolloutBatch([], [], [], [], [], [], list(rows))
+        flat = [(g, ids) for g, ids in enumerate(prompt_ids) for _ in range(sampling.n)]
+        device = next(self.model.parameters()).device
+        for start in range(0, len(flat), self.batch_size):
+            chunk = flat[start : start + self.batch_size]
+            width = max(len(ids) for _, ids in chunk)
+            input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for _, ids in chunk], device=device)
+            attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in chunk], device=device)
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                do_sample=True,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=0,
+                max_new_tokens=sampling.max_tokens,
+                pad_token_id=self.pad_id,
+                eos_token_id=sorted(self.eos_ids),
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
+            new_tokens = out.sequences[:, width:]
+            logprobs = torch.stack(out.logits, dim=1).float().div(sampling.temperature).log_softmax(-1)
+            token_logprobs = logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+            for row, (group, ids) in enumerate(chunk):
+                tokens = new_tokens[row].tolist()
+                stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
+                length = len(tokens) if stop is None else stop + 1
+                batch.prompt_ids.append(list(ids))
+                batch.completion_ids.append(tokens[:length])
+                batch.completion_texts.append(self.tokenizer.decode(tokens[:length], skip_special_tokens=True))
+                batch.sampling_logprobs.append(token_logprobs[row, :length].tolist())
+                batch.finish_reasons.append("length" if stop is None else "stop")
+                batch.group_ids.append(group)
+        self.model.train(was_training)
+        return batch
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def close(self) -> None:
+        self.model = None
+

