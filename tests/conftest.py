@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny models built from configs (no downloads), demo data, recipe writing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rltune.demo import arithmetic_rows, build_tiny_model, build_tokenizer, write_demo_assets
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An untrained 2-layer Qwen2 with the character tokenizer."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = build_tokenizer()
+    model = build_tiny_model(len(tokenizer), seed=0)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def arithmetic_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "arithmetic.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in arithmetic_rows()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory) -> tuple[Path, Path]:
+    """The demo's warmed-up model (right about 30% of the time) and its prompts."""
+    root = tmp_path_factory.mktemp("demo")
+    write_demo_assets(root / "model", root / "arithmetic.jsonl")
+    return root / "model", root / "arithmetic.jsonl"
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_recipe(tmp_path: Path, overrides: dict, base: str = "recipes/demo_cpu.yaml") -> Path:
+    """The demo recipe with sections updated from `overrides` (nested dicts merge)."""
+    recipe = yaml.safe_load((REPO / base).read_text())
+
+    def merge(dst: dict, src: dict) -> None:
+        for key, value in src.items():
+            if isinstance(value, dict) and isinstance(dst.get(key), dict):
+                merge(dst[key], value)
+            else:
+                dst[key] = value
+
+    merge(recipe, overrides)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path

@@ -1,0 +1,65 @@
+import pytest
+
+from rltune.config import load_recipe
+from rltune.errors import ConfigError
+
+from conftest import REPO
+
+
+def write(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = "model: {path: m}\ndata: {path: d.jsonl}\n"
+
+
+def test_demo_recipe_loads():
+    cfg = load_recipe(REPO / "recipes/demo_cpu.yaml")
+    assert cfg.algorithm.clip_high == 0.28 and cfg.rewards[1].name == "format"
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, BASE + "train: {lrr: 0.1}\n")
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path)
+    assert "train.lrr" in str(err.value) and str(path) in str(err.value) and "did you mean 'lr'" in str(err.value)
+
+
+def test_wrong_type_names_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.steps must be of type int, got str"):
+        load_recipe(write(tmp_path, BASE + "train: {steps: many}\n"))
+    with pytest.raises(ConfigError, match=r"rollout.engine must be of type str"):
+        load_recipe(write(tmp_path, BASE + "rollout: {engine: [vllm]}\n"))
+    with pytest.raises(ConfigError, match=r"algorithm.loss_aggregation must be one of"):
+        load_recipe(write(tmp_path, BASE + "algorithm: {loss_aggregation: sum}\n"))
+    with pytest.raises(ConfigError, match=r"rewards\[0\].weight must be of type float"):
+        load_recipe(write(tmp_path, BASE + "rewards: [{name: format, weight: heavy}]\n"))
+
+
+def test_values_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="rollout.group_size must be at least 2"):
+        load_recipe(write(tmp_path, BASE + "rollout: {group_size: 1}\n"))
+    with pytest.raises(ConfigError, match="model.path is required"):
+        load_recipe(write(tmp_path, "data: {path: d.jsonl}\n"))
+
+
+def test_overrides_apply_and_are_validated(tmp_path):
+    path = write(tmp_path, BASE)
+    cfg = load_recipe(path, ["train.lr=1e-5", "rollout.group_size=4", "rewards=[{name: format}]",
+                             "algorithm.dual_clip=3"])
+    assert cfg.train.lr == 1e-5 and isinstance(cfg.train.lr, float)
+    assert cfg.rollout.group_size == 4 and cfg.rewards[0].name == "format"
+    assert cfg.algorithm.dual_clip == 3.0
+    with pytest.raises(ConfigError, match="unknown key 'train.nope'"):
+        load_recipe(path, ["train.nope=1"])
+    with pytest.raises(ConfigError, match="must look like"):
+        load_recipe(path, ["train.lr"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(write(tmp_path, "model: [unclosed\n"))

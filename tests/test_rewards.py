@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from rltune.batch import RolloutBatch
+from rltune.config import RewardSpec
+from rltune.errors import ConfigError, RLTuneError
+from rltune.reward_pipeline import RewardPipeline
+
+P = "plugins.my_rewards:"
+
+
+def make_batch(groups: list[list[str]], golds: list[str] | None = None) -> RolloutBatch:
+    golds = golds or ["0"] * len(groups)
+    batch = RolloutBatch([], [], [], [], [], [], [{"gold": g} for g in golds])
+    for g, texts in enumerate(groups):
+        for text in texts:
+            batch.prompt_ids.append([1])
+            batch.completion_ids.append(list(range(len(text))))
+            batch.completion_texts.append(text)
+            batch.sampling_logprobs.append([0.0] * len(text))
+            batch.finish_reasons.append("stop")
+            batch.group_ids.append(g)
+    return batch
+
+
+def score(specs, groups, **kwargs):
+    batch = make_batch(groups, kwargs.pop("golds", None))
+    pipeline = RewardPipeline(specs, **kwargs)
+    pipeline.score(batch)
+    return batch, pipeline
+
+
+def test_builtin_math_accuracy_and_format_with_weights():
+    specs = [RewardSpec("math_accuracy", 1.0), RewardSpec("format", 0.5)]
+    batch, _ = score(specs, [["\\boxed{3}", "\\boxed{4}", "3"]], golds=["3"])
+    assert batch.reward_components["math_accuracy"].tolist() == [1.0, 0.0, 0.0]
+    assert batch.reward_components["format"].tolist() == [1.0, 1.0, 0.0]
+    assert batch.rewards.tolist() == [1.5, 0.5, 0.0]
+
+
+def test_math_accuracy_kwargs_give_signed_rewards():
+    batch, _ = score([RewardSpec("math_accuracy", kwargs={"correct": 1.0, "incorrect": -1.0})],
+                     [["\\boxed{3}", "\\boxed{4}"]], golds=["3"])
+    assert batch.rewards.tolist() == [1.0, -1.0]
+
+
+def test_user_function_and_class_by_import_path():
+    batch, _ = score([RewardSpec(P + "brevity", 1.0), RewardSpec(P + "Contains", 2.0, {"needle": "x"})],
+                     [["ab", "xbcd"]])
+    assert batch.reward_components["brevity"].tolist() == pytest.approx([-0.2, -0.4])
+    assert batch.reward_components["Contains"].tolist() == [0.0, 1.0]
+    assert batch.rewards.tolist() == pytest.approx([-0.2, 1.6])
+
+
+def test_async_reward():
+    batch, _ = score([RewardSpec(P + "async_length")], [["abc", "a"], ["abcdef"]])
+    assert batch.rewards.tolist() == [3.0, 1.0, 6.0]
+
+
+def test_exception_scores_zero_and_is_counted(caplog):
+    batch, pipeline = score([RewardSpec(P + "flaky")], [["good", "bad one"]])
+    assert batch.rewards.tolist() == [1.0, 0.0]
+    assert pipeline.errors == 1
+    assert "bad one" in caplog.text and "cannot score this one" in caplog.text
+
+
+def test_exception_fails_when_asked():
+    with pytest.raises(RLTuneError, match="flaky"):
+        score([RewardSpec(P + "flaky")], [["bad"]], on_error="fail")
+
+
+@pytest.mark.parametrize("name", ["sleepy", "async_sleepy"])
+def test_timeout_scores_zero(name):
+    batch, pipeline = score([RewardSpec(P + name)], [["fast", "slow"]], timeout_s=0.5)
+    assert batch.rewards.tolist() == [1.0, 0.0]
+    assert pipeline.errors == 1
+
+
+def test_none_counts_as_zero():
+    batch, _ = score([RewardSpec(P + "maybe_none")], [["skip", "keep"]])
+    assert batch.rewards.tolist() == [0.0, 2.0]
+
+
+def test_group_reward_runs_per_group_after_sample_rewards():
+    batch, _ = score([RewardSpec(P + "brevity", 0.0), RewardSpec(P + "RankInGroup", 1.0)],
+                     [["aaa", "a", "aa"], ["bb", "bbbb"]])
+    assert batch.reward_components["RankInGroup"].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+    assert torch.equal(batch.rewards, batch.reward_components["RankInGroup"])
+
+
+def test_duplicate_names_get_suffixes():
+    batch, _ = score([RewardSpec("format"), RewardSpec("format")], [["\\boxed{1}"]])
+    assert set(batch.reward_components) == {"format", "format_2"}
+
+
+def test_bad_specs_fail_clearly():
+    with pytest.raises(ConfigError, match="unknown reward 'math_acc'"):
+        RewardPipeline([RewardSpec("math_acc")])
+    with pytest.raises(ConfigError, match="cannot import module"):
+        RewardPipeline([RewardSpec("no_such_pkg.mod:fn")])
+    with pytest.raises(ConfigError, match="takes no kwargs"):
+        RewardPipeline([RewardSpec(P + "brevity", kwargs={"x": 1})])
+    with pytest.raises(ConfigError, match="bad kwargs"):
+        RewardPipeline([RewardSpec(P + "Contains", kwargs={"wrong": 1})])
