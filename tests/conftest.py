@@ -54,6 +54,7 @@ def write_recipe(tmp_path: Path, overrides: dict, base: str = "recipes/demo_cpu.
                 dst[key] = value
 
     merge(recipe, overrides)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path

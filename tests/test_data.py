@@ -1,0 +1,70 @@
+import json
+
+import datasets
+import pytest
+
+from rltune.config import DataConfig
+from rltune.data import PromptSource
+from rltune.demo import build_tokenizer
+from rltune.errors import RLTuneError
+from rltune.models import load_tokenizer
+
+
+@pytest.fixture
+def rows_file(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"q": f"{i}+1=", "sol": f"work #### {i + 1}", "id": i}) + "\n" for i in range(10)))
+    return path
+
+
+def test_local_jsonl_columns_instruction_and_gold(rows_file):
+    cfg = DataConfig(path=str(rows_file), question_column="q", answer_column="sol", answer_after="####",
+                     instruction="{id} {question}", use_chat_template=False, shuffle=False)
+    source = PromptSource(cfg, build_tokenizer())
+    ids, rows = source.next_batch(3)
+    assert [r["prompt"] for r in rows] == ["0 0+1=", "1 1+1=", "2 2+1="]
+    assert [r["gold"] for r in rows] == ["1", "2", "3"]
+    assert build_tokenizer().decode(ids[1]) == "1 1+1="
+
+
+def test_missing_column_is_a_clear_error(rows_file):
+    with pytest.raises(RLTuneError, match=r"no column 'question' \(data.question_column\); its columns are: q, sol, id"):
+        PromptSource(DataConfig(path=str(rows_file), answer_column="sol"), build_tokenizer())
+
+
+def test_bad_instruction_placeholder(rows_file):
+    cfg = DataConfig(path=str(rows_file), question_column="q", answer_column="sol", instruction="{problem}")
+    with pytest.raises(RLTuneError, match="cannot be filled"):
+        PromptSource(cfg, build_tokenizer())
+
+
+def test_unreadable_path():
+    with pytest.raises(RLTuneError, match="cannot load dataset"):
+        PromptSource(DataConfig(path="/nonexistent/dir/x"), build_tokenizer())
+
+
+def test_chat_template_is_applied(rows_file, tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    cfg = DataConfig(path=str(rows_file), question_column="q", answer_column="sol", instruction="{question}",
+                     system_prompt="S", shuffle=False)
+    _, rows = PromptSource(cfg, tokenizer).next_batch(1)
+    assert rows[0]["prompt"] == "<system>S<user>0+1=<assistant>"
+
+
+def test_shuffled_epochs_and_resume_position(rows_file):
+    cfg = DataConfig(path=str(rows_file), question_column="q", answer_column="sol", use_chat_template=False)
+    a = PromptSource(cfg, build_tokenizer(), seed=3)
+    first = [r["id"] for r in a.next_batch(7)[1]]
+    state = a.state_dict()
+    rest = [r["id"] for r in a.next_batch(8)[1]]
+    assert sorted(first + rest[:3]) == list(range(10))  # one full epoch, then the next begins
+    b = PromptSource(cfg, build_tokenizer(), seed=3)
+    b.load_state_dict(state)
+    assert [r["id"] for r in b.next_batch(8)[1]] == rest
+
+
+def test_in_memory_dataset_and_limit():
+    ds = datasets.Dataset.from_list([{"question": "1+1=", "answer": "2"}] * 5)
+    source = PromptSource(DataConfig(path="mem", limit=2, use_chat_template=False), build_tokenizer(), dataset=ds)
+    assert len(source.rows) == 2

@@ -1,0 +1,127 @@
+"""Trainer mechanics on a tiny model with the hf engine (fast; the vLLM path is in test_e2e.py)."""
+
+import json
+
+import pytest
+import torch
+
+from rltune.config import load_recipe
+from rltune.errors import RLTuneError
+from rltune.trainer import Trainer
+
+from conftest import write_recipe
+
+
+def recipe(tmp_path, model_dir, data_file, **sections):
+    base = {
+        "model": {"path": str(model_dir)},
+        "data": {"path": str(data_file)},
+        "rollout": {"engine": "hf", "group_size": 4, "max_tokens": 12},
+        "train": {"steps": 2, "prompts_per_step": 4, "micro_batch_size": 16, "lr": 1e-3,
+                  "output_dir": str(tmp_path / "run"), "progress_bar": False, "tensorboard": False},
+    }
+    for key, value in sections.items():
+        base.setdefault(key, {}).update(value) if isinstance(value, dict) else base.__setitem__(key, value)
+    return load_recipe(write_recipe(tmp_path, base))
+
+
+def grads(trainer, batch, micro_size):
+    trainer.optimizer.zero_grad()
+    indices = list(range(len(batch)))
+    norm = trainer.normalizer(batch, indices)
+    for start in range(0, len(indices), micro_size):
+        loss, _ = trainer.micro_step(batch, indices[start : start + micro_size], norm)
+        loss.backward()
+    return torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "constant"])
+def test_gradient_does_not_depend_on_micro_batch_size(tmp_path, demo_assets, mode):
+    model_dir, data_file = demo_assets
+    cfg = recipe(tmp_path, model_dir, data_file, algorithm={"loss_aggregation": mode, "kl_coef": 0.01})
+    trainer = Trainer(cfg)
+    batch, _ = trainer.collect_rollouts()
+    batch.advantages = trainer.advantage_fn(batch.rewards, batch.groups())
+    batch.extras["ref_logprobs"] = trainer.reference_logprobs(batch)
+    assert batch.advantages.abs().sum() > 0
+    whole = grads(trainer, batch, len(batch))
+    split = grads(trainer, batch, 3)
+    assert whole.abs().sum() > 0
+    assert torch.allclose(whole, split, rtol=1e-4, atol=1e-7)
+
+
+def test_reference_model_only_when_kl_is_on(tmp_path, demo_assets):
+    off = Trainer(recipe(tmp_path, *demo_assets))
+    assert off.ref_model is None and not off.needs_reference
+    on = Trainer(recipe(tmp_path, *demo_assets, algorithm={"kl_coef": 0.1, "mini_batches": 2}))
+    metrics = on.train()
+    assert on.ref_model is not None
+    assert metrics["kl"] > 0  # later mini-batches see a policy that moved away from the reference
+
+
+def test_metrics_and_checkpoint_written(tmp_path, tiny_model_dir, arithmetic_file):
+    trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file))
+    trainer.train()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2]
+    for key in ("reward/total", "reward/math_accuracy", "reward/format", "entropy", "clip_fraction", "loss",
+                "grad_norm", "completion/length_mean", "throughput/gen_tokens_per_s", "time/step_s", "lr"):
+        assert key in lines[-1], key
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    assert (ckpt / "config.json").is_file() and (ckpt / "trainer_state.pt").is_file()
+    assert not list((tmp_path / "run").glob(".checkpoint-*"))
+
+
+def test_resume_continues_exactly(tmp_path, demo_assets):
+    model_dir, data_file = demo_assets
+    full = Trainer(recipe(tmp_path / "a", model_dir, data_file, train={"steps": 4, "save_every": 2,
+                                                                        "output_dir": str(tmp_path / "a" / "run")}))
+    full.train()
+    expected = {k: v.clone() for k, v in full.policy.state_dict().items()}
+    from transformers import AutoModelForCausalLM
+
+    at_step_2 = AutoModelForCausalLM.from_pretrained(tmp_path / "a" / "run" / "checkpoint-2").state_dict()
+    assert any(not torch.allclose(at_step_2[k], expected[k]) for k in expected)  # steps 3-4 did train
+    resumed = Trainer(recipe(tmp_path / "b", model_dir, data_file, train={
+        "steps": 4, "output_dir": str(tmp_path / "b" / "run"),
+        "resume_from": str(tmp_path / "a" / "run" / "checkpoint-2")}))
+    assert resumed.step == 2
+    resumed.train()
+    for name, value in resumed.policy.state_dict().items():
+        assert torch.allclose(value, expected[name], atol=1e-6), name
+
+
+def test_resume_from_latest_without_checkpoint_fails_clearly(tmp_path, tiny_model_dir, arithmetic_file):
+    with pytest.raises(RLTuneError, match="holds no complete checkpoint"):
+        Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file, train={"resume_from": "latest"}))
+
+
+def test_dynamic_sampling_keeps_groups_with_reward_variance(tmp_path, demo_assets):
+    model_dir, data_file = demo_assets
+    cfg = recipe(tmp_path, model_dir, data_file, rewards=[{"name": "math_accuracy"}],
+                 algorithm={"dynamic_sampling": True, "max_sampling_rounds": 6},
+                 train={"prompts_per_step": 6})
+    trainer = Trainer(cfg)
+    batch, metrics = trainer.collect_rollouts()
+    assert batch.num_groups == 6 and len(batch) == 24
+    varied = sum(bool(batch.rewards[idx].std() > 0) for idx in batch.groups())
+    assert varied == metrics["dynamic_sampling/kept_groups"]
+    # With ~30% accuracy and 4 samples most groups vary; the kept ones come first.
+    assert varied >= 4
+    assert all(batch.rewards[idx].std() > 0 for idx in batch.groups()[:varied])
+
+
+def test_lora_trains_adapters_and_exports_plain_names(tmp_path, tiny_model_dir, arithmetic_file):
+    pytest.importorskip("peft")
+    from rltune.rollout.vllm_engine import _export_state_dict
+    from transformers import AutoModelForCausalLM
+
+    cfg = recipe(tmp_path, tiny_model_dir, arithmetic_file, model={"lora": {"r": 4, "alpha": 8,
+                 "target_modules": ["q_proj", "v_proj"]}}, algorithm={"kl_coef": 0.1})
+    trainer = Trainer(cfg)
+    assert trainer.ref_model is None  # the adapter-free base is the reference
+    trainer.train()
+    exported = _export_state_dict(trainer.policy)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    assert set(exported) == set(base)
+    assert (tmp_path / "run" / "checkpoint-2" / "adapter").is_dir()
