@@ -26,7 +26,7 @@ def test_vllm_engine_grpo_learns(tmp_path, demo_assets):
     model_dir, data_file = demo_assets
     out = tmp_path / "run"
     recipe = write_recipe(tmp_path, {"model": {"path": str(model_dir)}, "data": {"path": str(data_file)},
-                                     "train": {"steps": 40, "lr": 3.0e-4, "output_dir": str(out), "progress_bar": False}})
+                                     "train": {"steps": 40, "output_dir": str(out), "progress_bar": False}})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "-m", "rltune", "train", str(recipe), "rollout.engine=vllm"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -43,7 +43,7 @@ def test_hf_engine_grpo_learns(tmp_path, demo_assets):
     model_dir, data_file = demo_assets
     cfg = load_recipe(write_recipe(tmp_path, {
         "model": {"path": str(model_dir)}, "data": {"path": str(data_file)}, "rollout": {"engine": "hf"},
-        "train": {"steps": 30, "lr": 3.0e-4, "output_dir": str(tmp_path / "run"), "progress_bar": False,
+        "train": {"steps": 40, "output_dir": str(tmp_path / "run"), "progress_bar": False,
                   "tensorboard": False}}))
     trainer = Trainer(cfg)
     trainer.train()

