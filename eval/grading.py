@@ -127,8 +127,12 @@ class GradingPool:
                 result = worker.conn.recv()
             else:
                 self.timeouts += 1
-                log.warning("grading timed out after %.1fs (counted wrong): answer=%r gold=%r",
-                            self.timeout_s, answer[:200], gold[:200])
+                log.warning(
+                    "grading timed out after %.1fs (counted wrong): answer=%r gold=%r",
+                    self.timeout_s,
+                    answer[:200],
+                    gold[:200],
+                )
                 self._replace(worker)
                 return False
         except (EOFError, OSError, BrokenPipeError):

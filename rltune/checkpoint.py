@@ -42,8 +42,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    output_dir: Path, step: int, model: torch.nn.Module, tokenizer: Any, state: dict[str, Any],
-    recipe_text: str, keep: int,
+    output_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    state: dict[str, Any],
+    recipe_text: str,
+    keep: int,
 ) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"

@@ -24,7 +24,9 @@ def load_rows(path: str, split: str = "train", subset: str | None = None):
         if local.is_file():
             builder = _FILE_TYPES.get(local.suffix)
             if builder is None:
-                raise RLTuneError(f"data file {path!r}: unsupported type {local.suffix!r}; use {', '.join(_FILE_TYPES)}")
+                raise RLTuneError(
+                    f"data file {path!r}: unsupported type {local.suffix!r}; use {', '.join(_FILE_TYPES)}"
+                )
             return datasets.load_dataset(builder, data_files=str(local), split="train")
         if local.is_dir():
             files = [p for p in sorted(local.iterdir()) if p.suffix in _FILE_TYPES]
@@ -55,7 +57,8 @@ class PromptSource:
         for role, column in (("question_column", cfg.question_column), ("answer_column", cfg.answer_column)):
             if column not in columns:
                 raise RLTuneError(
-                    f"dataset {cfg.path!r} has no column {column!r} (data.{role}); its columns are: {', '.join(columns)}"
+                    f"dataset {cfg.path!r} has no column {column!r} (data.{role}); "
+                    f"its columns are: {', '.join(columns)}"
                 )
         if cfg.limit is not None:
             rows = rows.select(range(min(cfg.limit, len(rows))))

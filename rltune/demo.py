@@ -39,9 +39,18 @@ def build_tiny_model(vocab_size: int, seed: int = 0, hidden: int = 128, layers: 
     torch.manual_seed(seed)
     # head_dim 32: vLLM's CPU attention kernels reject head_dim 16.
     config = Qwen2Config(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=hidden // 32, num_key_value_heads=hidden // 32, head_dim=32,
-        max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 32,
+        num_key_value_heads=hidden // 32,
+        head_dim=32,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        tie_word_embeddings=True,
     )
     return Qwen2ForCausalLM(config)
 
@@ -57,8 +66,17 @@ def noisy_target(answer: str, rng: random.Random, p_correct: float, p_unboxed: f
     return value if rng.random() < p_unboxed else f"\\boxed{{{value}}}"
 
 
-def warm_up(model, tokenizer, rows, steps: int, p_correct: float, p_unboxed: float, seed: int = 0,
-            batch_size: int = 64, lr: float = 3e-3) -> None:
+def warm_up(
+    model,
+    tokenizer,
+    rows,
+    steps: int,
+    p_correct: float,
+    p_unboxed: float,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+) -> None:
     """Supervised warm-up on noisy targets; loss on the answer tokens only."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -69,7 +87,9 @@ def warm_up(model, tokenizer, rows, steps: int, p_correct: float, p_unboxed: flo
         examples = []
         for row in rng.choices(rows, k=batch_size):
             prompt = tokenizer(row["question"], add_special_tokens=False)["input_ids"]
-            target = tokenizer(noisy_target(row["answer"], rng, p_correct, p_unboxed), add_special_tokens=False)["input_ids"]
+            target = tokenizer(noisy_target(row["answer"], rng, p_correct, p_unboxed), add_special_tokens=False)[
+                "input_ids"
+            ]
             examples.append((prompt, target + [eos]))
         width = max(len(p) + len(t) for p, t in examples)
         ids = torch.zeros(batch_size, width, dtype=torch.long)
@@ -87,8 +107,14 @@ def warm_up(model, tokenizer, rows, steps: int, p_correct: float, p_unboxed: flo
     model.eval()
 
 
-def write_demo_assets(model_dir: Path, data_file: Path, warmup_steps: int = 300, p_correct: float = 0.35,
-                      p_unboxed: float = 0.15, seed: int = 0) -> None:
+def write_demo_assets(
+    model_dir: Path,
+    data_file: Path,
+    warmup_steps: int = 300,
+    p_correct: float = 0.35,
+    p_unboxed: float = 0.15,
+    seed: int = 0,
+) -> None:
     """Build the warmed-up tiny model into `model_dir` and the prompts into `data_file`."""
     rows = arithmetic_rows()
     data_file.parent.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,16 @@ from pathlib import Path
 log = logging.getLogger("rltune")
 
 # Shown on the console line, in this order, when present.
-CONSOLE_KEYS = ("reward/total", "reward/math_accuracy", "kl", "entropy", "clip_fraction",
-                "completion/length_mean", "time/step_s", "throughput/gen_tokens_per_s")
+CONSOLE_KEYS = (
+    "reward/total",
+    "reward/math_accuracy",
+    "kl",
+    "entropy",
+    "clip_fraction",
+    "completion/length_mean",
+    "time/step_s",
+    "throughput/gen_tokens_per_s",
+)
 
 
 class MetricsLogger:

@@ -57,8 +57,13 @@ def load_policy(cfg: ModelConfig, checkpoint: str | None = None) -> torch.nn.Mod
             lora = cfg.lora
             model = get_peft_model(
                 model,
-                PeftLora(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                         target_modules=lora.target_modules, task_type="CAUSAL_LM"),
+                PeftLora(
+                    r=lora.r,
+                    lora_alpha=lora.alpha,
+                    lora_dropout=lora.dropout,
+                    target_modules=lora.target_modules,
+                    task_type="CAUSAL_LM",
+                ),
             )
     model.train()
     return model

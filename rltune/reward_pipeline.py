@@ -34,13 +34,11 @@ class _Component:
 
 
 def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
 class RewardPipeline:
-    def __init__(
-        self, specs: list[RewardSpec], on_error: str = "zero", timeout_s: float = 30.0, max_threads: int = 8
-    ):
+    def __init__(self, specs: list[RewardSpec], on_error: str = "zero", timeout_s: float = 30.0, max_threads: int = 8):
         self.on_error = on_error
         self.timeout_s = timeout_s
         self.max_threads = max_threads
@@ -77,7 +75,9 @@ class RewardPipeline:
         for comp in self.components:
             if comp.group:
                 continue
-            values = self._run(comp, [(c, r) for c, r in zip(completions, rows)], [repr(c.text[:200]) for c in completions])
+            values = self._run(
+                comp, [(c, r) for c, r in zip(completions, rows)], [repr(c.text[:200]) for c in completions]
+            )
             for c, v in zip(completions, values):
                 c.rewards[comp.name] = v
             batch.reward_components[comp.name] = torch.tensor(values, dtype=torch.float32)
@@ -86,7 +86,9 @@ class RewardPipeline:
             if not comp.group:
                 continue
             calls = [([completions[i] for i in idx], batch.rows[g]) for g, idx in enumerate(groups)]
-            results = self._run(comp, calls, [f"group {g}" for g in range(len(groups))], per_group=[len(i) for i in groups])
+            results = self._run(
+                comp, calls, [f"group {g}" for g in range(len(groups))], per_group=[len(i) for i in groups]
+            )
             values = torch.zeros(len(batch))
             for idx, scores in zip(groups, results):
                 values[idx] = torch.tensor(scores, dtype=torch.float32)

@@ -73,11 +73,14 @@ class Trainer:
             self.ref_model = load_reference(cfg.model).to(self.accelerator.device)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
-            lr=t.lr, weight_decay=t.weight_decay, betas=tuple(t.betas),
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            betas=tuple(t.betas),
         )
         updates_per_step = cfg.algorithm.epochs * cfg.algorithm.mini_batches
         scheduler = get_scheduler(
-            t.lr_scheduler, optimizer,
+            t.lr_scheduler,
+            optimizer,
             num_warmup_steps=t.warmup_steps * updates_per_step,
             num_training_steps=t.steps * updates_per_step,
         )
@@ -135,7 +138,9 @@ class Trainer:
         t = self.cfg.train
         last: dict[str, float] = {}
         bar = tqdm(
-            total=t.steps, initial=self.step, desc="rl steps",
+            total=t.steps,
+            initial=self.step,
+            desc="rl steps",
             disable=not (t.progress_bar and self.accelerator.is_main_process),
         )
         while self.step < t.steps:
@@ -221,9 +226,12 @@ class Trainer:
         r = self.cfg.rollout
         ids, rows = self.data.next_batch(self.cfg.train.prompts_per_step * self.world_size)
         ids, rows = ids[self.rank :: self.world_size], rows[self.rank :: self.world_size]
-        seed = (r.seed if r.seed is not None else self.cfg.train.seed) + 1000 * self.step + 100 * round_index + self.rank
-        sampling = SamplingSettings(n=r.group_size, temperature=r.temperature, top_p=r.top_p,
-                                    max_tokens=r.max_tokens, seed=seed)
+        seed = (
+            (r.seed if r.seed is not None else self.cfg.train.seed) + 1000 * self.step + 100 * round_index + self.rank
+        )
+        sampling = SamplingSettings(
+            n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=seed
+        )
         return self.engine.generate(ids, rows, sampling)
 
     def rollout_metrics(self, batch: RolloutBatch) -> dict[str, float]:
@@ -278,8 +286,9 @@ class Trainer:
         )
         counts = self.accelerator.reduce(counts, reduction="sum") if self.world_size > 1 else counts
         constant = self.cfg.algorithm.loss_constant or self.cfg.rollout.max_tokens
-        return Normalizer(tokens=counts[0].item(), sequences=counts[1].item(), constant=float(constant),
-                          world_size=self.world_size)
+        return Normalizer(
+            tokens=counts[0].item(), sequences=counts[1].item(), constant=float(constant), world_size=self.world_size
+        )
 
     def micro_step(self, batch: RolloutBatch, indices: list[int], norm: Normalizer):
         mb = self.collate(batch, indices)
@@ -377,8 +386,9 @@ class Trainer:
             "rng": rngs,
         }
         recipe_text = yaml.safe_dump(asdict(self.cfg), sort_keys=False)
-        return save_checkpoint(self.output_dir, self.step, self.policy, self.tokenizer, state, recipe_text,
-                               self.cfg.train.keep_checkpoints)
+        return save_checkpoint(
+            self.output_dir, self.step, self.policy, self.tokenizer, state, recipe_text, self.cfg.train.keep_checkpoints
+        )
 
     def close(self) -> None:
         self.engine.close()

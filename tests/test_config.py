@@ -1,9 +1,8 @@
 import pytest
 
+from conftest import REPO
 from rltune.config import load_recipe
 from rltune.errors import ConfigError
-
-from conftest import REPO
 
 
 def write(tmp_path, text):
@@ -47,8 +46,9 @@ def test_values_are_checked(tmp_path):
 
 def test_overrides_apply_and_are_validated(tmp_path):
     path = write(tmp_path, BASE)
-    cfg = load_recipe(path, ["train.lr=1e-5", "rollout.group_size=4", "rewards=[{name: format}]",
-                             "algorithm.dual_clip=3"])
+    cfg = load_recipe(
+        path, ["train.lr=1e-5", "rollout.group_size=4", "rewards=[{name: format}]", "algorithm.dual_clip=3"]
+    )
     assert cfg.train.lr == 1e-5 and isinstance(cfg.train.lr, float)
     assert cfg.rollout.group_size == 4 and cfg.rewards[0].name == "format"
     assert cfg.algorithm.dual_clip == 3.0

@@ -13,13 +13,22 @@ from rltune.models import load_tokenizer
 @pytest.fixture
 def rows_file(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"q": f"{i}+1=", "sol": f"work #### {i + 1}", "id": i}) + "\n" for i in range(10)))
+    path.write_text(
+        "".join(json.dumps({"q": f"{i}+1=", "sol": f"work #### {i + 1}", "id": i}) + "\n" for i in range(10))
+    )
     return path
 
 
 def test_local_jsonl_columns_instruction_and_gold(rows_file):
-    cfg = DataConfig(path=str(rows_file), question_column="q", answer_column="sol", answer_after="####",
-                     instruction="{id} {question}", use_chat_template=False, shuffle=False)
+    cfg = DataConfig(
+        path=str(rows_file),
+        question_column="q",
+        answer_column="sol",
+        answer_after="####",
+        instruction="{id} {question}",
+        use_chat_template=False,
+        shuffle=False,
+    )
     source = PromptSource(cfg, build_tokenizer())
     ids, rows = source.next_batch(3)
     assert [r["prompt"] for r in rows] == ["0 0+1=", "1 1+1=", "2 2+1="]
@@ -28,7 +37,9 @@ def test_local_jsonl_columns_instruction_and_gold(rows_file):
 
 
 def test_missing_column_is_a_clear_error(rows_file):
-    with pytest.raises(RLTuneError, match=r"no column 'question' \(data.question_column\); its columns are: q, sol, id"):
+    with pytest.raises(
+        RLTuneError, match=r"no column 'question' \(data.question_column\); its columns are: q, sol, id"
+    ):
         PromptSource(DataConfig(path=str(rows_file), answer_column="sol"), build_tokenizer())
 
 
@@ -45,9 +56,18 @@ def test_unreadable_path():
 
 def test_chat_template_is_applied(rows_file, tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
-    cfg = DataConfig(path=str(rows_file), question_column="q", answer_column="sol", instruction="{question}",
-                     system_prompt="S", shuffle=False)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    cfg = DataConfig(
+        path=str(rows_file),
+        question_column="q",
+        answer_column="sol",
+        instruction="{question}",
+        system_prompt="S",
+        shuffle=False,
+    )
     _, rows = PromptSource(cfg, tokenizer).next_batch(1)
     assert rows[0]["prompt"] == "<system>S<user>0+1=<assistant>"
 

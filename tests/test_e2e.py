@@ -8,10 +8,9 @@ import sys
 
 import pytest
 
+from conftest import REPO, write_recipe
 from rltune.config import load_recipe
 from rltune.trainer import Trainer
-
-from conftest import REPO, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +24,23 @@ def test_vllm_engine_grpo_learns(tmp_path, demo_assets):
     pytest.importorskip("vllm")
     model_dir, data_file = demo_assets
     out = tmp_path / "run"
-    recipe = write_recipe(tmp_path, {"model": {"path": str(model_dir)}, "data": {"path": str(data_file)},
-                                     "train": {"steps": 40, "output_dir": str(out), "progress_bar": False}})
+    recipe = write_recipe(
+        tmp_path,
+        {
+            "model": {"path": str(model_dir)},
+            "data": {"path": str(data_file)},
+            "train": {"steps": 40, "output_dir": str(out), "progress_bar": False},
+        },
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "rltune", "train", str(recipe), "rollout.engine=vllm"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rltune", "train", str(recipe), "rollout.engine=vllm"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 40
@@ -41,10 +52,22 @@ def test_vllm_engine_grpo_learns(tmp_path, demo_assets):
 
 def test_hf_engine_grpo_learns(tmp_path, demo_assets):
     model_dir, data_file = demo_assets
-    cfg = load_recipe(write_recipe(tmp_path, {
-        "model": {"path": str(model_dir)}, "data": {"path": str(data_file)}, "rollout": {"engine": "hf"},
-        "train": {"steps": 40, "output_dir": str(tmp_path / "run"), "progress_bar": False,
-                  "tensorboard": False}}))
+    cfg = load_recipe(
+        write_recipe(
+            tmp_path,
+            {
+                "model": {"path": str(model_dir)},
+                "data": {"path": str(data_file)},
+                "rollout": {"engine": "hf"},
+                "train": {
+                    "steps": 40,
+                    "output_dir": str(tmp_path / "run"),
+                    "progress_bar": False,
+                    "tensorboard": False,
+                },
+            },
+        )
+    )
     trainer = Trainer(cfg)
     trainer.train()
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -55,7 +78,8 @@ def test_hf_engine_grpo_learns(tmp_path, demo_assets):
 def test_cli_reports_bad_recipe_clearly(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {path: m}\ndata: {path: d.jsonl}\ntrain: {stepz: 3}\n")
-    proc = subprocess.run([sys.executable, "-m", "rltune", "train", str(bad)], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rltune", "train", str(bad)], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert proc.returncode == 2
     assert "unknown key 'train.stepz'" in proc.stderr and str(bad) in proc.stderr

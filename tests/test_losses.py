@@ -44,7 +44,9 @@ def test_world_size_undoes_gradient_averaging():
 
 def _loss(ratio, adv, low=0.2, high=0.28, dual=None):
     logp = torch.log(torch.tensor([[ratio]]))
-    loss, metrics = clipped_policy_loss(logp, torch.zeros(1, 1), torch.tensor([[adv]]), torch.ones(1, 1), low, high, dual)
+    loss, metrics = clipped_policy_loss(
+        logp, torch.zeros(1, 1), torch.tensor([[adv]]), torch.ones(1, 1), low, high, dual
+    )
     return loss.item(), metrics
 
 

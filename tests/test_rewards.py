@@ -39,14 +39,18 @@ def test_builtin_math_accuracy_and_format_with_weights():
 
 
 def test_math_accuracy_kwargs_give_signed_rewards():
-    batch, _ = score([RewardSpec("math_accuracy", kwargs={"correct": 1.0, "incorrect": -1.0})],
-                     [["\\boxed{3}", "\\boxed{4}"]], golds=["3"])
+    batch, _ = score(
+        [RewardSpec("math_accuracy", kwargs={"correct": 1.0, "incorrect": -1.0})],
+        [["\\boxed{3}", "\\boxed{4}"]],
+        golds=["3"],
+    )
     assert batch.rewards.tolist() == [1.0, -1.0]
 
 
 def test_user_function_and_class_by_import_path():
-    batch, _ = score([RewardSpec(P + "brevity", 1.0), RewardSpec(P + "Contains", 2.0, {"needle": "x"})],
-                     [["ab", "xbcd"]])
+    batch, _ = score(
+        [RewardSpec(P + "brevity", 1.0), RewardSpec(P + "Contains", 2.0, {"needle": "x"})], [["ab", "xbcd"]]
+    )
     assert batch.reward_components["brevity"].tolist() == pytest.approx([-0.2, -0.4])
     assert batch.reward_components["Contains"].tolist() == [0.0, 1.0]
     assert batch.rewards.tolist() == pytest.approx([-0.2, 1.6])
@@ -82,8 +86,9 @@ def test_none_counts_as_zero():
 
 
 def test_group_reward_runs_per_group_after_sample_rewards():
-    batch, _ = score([RewardSpec(P + "brevity", 0.0), RewardSpec(P + "RankInGroup", 1.0)],
-                     [["aaa", "a", "aa"], ["bb", "bbbb"]])
+    batch, _ = score(
+        [RewardSpec(P + "brevity", 0.0), RewardSpec(P + "RankInGroup", 1.0)], [["aaa", "a", "aa"], ["bb", "bbbb"]]
+    )
     assert batch.reward_components["RankInGroup"].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
     assert torch.equal(batch.rewards, batch.reward_components["RankInGroup"])
 

@@ -5,11 +5,10 @@ import json
 import pytest
 import torch
 
+from conftest import write_recipe
 from rltune.config import load_recipe
 from rltune.errors import RLTuneError
 from rltune.trainer import Trainer
-
-from conftest import write_recipe
 
 
 def recipe(tmp_path, model_dir, data_file, **sections):
@@ -17,8 +16,15 @@ def recipe(tmp_path, model_dir, data_file, **sections):
         "model": {"path": str(model_dir)},
         "data": {"path": str(data_file)},
         "rollout": {"engine": "hf", "group_size": 4, "max_tokens": 12},
-        "train": {"steps": 2, "prompts_per_step": 4, "micro_batch_size": 16, "lr": 1e-3,
-                  "output_dir": str(tmp_path / "run"), "progress_bar": False, "tensorboard": False},
+        "train": {
+            "steps": 2,
+            "prompts_per_step": 4,
+            "micro_batch_size": 16,
+            "lr": 1e-3,
+            "output_dir": str(tmp_path / "run"),
+            "progress_bar": False,
+            "tensorboard": False,
+        },
     }
     for key, value in sections.items():
         base.setdefault(key, {}).update(value) if isinstance(value, dict) else base.__setitem__(key, value)
@@ -64,8 +70,19 @@ def test_metrics_and_checkpoint_written(tmp_path, tiny_model_dir, arithmetic_fil
     trainer.train()
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2]
-    for key in ("reward/total", "reward/math_accuracy", "reward/format", "entropy", "clip_fraction", "loss",
-                "grad_norm", "completion/length_mean", "throughput/gen_tokens_per_s", "time/step_s", "lr"):
+    for key in (
+        "reward/total",
+        "reward/math_accuracy",
+        "reward/format",
+        "entropy",
+        "clip_fraction",
+        "loss",
+        "grad_norm",
+        "completion/length_mean",
+        "throughput/gen_tokens_per_s",
+        "time/step_s",
+        "lr",
+    ):
         assert key in lines[-1], key
     ckpt = tmp_path / "run" / "checkpoint-2"
     assert (ckpt / "config.json").is_file() and (ckpt / "trainer_state.pt").is_file()
@@ -74,17 +91,32 @@ def test_metrics_and_checkpoint_written(tmp_path, tiny_model_dir, arithmetic_fil
 
 def test_resume_continues_exactly(tmp_path, demo_assets):
     model_dir, data_file = demo_assets
-    full = Trainer(recipe(tmp_path / "a", model_dir, data_file, train={"steps": 4, "save_every": 2,
-                                                                        "output_dir": str(tmp_path / "a" / "run")}))
+    full = Trainer(
+        recipe(
+            tmp_path / "a",
+            model_dir,
+            data_file,
+            train={"steps": 4, "save_every": 2, "output_dir": str(tmp_path / "a" / "run")},
+        )
+    )
     full.train()
     expected = {k: v.clone() for k, v in full.policy.state_dict().items()}
     from transformers import AutoModelForCausalLM
 
     at_step_2 = AutoModelForCausalLM.from_pretrained(tmp_path / "a" / "run" / "checkpoint-2").state_dict()
     assert any(not torch.allclose(at_step_2[k], expected[k]) for k in expected)  # steps 3-4 did train
-    resumed = Trainer(recipe(tmp_path / "b", model_dir, data_file, train={
-        "steps": 4, "output_dir": str(tmp_path / "b" / "run"),
-        "resume_from": str(tmp_path / "a" / "run" / "checkpoint-2")}))
+    resumed = Trainer(
+        recipe(
+            tmp_path / "b",
+            model_dir,
+            data_file,
+            train={
+                "steps": 4,
+                "output_dir": str(tmp_path / "b" / "run"),
+                "resume_from": str(tmp_path / "a" / "run" / "checkpoint-2"),
+            },
+        )
+    )
     assert resumed.step == 2
     resumed.train()
     for name, value in resumed.policy.state_dict().items():
@@ -98,9 +130,14 @@ def test_resume_from_latest_without_checkpoint_fails_clearly(tmp_path, tiny_mode
 
 def test_dynamic_sampling_keeps_groups_with_reward_variance(tmp_path, demo_assets):
     model_dir, data_file = demo_assets
-    cfg = recipe(tmp_path, model_dir, data_file, rewards=[{"name": "math_accuracy"}],
-                 algorithm={"dynamic_sampling": True, "max_sampling_rounds": 6},
-                 train={"prompts_per_step": 6})
+    cfg = recipe(
+        tmp_path,
+        model_dir,
+        data_file,
+        rewards=[{"name": "math_accuracy"}],
+        algorithm={"dynamic_sampling": True, "max_sampling_rounds": 6},
+        train={"prompts_per_step": 6},
+    )
     trainer = Trainer(cfg)
     batch, metrics = trainer.collect_rollouts()
     assert batch.num_groups == 6 and len(batch) == 24
@@ -113,11 +150,17 @@ def test_dynamic_sampling_keeps_groups_with_reward_variance(tmp_path, demo_asset
 
 def test_lora_trains_adapters_and_exports_plain_names(tmp_path, tiny_model_dir, arithmetic_file):
     pytest.importorskip("peft")
-    from rltune.rollout.vllm_engine import _export_state_dict
     from transformers import AutoModelForCausalLM
 
-    cfg = recipe(tmp_path, tiny_model_dir, arithmetic_file, model={"lora": {"r": 4, "alpha": 8,
-                 "target_modules": ["q_proj", "v_proj"]}}, algorithm={"kl_coef": 0.1})
+    from rltune.rollout.vllm_engine import _export_state_dict
+
+    cfg = recipe(
+        tmp_path,
+        tiny_model_dir,
+        arithmetic_file,
+        model={"lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+        algorithm={"kl_coef": 0.1},
+    )
     trainer = Trainer(cfg)
     assert trainer.ref_model is None  # the adapter-free base is the reference
     trainer.train()

@@ -73,4 +73,3 @@ class HFEngine:
 
     def close(self) -> None:
         self.model = None
-
