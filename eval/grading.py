@@ -9,9 +9,13 @@ within the timeout is killed and replaced, and the answer counts as wrong (logge
 from __future__ import annotations
 
 import atexit
+import json
 import logging
-import multiprocessing
 import queue
+import re
+import select
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,37 +25,106 @@ DEFAULT_TIMEOUT_S = 10.0
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
+def _after_think(text: str) -> str:
+    return text.rsplit("</think>", 1)[1] if "</think>" in text else text
+
+
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every `\\boxed{...}` / `\\fbox{...}` (brace-balanced) and `\\boxed 5`."""
+    found = []
+    pos = 0
+    while True:
+        hits = [(i, cmd) for cmd in _BOX_COMMANDS if (i := text.find(cmd, pos)) >= 0]
+        if not hits:
+            return found
+        start, cmd = min(hits)
+        i = start + len(cmd)
+        if text.startswith(" ", i):  # `\\boxed 5`: one token, up to a space or `$`
+            token = text[i + 1 :].split("$", 1)[0].split()
+            if token:
+                found.append((start, i + 1 + len(token[0]), token[0]))
+            pos = i + 1
+            continue
+        if not text.startswith("{", i):
+            pos = i
+            continue
+        depth = 0
+        for j in range(i, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                found.append((start, j + 1, text[i + 1 : j].strip()))
+                break
+        else:  # unbalanced: nothing after this can be a complete box
+            return found
+        pos = found[-1][1]
+
+
 def extract_boxed(text: str) -> str | None:
     """Content of the last brace-balanced `\\boxed{...}` or `\\fbox{...}`; after `</think>` if present.
 
     `\\boxed 5` (no braces) yields '5'. Returns None when there is no box.
     """
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
-    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
-    if start < 0:
-        return None
-    i = start + (len("\\boxed") if text.startswith("\\boxed", start) else len("\\fbox"))
-    if i < len(text) and text[i] == " ":
-        rest = text[i + 1 :].split("$", 1)[0].strip()
-        return rest.split()[0] if rest else None
-    if i >= len(text) or text[i] != "{":
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j].strip()
-    return None
+    boxes = _boxes(_after_think(text))
+    return boxes[-1][2] if boxes else None
+
+
+# Two different boxed answers this close together ("\\boxed{1} or \\boxed{3}") are a hedge, not an answer.
+_HEDGE_GAP = 16
+
+
+def is_hedged(response: str) -> bool:
+    """The final answer is one of several boxed candidates offered side by side."""
+    text = _after_think(response)
+    boxes = _boxes(text)
+    if len(boxes) < 2:
+        return False
+    (_, end, prev), (start, _, last) = boxes[-2], boxes[-1]
+    return prev != last and len(text[end:start].strip()) <= _HEDGE_GAP
+
+
+_SCI_NOTATION = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\d.])")
+# Below this magnitude math-verify's 6-decimal numeric comparison can no longer tell numbers apart.
+_TINY = 1e-3
+
+
+def normalize_answer(text: str) -> str:
+    """Rewrites applied to gold and prediction alike before parsing.
+
+    - `4.5e33` -> `4.5\\times10^{33}`: math-verify reads e-notation as Euler's e (Minerva golds).
+    - `\\mathrm{e}` -> `e`: math-verify truncates expressions at `\\mathrm{e}`, so `1-1/e` and
+      `1+1/e` both parse as 1.
+    """
+    text = _SCI_NOTATION.sub(lambda m: f"{m.group(1)}\\times10^{{{m.group(2)}}}", text)
+    return text.replace("\\mathrm{e}", "e").replace("\\operatorname{e}", "e")
+
+
+def _tiny_numbers_differ(gold_parsed: list, pred_parsed: list) -> bool:
+    """math-verify rounds to 6 decimals, so 1/2^99 == 1/2^98; compare tiny numbers relatively.
+
+    sympy Floats keep any exponent, so 1/2004! does not underflow to 0 as a Python float would.
+    """
+    import sympy
+
+    a, b = gold_parsed[0], pred_parsed[0]
+    if not (getattr(a, "is_number", False) and getattr(b, "is_number", False)):
+        return False
+    try:
+        size = max(sympy.Abs(a).evalf(30), sympy.Abs(b).evalf(30))
+        if size == 0 or size >= _TINY:
+            return False
+        return bool(sympy.Abs(a - b).evalf(30) > 1e-6 * size)
+    except (TypeError, ValueError):
+        return False
 
 
 def _verify(answer: str, gold: str) -> bool:
     """Runs inside a worker process (math-verify's signal-based timeouts work there)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+    answer, gold = normalize_answer(answer), normalize_answer(gold)
+    if "%" in gold:
+        # A percent gold accepts the bare number too (never a blanket x100 rule).
+        answer, gold = answer.replace("\\%", "").replace("%", ""), gold.replace("\\%", "").replace("%", "")
     configs = [LatexExtractionConfig(), ExprExtractionConfig()]
     gold_parsed = parse(f"${gold}$", extraction_config=configs)
     if not gold_parsed:
@@ -59,34 +132,53 @@ def _verify(answer: str, gold: str) -> bool:
     pred_parsed = parse(f"$\\boxed{{{answer}}}$", extraction_config=configs)
     if not gold_parsed or not pred_parsed:
         return answer.strip() == gold.strip()
-    return bool(verify(gold_parsed, pred_parsed))
+    if not verify(gold_parsed, pred_parsed):
+        return False
+    return not _tiny_numbers_differ(gold_parsed, pred_parsed)
 
 
-def _serve(conn) -> None:
-    while True:
+def _serve() -> None:
+    """Worker loop: one JSON job per stdin line, one JSON verdict per stdout line."""
+    for line in sys.stdin:
+        answer, gold = json.loads(line)
         try:
-            job = conn.recv()
-        except EOFError:
-            return
-        if job is None:
-            return
-        try:
-            conn.send(_verify(*job))
+            verdict: bool | str = _verify(answer, gold)
         except Exception as exc:  # a parse error is a wrong answer, never a crashed worker
-            conn.send(exc.__class__.__name__ + ": " + str(exc)[:200])
+            verdict = exc.__class__.__name__ + ": " + str(exc)[:200]
+        sys.stdout.write(json.dumps(verdict) + "\n")
+        sys.stdout.flush()
 
 
 class _Worker:
-    def __init__(self, ctx):
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.process.start()
-        child.close()
+    """A separate Python process (not multiprocessing: no re-import of the caller's main module, no
+    fork of a process holding torch threads)."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rltune.eval.grading"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+
+    def ask(self, answer: str, gold: str, timeout_s: float) -> bool | str | None:
+        """The verdict, or None if none came within the timeout."""
+        self.process.stdin.write(json.dumps([answer, gold]) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        if not ready:
+            return None
+        line = self.process.stdout.readline()
+        if not line:
+            raise EOFError("grading worker exited")
+        return json.loads(line)
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.join(timeout=5)
-        self.conn.close()
+        self.process.wait(timeout=5)
+        for stream in (self.process.stdin, self.process.stdout):
+            stream.close()
 
 
 class GradingPool:
@@ -95,8 +187,6 @@ class GradingPool:
     def __init__(self, workers: int = 2, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.timeout_s = timeout_s
         self.size = workers
-        # spawn: forking a process that holds torch/vLLM threads is unsafe.
-        self._ctx = multiprocessing.get_context("spawn")
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
@@ -105,38 +195,37 @@ class GradingPool:
     def _take(self) -> _Worker:
         with self._lock:
             if self._idle.empty() and len(self._all) < self.size:
-                worker = _Worker(self._ctx)
+                worker = _Worker()
                 self._all.append(worker)
                 return worker
         return self._idle.get()
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
-        fresh = _Worker(self._ctx)
+        fresh = _Worker()
         with self._lock:
             self._all.remove(worker)
             self._all.append(fresh)
         self._idle.put(fresh)
 
     def check(self, answer: str, gold: str) -> bool:
+        """Is `answer` (a boxed answer's content) equivalent to `gold`? A hang or crash counts as wrong."""
         worker = self._take()
         try:
-            worker.conn.send((answer, gold))
             # The first check of a fresh worker also pays for importing math-verify.
-            if worker.conn.poll(self.timeout_s):
-                result = worker.conn.recv()
-            else:
-                self.timeouts += 1
-                log.warning(
-                    "grading timed out after %.1fs (counted wrong): answer=%r gold=%r",
-                    self.timeout_s,
-                    answer[:200],
-                    gold[:200],
-                )
-                self._replace(worker)
-                return False
-        except (EOFError, OSError, BrokenPipeError):
+            result = worker.ask(answer, gold, self.timeout_s)
+        except (EOFError, OSError, ValueError):
             log.warning("grading worker died (counted wrong): answer=%r gold=%r", answer[:200], gold[:200])
+            self._replace(worker)
+            return False
+        if result is None:
+            self.timeouts += 1
+            log.warning(
+                "grading timed out after %.1fs (counted wrong): answer=%r gold=%r",
+                self.timeout_s,
+                answer[:200],
+                gold[:200],
+            )
             self._replace(worker)
             return False
         self._idle.put(worker)
@@ -170,7 +259,7 @@ def grade(response: str, gold: str, pool: GradingPool | None = None) -> bool:
     No box means wrong. A check that hangs past the pool's timeout is wrong (and logged).
     """
     answer = extract_boxed(response)
-    if answer is None or not answer:
+    if not answer or is_hedged(response):
         return False
     return (pool or default_pool()).check(answer, str(gold))
 
@@ -180,3 +269,7 @@ def grade_many(responses: list[str], golds: list[str], pool: GradingPool | None 
     pool = pool or default_pool()
     with ThreadPoolExecutor(max_workers=pool.size) as executor:
         return list(executor.map(lambda pair: grade(pair[0], pair[1], pool), zip(responses, golds)))
+
+
+if __name__ == "__main__":
+    _serve()

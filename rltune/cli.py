@@ -1,4 +1,5 @@
-"""Command line: `rltune train RECIPE [key=value ...]`, `rltune demo [RECIPE] [key=value ...]`."""
+"""Command line: `rltune train RECIPE [key=value ...]`, `rltune demo [RECIPE] [key=value ...]`,
+`rltune eval --model PATH --benchmarks ... --out DIR`, `rltune eval compare RUN [RUN ...] --out PNG`."""
 
 from __future__ import annotations
 
@@ -40,41 +41,120 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Warm-up (if the model folder is missing), GRPO, then accuracy before and after."""
     from rltune.config import load_recipe
-    from rltune.demo import sampled_accuracy, write_demo_assets
+    from rltune.demo import accuracy_settings, write_demo_assets
+    from rltune.eval.runner import evaluate, format_table
     from rltune.models import load_causal_lm, load_tokenizer
+    from rltune.rollout import build_engine
     from rltune.trainer import Trainer
 
     started = time.perf_counter()
+    if "=" in args.recipe:  # `rltune demo key=value ...`: overrides of the default recipe
+        args.overrides, args.recipe = [args.recipe, *args.overrides], DEFAULT_DEMO_RECIPE
     cfg = load_recipe(args.recipe, args.overrides)
     model_dir, data_file = Path(cfg.model.path), Path(cfg.data.path)
     if not (model_dir / "config.json").is_file() or not data_file.is_file():
         log.info("building the warmed-up tiny model in %s", model_dir)
         write_demo_assets(model_dir, data_file)
     warmup_s = time.perf_counter() - started
-    rows = [json.loads(line) for line in data_file.read_text().splitlines()]
+    settings = accuracy_settings(data_file)
     tokenizer = load_tokenizer(str(model_dir))
-    before = sampled_accuracy(load_causal_lm(str(model_dir), cfg.model), tokenizer, rows, n=8, temperature=1.0)
+    warm = build_engine("hf", model=load_causal_lm(str(model_dir), cfg.model), tokenizer=tokenizer)
+    before = evaluate(warm, tokenizer, settings, progress=False)
     trainer = Trainer(cfg)
     try:
         last = trainer.train()
-        after = sampled_accuracy(trainer.policy, tokenizer, rows, n=8, temperature=1.0)
+        after = evaluate(trainer.engine, tokenizer, settings, progress=False)
     finally:
         trainer.close()
-    first = json.loads((Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()[0])
+    name = next(iter(before["benchmarks"]))
+    acc_before = before["benchmarks"][name]["metrics"]["mean@8"]
+    acc_after = after["benchmarks"][name]["metrics"]["mean@8"]
+    lines = (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
+    first = next(m for m in map(json.loads, lines) if "reward/total" in m)
     summary = {
-        "accuracy_before": before,
-        "accuracy_after": after,
+        "accuracy_before": acc_before,
+        "accuracy_after": acc_after,
         "reward_first_step": first["reward/total"],
         "reward_last_step": last["reward/total"],
         "warmup_s": round(warmup_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
     }
     Path(cfg.train.output_dir, "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nbefore RL:\n{format_table(before)}\n\nafter RL:\n{format_table(after)}")
     print(
-        f"\nrltune demo: sampled accuracy (mean@8, T=1) {before:.3f} -> {after:.3f}; "
+        f"\nrltune demo: sampled accuracy (mean@8, T=1) {acc_before:.3f} -> {acc_after:.3f}; "
         f"mean reward {summary['reward_first_step']:.3f} (step 1) -> {summary['reward_last_step']:.3f} "
         f"(step {cfg.train.steps}); {summary['total_s']:.0f}s in all"
     )
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Sample, grade and score a model on benchmarks; writes results.json, the cache and a pass@k plot."""
+    from rltune.config import ModelConfig
+    from rltune.eval.plots import plot_pass_at_k
+    from rltune.eval.runner import EvalSettings, evaluate, format_table
+    from rltune.models import load_causal_lm, load_tokenizer
+    from rltune.rollout import build_engine
+
+    settings = EvalSettings(
+        benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()],
+        n=args.n,
+        k=args.k,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        limit=args.limit,
+        data_dir=args.data_dir,
+        use_chat_template=not args.no_chat_template,
+        seed=args.seed,
+        **({"instruction": args.instruction} if args.instruction else {}),
+    )
+    settings.check()
+    out = Path(args.out)
+    tokenizer = load_tokenizer(args.model)
+    if args.engine == "hf":
+        dtype = "float32" if args.dtype == "auto" else args.dtype
+        model = load_causal_lm(args.model, ModelConfig(path=args.model, dtype=dtype))
+        engine = build_engine("hf", model=model, tokenizer=tokenizer)
+    else:
+        engine = build_engine(
+            "vllm",
+            model_path=args.model,
+            dtype=args.dtype,
+            seed=args.seed,
+            kv_cache_gib=args.kv_cache_gib,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+        )
+    started = time.perf_counter()
+    try:
+        results = evaluate(engine, tokenizer, settings, cache_dir=out / "cache", model_id=args.model)
+    finally:
+        engine.close()
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot = plot_pass_at_k([(Path(args.model).name or args.model, results)], out / "pass_at_k.png")
+    print(format_table(results))
+    print(f"\nresults: {out / 'results.json'}  plot: {plot}  ({results['seconds']:.0f}s)")
+    return 0
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    from rltune.eval.plots import load_results, plot_pass_at_k
+    from rltune.eval.runner import format_table
+
+    runs = [(Path(run).name, load_results(run)) for run in args.runs]
+    for label, results in runs:
+        print(f"== {label}\n{format_table(results)}\n")
+    print(f"plot: {plot_pass_at_k(runs, args.out)}")
     return 0
 
 
@@ -89,11 +169,52 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("recipe", nargs="?", default=DEFAULT_DEMO_RECIPE)
     demo.add_argument("overrides", nargs="*")
     demo.set_defaults(func=cmd_demo)
+    ev = sub.add_parser(
+        "eval",
+        help="pass@k / maj@k / mean@n of a model on math benchmarks (`rltune eval compare RUN...` plots several runs)",
+    )
+    ev.add_argument("--model", required=True, help="model folder or hub id")
+    ev.add_argument(
+        "--benchmarks", default="gsm8k", help="comma-separated names, or file.jsonl:question_column:answer_column"
+    )
+    ev.add_argument("--n", type=int, default=16, help="samples per problem")
+    ev.add_argument("--k", type=_int_list, default=[1], help="comma-separated k values, e.g. 1,4,16")
+    ev.add_argument("--data-dir", default=None, help="local benchmark folder (<dir>/<name>/test.jsonl)")
+    ev.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    ev.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
+    ev.add_argument("--out", required=True, help="output folder (results.json, cache/, pass_at_k.png)")
+    ev.add_argument("--temperature", type=float, default=0.6)
+    ev.add_argument("--top-p", type=float, default=0.95)
+    ev.add_argument("--max-tokens", type=int, default=1024)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--instruction", default=None, help="prompt format string with {question}")
+    ev.add_argument("--no-chat-template", action="store_true")
+    ev.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="auto: the model's own dtype with vLLM, float32 with hf",
+    )
+    ev.add_argument("--kv-cache-gib", type=float, default=2.0)
+    ev.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    ev.set_defaults(func=cmd_eval)
+    return parser
+
+
+def build_compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rltune eval compare", description="pass@k curves of several eval runs")
+    parser.add_argument("runs", nargs="+", help="eval output folders (or results.json files)")
+    parser.add_argument("--out", default="pass_at_k_compare.png")
+    parser.set_defaults(func=cmd_eval_compare)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["eval", "compare"]:
+        args = build_compare_parser().parse_args(argv[2:])
+    else:
+        args = build_parser().parse_args(argv)
     _setup_logging()
     try:
         return args.func(args)

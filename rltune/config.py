@@ -181,6 +181,29 @@ class TrainConfig:
 
 
 @dataclass
+class EvalHookConfig:
+    """Periodic evaluation during training, through the trainer's own rollout engine."""
+
+    every: int = 0
+    """Evaluate every N steps (0: never)."""
+    at_start: bool = False
+    """Also evaluate the initial policy before step 1."""
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"])
+    """Benchmark names or 'file.jsonl:question_column:answer_column' (see rltune.eval.benchmarks)."""
+    data_dir: str | None = None
+    """Local benchmark folder; None loads from the hub."""
+    n: int = 4
+    k: list[int] = field(default_factory=lambda: [1])
+    limit: int | None = 100
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int | None = None
+    """Defaults to rollout.max_tokens."""
+    instruction: str | None = None
+    """Defaults to data.instruction (and data.use_chat_template / data.system_prompt)."""
+
+
+@dataclass
 class RecipeConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -189,6 +212,7 @@ class RecipeConfig:
     reward_options: RewardsConfig = field(default_factory=RewardsConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalHookConfig = field(default_factory=EvalHookConfig)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
@@ -313,6 +337,8 @@ def validate(cfg: RecipeConfig, source: str) -> None:
     need(cfg.train.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1")
     need(cfg.train.lr > 0, "train.lr", "must be > 0")
     need(len(cfg.train.betas) == 2, "train.betas", "must be two numbers [beta1, beta2]")
+    need(cfg.eval.every >= 0, "eval.every", "must be >= 0")
+    need(cfg.eval.n >= 1 and all(k >= 1 for k in cfg.eval.k), "eval.n / eval.k", "must be >= 1")
     rollout_size = cfg.train.prompts_per_step * cfg.rollout.group_size
     need(
         cfg.algorithm.mini_batches <= rollout_size,

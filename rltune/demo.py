@@ -128,14 +128,17 @@ def write_demo_assets(
     tokenizer.save_pretrained(model_dir)
 
 
-def sampled_accuracy(model, tokenizer, rows: list[dict[str, Any]], n: int, temperature: float, seed: int = 0) -> float:
-    """Share of `n` samples per problem whose boxed answer is right (mean@n), via the hf engine."""
-    from rltune.eval.grading import grade_many
-    from rltune.rollout import SamplingSettings, build_engine
+def accuracy_settings(data_file: Path):
+    """mean@8 / pass@k of the demo problems at the training temperature, through the eval harness."""
+    from rltune.eval.runner import EvalSettings
 
-    engine = build_engine("hf", model=model, tokenizer=tokenizer)
-    ids = [tokenizer(r["question"], add_special_tokens=False)["input_ids"] for r in rows]
-    batch = engine.generate(ids, rows, SamplingSettings(n=n, temperature=temperature, max_tokens=12, seed=seed))
-    golds = [batch.row_of(i)["answer"] for i in range(len(batch))]
-    right = grade_many(batch.completion_texts, golds)
-    return sum(right) / len(right)
+    return EvalSettings(
+        benchmarks=[f"{data_file}:question:answer"],
+        n=8,
+        k=[1, 8],
+        temperature=1.0,
+        top_p=1.0,
+        max_tokens=12,
+        instruction="{question}",
+        use_chat_template=False,
+    )

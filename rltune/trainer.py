@@ -92,6 +92,12 @@ class Trainer:
         if checkpoint:
             self._restore(checkpoint)
         self.metrics = MetricsLogger(self.output_dir, t.tensorboard, enabled=self.accelerator.is_main_process)
+        self.periodic_eval = None
+        if cfg.eval.every > 0 or cfg.eval.at_start:
+            from rltune.eval.hook import PeriodicEval
+
+            self.periodic_eval = PeriodicEval(cfg)
+            self.callbacks.append(self.periodic_eval)
 
     # ----------------------------------------------------------------------------------------------
     # construction helpers
@@ -143,6 +149,8 @@ class Trainer:
             desc="rl steps",
             disable=not (t.progress_bar and self.accelerator.is_main_process),
         )
+        if self.periodic_eval is not None and self.periodic_eval.at_start and self.step == 0:
+            self.metrics.log(0, self.periodic_eval.run(self, 0))
         while self.step < t.steps:
             metrics = self.train_step()
             self.step += 1

@@ -1,0 +1,76 @@
+"""pass@k, mean@n, maj@k, bootstrap confidence intervals and answer diversity."""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Sequence
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021, arXiv 2107.03374).
+
+    1 - C(n-c, k) / C(n, k), computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i): no large binomials, finite
+    for any n.
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    product = 1.0
+    for i in range(n - c + 1, n + 1):
+        product *= 1.0 - k / i
+    return 1.0 - product
+
+
+def mean_at_n(correct: Sequence[bool]) -> float:
+    """pass@1 averaged over the n samples of one problem."""
+    return sum(correct) / len(correct)
+
+
+def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str], bool]) -> list[list[int]]:
+    """Greedy equivalence classes of the answers (indices), in order of first appearance.
+
+    A sample joins the first class whose representative it is equivalent to; samples with no answer
+    abstain (they belong to no class).
+    """
+    classes: list[list[int]] = []
+    for i, answer in enumerate(answers):
+        if answer is None:
+            continue
+        for members in classes:
+            if equivalent(answer, answers[members[0]]):
+                members.append(i)
+                break
+        else:
+            classes.append([i])
+    return classes
+
+
+def maj_at_k(
+    answers: Sequence[str | None], correct: Sequence[bool], k: int, equivalent: Callable[[str, str], bool]
+) -> bool:
+    """Majority vote over the first k samples by answer equivalence (not raw strings).
+
+    Ties go to the class seen first; the vote is right if its first member was graded correct.
+    """
+    classes = answer_classes(answers[:k], equivalent)
+    if not classes:
+        return False
+    best = max(classes, key=len)  # max keeps the first of equally large classes
+    return bool(correct[best[0]])
+
+
+def bootstrap_ci(
+    values: Sequence[float], resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over problems."""
+    if not values:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    lo = means[int((1 - level) / 2 * resamples)]
+    hi = means[min(resamples - 1, int((1 + level) / 2 * resamples))]
+    return (lo, hi)

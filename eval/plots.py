@@ -1,0 +1,61 @@
+"""pass@k curves: one panel per benchmark, k on a log axis, one line per run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rltune.errors import RLTuneError
+from rltune.eval.metrics import pass_at_k
+
+
+def curve_ks(n: int) -> list[int]:
+    """1, 2, 4, ... up to n, and n itself."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n]
+
+
+def pass_at_k_curve(problems: list[dict[str, Any]], n: int) -> tuple[list[int], list[float]]:
+    ks = curve_ks(n)
+    return ks, [sum(pass_at_k(p["n"], p["correct"], k) for p in problems) / len(problems) for k in ks]
+
+
+def load_results(run: str | Path) -> dict[str, Any]:
+    path = Path(run)
+    path = path / "results.json" if path.is_dir() else path
+    if not path.is_file():
+        raise RLTuneError(f"{run}: no results.json there (run `rltune eval ... --out {run}` first)")
+    return json.loads(path.read_text())
+
+
+def plot_pass_at_k(runs: list[tuple[str, dict[str, Any]]], out_path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({b for _, results in runs for b in results["benchmarks"]})
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for label, results in runs:
+            bench = results["benchmarks"].get(name)
+            if bench is None:
+                continue
+            ks, values = pass_at_k_curve(bench["problems"], results["settings"]["n"])
+            ax.plot(ks, [100 * v for v in values], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_title(name)
+        ax.set_xlabel("k")
+        ax.set_ylabel("pass@k (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,259 @@
+"""The eval runner: sample n completions per problem with a rollout engine, grade, compute metrics.
+
+Used by `rltune eval` (with an on-disk cache of completions, so a rerun with a larger k or a new
+metric never resamples) and by the trainer's periodic evaluation (through the trainer's own engine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+from tqdm.auto import tqdm
+
+from rltune.config import DataConfig
+from rltune.data import PromptSource
+from rltune.errors import RLTuneError
+from rltune.eval.benchmarks import get_benchmark
+from rltune.eval.grading import default_pool, extract_boxed, grade_many
+from rltune.eval.metrics import answer_classes, bootstrap_ci, maj_at_k, mean_at_n, pass_at_k
+from rltune.rollout import RolloutEngine, SamplingSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INSTRUCTION = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+@dataclass
+class EvalSettings:
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"])
+    """Shipped benchmark names or 'file.jsonl:question_column:answer_column'."""
+    n: int = 16
+    """Samples per problem."""
+    k: list[int] = field(default_factory=lambda: [1])
+    """pass@k and maj@k are reported for each k <= n."""
+    temperature: float = 0.6
+    """Yue et al. 2025 (arXiv 2504.13837) sample pass@k curves at T=0.6, top_p=0.95."""
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    limit: int | None = None
+    """First N problems of each benchmark."""
+    data_dir: str | None = None
+    """Local benchmark folder (<data_dir>/<name>/<file>); None loads from the hub."""
+    instruction: str = DEFAULT_INSTRUCTION
+    use_chat_template: bool = True
+    system_prompt: str | None = None
+    seed: int = 0
+    batch_size: int = 256
+    """Prompts per engine call."""
+
+    def check(self) -> None:
+        if self.n < 1:
+            raise RLTuneError(f"eval n must be >= 1, got {self.n}")
+        bad = [k for k in self.k if k < 1]
+        if bad:
+            raise RLTuneError(f"eval k values must be >= 1, got {bad}")
+        if not self.benchmarks:
+            raise RLTuneError("name at least one benchmark")
+
+
+def evaluate(
+    engine: RolloutEngine,
+    tokenizer: Any,
+    settings: EvalSettings,
+    cache_dir: Path | None = None,
+    model_id: str = "",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every benchmark; returns {'settings', 'benchmarks': {name: {'metrics', 'problems'}}}."""
+    settings.check()
+    out: dict[str, Any] = {"settings": asdict(settings), "model": model_id, "benchmarks": {}}
+    for spec in settings.benchmarks:
+        bench = get_benchmark(spec)
+        started = time.perf_counter()
+        rows = bench.load(settings.data_dir, settings.limit)
+        if not rows:
+            raise RLTuneError(f"benchmark {bench.name!r} has no problems")
+        prompts = PromptSource(
+            DataConfig(
+                path=bench.name,
+                question_column="question",
+                answer_column="gold",
+                instruction=settings.instruction,
+                system_prompt=settings.system_prompt,
+                use_chat_template=settings.use_chat_template,
+                shuffle=False,
+            ),
+            tokenizer,
+            dataset=datasets.Dataset.from_list(rows),
+        )
+        cache = _Cache(cache_dir / f"{bench.name}.jsonl" if cache_dir else None)
+        samples = _sample(engine, prompts, settings, cache, model_id, progress, bench.name)
+        problems = _grade(prompts.rows, samples, settings)
+        out["benchmarks"][bench.name] = {
+            "metrics": summarize(problems, settings, time.perf_counter() - started),
+            "problems": problems,
+        }
+    return out
+
+
+class _Cache:
+    """Completions per (prompt, sampling settings, model) key, appended as jsonl lines."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, list[dict[str, Any]]] = {}
+        if path is not None and path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    self.entries.setdefault(record["key"], []).extend(record["samples"])
+
+    def add(self, key: str, samples: list[dict[str, Any]]) -> None:
+        self.entries.setdefault(key, []).extend(samples)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps({"key": key, "samples": samples}) + "\n")
+
+
+def _key(prompt: str, settings: EvalSettings, model_id: str) -> str:
+    parts = [model_id, prompt, settings.temperature, settings.top_p, settings.max_tokens, settings.seed]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def _sample(
+    engine, prompts: PromptSource, settings: EvalSettings, cache: _Cache, model_id: str, progress: bool, name: str
+) -> list[list[dict[str, Any]]]:
+    keys = [_key(row["prompt"], settings, model_id) for row in prompts.rows]
+    # Problems that need more samples, grouped by how many they already have (each group is one call).
+    by_have: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        have = len(cache.entries.get(key, []))
+        if have < settings.n:
+            by_have.setdefault(have, []).append(i)
+    todo = sum(len(v) for v in by_have.values())
+    if todo < len(keys):
+        log.info("%s: %d of %d problems answered from the cache", name, len(keys) - todo, len(keys))
+    bar = tqdm(total=todo, desc=f"sampling {name}", disable=not progress or todo == 0)
+    for have, indices in sorted(by_have.items()):
+        for start in range(0, len(indices), settings.batch_size):
+            chunk = indices[start : start + settings.batch_size]
+            # A different seed per already-cached count, so extra samples are fresh draws.
+            sampling = SamplingSettings(
+                n=settings.n - have,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                max_tokens=settings.max_tokens,
+                seed=settings.seed + have,
+            )
+            batch = engine.generate([prompts.prompt_ids[i] for i in chunk], [prompts.rows[i] for i in chunk], sampling)
+            for g, idx in enumerate(batch.groups()):
+                cache.add(
+                    keys[chunk[g]],
+                    [
+                        {
+                            "text": batch.completion_texts[j],
+                            "finish_reason": batch.finish_reasons[j],
+                            "tokens": len(batch.completion_ids[j]),
+                        }
+                        for j in idx
+                    ],
+                )
+            bar.update(len(chunk))
+    bar.close()
+    return [cache.entries[key][: settings.n] for key in keys]
+
+
+def equivalent(a: str, b: str) -> bool:
+    """Two extracted answers denote the same value (used to group votes)."""
+    return a.strip() == b.strip() or default_pool().check(a, b)
+
+
+def _grade(rows: list[dict[str, Any]], samples: list[list[dict[str, Any]]], settings: EvalSettings) -> list[dict]:
+    texts = [s["text"] for per in samples for s in per]
+    golds = [row["gold"] for row, per in zip(rows, samples) for _ in per]
+    verdicts = iter(grade_many(texts, golds))
+    problems = []
+    for i, (row, per) in enumerate(zip(rows, samples)):
+        graded = [{**s, "answer": extract_boxed(s["text"]), "correct": next(verdicts)} for s in per]
+        problems.append({"index": i, "question": row["question"], "gold": row["gold"], "samples": graded})
+
+    def votes(problem: dict) -> None:
+        answers = [s["answer"] or None for s in problem["samples"]]
+        correct = [s["correct"] for s in problem["samples"]]
+        n = len(correct)
+        problem["n"] = n
+        problem["correct"] = sum(correct)
+        problem["distinct_answers"] = len(answer_classes(answers, equivalent))
+        problem["maj"] = {str(k): maj_at_k(answers, correct, k, equivalent) for k in settings.k if k <= n}
+
+    with ThreadPoolExecutor(max_workers=default_pool().size) as executor:
+        list(executor.map(votes, problems))
+    return problems
+
+
+def summarize(problems: list[dict], settings: EvalSettings, seconds: float) -> dict[str, Any]:
+    """Benchmark-level metrics with 95% bootstrap CIs over problems."""
+    metrics: dict[str, Any] = {"problems": len(problems), "n": settings.n, "seconds": round(seconds, 1)}
+    means = [mean_at_n([s["correct"] for s in p["samples"]]) for p in problems]
+    metrics[f"mean@{settings.n}"] = sum(means) / len(means)
+    metrics[f"mean@{settings.n}_ci"] = bootstrap_ci(means, seed=settings.seed)
+    for k in settings.k:
+        if k > settings.n:
+            log.warning("k=%d > n=%d: pass@%d and maj@%d are not reported", k, settings.n, k, k)
+            continue
+        values = [pass_at_k(p["n"], p["correct"], k) for p in problems]
+        metrics[f"pass@{k}"] = sum(values) / len(values)
+        metrics[f"pass@{k}_ci"] = bootstrap_ci(values, seed=settings.seed)
+        metrics[f"maj@{k}"] = sum(p["maj"][str(k)] for p in problems) / len(problems)
+    all_samples = [s for p in problems for s in p["samples"]]
+    metrics["distinct_answers"] = sum(p["distinct_answers"] for p in problems) / len(problems)
+    metrics["no_answer_fraction"] = sum(s["answer"] is None for s in all_samples) / len(all_samples)
+    metrics["truncated_fraction"] = sum(s["finish_reason"] == "length" for s in all_samples) / len(all_samples)
+    metrics["mean_tokens"] = sum(s["tokens"] for s in all_samples) / len(all_samples)
+    return metrics
+
+
+def format_table(results: dict[str, Any]) -> str:
+    settings = results["settings"]
+    ks = [k for k in settings["k"] if k <= settings["n"]]
+    n = settings["n"]
+    header = [
+        "benchmark",
+        "problems",
+        f"mean@{n}",
+        *[f"pass@{k}" for k in ks],
+        *[f"maj@{k}" for k in ks],
+        "distinct",
+        "no-box",
+        "seconds",
+    ]
+    lines = []
+    for name, bench in results["benchmarks"].items():
+        m = bench["metrics"]
+        lo, hi = m[f"mean@{n}_ci"]
+        cells = [name, str(m["problems"]), f"{100 * m[f'mean@{n}']:.1f} [{100 * lo:.1f},{100 * hi:.1f}]"]
+        cells += [f"{100 * m[f'pass@{k}']:.1f}" for k in ks] + [f"{100 * m[f'maj@{k}']:.1f}" for k in ks]
+        cells += [f"{m['distinct_answers']:.2f}", f"{100 * m['no_answer_fraction']:.1f}%", f"{m['seconds']:.0f}"]
+        lines.append(cells)
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*row) for row in [header, *lines])
+
+
+def flat_metrics(results: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
+    """`eval/<benchmark>/<metric>` scalars (CIs left out) for the training log."""
+    out = {}
+    for name, bench in results["benchmarks"].items():
+        for key, value in bench["metrics"].items():
+            if isinstance(value, (int, float)) and key not in ("problems", "n"):
+                out[f"{prefix}/{name}/{key}"] = float(value)
+    return out
