@@ -33,7 +33,7 @@ def build_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
 
 
-def build_tiny_model(vocab_size: int, seed: int = 0, hidden: int = 128, layers: int = 2):
+def build_tiny_model(vocab_size: int, seed: int = 0, hidden: int = 128, layers: int = 2, max_positions: int = 128):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)

@@ -13,10 +13,10 @@ from rltune.demo import arithmetic_rows, build_tiny_model, build_tokenizer, writ
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """An untrained 2-layer Qwen2 with the character tokenizer."""
+    """An untrained 2-layer Qwen2 with the character tokenizer (2048 positions: room for benchmark prompts)."""
     path = tmp_path_factory.mktemp("tiny-model")
     tokenizer = build_tokenizer()
-    model = build_tiny_model(len(tokenizer), seed=0)
+    model = build_tiny_model(len(tokenizer), seed=0, max_positions=2048)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
@@ -57,4 +57,15 @@ def write_recipe(tmp_path: Path, overrides: dict, base: str = "recipes/demo_cpu.
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="session")
+def benchdata() -> Path:
+    """../shared/benchdata beside the repository (never copied into it); RLTUNE_BENCHDATA overrides."""
+    import os
+
+    path = Path(os.environ.get("RLTUNE_BENCHDATA", REPO.parent / "shared" / "benchdata"))
+    if not (path / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"benchmark data not found at {path}")
     return path

@@ -1,6 +1,6 @@
 import pytest
 
-from rltune.eval.grading import GradingPool, extract_boxed, grade, grade_many
+from rltune.eval.grading import GradingPool, extract_boxed, grade, grade_many, is_hedged, normalize_answer
 
 
 @pytest.mark.parametrize(
@@ -54,3 +54,61 @@ def test_hard_timeout_kills_and_replaces_the_worker():
         assert pool.check("12", "12") is True
     finally:
         pool.close()
+
+
+# EVAL_NOTES.md §2.4 and §3, each pitfall with the verdict rltune's grader gives (gold, response, verdict).
+PITFALLS = [
+    ("025", "\\boxed{25}", True),  # AIME zero padding
+    ("27.0", "\\boxed{27}", True),  # AMC float gold
+    ("2125", "\\boxed{2,125}", True),  # thousands separator
+    ("58,500", "\\boxed{58500}", True),
+    ("\\frac12", "\\boxed{1/2}", True),
+    ("\\frac12", "\\boxed{0.5}", True),
+    ("\\frac{1}{2}", "\\boxed{\\dfrac{1}{2}}", True),
+    ("\\frac{1}{2}", "\\boxed{\\tfrac12}", True),
+    ("\\frac{14}{3}", "\\boxed{4.67}", False),  # rounding stays strict
+    ("\\frac{\\sqrt3}{2}", "\\boxed{0.866}", False),
+    ("(6,31,-1)", "\\boxed{(31,6,-1)}", False),  # tuple order matters
+    ("-2,1", "\\boxed{1,-2}", True),  # unordered answer list
+    ("(0,1]", "\\boxed{[0,1]}", False),  # interval openness
+    ("0<x<1", "\\boxed{(0,1)}", True),  # inequality gold, interval answer
+    ("(0,1)", "\\boxed{0<x<1}", False),  # ... not the reverse (echoing the question)
+    ("10", "\\boxed{10 \\text{ cm}}", True),  # units
+    ("90^\\circ", "\\boxed{90}", True),
+    ("\\$18", "\\boxed{18.00}", True),
+    ("10\\%", "\\boxed{10}", True),  # percent gold accepts the bare number
+    ("50\\%", "\\boxed{0.5}", False),  # ... but no blanket /100 rule
+    ("\\text{(C)}", "\\boxed{C}", True),  # multiple choice
+    ("\\text{(C)}", "\\boxed{D}", False),
+    ("3", "\\boxed{1} or \\boxed{3}", False),  # hedging
+    ("3", "\\boxed{1, 3}", False),
+    ("18", "\\boxed{18} then \\boxed{20}", False),  # last box counts
+    ("12", "\\boxed{12}. Earlier I wrote \\boxed{7}", False),
+    ("4.5e33", "\\boxed{4.5\\times10^{33}}", True),  # Minerva e-notation (Euler's e otherwise)
+    ("1e-5", "\\boxed{10^{-5}}", True),
+    ("\\frac{1}{2^{99}}", "\\boxed{\\frac{1}{2^{98}}}", False),  # tiny numbers (math-verify: True)
+    ("\\frac1{2004!}", "\\boxed{\\frac1{2006!}}", False),  # (math-verify: True)
+    ("\\frac{1}{2^{99}}", "\\boxed{2^{-99}}", True),
+    ("1-\\frac{1}{\\mathrm{e}}", "\\boxed{1+\\frac{1}{\\mathrm{e}}}", False),  # \\mathrm{e} truncation
+    ("1-\\frac{1}{\\mathrm{e}}", "\\boxed{1-e^{-1}}", True),
+    ("3x-y+13=0", "\\boxed{3x+4y+14=0}", False),  # bare equations
+    ("12", "<think>\\boxed{12}</think> so \\boxed{13}", False),  # box inside <think> ignored
+    ("12", "<think>\\boxed{13}</think> so \\boxed{12}", True),
+]
+
+
+@pytest.mark.parametrize("gold, response, expected", PITFALLS)
+def test_pitfalls(gold, response, expected):
+    assert grade(response, gold) is expected
+
+
+def test_hedge_detection():
+    assert is_hedged("\\boxed{1} or \\boxed{3}")
+    assert not is_hedged("\\boxed{3} or \\boxed{3}")
+    assert not is_hedged("first \\boxed{1}, and after a long derivation of many words we get \\boxed{3}")
+
+
+def test_normalize_answer():
+    assert normalize_answer("4.5e33") == "4.5\\times10^{33}"
+    assert normalize_answer("x2e3") == "x2e3"
+    assert normalize_answer("\\frac{1}{\\mathrm{e}}") == "\\frac{1}{e}"

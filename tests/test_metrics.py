@@ -1,0 +1,57 @@
+import itertools
+import math
+
+import pytest
+
+from rltune.eval.metrics import answer_classes, bootstrap_ci, maj_at_k, mean_at_n, pass_at_k
+from rltune.eval.runner import equivalent
+
+
+def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
+    """Share of all k-subsets of n samples (c correct) that hold at least one correct sample."""
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_pass_at_k_equals_enumeration(n):
+    for c in range(n + 1):
+        for k in range(1, n + 1):
+            assert pass_at_k(n, c, k) == pytest.approx(brute_force_pass_at_k(n, c, k), abs=1e-12)
+
+
+def test_pass_at_k_properties():
+    assert pass_at_k(16, 4, 1) == pytest.approx(4 / 16)
+    assert pass_at_k(10, 0, 5) == 0.0 and pass_at_k(10, 6, 5) == 1.0
+    assert pass_at_k(1024, 3, 64) == pytest.approx(1 - math.comb(1021, 64) / math.comb(1024, 64))
+    value = pass_at_k(4096, 7, 2048)  # comb-based division overflows floats here
+    assert 0 < value <= 1 and math.isfinite(value)
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+
+
+def test_mean_at_n():
+    assert mean_at_n([True, False, False, True]) == 0.5
+
+
+def test_maj_votes_by_equivalence_not_strings():
+    # 1/2 appears as three different strings; 7 appears twice. String voting would pick 7.
+    answers = ["7", "\\frac{1}{2}", "0.5", "7", "1/2", None]
+    correct = [False, True, True, False, True, False]
+    assert answer_classes(answers, equivalent) == [[0, 3], [1, 2, 4]]
+    assert maj_at_k(answers, correct, 6, equivalent) is True
+    assert maj_at_k(answers, correct, 4, equivalent) is False  # tie 2-2: the class seen first wins
+
+
+def test_maj_with_no_answers_is_wrong():
+    assert maj_at_k([None, None], [False, False], 2, equivalent) is False
+
+
+def test_bootstrap_ci_brackets_the_mean():
+    values = [0.0] * 30 + [1.0] * 70
+    lo, hi = bootstrap_ci(values, resamples=2000, seed=1)
+    assert lo < 0.7 < hi and 0.55 < lo and hi < 0.85
+    assert bootstrap_ci([0.5] * 10) == (0.5, 0.5)
