@@ -117,8 +117,12 @@ def _tiny_numbers_differ(gold_parsed: list, pred_parsed: list) -> bool:
         return False
 
 
-def _verify(answer: str, gold: str) -> bool:
-    """Runs inside a worker process (math-verify's signal-based timeouts work there)."""
+def _verify(answer: str, gold: str, whole_text: bool = False) -> bool:
+    """Runs inside a worker process (math-verify's signal-based timeouts work there).
+
+    `answer` is a boxed answer's content, or with `whole_text` a response to extract an answer from
+    by math-verify's own priorities ('final answer is', 'answer:', last LaTeX expression).
+    """
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
     answer, gold = normalize_answer(answer), normalize_answer(gold)
@@ -129,7 +133,7 @@ def _verify(answer: str, gold: str) -> bool:
     gold_parsed = parse(f"${gold}$", extraction_config=configs)
     if not gold_parsed:
         gold_parsed = parse(gold, extraction_config=configs)
-    pred_parsed = parse(f"$\\boxed{{{answer}}}$", extraction_config=configs)
+    pred_parsed = parse(answer if whole_text else f"$\\boxed{{{answer}}}$", extraction_config=configs)
     if not gold_parsed or not pred_parsed:
         return answer.strip() == gold.strip()
     if not verify(gold_parsed, pred_parsed):
@@ -140,9 +144,9 @@ def _verify(answer: str, gold: str) -> bool:
 def _serve() -> None:
     """Worker loop: one JSON job per stdin line, one JSON verdict per stdout line."""
     for line in sys.stdin:
-        answer, gold = json.loads(line)
+        job = json.loads(line)
         try:
-            verdict: bool | str = _verify(answer, gold)
+            verdict: bool | str = _verify(*job)
         except Exception as exc:  # a parse error is a wrong answer, never a crashed worker
             verdict = exc.__class__.__name__ + ": " + str(exc)[:200]
         sys.stdout.write(json.dumps(verdict) + "\n")
@@ -162,9 +166,9 @@ class _Worker:
             bufsize=1,
         )
 
-    def ask(self, answer: str, gold: str, timeout_s: float) -> bool | str | None:
+    def ask(self, job: list, timeout_s: float) -> bool | str | None:
         """The verdict, or None if none came within the timeout."""
-        self.process.stdin.write(json.dumps([answer, gold]) + "\n")
+        self.process.stdin.write(json.dumps(job) + "\n")
         self.process.stdin.flush()
         ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
         if not ready:
@@ -208,12 +212,13 @@ class GradingPool:
             self._all.append(fresh)
         self._idle.put(fresh)
 
-    def check(self, answer: str, gold: str) -> bool:
-        """Is `answer` (a boxed answer's content) equivalent to `gold`? A hang or crash counts as wrong."""
+    def check(self, answer: str, gold: str, whole_text: bool = False) -> bool:
+        """Is `answer` (a boxed answer's content; with `whole_text`, a whole response) equivalent to
+        `gold`? A hang or crash counts as wrong."""
         worker = self._take()
         try:
             # The first check of a fresh worker also pays for importing math-verify.
-            result = worker.ask(answer, gold, self.timeout_s)
+            result = worker.ask([answer, gold, whole_text], self.timeout_s)
         except (EOFError, OSError, ValueError):
             log.warning("grading worker died (counted wrong): answer=%r gold=%r", answer[:200], gold[:200])
             self._replace(worker)
@@ -253,22 +258,29 @@ def default_pool() -> GradingPool:
     return _pool
 
 
-def grade(response: str, gold: str, pool: GradingPool | None = None) -> bool:
+def grade(response: str, gold: str, pool: GradingPool | None = None, fallback: bool = False) -> bool:
     """True if the last boxed answer of `response` is mathematically equivalent to `gold`.
 
-    No box means wrong. A check that hangs past the pool's timeout is wrong (and logged).
+    No box means wrong, unless `fallback` (for evaluation only, never as an RL reward): then
+    math-verify extracts an answer from the unboxed text ('the final answer is', 'answer:', last LaTeX).
+    A check that hangs past the pool's timeout is wrong (and logged).
     """
+    pool = pool or default_pool()
     answer = extract_boxed(response)
+    if answer is None and fallback:
+        return pool.check(_after_think(response), str(gold), whole_text=True)
     if not answer or is_hedged(response):
         return False
-    return (pool or default_pool()).check(answer, str(gold))
+    return pool.check(answer, str(gold))
 
 
-def grade_many(responses: list[str], golds: list[str], pool: GradingPool | None = None) -> list[bool]:
+def grade_many(
+    responses: list[str], golds: list[str], pool: GradingPool | None = None, fallback: bool = False
+) -> list[bool]:
     """`grade` over many pairs, using all the pool's workers at once."""
     pool = pool or default_pool()
     with ThreadPoolExecutor(max_workers=pool.size) as executor:
-        return list(executor.map(lambda pair: grade(pair[0], pair[1], pool), zip(responses, golds)))
+        return list(executor.map(lambda pair: grade(pair[0], pair[1], pool, fallback), zip(responses, golds)))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 import datasets
 from tqdm.auto import tqdm
 
-from rltune.config import DataConfig
+from rltune.config import DEFAULT_INSTRUCTION, DataConfig
 from rltune.data import PromptSource
 from rltune.errors import RLTuneError
 from rltune.eval.benchmarks import get_benchmark
@@ -27,8 +27,6 @@ from rltune.eval.metrics import answer_classes, bootstrap_ci, maj_at_k, mean_at_
 from rltune.rollout import RolloutEngine, SamplingSettings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_INSTRUCTION = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
 
 @dataclass
@@ -51,6 +49,8 @@ class EvalSettings:
     use_chat_template: bool = True
     system_prompt: str | None = None
     seed: int = 0
+    answer_fallback: bool = False
+    """Grade unboxed responses by math-verify's own extraction ('answer: ...'); off = boxed answers only."""
     batch_size: int = 256
     """Prompts per engine call."""
 
@@ -180,7 +180,7 @@ def equivalent(a: str, b: str) -> bool:
 def _grade(rows: list[dict[str, Any]], samples: list[list[dict[str, Any]]], settings: EvalSettings) -> list[dict]:
     texts = [s["text"] for per in samples for s in per]
     golds = [row["gold"] for row, per in zip(rows, samples) for _ in per]
-    verdicts = iter(grade_many(texts, golds))
+    verdicts = iter(grade_many(texts, golds, fallback=settings.answer_fallback))
     problems = []
     for i, (row, per) in enumerate(zip(rows, samples)):
         graded = [{**s, "answer": extract_boxed(s["text"]), "correct": next(verdicts)} for s in per]

@@ -115,6 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         use_chat_template=not args.no_chat_template,
         seed=args.seed,
+        answer_fallback=args.answer_fallback,
         **({"instruction": args.instruction} if args.instruction else {}),
     )
     settings.check()
@@ -189,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--instruction", default=None, help="prompt format string with {question}")
     ev.add_argument("--no-chat-template", action="store_true")
+    ev.add_argument(
+        "--answer-fallback",
+        action="store_true",
+        help="grade unboxed responses by math-verify's extraction ('answer: ...'); default: boxed only",
+    )
     ev.add_argument(
         "--dtype",
         default="auto",

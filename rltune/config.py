@@ -21,6 +21,8 @@ import yaml
 
 from rltune.errors import ConfigError
 
+DEFAULT_INSTRUCTION = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
 
 @dataclass
 class LoraConfig:
@@ -57,7 +59,7 @@ class DataConfig:
     answer_column: str = "answer"
     answer_after: str | None = None
     """If set, the gold is the text after the last occurrence of this marker (GSM8K answers: '####')."""
-    instruction: str = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+    instruction: str = DEFAULT_INSTRUCTION
     """Python format string applied to each row; `{question}` is the question column, other columns by name."""
     system_prompt: str | None = None
     use_chat_template: bool = True

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rltune.config import RecipeConfig, load_recipe
 from rltune.demo import arithmetic_rows, build_tiny_model, build_tokenizer, write_demo_assets
 
 
@@ -42,22 +43,33 @@ def demo_assets(tmp_path_factory) -> tuple[Path, Path]:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def deep_merge(dst: dict, src: dict) -> dict:
+    """Merge `src` into `dst` in place; nested mappings merge key by key."""
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            deep_merge(dst[key], value)
+        else:
+            dst[key] = value
+    return dst
+
+
 def write_recipe(tmp_path: Path, overrides: dict, base: str = "recipes/demo_cpu.yaml") -> Path:
-    """The demo recipe with sections updated from `overrides` (nested dicts merge)."""
-    recipe = yaml.safe_load((REPO / base).read_text())
-
-    def merge(dst: dict, src: dict) -> None:
-        for key, value in src.items():
-            if isinstance(value, dict) and isinstance(dst.get(key), dict):
-                merge(dst[key], value)
-            else:
-                dst[key] = value
-
-    merge(recipe, overrides)
+    """The demo recipe with sections updated from `overrides`, written to tmp_path/recipe.yaml."""
+    recipe = deep_merge(yaml.safe_load((REPO / base).read_text()), overrides)
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def demo_recipe(tmp_path: Path, model_dir: Path, data_file: Path, sections: dict | None = None) -> RecipeConfig:
+    """The demo recipe on the given model and data, quiet, writing into tmp_path/run."""
+    base = {
+        "model": {"path": str(model_dir)},
+        "data": {"path": str(data_file)},
+        "train": {"output_dir": str(tmp_path / "run"), "progress_bar": False, "tensorboard": False},
+    }
+    return load_recipe(write_recipe(tmp_path, deep_merge(base, sections or {})))
 
 
 @pytest.fixture(scope="session")

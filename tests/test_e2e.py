@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, write_recipe
-from rltune.config import load_recipe
+from conftest import REPO, demo_recipe, write_recipe
 from rltune.trainer import Trainer
 
 pytestmark = pytest.mark.slow
@@ -52,22 +51,7 @@ def test_vllm_engine_grpo_learns(tmp_path, demo_assets):
 
 def test_hf_engine_grpo_learns(tmp_path, demo_assets):
     model_dir, data_file = demo_assets
-    cfg = load_recipe(
-        write_recipe(
-            tmp_path,
-            {
-                "model": {"path": str(model_dir)},
-                "data": {"path": str(data_file)},
-                "rollout": {"engine": "hf"},
-                "train": {
-                    "steps": 40,
-                    "output_dir": str(tmp_path / "run"),
-                    "progress_bar": False,
-                    "tensorboard": False,
-                },
-            },
-        )
-    )
+    cfg = demo_recipe(tmp_path, model_dir, data_file, {"rollout": {"engine": "hf"}, "train": {"steps": 40}})
     trainer = Trainer(cfg)
     trainer.train()
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

