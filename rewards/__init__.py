@@ -7,7 +7,9 @@ A reward is a callable, plain or `async def`, named in a recipe by registered na
   `row` is the prompt's dataset row (with `gold` and `prompt` added). None counts as 0.
 - Group (set `group = True` on the callable or class): `reward(completions: list[Completion], row)`
   -> one float per completion. Group rewards run after the per-sample ones and can read their scores
-  in `completion.rewards`.
+  in `completion.rewards` (name them in a `needs_rewards` attribute to have the recipe checked).
+- Either kind may return a dict instead: its 'score' entry is the reward, other entries (numbers, or
+  lists for a group) are logged as `reward/<name>/<key>`.
 
 The built-in rewards below use exactly this mechanism.
 """
@@ -18,7 +20,10 @@ from dataclasses import dataclass, field
 
 from rltune.registry import Registry
 
-REWARDS: Registry = Registry("reward", builtin_modules=("rltune.rewards.math_accuracy", "rltune.rewards.format"))
+REWARDS: Registry = Registry(
+    "reward",
+    builtin_modules=("rltune.rewards.math_accuracy", "rltune.rewards.format", "rltune.rewards.diversity_partition"),
+)
 
 
 @dataclass

@@ -63,65 +63,74 @@ class RewardPipeline:
                 unique, k = f"{name}_{k}", k + 1
             group = bool(getattr(fn, "group", False) or getattr(obj, "group", False))
             self.components.append(_Component(unique, fn, spec.weight, group, _is_async(fn)))
+        sample_rewards = {c.name for c in self.components if not c.group}
+        for comp in self.components:
+            for needed in getattr(comp.fn, "needs_rewards", ()):
+                if needed not in sample_rewards:
+                    raise ConfigError(
+                        f"reward {comp.name!r} reads the per-sample reward {needed!r}: add it to the recipe's "
+                        f"rewards (with weight 0 if it should count only through {comp.name!r})"
+                    )
         self.errors = 0
 
     def score(self, batch: RolloutBatch) -> None:
-        """Fill `batch.reward_components` and `batch.rewards`."""
+        """Fill `batch.reward_components` and `batch.rewards`.
+
+        A reward may return a dict instead of a number (a group reward: a dict of lists): its 'score'
+        entry is the reward, and every other entry is logged as the component `<name>/<key>`.
+        """
         completions = [
             Completion(text=t, token_ids=ids, finish_reason=f)
             for t, ids, f in zip(batch.completion_texts, batch.completion_ids, batch.finish_reasons)
         ]
-        rows = [batch.row_of(i) for i in range(len(batch))]
-        for comp in self.components:
-            if comp.group:
-                continue
-            values = self._run(
-                comp, [(c, r) for c, r in zip(completions, rows)], [repr(c.text[:200]) for c in completions]
-            )
-            for c, v in zip(completions, values):
-                c.rewards[comp.name] = v
-            batch.reward_components[comp.name] = torch.tensor(values, dtype=torch.float32)
         groups = batch.groups()
-        for comp in self.components:
-            if not comp.group:
-                continue
-            calls = [([completions[i] for i in idx], batch.rows[g]) for g, idx in enumerate(groups)]
-            results = self._run(
-                comp, calls, [f"group {g}" for g in range(len(groups))], per_group=[len(i) for i in groups]
-            )
-            values = torch.zeros(len(batch))
-            for idx, scores in zip(groups, results):
-                values[idx] = torch.tensor(scores, dtype=torch.float32)
-            batch.reward_components[comp.name] = values
+        # Per-sample rewards first (each call covers one sample), then group rewards (one call a group).
+        for comp in sorted(self.components, key=lambda c: c.group):
+            if comp.group:
+                targets = groups
+                calls = [([completions[i] for i in idx], batch.rows[g]) for g, idx in enumerate(groups)]
+                labels = [f"group {g}" for g in range(len(groups))]
+            else:
+                targets = [[i] for i in range(len(batch))]
+                calls = [(c, batch.row_of(i)) for i, c in enumerate(completions)]
+                labels = [repr(c.text[:200]) for c in completions]
+            values: dict[str, torch.Tensor] = {}
+            for idx, result, label in zip(targets, self._run(comp, calls), labels):
+                for key, scores in self._check(comp, result, label, len(idx)).items():
+                    values.setdefault(key, torch.zeros(len(batch)))[idx] = torch.tensor(scores, dtype=torch.float32)
+            for key, tensor in values.items():
+                batch.reward_components[comp.name if key == "score" else f"{comp.name}/{key}"] = tensor
+            for i, c in enumerate(completions):
+                c.rewards[comp.name] = float(values["score"][i])
         batch.rewards = sum(c.weight * batch.reward_components[c.name] for c in self.components)
 
-    def _run(self, comp: _Component, calls: list[tuple], labels: list[str], per_group: list[int] | None = None) -> list:
-        """Call `comp.fn(*args)` for every args tuple; failures become 0 (or raise, with on_error=fail)."""
+    def _run(self, comp: _Component, calls: list[tuple]) -> list:
         if comp.is_async:
-            results = asyncio.run(self._gather_async(comp.fn, calls))
-        else:
-            results = self._gather_threads(comp.fn, calls)
-        out = []
-        for i, (result, label) in enumerate(zip(results, labels)):
-            size = per_group[i] if per_group else None
-            out.append(self._check(comp.name, result, label, size))
-        return out
+            return asyncio.run(self._gather_async(comp.fn, calls))
+        return self._gather_threads(comp.fn, calls)
 
-    def _check(self, name: str, result: Any, label: str, size: int | None) -> Any:
-        zero = 0.0 if size is None else [0.0] * size
+    def _check(self, comp: _Component, result: Any, label: str, size: int) -> dict[str, list[float]]:
+        """One call's result as {'score': [...], extra: [...]}, each a list of `size` floats.
+
+        Failures score 0 (or raise, with on_error=fail)."""
         if isinstance(result, BaseException):
             self.errors += 1
             kind = "timed out" if isinstance(result, TimeoutError) else f"raised {result!r}"
             if self.on_error == "fail":
-                raise RLTuneError(f"reward {name!r} {kind} on {label}") from result
-            log.warning("reward %r %s on %s; scored 0", name, kind, label)
-            return zero
-        if size is None:
-            return 0.0 if result is None else float(result)
-        scores = [0.0 if r is None else float(r) for r in result]
-        if len(scores) != size:
-            raise RLTuneError(f"group reward {name!r} returned {len(scores)} scores for a group of {size}")
-        return scores
+                raise RLTuneError(f"reward {comp.name!r} {kind} on {label}") from result
+            log.warning("reward %r %s on %s; scored 0", comp.name, kind, label)
+            return {"score": [0.0] * size}
+        named = result if isinstance(result, dict) else {"score": result}
+        if "score" not in named:
+            raise RLTuneError(f"reward {comp.name!r} returned a dict without a 'score' entry: {sorted(named)}")
+        out = {}
+        for key, value in named.items():
+            values = value if comp.group else [value]
+            scores = [0.0 if v is None else float(v) for v in values]
+            if len(scores) != size:
+                raise RLTuneError(f"group reward {comp.name!r} returned {len(scores)} {key}s for a group of {size}")
+            out[key] = scores
+        return out
 
     def _gather_threads(self, fn: Callable, calls: list[tuple]) -> list:
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_threads)

@@ -47,7 +47,9 @@ class Trainer:
         self.cfg = cfg
         self.callbacks = list(callbacks or [])
         t = cfg.train
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision)
+        # cpu=True on a machine without CUDA: accelerate only sets up multi-process CPU training
+        # (gloo) when told so; otherwise each launched process would silently train alone.
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
         set_seed(t.seed + self.rank)

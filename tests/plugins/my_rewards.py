@@ -50,3 +50,20 @@ class RankInGroup:
         lengths = [len(c.text) for c in completions]
         assert all("brevity" in c.rewards for c in completions)
         return [1.0 if n == min(lengths) else 0.0 for n in lengths]
+
+
+class GroupSizeRecorder:
+    """A group reward that appends (process rank, group size, prompt) to $RLTUNE_TEST_GROUP_LOG and scores 0."""
+
+    group = True
+
+    def __call__(self, completions, row):
+        import json
+        import os
+
+        with open(os.environ["RLTUNE_TEST_GROUP_LOG"], "a") as f:
+            f.write(
+                json.dumps({"rank": int(os.environ.get("RANK", 0)), "size": len(completions), "prompt": row["prompt"]})
+                + "\n"
+            )
+        return [0.0] * len(completions)
