@@ -121,19 +121,23 @@ class AlgorithmConfig:
     advantage: str = "grpo"
     """'grpo' (group mean/std), 'dr_grpo' (mean only, Dr. GRPO arXiv 2503.20783), 'rloo' (leave-one-out)."""
     objective: str = "clipped"
-    """Policy objective: 'clipped' (PPO-style surrogate) or an import path."""
+    """Policy objective: 'clipped' (PPO-style surrogate), 'nft' (negative-aware fine-tuning) or an import path."""
+    objective_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the objective (e.g. nft: neg_weight, normalize, clamp_negative)."""
     clip_low: float = 0.2
     """epsilon_low of the ratio clip (PPO/GRPO 0.2)."""
     clip_high: float = 0.2
     """epsilon_high of the ratio clip; DAPO's clip-higher uses 0.28 (arXiv 2503.14476 §3.1)."""
     dual_clip: float | None = None
     """Dual-clip bound c for negative advantages (verl/DAPO use 3.0-10.0); None disables it."""
-    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "constant"] = "token_mean"
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "constant", "sum"] = "token_mean"
     """token_mean: sum over every token of the global batch / its token count (DAPO);
     seq_mean_token_mean: per-sequence token mean, then mean (original GRPO);
-    constant: token sum / (loss_constant * sequences) (Dr. GRPO)."""
+    constant: token sum / (loss_constant * sequences) (Dr. GRPO);
+    sum: token sum / loss_constant (NFT's released loss: sum / 1000)."""
     loss_constant: int | None = None
-    """Divisor of 'constant' aggregation; Dr. GRPO uses the generation budget (defaults to rollout.max_tokens)."""
+    """Divisor of 'constant' and 'sum' aggregation; defaults to rollout.max_tokens (Dr. GRPO: the
+    generation budget); NFT uses 1000."""
     kl_coef: float = 0.0
     """Coefficient of the k3 KL to a frozen reference; 0 loads no reference model."""
     loss_terms: list[LossTermSpec] = field(default_factory=list)
@@ -144,6 +148,9 @@ class AlgorithmConfig:
     """Optimizer updates per pass: the rollout batch is split into this many mini-batches (DAPO: 16)."""
     dynamic_sampling: bool = False
     """DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts to refill."""
+    dynamic_sampling_reward: str | None = None
+    """Reward component whose spread decides which groups stay (default: the total reward). DAPO and
+    NFT filter on accuracy: 'math_accuracy'."""
     max_sampling_rounds: int = 4
     """Upper bound on generation rounds per step with dynamic sampling (verl max_num_gen_batches: 10)."""
 

@@ -36,6 +36,8 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, norm: Norm
         total = per_seq.sum() / max(norm.sequences, 1.0)
     elif mode == "constant":
         total = (per_token * mask).sum() / (norm.constant * max(norm.sequences, 1.0))
+    elif mode == "sum":
+        total = (per_token * mask).sum() / norm.constant
     else:
         raise ValueError(f"unknown loss aggregation {mode!r}")
     # Data-parallel backends average gradients over processes; undo that, since the normaliser is global.

@@ -27,6 +27,7 @@ from rltune.batch import MicroBatch, PolicyOutput, RolloutBatch
 from rltune.checkpoint import load_state, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rltune.config import LossTermSpec, RecipeConfig
 from rltune.data import PromptSource
+from rltune.errors import ConfigError
 from rltune.loss_terms import LOSS_TERMS
 from rltune.losses import Normalizer, aggregate, masked_mean
 from rltune.metrics import MetricsLogger
@@ -59,8 +60,17 @@ class Trainer:
         self.tokenizer = load_tokenizer(str(checkpoint or cfg.model.path), cfg.model.trust_remote_code)
         self.data = PromptSource(cfg.data, self.tokenizer, seed=t.seed, dataset=dataset)
         self.rewards = RewardPipeline(cfg.rewards, cfg.reward_options.on_error, cfg.reward_options.timeout_s)
+        component_names = [c.name for c in self.rewards.components]
+        if cfg.algorithm.dynamic_sampling_reward not in (None, *component_names):
+            raise ConfigError(
+                f"algorithm.dynamic_sampling_reward={cfg.algorithm.dynamic_sampling_reward!r} is not one of the "
+                f"recipe's rewards: {', '.join(component_names)}"
+            )
         self.advantage_fn = ADVANTAGES.get(cfg.algorithm.advantage)
-        self.objective = OBJECTIVES.get(cfg.algorithm.objective)(cfg.algorithm)
+        try:
+            self.objective = OBJECTIVES.get(cfg.algorithm.objective)(cfg.algorithm, **cfg.algorithm.objective_kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"algorithm.objective_kwargs {cfg.algorithm.objective_kwargs}: {exc}") from exc
         term_specs = list(cfg.algorithm.loss_terms)
         if cfg.algorithm.kl_coef > 0:
             term_specs.append(LossTermSpec(name="kl", coef=cfg.algorithm.kl_coef))
@@ -210,7 +220,10 @@ class Trainer:
             scored.append(batch)
             if not algo.dynamic_sampling:
                 break
-            varied = [g for g, idx in enumerate(batch.groups()) if batch.rewards[idx].std() > 0]
+            spread = (
+                batch.reward_components[algo.dynamic_sampling_reward] if algo.dynamic_sampling_reward else batch.rewards
+            )
+            varied = [g for g, idx in enumerate(batch.groups()) if spread[idx].std() > 0]
             flat_groups = [g for g in range(batch.num_groups) if g not in set(varied)]
             kept.append(batch.select_groups(varied))
             flat.append(batch.select_groups(flat_groups))

@@ -8,6 +8,6 @@ whole `RolloutBatch` through `micro_batch.rollout`, so objectives that need per-
 
 from rltune.registry import Registry
 
-OBJECTIVES: Registry = Registry("objective", builtin_modules=("rltune.objectives.clipped",))
+OBJECTIVES: Registry = Registry("objective", builtin_modules=("rltune.objectives.clipped", "rltune.objectives.nft"))
 
 __all__ = ["OBJECTIVES"]
