@@ -32,7 +32,7 @@ def test_wrong_type_names_key(tmp_path):
     with pytest.raises(ConfigError, match=r"rollout.engine must be of type str"):
         load_recipe(write(tmp_path, BASE + "rollout: {engine: [vllm]}\n"))
     with pytest.raises(ConfigError, match=r"algorithm.loss_aggregation must be one of"):
-        load_recipe(write(tmp_path, BASE + "algorithm: {loss_aggregation: sum}\n"))
+        load_recipe(write(tmp_path, BASE + "algorithm: {loss_aggregation: total}\n"))
     with pytest.raises(ConfigError, match=r"rewards\[0\].weight must be of type float"):
         load_recipe(write(tmp_path, BASE + "rewards: [{name: format, weight: heavy}]\n"))
 
