@@ -22,7 +22,13 @@ from rltune.registry import Registry
 
 REWARDS: Registry = Registry(
     "reward",
-    builtin_modules=("rltune.rewards.math_accuracy", "rltune.rewards.format", "rltune.rewards.diversity_partition"),
+    builtin_modules=(
+        "rltune.rewards.math_accuracy",
+        "rltune.rewards.format",
+        "rltune.rewards.diversity_partition",
+        "rltune.rewards.length",
+        "rltune.rewards.repetition",
+    ),
 )
 
 

@@ -139,7 +139,13 @@ class AlgorithmConfig:
     """Divisor of 'constant' and 'sum' aggregation; defaults to rollout.max_tokens (Dr. GRPO: the
     generation budget); NFT uses 1000."""
     kl_coef: float = 0.0
-    """Coefficient of the k3 KL to a frozen reference; 0 loads no reference model."""
+    """Coefficient of the k3 KL to the reference; 0 loads no reference model."""
+    kl_anchor: Literal["frozen", "ema"] = "frozen"
+    """The reference: the initial policy, or T1's dynamic anchor, an EMA of the policy (arXiv 2501.11651)."""
+    kl_anchor_decay: float = 0.99
+    """EMA decay of the dynamic anchor (T1's value is unpublished; rltune's default)."""
+    kl_anchor_update_every: int = 1
+    """RL steps between EMA updates of the anchor."""
     loss_terms: list[LossTermSpec] = field(default_factory=list)
     """Extra per-token loss terms (entropy bonus, ...), aggregated with the objective."""
     epochs: int = 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 
 
 @dataclass
@@ -42,6 +43,27 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, norm: Norm
         raise ValueError(f"unknown loss aggregation {mode!r}")
     # Data-parallel backends average gradients over processes; undo that, since the normaliser is global.
     return total * norm.world_size
+
+
+def token_entropy(logits: torch.Tensor, with_grad: bool, chunk: int = 256) -> torch.Tensor:
+    """Entropy of each position's next-token distribution, [B, T] from [B, T, V] logits.
+
+    Computed over chunks of positions so that the softmax never exists for the whole sequence at once;
+    with gradients each chunk is recomputed in the backward pass instead of being kept.
+    """
+
+    def entropy(part: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(part, dim=-1) - (torch.softmax(part, dim=-1) * part).sum(-1)
+
+    parts = []
+    for start in range(0, logits.shape[1], chunk):
+        part = logits[:, start : start + chunk]
+        if with_grad:
+            parts.append(torch.utils.checkpoint.checkpoint(entropy, part, use_reentrant=False))
+        else:
+            with torch.no_grad():
+                parts.append(entropy(part))
+    return torch.cat(parts, dim=1) if parts else logits.new_zeros(logits.shape[:2])
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

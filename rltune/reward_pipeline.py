@@ -63,13 +63,15 @@ class RewardPipeline:
                 unique, k = f"{name}_{k}", k + 1
             group = bool(getattr(fn, "group", False) or getattr(obj, "group", False))
             self.components.append(_Component(unique, fn, spec.weight, group, _is_async(fn)))
-        sample_rewards = {c.name for c in self.components if not c.group}
-        for comp in self.components:
+        for position, comp in enumerate(self.components):
+            # Per-sample rewards run in recipe order, so one may only read those listed before it.
+            readable = {c.name for c in self.components[: len(self.components) if comp.group else position]}
+            readable &= {c.name for c in self.components if not c.group}
             for needed in getattr(comp.fn, "needs_rewards", ()):
-                if needed not in sample_rewards:
+                if needed not in readable:
                     raise ConfigError(
-                        f"reward {comp.name!r} reads the per-sample reward {needed!r}: add it to the recipe's "
-                        f"rewards (with weight 0 if it should count only through {comp.name!r})"
+                        f"reward {comp.name!r} reads the per-sample reward {needed!r}: list it before "
+                        f"{comp.name!r} in the recipe's rewards (weight 0 if it should count only through it)"
                     )
         self.errors = 0
 

@@ -29,7 +29,7 @@ from rltune.config import LossTermSpec, RecipeConfig
 from rltune.data import PromptSource
 from rltune.errors import ConfigError
 from rltune.loss_terms import LOSS_TERMS
-from rltune.losses import Normalizer, aggregate, masked_mean
+from rltune.losses import Normalizer, aggregate, masked_mean, token_entropy
 from rltune.metrics import MetricsLogger
 from rltune.models import load_policy, load_reference, load_tokenizer
 from rltune.objectives import OBJECTIVES
@@ -73,10 +73,21 @@ class Trainer:
             raise ConfigError(f"algorithm.objective_kwargs {cfg.algorithm.objective_kwargs}: {exc}") from exc
         term_specs = list(cfg.algorithm.loss_terms)
         if cfg.algorithm.kl_coef > 0:
-            term_specs.append(LossTermSpec(name="kl", coef=cfg.algorithm.kl_coef))
+            anchor = {
+                "anchor": cfg.algorithm.kl_anchor,
+                "decay": cfg.algorithm.kl_anchor_decay,
+                "update_every": cfg.algorithm.kl_anchor_update_every,
+            }
+            term_specs.append(LossTermSpec(name="kl", coef=cfg.algorithm.kl_coef, kwargs=anchor))
         self.loss_terms = [(spec.coef, LOSS_TERMS.get(spec.name)(**spec.kwargs)) for spec in term_specs]
         self.needs_reference = any(getattr(term, "needs_reference", False) for _, term in self.loss_terms)
         self.needs_entropy_grad = any(getattr(term, "needs_entropy_grad", False) for _, term in self.loss_terms)
+        self.updates_reference = any(getattr(term, "updates_reference", False) for _, term in self.loss_terms)
+        if self.updates_reference and cfg.model.lora:
+            raise ConfigError(
+                "a moving reference (kl_anchor: ema) needs full fine-tuning; with LoRA the "
+                "reference is the frozen base model"
+            )
 
         model = load_policy(cfg.model, str(checkpoint) if checkpoint else None)
         # LoRA: the frozen base (adapters disabled) is the reference; no second copy of the weights.
@@ -145,6 +156,11 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.data.load_state_dict(state["data"])
         self.step = state["step"]
+        for (_, term), term_state in zip(self.loss_terms, state.get("loss_terms", [])):
+            if term_state is not None:
+                term.load_state_dict(term_state)
+        if "reference" in state:
+            self.ref_model.load_state_dict(state["reference"])
         set_rng_state(state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0])
         self.engine.sync_weights(self.policy)
         log.info("resumed from %s at step %d", checkpoint, self.step)
@@ -166,6 +182,9 @@ class Trainer:
         while self.step < t.steps:
             metrics = self.train_step()
             self.step += 1
+            for _, term in self.loss_terms:
+                if hasattr(term, "on_step_end"):
+                    term.on_step_end(self, metrics)
             for callback in self.callbacks:
                 callback(self, self.step, metrics)
             if self.step % t.log_every == 0 or self.step == t.steps:
@@ -368,9 +387,7 @@ class Trainer:
         targets = mb.input_ids[:, mb.prompt_width : mb.prompt_width + width]
         log_norm = torch.logsumexp(logits, dim=-1)
         logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
-        with nullcontext() if with_entropy_grad else torch.no_grad():
-            entropy = log_norm - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-        return PolicyOutput(logprobs=logprobs, entropy=entropy)
+        return PolicyOutput(logprobs=logprobs, entropy=token_entropy(logits, with_grad=with_entropy_grad))
 
     @torch.no_grad()
     def reference_logprobs(self, batch: RolloutBatch) -> list[torch.Tensor]:
@@ -407,7 +424,10 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "data": self.data.state_dict(),
             "rng": rngs,
+            "loss_terms": [term.state_dict() if hasattr(term, "state_dict") else None for _, term in self.loss_terms],
         }
+        if self.updates_reference:
+            state["reference"] = self.ref_model.state_dict()
         recipe_text = yaml.safe_dump(asdict(self.cfg), sort_keys=False)
         return save_checkpoint(
             self.output_dir, self.step, self.policy, self.tokenizer, state, recipe_text, self.cfg.train.keep_checkpoints
