@@ -59,3 +59,33 @@ def plot_pass_at_k(runs: list[tuple[str, dict[str, Any]]], out_path: str | Path)
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return out_path
+
+
+def plot_training_curves(runs: list[tuple[str, Path]], keys: list[str], out_path: str | Path) -> Path:
+    """One panel per metric key from each run's metrics.jsonl, one line per run, over RL steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
+    for label, run in runs:
+        path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
+        if not path.is_file():
+            raise RLTuneError(f"{run}: no metrics.jsonl there")
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for ax, key in zip(axes[0], keys):
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if points:
+                ax.plot(*zip(*points), label=label)
+    for ax, key in zip(axes[0], keys):
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path

@@ -159,6 +159,15 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rltune.eval.plots import plot_training_curves
+
+    runs = [(Path(run).name, Path(run)) for run in args.runs]
+    keys = [k.strip() for k in args.keys.split(",") if k.strip()]
+    print(f"plot: {plot_training_curves(runs, keys, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rltune", description="RL post-training for language models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--kv-cache-gib", type=float, default=2.0)
     ev.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     ev.set_defaults(func=cmd_eval)
+    plot = sub.add_parser("plot", help="training curves of one or more runs (metrics.jsonl)")
+    plot.add_argument("runs", nargs="+", help="training output folders")
+    plot.add_argument("--keys", default="reward/total,entropy,completion/length_mean")
+    plot.add_argument("--out", default="curves.png")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 

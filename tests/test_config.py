@@ -63,3 +63,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_recipe(write(tmp_path, "model: [unclosed\n"))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_builds_its_plug_ins(path):
+    from rltune.advantages import ADVANTAGES
+    from rltune.loss_terms import LOSS_TERMS
+    from rltune.objectives import OBJECTIVES
+    from rltune.reward_pipeline import RewardPipeline
+
+    cfg = load_recipe(path)
+    RewardPipeline(cfg.rewards)
+    ADVANTAGES.get(cfg.algorithm.advantage)
+    OBJECTIVES.get(cfg.algorithm.objective)(cfg.algorithm, **cfg.algorithm.objective_kwargs)
+    for spec in cfg.algorithm.loss_terms:
+        LOSS_TERMS.get(spec.name)(**spec.kwargs)
