@@ -32,14 +32,33 @@ def load_results(run: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def plot_pass_at_k(runs: list[tuple[str, dict[str, Any]]], out_path: str | Path) -> Path:
+def _panels(count: int, height: float):
+    """A row of `count` panels on a non-interactive backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(1, count, figsize=(4.5 * count, height), squeeze=False)
+
+
+def _finish(fig, axes, out_path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
+
+
+def plot_pass_at_k(runs: list[tuple[str, dict[str, Any]]], out_path: str | Path) -> Path:
     names = sorted({b for _, results in runs for b in results["benchmarks"]})
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
+    fig, axes = _panels(len(names), 3.8)
     for ax, name in zip(axes[0], names):
         for label, results in runs:
             bench = results["benchmarks"].get(name)
@@ -51,24 +70,12 @@ def plot_pass_at_k(runs: list[tuple[str, dict[str, Any]]], out_path: str | Path)
         ax.set_title(name)
         ax.set_xlabel("k")
         ax.set_ylabel("pass@k (%)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    return _finish(fig, axes[0], out_path)
 
 
 def plot_training_curves(runs: list[tuple[str, Path]], keys: list[str], out_path: str | Path) -> Path:
     """One panel per metric key from each run's metrics.jsonl, one line per run, over RL steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
+    fig, axes = _panels(len(keys), 3.5)
     for label, run in runs:
         path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
         if not path.is_file():
@@ -81,11 +88,4 @@ def plot_training_curves(runs: list[tuple[str, Path]], keys: list[str], out_path
     for ax, key in zip(axes[0], keys):
         ax.set_title(key)
         ax.set_xlabel("step")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    return _finish(fig, axes[0], out_path)

@@ -72,6 +72,10 @@ def test_metrics_and_checkpoint_written(tmp_path, tiny_model_dir, arithmetic_fil
         "lr",
     ):
         assert key in lines[-1], key
+    from rltune.eval.plots import plot_training_curves
+
+    png = plot_training_curves([("a", tmp_path / "run")], ["reward/total", "entropy"], tmp_path / "curves.png")
+    assert png.stat().st_size > 1000
     ckpt = tmp_path / "run" / "checkpoint-2"
     assert (ckpt / "config.json").is_file() and (ckpt / "trainer_state.pt").is_file()
     assert not list((tmp_path / "run").glob(".checkpoint-*"))
