@@ -34,3 +34,30 @@ class RepetitionPenalty:
         if self.wrong_only and completion.rewards[self.correct_reward] > 0:
             return 0.0
         return repetition_penalty(completion.text, self.ngram_size, self.max_penalty)
+
+
+def repeated_ngram_penalties(token_ids: list[int], ngram_size: int, penalty: float) -> list[float]:
+    """`penalty` on every token of each n-gram of token ids that already occurred earlier."""
+    values = [0.0] * len(token_ids)
+    seen: set[tuple[int, ...]] = set()
+    for start in range(len(token_ids) - ngram_size + 1):
+        gram = tuple(token_ids[start : start + ngram_size])
+        if gram in seen:
+            for t in range(start, start + ngram_size):
+                values[t] = penalty
+        seen.add(gram)
+    return values
+
+
+@REWARDS.register("repetition_dense")
+class DenseRepetitionPenalty:
+    """Token-level: -0.05 on each token of a repeated 40-gram of token ids, its stream discounted with
+    gamma 0.99 (Demystifying Long CoT's paper runs: RepetitionDensePenalty, --gamma 1,0.99)."""
+
+    token_level = True
+
+    def __init__(self, ngram_size: int = 40, penalty: float = -0.05, gamma: float = 0.99):
+        self.ngram_size, self.penalty, self.gamma = ngram_size, penalty, gamma
+
+    def __call__(self, completion: Completion, row: dict) -> list[float]:
+        return repeated_ngram_penalties(completion.token_ids, self.ngram_size, self.penalty)

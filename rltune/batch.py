@@ -29,6 +29,9 @@ class RolloutBatch:
     rewards: torch.Tensor | None = None
     reward_components: dict[str, torch.Tensor] = field(default_factory=dict)
     advantages: torch.Tensor | None = None
+    token_returns: torch.Tensor | None = None
+    """[N, T] weighted discounted returns of token-level reward streams (None without such rewards);
+    added to the sequence advantages token by token."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -66,6 +69,7 @@ class RolloutBatch:
             rewards=None if self.rewards is None else self.rewards[samples],
             reward_components={k: v[samples] for k, v in self.reward_components.items()},
             advantages=None if self.advantages is None else self.advantages[samples],
+            token_returns=None if self.token_returns is None else self.token_returns[samples],
         )
 
     @staticmethod
@@ -98,7 +102,16 @@ class RolloutBatch:
                 k: torch.cat([b.reward_components[k] for b in batches]) for k in first.reward_components
             },
             advantages=cat_tensor(lambda b: b.advantages),
+            token_returns=_cat_padded([b.token_returns for b in batches]),
         )
+
+
+def _cat_padded(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """Concatenate [n_i, T_i] tensors along dim 0, right-padding to the widest with zeros."""
+    if any(p is None for p in parts):
+        return None
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
 
 
 @dataclass

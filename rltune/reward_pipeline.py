@@ -31,6 +31,18 @@ class _Component:
     weight: float
     group: bool
     is_async: bool
+    token_level: bool = False
+    gamma: float = 1.0
+
+
+def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    """G_t = r_t + gamma * G_{t+1} along the last dimension."""
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        running = rewards[:, t] + gamma * running
+        returns[:, t] = running
+    return returns
 
 
 def _is_async(fn: Any) -> bool:
@@ -62,7 +74,11 @@ class RewardPipeline:
             while unique in taken:
                 unique, k = f"{name}_{k}", k + 1
             group = bool(getattr(fn, "group", False) or getattr(obj, "group", False))
-            self.components.append(_Component(unique, fn, spec.weight, group, _is_async(fn)))
+            token_level = bool(getattr(fn, "token_level", False))
+            if token_level and group:
+                raise ConfigError(f"reward {spec.name!r} cannot be both a group and a token-level reward")
+            gamma = float(getattr(fn, "gamma", 1.0))
+            self.components.append(_Component(unique, fn, spec.weight, group, _is_async(fn), token_level, gamma))
         for position, comp in enumerate(self.components):
             # Per-sample rewards run in recipe order, so one may only read those listed before it.
             readable = {c.name for c in self.components[: len(self.components) if comp.group else position]}
@@ -86,8 +102,12 @@ class RewardPipeline:
             for t, ids, f in zip(batch.completion_texts, batch.completion_ids, batch.finish_reasons)
         ]
         groups = batch.groups()
+        batch.token_returns = None
         # Per-sample rewards first (each call covers one sample), then group rewards (one call a group).
         for comp in sorted(self.components, key=lambda c: c.group):
+            if comp.token_level:
+                self._score_tokens(comp, batch, completions)
+                continue
             if comp.group:
                 targets = groups
                 calls = [([completions[i] for i in idx], batch.rows[g]) for g, idx in enumerate(groups)]
@@ -104,7 +124,30 @@ class RewardPipeline:
                 batch.reward_components[comp.name if key == "score" else f"{comp.name}/{key}"] = tensor
             for i, c in enumerate(completions):
                 c.rewards[comp.name] = float(values["score"][i])
-        batch.rewards = sum(c.weight * batch.reward_components[c.name] for c in self.components)
+        batch.rewards = sum(c.weight * batch.reward_components[c.name] for c in self.components if not c.token_level)
+
+    def _score_tokens(self, comp: _Component, batch: RolloutBatch, completions: list[Completion]) -> None:
+        """A token-level reward: one value per generated token. Its discounted returns (gamma per
+        stream) are added, weighted, to `batch.token_returns`; the per-sample sum is logged."""
+        results = self._run(comp, [(c, batch.row_of(i)) for i, c in enumerate(completions)])
+        width = max((len(ids) for ids in batch.completion_ids), default=0)
+        rewards = torch.zeros(len(batch), width)
+        for i, (completion, result) in enumerate(zip(completions, results)):
+            if isinstance(result, BaseException):
+                self._failure(comp, result, repr(completion.text[:200]))
+                continue
+            values = [0.0 if v is None else float(v) for v in result]
+            if len(values) != len(completion.token_ids):
+                raise RLTuneError(
+                    f"token-level reward {comp.name!r} returned {len(values)} values for "
+                    f"{len(completion.token_ids)} tokens"
+                )
+            rewards[i, : len(values)] = torch.tensor(values)
+        batch.reward_components[comp.name] = rewards.sum(-1)
+        for c, value in zip(completions, rewards.sum(-1).tolist()):
+            c.rewards[comp.name] = value
+        returns = comp.weight * discounted_returns(rewards, comp.gamma)
+        batch.token_returns = returns if batch.token_returns is None else batch.token_returns + returns
 
     def _run(self, comp: _Component, calls: list[tuple]) -> list:
         if comp.is_async:
@@ -116,11 +159,7 @@ class RewardPipeline:
 
         Failures score 0 (or raise, with on_error=fail)."""
         if isinstance(result, BaseException):
-            self.errors += 1
-            kind = "timed out" if isinstance(result, TimeoutError) else f"raised {result!r}"
-            if self.on_error == "fail":
-                raise RLTuneError(f"reward {comp.name!r} {kind} on {label}") from result
-            log.warning("reward %r %s on %s; scored 0", comp.name, kind, label)
+            self._failure(comp, result, label)
             return {"score": [0.0] * size}
         named = result if isinstance(result, dict) else {"score": result}
         if "score" not in named:
@@ -133,6 +172,14 @@ class RewardPipeline:
                 raise RLTuneError(f"group reward {comp.name!r} returned {len(scores)} {key}s for a group of {size}")
             out[key] = scores
         return out
+
+    def _failure(self, comp: _Component, exc: BaseException, label: str) -> None:
+        """Count and log a failed reward call (it scores 0), or stop with on_error=fail."""
+        self.errors += 1
+        kind = "timed out" if isinstance(exc, TimeoutError) else f"raised {exc!r}"
+        if self.on_error == "fail":
+            raise RLTuneError(f"reward {comp.name!r} {kind} on {label}") from exc
+        log.warning("reward %r %s on %s; scored 0", comp.name, kind, label)
 
     def _gather_threads(self, fn: Callable, calls: list[tuple]) -> list:
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_threads)

@@ -203,6 +203,8 @@ class Trainer:
         batch, rollout_metrics = self.collect_rollouts()
         rollout_s = time.perf_counter() - started
         adv = self.advantage_fn(batch.rewards, batch.groups())
+        if batch.token_returns is not None:  # token-level reward streams refine the advantage per token
+            adv = (adv[:, None] if adv.dim() == 1 else adv) + batch.token_returns
         batch.advantages = adv
         if self.needs_reference:
             batch.extras["ref_logprobs"] = self.reference_logprobs(batch)

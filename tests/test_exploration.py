@@ -134,3 +134,50 @@ def test_sparse_repetition_penalty():
     assert repetition_penalty("a b a b a b", ngram_size=2, max_penalty=-1.0) == pytest.approx(-(1 - 2 / 5))
     assert repetition_penalty("a b c d", ngram_size=2, max_penalty=-1.0) == 0.0
     assert repetition_penalty("a", ngram_size=2, max_penalty=-1.0) == 0.0
+
+
+def test_dense_repetition_marks_every_token_of_a_repeated_ngram():
+    from rltune.rewards.repetition import repeated_ngram_penalties
+
+    assert repeated_ngram_penalties([1, 2, 3, 1, 2, 3, 1, 2], 3, -1.0) == [0, 0, 0, -1, -1, -1, -1, -1]
+    assert repeated_ngram_penalties([1, 2, 3, 4], 2, -1.0) == [0, 0, 0, 0]
+
+
+def test_discounted_returns():
+    from rltune.reward_pipeline import discounted_returns
+
+    got = discounted_returns(torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0]]), gamma=0.5)
+    assert torch.allclose(got, torch.tensor([[1.5, 1.0, 2.0], [0.0, 0.0, 0.0]]))
+
+
+def test_token_level_stream_goes_to_returns_not_to_the_sequence_reward():
+    from test_rewards import make_batch
+
+    from rltune.config import RewardSpec
+    from rltune.reward_pipeline import RewardPipeline
+
+    batch = make_batch([["aaaa", "ab"]])
+    batch.completion_ids = [[5, 5, 5, 5], [5, 6]]
+    specs = [
+        RewardSpec("format", 1.0),
+        RewardSpec("repetition_dense", 2.0, {"ngram_size": 1, "penalty": -1.0, "gamma": 0.5}),
+    ]
+    RewardPipeline(specs).score(batch)
+    assert batch.reward_components["repetition_dense"].tolist() == [-3.0, 0.0]
+    assert torch.equal(batch.rewards, batch.reward_components["format"])  # the dense stream is not in it
+    # rewards [0, -1, -1, -1] -> returns with gamma 0.5: [-0.875, -1.75, -1.5, -1], times weight 2
+    assert torch.allclose(batch.token_returns[0], 2 * torch.tensor([-0.875, -1.75, -1.5, -1.0]))
+    assert torch.equal(batch.token_returns[1], torch.zeros(4))
+
+
+def test_trainer_uses_token_level_advantages(tmp_path, demo_assets):
+    cfg = recipe(
+        tmp_path,
+        *demo_assets,
+        rewards=[{"name": "math_accuracy"}, {"name": "repetition_dense", "kwargs": {"ngram_size": 1, "penalty": -0.1}}],
+    )
+    trainer = Trainer(cfg)
+    trainer.train_step()
+    batch, _ = trainer.collect_rollouts()
+    assert batch.token_returns is not None and batch.token_returns.shape[0] == len(batch)
+    assert (batch.token_returns < 0).any()
