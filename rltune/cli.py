@@ -38,6 +38,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    from rltune.config import load_recipe
+    from rltune.sft import SFTRecipe, run_sft
+
+    result = run_sft(load_recipe(args.recipe, args.overrides, cls=SFTRecipe))
+    print(f"sft: loss {result['loss_first']:.4f} -> {result['loss_last']:.4f}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Warm-up (if the model folder is missing), GRPO, then accuracy before and after."""
     from rltune.config import load_recipe
@@ -175,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe YAML file")
     train.add_argument("overrides", nargs="*", help="section.key=value overrides")
     train.set_defaults(func=cmd_train)
+    sft = sub.add_parser("sft", help="supervised fine-tuning (cross-entropy or entropy-SFT)")
+    sft.add_argument("recipe", help="SFT recipe YAML file (sections model, data, sft, train)")
+    sft.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    sft.set_defaults(func=cmd_sft)
     demo = sub.add_parser("demo", help="the CPU demo: warm-up, GRPO, accuracy before/after")
     demo.add_argument("recipe", nargs="?", default=DEFAULT_DEMO_RECIPE)
     demo.add_argument("overrides", nargs="*")

@@ -230,7 +230,8 @@ class RecipeConfig:
     eval: EvalHookConfig = field(default_factory=EvalHookConfig)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), cls: type = RecipeConfig) -> Any:
+    """Load and validate a recipe of dataclass `cls` (an RL RecipeConfig unless told otherwise)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe file {str(path)!r} does not exist")
@@ -242,8 +243,13 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: a recipe is a mapping of sections, got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item)
-    config = from_dict(RecipeConfig, raw, source=str(path))
-    validate(config, source=str(path))
+    config = from_dict(cls, raw, source=str(path))
+    if cls is RecipeConfig:
+        validate(config, source=str(path))
+    else:
+        for section in ("model", "data"):
+            if hasattr(config, section) and not getattr(config, section).path:
+                raise ConfigError(f"{path}: {section}.path is required")
     return config
 
 

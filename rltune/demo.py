@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from rltune.sft import SFTLossConfig, sft_batch, sft_loss
+
 log = logging.getLogger(__name__)
 
 SPECIALS = ["<pad>", "<eos>", "<bos>"]
@@ -76,32 +78,24 @@ def warm_up(
     seed: int = 0,
     batch_size: int = 64,
     lr: float = 3e-3,
+    loss: SFTLossConfig | None = None,
 ) -> None:
-    """Supervised warm-up on noisy targets; loss on the answer tokens only."""
+    """Supervised warm-up on noisy targets (cross-entropy, or Light-IF's entropy-SFT via `loss`)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    eos = tokenizer.eos_token_id
+    loss_cfg = loss or SFTLossConfig()
     model.train()
     for _ in range(steps):
-        examples = []
-        for row in rng.choices(rows, k=batch_size):
-            prompt = tokenizer(row["question"], add_special_tokens=False)["input_ids"]
-            target = tokenizer(noisy_target(row["answer"], rng, p_correct, p_unboxed), add_special_tokens=False)[
-                "input_ids"
-            ]
-            examples.append((prompt, target + [eos]))
-        width = max(len(p) + len(t) for p, t in examples)
-        ids = torch.zeros(batch_size, width, dtype=torch.long)
-        labels = torch.full((batch_size, width), -100, dtype=torch.long)
-        attention = torch.zeros(batch_size, width, dtype=torch.long)
-        for i, (p, t) in enumerate(examples):
-            seq = p + t
-            ids[i, : len(seq)] = torch.tensor(seq)
-            labels[i, len(p) : len(seq)] = torch.tensor(t)
-            attention[i, : len(seq)] = 1
-        loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
-        loss.backward()
+        picked = rng.choices(rows, k=batch_size)
+        prompts = [tokenizer(row["question"], add_special_tokens=False)["input_ids"] for row in picked]
+        targets = [
+            tokenizer(noisy_target(row["answer"], rng, p_correct, p_unboxed), add_special_tokens=False)["input_ids"]
+            + [tokenizer.eos_token_id]
+            for row in picked
+        ]
+        ids, attention, labels = sft_batch(prompts, targets, tokenizer.pad_token_id)
+        sft_loss(model(input_ids=ids, attention_mask=attention).logits, labels, loss_cfg).backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval()

@@ -65,7 +65,17 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_recipe(write(tmp_path, "model: [unclosed\n"))
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+RL_RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml") if "sft" not in p.name)
+
+
+def test_sft_recipes_load():
+    from rltune.sft import SFTRecipe
+
+    for path in (REPO / "recipes").glob("*sft*.yaml"):
+        assert load_recipe(path, cls=SFTRecipe).sft.loss in ("ce", "entropy_sft")
+
+
+@pytest.mark.parametrize("path", RL_RECIPES, ids=lambda p: p.name)
 def test_every_shipped_recipe_builds_its_plug_ins(path):
     from rltune.advantages import ADVANTAGES
     from rltune.loss_terms import LOSS_TERMS

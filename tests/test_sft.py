@@ -1,0 +1,65 @@
+"""SFT: cross-entropy and Light-IF's entropy-preserving token selection; `rltune sft` end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from rltune.sft import SFTLossConfig, sft_batch, sft_loss
+
+
+def test_sft_batch_aligns_labels_with_next_token_logits():
+    ids, attention, labels = sft_batch([[5, 6]], [[7, 8, 1]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7, 8, 1]]
+    assert labels.tolist() == [[-100, 7, 8, 1, -100]]  # logits at position t predict token t + 1
+    assert attention.tolist() == [[1, 1, 1, 1, 1]]
+
+
+def test_entropy_sft_keeps_the_top_tokens_by_ce_minus_entropy():
+    # Token 0: confident and wrong (high CE, low entropy) -> kept. Token 1: uniform (high entropy) -> dropped.
+    # Token 2: confident and right (low CE) -> dropped at ratio 1/3.
+    logits = torch.tensor([[[8.0, 0.0, 0.0], [0.0, 0.0, 0.0], [8.0, 0.0, 0.0]]], requires_grad=True)
+    labels = torch.tensor([[1, 1, 0]])
+    ce = torch.nn.functional.cross_entropy(logits[0], labels[0], reduction="none")
+    loss = sft_loss(logits, labels, SFTLossConfig("entropy_sft", token_ratio=1 / 3, entropy_coef=1.0))
+    assert loss.item() == pytest.approx(ce[0].item())
+    loss.backward()
+    assert logits.grad[0, 0].abs().sum() > 0 and logits.grad[0, 1:].abs().sum() == 0
+    full = sft_loss(logits, labels, SFTLossConfig("entropy_sft", token_ratio=1.0))
+    assert full.item() == pytest.approx(ce.mean().item())
+    assert sft_loss(logits, labels, SFTLossConfig("ce")).item() == pytest.approx(ce.mean().item())
+
+
+def test_padding_labels_are_never_selected():
+    logits = torch.zeros(1, 3, 4)
+    labels = torch.tensor([[2, -100, -100]])
+    loss = sft_loss(logits, labels, SFTLossConfig("entropy_sft", token_ratio=1.0))
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(4.0)).item())
+
+
+def test_rltune_sft_cli_trains_and_saves(tmp_path, tiny_model_dir, arithmetic_file):
+    recipe = {
+        "model": {"path": str(tiny_model_dir)},
+        "data": {"path": str(arithmetic_file), "instruction": "{question}", "use_chat_template": False},
+        "sft": {"loss": "entropy_sft", "token_ratio": 0.8, "entropy_coef": 0.8},
+        "train": {"steps": 40, "batch_size": 32, "lr": 3e-3, "output_dir": str(tmp_path / "out")},
+    }
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = subprocess.run(
+        [sys.executable, "-m", "rltune", "sft", str(path)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, last = (float(x) for x in proc.stdout.split("loss ")[1].split(" -> "))
+    assert last < first * 0.7
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "qwen2"
+    bad = subprocess.run(
+        [sys.executable, "-m", "rltune", "sft", str(path), "sft.loss=focal"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "sft.loss must be one of" in bad.stderr
