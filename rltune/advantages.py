@@ -46,3 +46,29 @@ def rloo(rewards: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
             r = rewards[idx]
             adv[idx] = r - (r.sum() - r) / (n - 1)
     return adv
+
+
+def select_per_group(
+    advantages: torch.Tensor, groups: list[list[int]], keep: int, rule: str, generator: torch.Generator
+) -> list[int]:
+    """Sample indices to train on, `keep` per group (T1-style oversampling), by `rule`:
+    random; balanced (alternately the best above and the worst below the group mean); extreme
+    (largest |advantage|). Per-sample advantages decide ([N, T] ones are averaged over tokens)."""
+    score = advantages if advantages.dim() == 1 else advantages.mean(-1)
+    chosen: list[int] = []
+    for idx in groups:
+        if rule == "random":
+            order = torch.randperm(len(idx), generator=generator).tolist()
+            picked = [idx[k] for k in order[:keep]]
+        elif rule == "extreme":
+            picked = sorted(idx, key=lambda i: -abs(float(score[i])))[:keep]
+        else:
+            above = sorted((i for i in idx if score[i] > 0), key=lambda i: -float(score[i]))
+            below = sorted((i for i in idx if score[i] <= 0), key=lambda i: float(score[i]))
+            picked = []
+            while len(picked) < keep and (above or below):
+                for side in (above, below):
+                    if side and len(picked) < keep:
+                        picked.append(side.pop(0))
+        chosen += sorted(picked)
+    return chosen

@@ -58,14 +58,21 @@ class RolloutBatch:
         """A new batch with only the given groups (renumbered 0..len(keep)-1)."""
         index = {g: new for new, g in enumerate(keep)}
         samples = [i for i, g in enumerate(self.group_ids) if g in index]
+        return self._take(samples, [index[self.group_ids[i]] for i in samples], [self.rows[g] for g in keep])
+
+    def select_samples(self, samples: list[int]) -> RolloutBatch:
+        """A new batch with only the given samples (in that order); groups and rows stay as they are."""
+        return self._take(samples, [self.group_ids[i] for i in samples], list(self.rows))
+
+    def _take(self, samples: list[int], group_ids: list[int], rows: list[dict[str, Any]]) -> RolloutBatch:
         return RolloutBatch(
             prompt_ids=[self.prompt_ids[i] for i in samples],
             completion_ids=[self.completion_ids[i] for i in samples],
             completion_texts=[self.completion_texts[i] for i in samples],
             sampling_logprobs=[self.sampling_logprobs[i] for i in samples],
             finish_reasons=[self.finish_reasons[i] for i in samples],
-            group_ids=[index[self.group_ids[i]] for i in samples],
-            rows=[self.rows[g] for g in keep],
+            group_ids=group_ids,
+            rows=rows,
             rewards=None if self.rewards is None else self.rewards[samples],
             reward_components={k: v[samples] for k, v in self.reward_components.items()},
             advantages=None if self.advantages is None else self.advantages[samples],

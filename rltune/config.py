@@ -148,6 +148,12 @@ class AlgorithmConfig:
     """RL steps between EMA updates of the anchor."""
     loss_terms: list[LossTermSpec] = field(default_factory=list)
     """Extra per-token loss terms (entropy bonus, ...), aggregated with the objective."""
+    keep_per_group: int | None = None
+    """Oversampling (T1: K = 64 at temperature 1.2): advantages use all group_size samples of a prompt,
+    then only this many per group are trained on; None trains on all."""
+    keep_rule: Literal["random", "balanced", "extreme"] = "balanced"
+    """Which samples to keep: random; balanced (alternately above and below the group mean, so both
+    signs stay); extreme (largest |advantage|). T1's own rule is unpublished."""
     epochs: int = 1
     """Passes over each rollout batch."""
     mini_batches: int = 1
@@ -352,6 +358,11 @@ def validate(cfg: RecipeConfig, source: str) -> None:
     need(cfg.algorithm.kl_coef >= 0, "algorithm.kl_coef", "must be >= 0")
     need(cfg.algorithm.epochs >= 1, "algorithm.epochs", "must be >= 1")
     need(cfg.algorithm.mini_batches >= 1, "algorithm.mini_batches", "must be >= 1")
+    need(
+        cfg.algorithm.keep_per_group is None or 1 <= cfg.algorithm.keep_per_group <= cfg.rollout.group_size,
+        "algorithm.keep_per_group",
+        f"must be between 1 and rollout.group_size ({cfg.rollout.group_size})",
+    )
     need(cfg.algorithm.max_sampling_rounds >= 1, "algorithm.max_sampling_rounds", "must be >= 1")
     need(cfg.train.steps >= 1, "train.steps", "must be >= 1")
     need(cfg.train.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1")
@@ -360,7 +371,7 @@ def validate(cfg: RecipeConfig, source: str) -> None:
     need(len(cfg.train.betas) == 2, "train.betas", "must be two numbers [beta1, beta2]")
     need(cfg.eval.every >= 0, "eval.every", "must be >= 0")
     need(cfg.eval.n >= 1 and all(k >= 1 for k in cfg.eval.k), "eval.n / eval.k", "must be >= 1")
-    rollout_size = cfg.train.prompts_per_step * cfg.rollout.group_size
+    rollout_size = cfg.train.prompts_per_step * (cfg.algorithm.keep_per_group or cfg.rollout.group_size)
     need(
         cfg.algorithm.mini_batches <= rollout_size,
         "algorithm.mini_batches",

@@ -22,7 +22,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from rltune.advantages import ADVANTAGES
+from rltune.advantages import ADVANTAGES, select_per_group
 from rltune.batch import MicroBatch, PolicyOutput, RolloutBatch
 from rltune.checkpoint import load_state, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rltune.config import LossTermSpec, RecipeConfig
@@ -202,16 +202,24 @@ class Trainer:
         started = time.perf_counter()
         batch, rollout_metrics = self.collect_rollouts()
         rollout_s = time.perf_counter() - started
+        generated = sum(len(c) for c in batch.completion_ids)
+        prompt_tokens = sum(len(p) for p in batch.prompt_ids)
         adv = self.advantage_fn(batch.rewards, batch.groups())
         if batch.token_returns is not None:  # token-level reward streams refine the advantage per token
             adv = (adv[:, None] if adv.dim() == 1 else adv) + batch.token_returns
         batch.advantages = adv
+        if self.cfg.algorithm.keep_per_group is not None:
+            generator = torch.Generator().manual_seed(self.cfg.train.seed * 104_729 + self.step)
+            keep = select_per_group(
+                adv, batch.groups(), self.cfg.algorithm.keep_per_group, self.cfg.algorithm.keep_rule, generator
+            )
+            batch = batch.select_samples(keep)
+            adv = batch.advantages
         if self.needs_reference:
             batch.extras["ref_logprobs"] = self.reference_logprobs(batch)
         update_metrics = self.update(batch)
         self.engine.sync_weights(self.policy)
         step_s = time.perf_counter() - started
-        generated = sum(len(c) for c in batch.completion_ids)
         return {
             **rollout_metrics,
             **update_metrics,
@@ -220,7 +228,7 @@ class Trainer:
             "time/rollout_s": rollout_s,
             "time/step_s": step_s,
             "throughput/gen_tokens_per_s": generated / max(rollout_s, 1e-9),
-            "throughput/tokens_per_s": (generated + sum(len(p) for p in batch.prompt_ids)) / step_s,
+            "throughput/tokens_per_s": (generated + prompt_tokens) / step_s,
         }
 
     # ----------------------------------------------------------------------------------------------

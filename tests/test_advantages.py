@@ -40,3 +40,18 @@ def test_registry_names_and_typo_hint():
     assert {"grpo", "dr_grpo", "rloo"} <= set(ADVANTAGES.names())
     with pytest.raises(ConfigError, match="Did you mean 'grpo'"):
         ADVANTAGES.get("grpoo")
+
+
+def test_select_per_group_rules():
+    from rltune.advantages import select_per_group
+
+    adv = torch.tensor([0.9, -0.1, 0.2, -1.5, 0.5, 0.0, -0.3])
+    groups = [[0, 1, 2, 3], [4, 5, 6]]
+    g = torch.Generator().manual_seed(0)
+    # balanced: best above the mean, worst below, alternately
+    assert select_per_group(adv, groups, 2, "balanced", g) == [0, 3, 4, 6]
+    assert select_per_group(adv, groups, 3, "balanced", g) == [0, 2, 3, 4, 5, 6]
+    assert select_per_group(adv, groups, 1, "extreme", g) == [3, 4]
+    picked = select_per_group(adv, groups, 2, "random", g)
+    assert len(picked) == 4 and set(picked[:2]) <= {0, 1, 2, 3} and set(picked[2:]) <= {4, 5, 6}
+    assert select_per_group(adv, groups, 4, "balanced", g) == [0, 1, 2, 3, 4, 5, 6]

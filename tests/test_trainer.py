@@ -160,3 +160,19 @@ def test_lora_trains_adapters_and_exports_plain_names(tmp_path, tiny_model_dir, 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     assert set(exported) == set(base)
     assert (tmp_path / "run" / "checkpoint-2" / "adapter").is_dir()
+
+
+def test_oversampling_trains_on_a_subset_per_group(tmp_path, demo_assets):
+    cfg = recipe(
+        tmp_path,
+        *demo_assets,
+        rollout={"group_size": 8},
+        algorithm={"keep_per_group": 3, "advantage": "rloo"},
+        train={"steps": 1},
+    )
+    trainer = Trainer(cfg)
+    seen = []
+    update = trainer.update
+    trainer.update = lambda batch: seen.append(batch) or update(batch)
+    trainer.train()
+    assert len(seen[0]) == 4 * 3 and all(len(idx) == 3 for idx in seen[0].groups())
