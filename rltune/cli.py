@@ -54,6 +54,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rltune.eval.runner import evaluate, format_table
     from rltune.models import load_causal_lm, load_tokenizer
     from rltune.rollout import build_engine
+    from rltune.sft import SFTLossConfig
     from rltune.trainer import Trainer
 
     started = time.perf_counter()
@@ -62,8 +63,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = load_recipe(args.recipe, args.overrides)
     model_dir, data_file = Path(cfg.model.path), Path(cfg.data.path)
     if not (model_dir / "config.json").is_file() or not data_file.is_file():
-        log.info("building the warmed-up tiny model in %s", model_dir)
-        write_demo_assets(model_dir, data_file)
+        log.info("building the warmed-up tiny model in %s (%s warm-up)", model_dir, args.warmup_loss)
+        write_demo_assets(model_dir, data_file, loss=SFTLossConfig(args.warmup_loss, token_ratio=0.8, entropy_coef=0.8))
     warmup_s = time.perf_counter() - started
     settings = accuracy_settings(data_file)
     tokenizer = load_tokenizer(str(model_dir))
@@ -191,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the CPU demo: warm-up, GRPO, accuracy before/after")
     demo.add_argument("recipe", nargs="?", default=DEFAULT_DEMO_RECIPE)
     demo.add_argument("overrides", nargs="*")
+    demo.add_argument(
+        "--warmup-loss",
+        choices=["ce", "entropy_sft"],
+        default="ce",
+        help="loss of the warm-up when the model folder is built (entropy_sft: Light-IF, ratio/coef 0.8)",
+    )
     demo.set_defaults(func=cmd_demo)
     ev = sub.add_parser(
         "eval",

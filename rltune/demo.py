@@ -108,6 +108,7 @@ def write_demo_assets(
     p_correct: float = 0.35,
     p_unboxed: float = 0.15,
     seed: int = 0,
+    loss: SFTLossConfig | None = None,
 ) -> None:
     """Build the warmed-up tiny model into `model_dir` and the prompts into `data_file`."""
     rows = arithmetic_rows()
@@ -115,7 +116,7 @@ def write_demo_assets(
     data_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tokenizer = build_tokenizer()
     model = build_tiny_model(len(tokenizer), seed=seed)
-    warm_up(model, tokenizer, rows, warmup_steps, p_correct, p_unboxed, seed=seed)
+    warm_up(model, tokenizer, rows, warmup_steps, p_correct, p_unboxed, seed=seed, loss=loss)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(model_dir)
