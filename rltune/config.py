@@ -188,6 +188,8 @@ class TrainConfig:
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
+    max_bad_updates: int = 3
+    """Updates with a non-finite gradient norm are skipped; this many in a row stop the run."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
     output_dir: str = "runs/rltune"

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -168,6 +169,9 @@ class RewardPipeline:
         for key, value in named.items():
             values = value if comp.group else [value]
             scores = [0.0 if v is None else float(v) for v in values]
+            if not all(math.isfinite(v) for v in scores):
+                self._failure(comp, ValueError(f"non-finite {key} {scores}"), label)
+                return {"score": [0.0] * size}
             if len(scores) != size:
                 raise RLTuneError(f"group reward {comp.name!r} returned {len(scores)} {key}s for a group of {size}")
             out[key] = scores

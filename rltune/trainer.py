@@ -9,6 +9,7 @@ Every stage is a plug-in resolved from the recipe; the trainer only moves the ba
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -27,7 +28,7 @@ from rltune.batch import MicroBatch, PolicyOutput, RolloutBatch
 from rltune.checkpoint import load_state, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rltune.config import LossTermSpec, RecipeConfig
 from rltune.data import PromptSource
-from rltune.errors import ConfigError
+from rltune.errors import ConfigError, RLTuneError
 from rltune.loss_terms import LOSS_TERMS
 from rltune.losses import Normalizer, aggregate, masked_mean, token_entropy
 from rltune.metrics import MetricsLogger
@@ -109,6 +110,7 @@ class Trainer:
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.step = 0
+        self.bad_updates = 0
 
         self.max_model_len = self.data.max_prompt_length + cfg.rollout.max_tokens
         self.engine = self._build_engine()
@@ -310,6 +312,7 @@ class Trainer:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         generator = torch.Generator().manual_seed(t.seed * 7919 + self.step)
+        skipped = 0
         for _ in range(algo.epochs):
             order = torch.randperm(len(batch), generator=generator).tolist()
             for mini in _chunks(order, algo.mini_batches):
@@ -323,13 +326,29 @@ class Trainer:
                     for key, value in metrics.items():
                         sums[key] = sums.get(key, 0.0) + value
                         counts[key] = counts.get(key, 0) + 1
-                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
-                self.optimizer.step()
+                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), t.max_grad_norm))
+                # The norm is computed on all-reduced gradients, so every process skips together.
+                if math.isfinite(grad_norm):
+                    self.optimizer.step()
+                    self.bad_updates = 0
+                    sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
+                    counts["grad_norm"] = counts.get("grad_norm", 0) + 1
+                else:
+                    self.bad_updates += 1
+                    skipped += 1
+                    log.warning(
+                        "non-finite gradient norm at step %d: update skipped (%d in a row)",
+                        self.step + 1,
+                        self.bad_updates,
+                    )
+                    if self.bad_updates >= t.max_bad_updates:
+                        raise RLTuneError(
+                            f"{self.bad_updates} updates in a row had non-finite gradients (NaN/inf loss); stopping. "
+                            "Lower train.lr, check the rewards for NaN, or use train.mixed_precision=no."
+                        )
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
-                counts["grad_norm"] = counts.get("grad_norm", 0) + 1
-        return {key: sums[key] / counts[key] for key in sums}
+        return {**{key: sums[key] / counts[key] for key in sums}, "skipped_updates": float(skipped)}
 
     def normalizer(self, batch: RolloutBatch, indices: list[int]) -> Normalizer:
         counts = torch.tensor(

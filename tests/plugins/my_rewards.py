@@ -67,3 +67,14 @@ class GroupSizeRecorder:
                 + "\n"
             )
         return [0.0] * len(completions)
+
+
+def not_a_number(completion, row):
+    return float("nan")
+
+
+class WrongCount:
+    group = True
+
+    def __call__(self, completions, row):
+        return [1.0]
