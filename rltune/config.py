@@ -197,6 +197,9 @@ class TrainConfig:
     save_every: int = 0
     """Save a checkpoint every N steps (0: only at the end)."""
     keep_checkpoints: int = 2
+    overwrite_output_dir: bool = False
+    """Replace the checkpoints, metrics, TensorBoard and eval files of an earlier run in output_dir
+    (without it, starting a new run there is refused)."""
     resume_from: str | None = None
     """A checkpoint folder, or 'latest' for the newest one in output_dir."""
     tensorboard: bool = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -25,7 +26,14 @@ from transformers import get_scheduler
 
 from rltune.advantages import ADVANTAGES, select_per_group
 from rltune.batch import MicroBatch, PolicyOutput, RolloutBatch
-from rltune.checkpoint import load_state, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rltune.checkpoint import (
+    list_checkpoints,
+    load_state,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from rltune.config import LossTermSpec, RecipeConfig
 from rltune.data import PromptSource
 from rltune.errors import ConfigError, RLTuneError
@@ -58,6 +66,8 @@ class Trainer:
         self.output_dir = Path(t.output_dir)
 
         checkpoint = resolve_checkpoint(t.resume_from, self.output_dir) if t.resume_from else None
+        if checkpoint is None:
+            self._claim_output_dir()
         self.tokenizer = load_tokenizer(str(checkpoint or cfg.model.path), cfg.model.trust_remote_code)
         self.data = PromptSource(cfg.data, self.tokenizer, seed=t.seed, dataset=dataset)
         self.rewards = RewardPipeline(cfg.rewards, cfg.reward_options.on_error, cfg.reward_options.timeout_s)
@@ -147,6 +157,29 @@ class Trainer:
             model=self.policy,
             tokenizer=self.tokenizer,
         )
+
+    def _claim_output_dir(self) -> None:
+        """Refuse to start a new run on top of another one, unless told to replace it."""
+        previous = list_checkpoints(self.output_dir)
+        metrics = self.output_dir / "metrics.jsonl"
+        if not previous and not (metrics.is_file() and metrics.stat().st_size > 0):
+            return
+        if not self.cfg.train.overwrite_output_dir:
+            raise RLTuneError(
+                f"train.output_dir {str(self.output_dir)!r} holds another run ({len(previous)} checkpoints, "
+                "metrics.jsonl): continue it with train.resume_from=latest, choose another output_dir, or set "
+                "train.overwrite_output_dir=true to replace it"
+            )
+        if self.accelerator.is_main_process:
+            for path in [
+                *previous,
+                *self.output_dir.glob(".checkpoint-*.tmp"),
+                self.output_dir / "tensorboard",
+                self.output_dir / "eval",
+            ]:
+                shutil.rmtree(path, ignore_errors=True)
+            metrics.unlink(missing_ok=True)
+        self.accelerator.wait_for_everyone()
 
     @property
     def policy(self) -> torch.nn.Module:

@@ -112,3 +112,14 @@ def test_bad_inputs_say_what_to_fix(tmp_path, demo_assets, arithmetic_file):
     batch = make_batch([["a", "b"]])
     with pytest.raises(RLTuneError, match="returned 1 scores for a group of 2"):
         RewardPipeline([RewardSpec("plugins.my_rewards:WrongCount")]).score(batch)
+
+
+def test_output_dir_with_another_run_is_refused_unless_replaced(tmp_path, demo_assets):
+    Trainer(recipe(tmp_path, *demo_assets, train={"steps": 1})).train()
+    with pytest.raises(RLTuneError, match="holds another run .*resume_from=latest.*overwrite_output_dir=true"):
+        Trainer(recipe(tmp_path, *demo_assets, train={"steps": 1, "overwrite_output_dir": False}))
+    assert (tmp_path / "run" / "checkpoint-1").is_dir()  # nothing was touched
+    Trainer(recipe(tmp_path, *demo_assets, train={"steps": 2, "overwrite_output_dir": True, "save_every": 2})).train()
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-2"]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
