@@ -27,15 +27,23 @@ _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states in plain types and tensors only, so checkpoints load with torch's weights_only."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -94,6 +102,7 @@ def resolve_checkpoint(resume_from: str, output_dir: Path) -> Path:
 
 def load_state(path: Path) -> dict[str, Any]:
     try:
-        return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint cannot run code when it is loaded.
+        return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise RLTuneError(f"cannot read {path / STATE_FILE}: {exc}; pick another checkpoint") from exc

@@ -63,7 +63,7 @@ def test_trainer_ema_anchor_follows_the_policy_and_is_checkpointed(tmp_path, dem
     policy = trainer.policy.state_dict()
     for name, value in trainer.ref_model.state_dict().items():
         assert torch.allclose(value, 0.5 * initial[name] + 0.5 * policy[name], atol=1e-6), name
-    state = torch.load(tmp_path / "run" / "checkpoint-1" / "trainer_state.pt", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoint-1" / "trainer_state.pt", weights_only=True)
     assert torch.equal(state["reference"]["lm_head.weight"], trainer.ref_model.state_dict()["lm_head.weight"])
     resumed = Trainer(
         recipe(

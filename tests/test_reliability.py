@@ -95,10 +95,10 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_assets)
     for step in (4, 5, 6):
         for key in ("reward/total", "loss", "grad_norm", "entropy"):
             assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5, abs=1e-7), (step, key)
-    final = torch.load(killed / "checkpoint-6" / "trainer_state.pt", weights_only=False)
+    final = torch.load(killed / "checkpoint-6" / "trainer_state.pt", weights_only=True)
     assert (
         final["step"] == 6
-        and final["data"] == torch.load(full / "checkpoint-6" / "trainer_state.pt", weights_only=False)["data"]
+        and final["data"] == torch.load(full / "checkpoint-6" / "trainer_state.pt", weights_only=True)["data"]
     )
 
 
@@ -123,3 +123,16 @@ def test_output_dir_with_another_run_is_refused_unless_replaced(tmp_path, demo_a
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-2"]
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
+
+
+def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
+    import random
+
+    import numpy as np
+
+    from rltune.checkpoint import rng_state, set_rng_state
+
+    torch.save(rng_state(), tmp_path / "rng.pt")
+    expected = (random.random(), float(np.random.rand()), torch.rand(1).item())
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), float(np.random.rand()), torch.rand(1).item()) == expected
