@@ -66,7 +66,9 @@ class DataConfig:
     """Wrap the instruction in the tokenizer's chat template (if it has one) with the generation prompt."""
     shuffle: bool = True
     max_prompt_tokens: int | None = None
-    """Prompts longer than this are dropped at load time (with a logged count)."""
+    """Longest prompt allowed (also bounded by rollout.vllm.max_model_len minus rollout.max_tokens)."""
+    long_prompts: Literal["skip", "fail"] = "skip"
+    """Prompts over the limit: skip them with a counted warning, or stop with an error naming the row."""
     limit: int | None = None
     """Keep only the first N rows (after loading, before shuffling)."""
 

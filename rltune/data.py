@@ -48,7 +48,8 @@ class PromptSource:
     Each row handed out is the dataset row plus `prompt` (the text given to the model) and `gold`.
     """
 
-    def __init__(self, cfg: DataConfig, tokenizer: Any, seed: int = 0, dataset=None):
+    def __init__(self, cfg: DataConfig, tokenizer: Any, seed: int = 0, dataset=None, context_limit: int | None = None):
+        """`context_limit`: the longest prompt the rollout engine can take with room for the completion."""
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.seed = seed
@@ -65,6 +66,9 @@ class PromptSource:
         self.rows: list[dict[str, Any]] = []
         self.prompt_ids: list[list[int]] = []
         dropped = 0
+        limit, limit_source = cfg.max_prompt_tokens, "data.max_prompt_tokens"
+        if context_limit is not None and (limit is None or context_limit < limit):
+            limit, limit_source = context_limit, "the rollout engine's context minus rollout.max_tokens"
         for row in rows:
             item = dict(row)
             item["prompt"] = self.format_prompt(item)
@@ -72,13 +76,18 @@ class PromptSource:
             if cfg.answer_after:
                 item["gold"] = item["gold"].rsplit(cfg.answer_after, 1)[-1].strip()
             ids = tokenizer(item["prompt"], add_special_tokens=False)["input_ids"]
-            if cfg.max_prompt_tokens is not None and len(ids) > cfg.max_prompt_tokens:
+            if limit is not None and len(ids) > limit:
+                if cfg.long_prompts == "fail":
+                    raise RLTuneError(
+                        f"dataset {cfg.path!r} row {len(self.rows) + dropped}: its prompt has {len(ids)} tokens, over "
+                        f"the limit of {limit} ({limit_source}); raise the limit or set data.long_prompts=skip"
+                    )
                 dropped += 1
                 continue
             self.rows.append(item)
             self.prompt_ids.append(ids)
         if dropped:
-            log.info("dropped %d prompts longer than data.max_prompt_tokens=%d", dropped, cfg.max_prompt_tokens)
+            log.warning("skipped %d prompts longer than %d tokens (%s)", dropped, limit, limit_source)
         if not self.rows:
             raise RLTuneError(f"dataset {cfg.path!r} has no usable rows (after limit/max_prompt_tokens)")
         self.epoch = 0

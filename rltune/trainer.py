@@ -69,7 +69,14 @@ class Trainer:
         if checkpoint is None:
             self._claim_output_dir()
         self.tokenizer = load_tokenizer(str(checkpoint or cfg.model.path), cfg.model.trust_remote_code)
-        self.data = PromptSource(cfg.data, self.tokenizer, seed=t.seed, dataset=dataset)
+        context = cfg.rollout.vllm.max_model_len if cfg.rollout.engine == "vllm" else None
+        self.data = PromptSource(
+            cfg.data,
+            self.tokenizer,
+            seed=t.seed,
+            dataset=dataset,
+            context_limit=None if context is None else context - cfg.rollout.max_tokens,
+        )
         self.rewards = RewardPipeline(cfg.rewards, cfg.reward_options.on_error, cfg.reward_options.timeout_s)
         component_names = [c.name for c in self.rewards.components]
         if cfg.algorithm.dynamic_sampling_reward not in (None, *component_names):

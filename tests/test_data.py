@@ -88,3 +88,15 @@ def test_in_memory_dataset_and_limit():
     ds = datasets.Dataset.from_list([{"question": "1+1=", "answer": "2"}] * 5)
     source = PromptSource(DataConfig(path="mem", limit=2, use_chat_template=False), build_tokenizer(), dataset=ds)
     assert len(source.rows) == 2
+
+
+def test_long_prompts_are_skipped_with_a_count_or_fail_naming_the_row(caplog):
+    ds = datasets.Dataset.from_list([{"question": q, "answer": "2"} for q in ("1+1=", "11+1=", "111+1=")])
+    base = dict(path="mem", instruction="{question}", use_chat_template=False, shuffle=False)
+    source = PromptSource(DataConfig(**base), build_tokenizer(), dataset=ds, context_limit=5)
+    assert [r["question"] for r in source.rows] == ["1+1=", "11+1="]
+    assert "skipped 1 prompts longer than 5 tokens (the rollout engine's context" in caplog.text
+    with pytest.raises(
+        RLTuneError, match=r"row 1: its prompt has 5 tokens, over the limit of 4 \(data.max_prompt_tokens\)"
+    ):
+        PromptSource(DataConfig(**base, max_prompt_tokens=4, long_prompts="fail"), build_tokenizer(), dataset=ds)
