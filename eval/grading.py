@@ -274,6 +274,11 @@ def grade(response: str, gold: str, pool: GradingPool | None = None, fallback: b
     return pool.check(answer, str(gold))
 
 
+def equivalent(a: str, b: str, pool: GradingPool | None = None) -> bool:
+    """Two extracted answers denote the same value (used to group votes and answer partitions)."""
+    return a.strip() == b.strip() or (pool or default_pool()).check(a, b)
+
+
 def grade_many(
     responses: list[str], golds: list[str], pool: GradingPool | None = None, fallback: bool = False
 ) -> list[bool]:

@@ -55,10 +55,16 @@ def maj_at_k(
 
     Ties go to the class seen first; the vote is right if its first member was graded correct.
     """
-    classes = answer_classes(answers[:k], equivalent)
-    if not classes:
+    return majority_is_correct(answer_classes(answers[:k], equivalent), correct, k)
+
+
+def majority_is_correct(classes: list[list[int]], correct: Sequence[bool], k: int) -> bool:
+    """maj@k from `answer_classes` of all samples: the classes restricted to the first k samples are
+    exactly the greedy classes of those k, since a sample's class depends only on earlier samples."""
+    prefix = [members for members in ([i for i in c if i < k] for c in classes) if members]
+    if not prefix:
         return False
-    best = max(classes, key=len)  # max keeps the first of equally large classes
+    best = max(prefix, key=len)  # max keeps the first of equally large classes
     return bool(correct[best[0]])
 
 

@@ -22,8 +22,8 @@ from rltune.config import DEFAULT_INSTRUCTION, DataConfig
 from rltune.data import PromptSource
 from rltune.errors import RLTuneError
 from rltune.eval.benchmarks import get_benchmark
-from rltune.eval.grading import default_pool, extract_boxed, grade_many
-from rltune.eval.metrics import answer_classes, bootstrap_ci, maj_at_k, mean_at_n, pass_at_k
+from rltune.eval.grading import default_pool, equivalent, extract_boxed, grade_many
+from rltune.eval.metrics import answer_classes, bootstrap_ci, majority_is_correct, mean_at_n, pass_at_k
 from rltune.rollout import RolloutEngine, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -172,11 +172,6 @@ def _sample(
     return [cache.entries[key][: settings.n] for key in keys]
 
 
-def equivalent(a: str, b: str) -> bool:
-    """Two extracted answers denote the same value (used to group votes)."""
-    return a.strip() == b.strip() or default_pool().check(a, b)
-
-
 def _grade(rows: list[dict[str, Any]], samples: list[list[dict[str, Any]]], settings: EvalSettings) -> list[dict]:
     texts = [s["text"] for per in samples for s in per]
     golds = [row["gold"] for row, per in zip(rows, samples) for _ in per]
@@ -192,8 +187,10 @@ def _grade(rows: list[dict[str, Any]], samples: list[list[dict[str, Any]]], sett
         n = len(correct)
         problem["n"] = n
         problem["correct"] = sum(correct)
-        problem["distinct_answers"] = len(answer_classes(answers, equivalent))
-        problem["maj"] = {str(k): maj_at_k(answers, correct, k, equivalent) for k in settings.k if k <= n}
+        # Greedy classes of the first k samples are the full classes cut at k, so one grouping serves all k.
+        classes = answer_classes(answers, equivalent)
+        problem["distinct_answers"] = len(classes)
+        problem["maj"] = {str(k): majority_is_correct(classes, correct, k) for k in settings.k if k <= n}
 
     with ThreadPoolExecutor(max_workers=default_pool().size) as executor:
         list(executor.map(votes, problems))

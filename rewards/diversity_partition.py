@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from rltune.errors import ConfigError, RLTuneError
-from rltune.eval.grading import default_pool, extract_boxed
+from rltune.eval.grading import equivalent, extract_boxed
 from rltune.registry import import_object
 from rltune.rewards import REWARDS, Completion
 
@@ -93,11 +93,10 @@ class AnswerJudge:
 
     def equivalent_pairs(self, texts: list[str]) -> list[tuple[int, int]]:
         answers = [extract_boxed(t) for t in texts]
-        pool = default_pool()
         return [
             (i, j)
             for i, j in combinations(range(len(texts)), 2)
-            if answers[i] and answers[j] and (answers[i] == answers[j] or pool.check(answers[i], answers[j]))
+            if answers[i] and answers[j] and equivalent(answers[i], answers[j])
         ]
 
 

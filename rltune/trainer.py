@@ -295,7 +295,7 @@ class Trainer:
                 batch.reward_components[algo.dynamic_sampling_reward] if algo.dynamic_sampling_reward else batch.rewards
             )
             varied = [g for g, idx in enumerate(batch.groups()) if spread[idx].std() > 0]
-            flat_groups = [g for g in range(batch.num_groups) if g not in set(varied)]
+            flat_groups = sorted(set(range(batch.num_groups)) - set(varied))
             kept.append(batch.select_groups(varied))
             flat.append(batch.select_groups(flat_groups))
             n_kept += len(varied)

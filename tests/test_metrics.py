@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from rltune.eval.metrics import answer_classes, bootstrap_ci, maj_at_k, mean_at_n, pass_at_k
-from rltune.eval.runner import equivalent
+from rltune.eval.grading import equivalent
+from rltune.eval.metrics import answer_classes, bootstrap_ci, maj_at_k, majority_is_correct, mean_at_n, pass_at_k
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
@@ -44,6 +44,10 @@ def test_maj_votes_by_equivalence_not_strings():
     assert answer_classes(answers, equivalent) == [[0, 3], [1, 2, 4]]
     assert maj_at_k(answers, correct, 6, equivalent) is True
     assert maj_at_k(answers, correct, 4, equivalent) is False  # tie 2-2: the class seen first wins
+    classes = answer_classes(answers, equivalent)  # one grouping, cut at each k, gives the same votes
+    assert [majority_is_correct(classes, correct, k) for k in range(1, 7)] == [
+        maj_at_k(answers, correct, k, equivalent) for k in range(1, 7)
+    ]
 
 
 def test_maj_with_no_answers_is_wrong():
