@@ -47,6 +47,47 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from rltune.config import load_recipe
+    from rltune.dto import DTORecipe, build_pairs
+
+    recipe = load_recipe(args.recipe, args.overrides, cls=DTORecipe)
+    summary = build_pairs(recipe)
+    print(json.dumps(summary, indent=2))
+    print(
+        f"\nrltune prune: {summary['pairs']} pairs in {recipe.pairs.output_dir}; mean tokens "
+        f"{summary['mean_tokens_original']:.1f} -> {summary['mean_tokens_optimised']:.1f}, attention FLOPs "
+        f"x{summary['attention_flops_ratio_optimised']:.2f}; {summary['rescued']} of {summary['originally_wrong']} "
+        "wrong traces rescued"
+    )
+    return 0
+
+
+def cmd_prefer(args: argparse.Namespace) -> int:
+    from rltune.config import load_recipe
+    from rltune.dto import DTORecipe, check_recipe
+    from rltune.preference import run_preference
+
+    recipe = load_recipe(args.recipe, args.overrides, cls=DTORecipe)
+    check_recipe(recipe)
+    result = run_preference(recipe)
+    print(f"rltune prefer ({recipe.prefer.loss}): {json.dumps(result)}; model saved to {recipe.prefer.output_dir}")
+    return 0
+
+
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from rltune.demo import write_demo_assets
+
+    out = Path(args.out)
+    steps = args.warmup_steps or (800 if args.thinking else 300)
+    p_correct = 0.5 if args.thinking else 0.35
+    write_demo_assets(
+        out / "model", out / "arithmetic.jsonl", warmup_steps=steps, p_correct=p_correct, thinking=args.thinking
+    )
+    print(f"demo model: {out / 'model'}  prompts: {out / 'arithmetic.jsonl'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Warm-up (if the model folder is missing), GRPO, then accuracy before and after."""
     from rltune.config import load_recipe
@@ -199,6 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="loss of the warm-up when the model folder is built (entropy_sft: Light-IF, ratio/coef 0.8)",
     )
     demo.set_defaults(func=cmd_demo)
+    prune = sub.add_parser("prune", help="DTO: optimise reasoning traces into preference pairs")
+    prune.add_argument("recipe", help="DTO recipe YAML (see recipes/dto_pairs.yaml)")
+    prune.add_argument("overrides", nargs="*")
+    prune.set_defaults(func=cmd_prune)
+    prefer = sub.add_parser("prefer", help="preference training (SimPO/DPO via trl) on the pairs of `rltune prune`")
+    prefer.add_argument("recipe", help="the same DTO recipe")
+    prefer.add_argument("overrides", nargs="*")
+    prefer.set_defaults(func=cmd_prefer)
+    demo_model = sub.add_parser("demo-model", help="build the warmed-up tiny demo model and its prompts")
+    demo_model.add_argument("out", help="folder: model/ and arithmetic.jsonl are written there")
+    demo_model.add_argument("--thinking", action="store_true", help="warm up on <think> traces (for the DTO demo)")
+    demo_model.add_argument("--warmup-steps", type=int, default=None, help="default: 300 (800 with --thinking)")
+    demo_model.set_defaults(func=cmd_demo_model)
     ev = sub.add_parser(
         "eval",
         help="pass@k / maj@k / mean@n of a model on math benchmarks (`rltune eval compare RUN...` plots several runs)",

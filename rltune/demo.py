@@ -8,11 +8,12 @@ sometimes without the box) leaves a policy that samples the right boxed answer o
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -22,17 +23,27 @@ log = logging.getLogger(__name__)
 
 SPECIALS = ["<pad>", "<eos>", "<bos>"]
 CHARS = list("0123456789+-=\\{}boxed ")
+THINKING_CHARS = list("0123456789+-=\\{}<>/.,:;!? abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+THINKING_CUES = ["Wait,", "Hmm,", "Alternatively,", "Let me check:"]
+"""Openers of the thinking demo's extra reasoning steps (a subset of rltune.thinking.DEFAULT_CUES)."""
 
 
-def build_tokenizer():
+def build_tokenizer(chars: list[str] = CHARS, with_bos: bool = True):
+    """A character-level tokenizer: a BPE without merges over byte-level symbols (space is 'Ġ').
+
+    It has to be byte-level: transformers 5 loads the saved tokenizer of a `qwen2` model as
+    Qwen2Tokenizer, which rebuilds it with a byte-level pre-tokenizer (vLLM loads it the same way), and
+    a plain ' ' symbol would then be silently dropped. The thinking demo's tokenizer has no BOS token:
+    trl's preference trainers prepend a tokenizer's BOS to every prompt, which the RL loop never does."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
-    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+    symbols = ["\u0120" if c == " " else c for c in chars]
+    core = Tokenizer(models.BPE(vocab={tok: i for i, tok in enumerate(SPECIALS + symbols)}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    bos = {"bos_token": "<bos>"} if with_bos else {}
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", **bos)
 
 
 def build_tiny_model(vocab_size: int, seed: int = 0, hidden: int = 128, layers: int = 2, max_positions: int = 128):
@@ -62,10 +73,26 @@ def arithmetic_rows() -> list[dict[str, Any]]:
     return [{"question": f"{a}+{b}=", "answer": str(a + b)} for a in range(10) for b in range(10)]
 
 
-def noisy_target(answer: str, rng: random.Random, p_correct: float, p_unboxed: float) -> str:
+def _guess(answer: str, rng: random.Random, p_correct: float) -> str:
     # Off-by-one slips: a learnable error pattern, so the warm-up model is right only part of the time.
-    value = answer if rng.random() < p_correct else str(int(answer) + rng.choice([-1, 1]))
+    return answer if rng.random() < p_correct else str(int(answer) + rng.choice([-1, 1]))
+
+
+def noisy_target(answer: str, rng: random.Random, p_correct: float, p_unboxed: float) -> str:
+    value = _guess(answer, rng, p_correct)
     return value if rng.random() < p_unboxed else f"\\boxed{{{value}}}"
+
+
+def thinking_target(answer: str, rng: random.Random, p_correct: float, max_extra_steps: int = 3) -> str:
+    """`<think>I get X. Wait, Y. ...</think>\\boxed{last value}`: 0-3 extra steps, each a fresh noisy guess.
+    Traces often state the right sum early and then wander (redundant checks, wrong detours), so a
+    shorter trace is often a better one: the material of thinking-pattern pruning (DTO)."""
+    value = _guess(answer, rng, p_correct)
+    steps = [f"I get {value}."]
+    for _ in range(rng.randint(0, max_extra_steps)):
+        value = _guess(answer, rng, p_correct)
+        steps.append(f" {rng.choice(THINKING_CUES)} {value}.")
+    return f"<think>{''.join(steps)}</think>\\boxed{{{value}}}"
 
 
 def warm_up(
@@ -73,14 +100,13 @@ def warm_up(
     tokenizer,
     rows,
     steps: int,
-    p_correct: float,
-    p_unboxed: float,
+    make_target: Callable[[str, random.Random], str],
     seed: int = 0,
     batch_size: int = 64,
     lr: float = 3e-3,
     loss: SFTLossConfig | None = None,
 ) -> None:
-    """Supervised warm-up on noisy targets (cross-entropy, or Light-IF's entropy-SFT via `loss`)."""
+    """Supervised warm-up on `make_target(answer, rng)` (cross-entropy, or Light-IF's entropy-SFT via `loss`)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -90,8 +116,7 @@ def warm_up(
         picked = rng.choices(rows, k=batch_size)
         prompts = [tokenizer(row["question"], add_special_tokens=False)["input_ids"] for row in picked]
         targets = [
-            tokenizer(noisy_target(row["answer"], rng, p_correct, p_unboxed), add_special_tokens=False)["input_ids"]
-            + [tokenizer.eos_token_id]
+            tokenizer(make_target(row["answer"], rng), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             for row in picked
         ]
         ids, attention, labels = sft_batch(prompts, targets, tokenizer.pad_token_id)
@@ -109,21 +134,29 @@ def write_demo_assets(
     p_unboxed: float = 0.15,
     seed: int = 0,
     loss: SFTLossConfig | None = None,
+    thinking: bool = False,
 ) -> None:
-    """Build the warmed-up tiny model into `model_dir` and the prompts into `data_file`."""
+    """Build the warmed-up tiny model into `model_dir` and the prompts into `data_file`.
+
+    `thinking`: warm up on `<think>` traces (`thinking_target`, right with probability `p_correct` per
+    step) instead of bare answers; the model for the DTO pipeline (`rltune prune`/`prefer`)."""
     rows = arithmetic_rows()
     data_file.parent.mkdir(parents=True, exist_ok=True)
     data_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(THINKING_CHARS, with_bos=False) if thinking else build_tokenizer()
     model = build_tiny_model(len(tokenizer), seed=seed)
-    warm_up(model, tokenizer, rows, warmup_steps, p_correct, p_unboxed, seed=seed, loss=loss)
+    if thinking:
+        make_target = functools.partial(thinking_target, p_correct=p_correct)
+    else:
+        make_target = functools.partial(noisy_target, p_correct=p_correct, p_unboxed=p_unboxed)
+    warm_up(model, tokenizer, rows, warmup_steps, make_target, seed=seed, loss=loss)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
 
 
-def accuracy_settings(data_file: Path):
+def accuracy_settings(data_file: Path, max_tokens: int = 12):
     """mean@8 / pass@k of the demo problems at the training temperature, through the eval harness."""
     from rltune.eval.runner import EvalSettings
 
@@ -133,7 +166,7 @@ def accuracy_settings(data_file: Path):
         k=[1, 8],
         temperature=1.0,
         top_p=1.0,
-        max_tokens=12,
+        max_tokens=max_tokens,
         instruction="{question}",
         use_chat_template=False,
     )

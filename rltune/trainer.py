@@ -43,7 +43,7 @@ from rltune.metrics import MetricsLogger
 from rltune.models import load_policy, load_reference, load_tokenizer
 from rltune.objectives import OBJECTIVES
 from rltune.reward_pipeline import RewardPipeline
-from rltune.rollout import SamplingSettings, build_engine
+from rltune.rollout import SamplingSettings, engine_from_recipe
 
 log = logging.getLogger(__name__)
 
@@ -145,23 +145,12 @@ class Trainer:
     # construction helpers
 
     def _build_engine(self):
-        r = self.cfg.rollout
-        if r.engine == "hf":
-            return build_engine("hf", model=self.policy, tokenizer=self.tokenizer)
-        dtype = r.vllm.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-        return build_engine(
-            r.engine,
-            model_path=self.cfg.model.path,
-            dtype=dtype,
+        return engine_from_recipe(
+            self.cfg.rollout,
+            self.cfg.model,
             seed=self.cfg.train.seed + self.rank,
-            max_model_len=r.vllm.max_model_len or self.max_model_len,
-            gpu_memory_utilization=r.vllm.gpu_memory_utilization,
-            kv_cache_gib=r.vllm.kv_cache_gib,
-            enforce_eager=r.vllm.enforce_eager,
-            trust_remote_code=self.cfg.model.trust_remote_code,
-            model=self.policy,
+            max_model_len=self.max_model_len,
+            policy=self.policy,
             tokenizer=self.tokenizer,
         )
 

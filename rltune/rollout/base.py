@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import torch
 
 from rltune.batch import RolloutBatch
+from rltune.config import ModelConfig, RolloutConfig
 from rltune.registry import Registry
 
 
@@ -42,3 +43,37 @@ ENGINES: Registry = Registry(
 def build_engine(name: str, **kwargs: Any) -> RolloutEngine:
     """Build an engine by registered name ('vllm', 'hf') or import path."""
     return ENGINES.get(name)(**kwargs)
+
+
+def engine_from_recipe(
+    rollout: RolloutConfig,
+    model: ModelConfig,
+    seed: int,
+    max_model_len: int,
+    policy: torch.nn.Module | None = None,
+    tokenizer: Any = None,
+) -> RolloutEngine:
+    """The engine a recipe's `rollout` section asks for. `policy` is the live module the hf engine
+    samples from (loaded from `model.path` when not given); vLLM loads its own copy."""
+    if rollout.engine == "hf":
+        if policy is None:
+            from rltune.models import load_causal_lm
+
+            policy = load_causal_lm(model.path, model)
+        return build_engine("hf", model=policy, tokenizer=tokenizer)
+    dtype = rollout.vllm.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+    return build_engine(
+        rollout.engine,
+        model_path=model.path,
+        dtype=dtype,
+        seed=seed,
+        max_model_len=rollout.vllm.max_model_len or max_model_len,
+        gpu_memory_utilization=rollout.vllm.gpu_memory_utilization,
+        kv_cache_gib=rollout.vllm.kv_cache_gib,
+        enforce_eager=rollout.vllm.enforce_eager,
+        trust_remote_code=model.trust_remote_code,
+        model=policy,
+        tokenizer=tokenizer,
+    )

@@ -1,0 +1,189 @@
+"""DTO pipeline pieces on a scripted engine (the forced answers must be fixed to test the selection
+logic exactly); tests/test_dto_e2e.py runs the whole pipeline on the real vLLM engine."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rltune.batch import RolloutBatch
+from rltune.config import load_recipe
+from rltune.demo import THINKING_CHARS, build_tokenizer
+from rltune.dto import (
+    AnswerForcer,
+    DTORecipe,
+    Item,
+    PruneConfig,
+    StopPointConfig,
+    build_pairs,
+    find_stop_points,
+    judge_prompts,
+    parse_judge_reply,
+    prune_by_judge,
+    prune_by_rule,
+    stop_point,
+    verify,
+)
+from rltune.errors import RLTuneError
+from rltune.thinking import split_trace
+
+TOKENIZER = build_tokenizer(THINKING_CHARS, with_bos=False)
+FORCE = "</think>\\boxed{"
+
+
+class ScriptedEngine:
+    """Answers a forced prompt with the last number stated before the force suffix; answers a judge
+    prompt with `judge_reply`. Deterministic, so stop points and pruning decisions are exact."""
+
+    judge_reply = "REMOVE: 1"
+
+    def __init__(self, tokenizer: Any = None, **_: Any):
+        self.tokenizer = tokenizer or TOKENIZER
+        self.prompts: list[str] = []
+
+    def generate(self, prompt_ids, rows, sampling) -> RolloutBatch:
+        batch = RolloutBatch([], [], [], [], [], [], list(rows))
+        for group, ids in enumerate(prompt_ids):
+            text = self.tokenizer.decode(ids)
+            self.prompts.append(text)
+            if text.endswith(FORCE):
+                numbers = re.findall(r"-?\d+", text[: -len(FORCE)].split("=", 1)[-1])
+                reply = (numbers[-1] if numbers else "") + "}"
+            else:
+                reply = self.judge_reply
+            for _ in range(sampling.n):
+                batch.prompt_ids.append(list(ids))
+                batch.completion_ids.append(self.tokenizer(reply)["input_ids"])
+                batch.completion_texts.append(reply)
+                batch.sampling_logprobs.append([0.0])
+                batch.finish_reasons.append("stop")
+                batch.group_ids.append(group)
+        return batch
+
+    def close(self) -> None:
+        pass
+
+
+def make_item(completion: str, gold: str, question: str = "3+4=") -> Item:
+    trace = split_trace(completion, ["Wait", "Hmm", "Let me check"])
+    return Item(question, gold, question, trace, original_correct=False, group=0)
+
+
+def forcer(samples: int = 2) -> AnswerForcer:
+    return AnswerForcer(ScriptedEngine(), TOKENIZER, StopPointConfig(force_suffix=FORCE, samples=samples))
+
+
+def test_stop_point_is_the_earliest_boundary_reaching_the_threshold():
+    assert stop_point([0.0, 0.5, 1.0], 0.5) == 2
+    assert stop_point([0.25, 0.25], 0.5) is None
+    assert stop_point([], 0.5) is None
+
+
+def test_stop_point_rescues_a_wrong_trace_and_the_rule_prunes_a_detour():
+    wrong = make_item("<think>I get 6. Wait, 7. Hmm, 7. Let me check: 8.</think>\\boxed{8}", "7")
+    right = make_item("<think>I get 7. Hmm, 7.</think>\\boxed{7}", "7")
+    never = make_item("<think>I get 5. Wait, 6.</think>\\boxed{6}", "7")
+    force = forcer()
+    find_stop_points([wrong, right, never], force, threshold=0.5)
+    assert (wrong.stop, right.stop, never.stop) == (2, 1, None)
+    assert wrong.kept == [0, 1] and wrong.answer == "7}"
+    # every boundary of every trace went to the engine in one batched call
+    assert force.calls == 1
+    prune_by_rule([wrong, right], force, threshold=0.5)
+    assert wrong.kept == [1]  # "I get 6." is a detour: " Wait, 7." alone still reaches 7
+    assert right.kept == [0]
+    verify([wrong, right], force, threshold=0.5)
+    assert (
+        wrong.verified_pruned
+        and wrong.completion(wrong.kept, FORCE, wrong.answer) == "<think> Wait, 7.</think>\\boxed{7}"
+    )
+
+
+def test_verification_falls_back_to_the_plain_truncation():
+    item = make_item("<think>I get 6. Wait, 7.</think>\\boxed{7}", "7")
+    find_stop_points([item], forcer(), 0.5)
+    item.kept = [0]  # a pruning that loses the answer
+    verify([item], forcer(), 0.5)
+    assert item.kept == [0, 1] and not item.verified_pruned and item.answer == "7}"
+
+
+def test_judge_reply_parsing():
+    assert parse_judge_reply("The second one repeats.\nREMOVE: 1, 3", steps=4) == {0, 2}
+    assert parse_judge_reply("remove: 2\nREMOVE: none", steps=4) == set()
+    assert parse_judge_reply("REMOVE: 4, 9, 0", steps=4) == set()  # never the last step, nor out of range
+    assert parse_judge_reply("I cannot tell.", steps=4) == set()
+
+
+def test_judge_prompt_lists_the_steps_and_its_choice_is_applied():
+    item = make_item("<think>I get 6. Wait, 7. Hmm, 7.</think>\\boxed{7}", "7")
+    find_stop_points([item], forcer(), 0.5)
+    prompt = judge_prompts([item], PruneConfig(method="judge"), TOKENIZER)[0]
+    assert "[1] I get 6.\n[2] Wait, 7.\n[3] Hmm, 7." not in prompt  # only the steps up to the stop point
+    assert "[1] I get 6.\n[2] Wait, 7.\n" in prompt and "answer 7?" in prompt
+    prune_by_judge([item], ScriptedEngine(), TOKENIZER, PruneConfig(method="judge"), seed=0)
+    assert item.kept == [1] and item.judge_reply == "REMOVE: 1"
+
+
+@pytest.fixture
+def traces_recipe(tmp_path: Path) -> Path:
+    model = tmp_path / "tokenizer"
+    TOKENIZER.save_pretrained(model)
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}))
+    traces = [
+        ("3+4=", "7", "<think>I get 6. Wait, 7. Hmm, 8.</think>\\boxed{8}"),  # wrong, rescued at step 2
+        ("3+4=", "7", "<think>I get 7. Hmm, 7. Wait, 7.</think>\\boxed{7}"),  # right, cut to one step
+        ("2+2=", "4", "<think>I get 4.</think>\\boxed{4}"),  # right and already minimal: no pair
+        ("2+2=", "4", "<think>I get 5. Wait, 3.</think>\\boxed{3}"),  # never right: no pair
+    ]
+    data = tmp_path / "traces.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": a, "trace": t}) + "\n" for q, a, t in traces))
+    recipe = {
+        "model": {"path": str(model)},
+        "data": {"path": str(data), "instruction": "{question}", "use_chat_template": False},
+        "rollout": {"engine": "tests.test_dto:ScriptedEngine", "max_tokens": 64},
+        "thinking": {"cues": ["Wait", "Hmm"]},
+        "stop_point": {"force_suffix": FORCE, "samples": 2},
+        "pairs": {"traces_column": "trace", "output_dir": str(tmp_path / "pairs")},
+    }
+    path = tmp_path / "dto.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_build_pairs_writes_a_dataset_with_statistics(traces_recipe: Path):
+    from datasets import load_from_disk
+
+    summary = build_pairs(load_recipe(traces_recipe, cls=DTORecipe))
+    assert summary["traces"] == 4 and summary["originally_correct"] == 2
+    assert summary["with_stop_point"] == 3 and summary["rescued"] == 1 and summary["pairs"] == 2
+    assert summary["mean_tokens_optimised"] < summary["mean_tokens_original"]
+    assert 0 < summary["attention_flops_ratio_optimised"] < summary["attention_flops_ratio_truncated"] <= 1
+    out = Path(load_recipe(traces_recipe, cls=DTORecipe).pairs.output_dir)
+    pairs = load_from_disk(str(out / "dataset"))
+    rows = sorted(pairs, key=lambda r: r["rejected_correct"])
+    assert rows[0]["chosen"] == "<think> Wait, 7.</think>\\boxed{7}" and not rows[0]["rejected_correct"]
+    assert (
+        rows[1]["chosen"] == "<think>I get 7.</think>\\boxed{7}"
+        and rows[1]["rejected_tokens"] > rows[1]["chosen_tokens"]
+    )
+    assert len((out / "traces.jsonl").read_text().splitlines()) == 4
+    assert json.loads((out / "summary.json").read_text()) == summary
+    # a second run does not silently replace the first one's pairs
+    with pytest.raises(RLTuneError, match="pairs.overwrite"):
+        build_pairs(load_recipe(traces_recipe, cls=DTORecipe))
+    rejected_longest = load_recipe(traces_recipe, ["pairs.overwrite=true", "pairs.rejected=longest"], cls=DTORecipe)
+    assert build_pairs(rejected_longest)["pairs"] == 3  # 2+2: the long wrong trace is the rejected side
+
+
+def test_bad_dto_settings_are_refused(traces_recipe: Path):
+    from rltune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="threshold"):
+        build_pairs(load_recipe(traces_recipe, ["stop_point.threshold=0"], cls=DTORecipe))
+    with pytest.raises(RLTuneError, match="traces_column"):
+        build_pairs(load_recipe(traces_recipe, ["pairs.traces_column=nope"], cls=DTORecipe))
