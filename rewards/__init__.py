@@ -28,6 +28,7 @@ REWARDS: Registry = Registry(
         "rltune.rewards.diversity_partition",
         "rltune.rewards.length",
         "rltune.rewards.repetition",
+        "rltune.rewards.thinking_efficiency",
     ),
 )
 

@@ -251,15 +251,36 @@ class Trainer:
         update_metrics = self.update(batch)
         self.engine.sync_weights(self.policy)
         step_s = time.perf_counter() - started
+        return self.reduce_metrics(
+            {
+                **rollout_metrics,
+                **update_metrics,
+                "advantage/abs_mean": adv.abs().mean().item(),
+                "lr": self.scheduler.get_last_lr()[0],
+                "time/rollout_s": rollout_s,
+                "time/step_s": step_s,
+                "throughput/gen_tokens_per_s": generated / max(rollout_s, 1e-9),
+                "throughput/tokens_per_s": (generated + prompt_tokens) / step_s,
+            }
+        )
+
+    def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The same numbers on every process, over the global batch: maxima and wall times are the
+        largest, throughputs and error counts add up, everything else is the mean over processes."""
+        if self.world_size == 1:
+            return metrics
+        import torch.distributed as dist
+
+        keys = sorted(metrics)
+        largest = [k.endswith("_max") or k.startswith("time/") for k in keys]
+        summed = [k.startswith("throughput/") or k == "reward/errors" for k in keys]
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
+        maxima = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
         return {
-            **rollout_metrics,
-            **update_metrics,
-            "advantage/abs_mean": adv.abs().mean().item(),
-            "lr": self.scheduler.get_last_lr()[0],
-            "time/rollout_s": rollout_s,
-            "time/step_s": step_s,
-            "throughput/gen_tokens_per_s": generated / max(rollout_s, 1e-9),
-            "throughput/tokens_per_s": (generated + prompt_tokens) / step_s,
+            k: float(maxima[i] if largest[i] else values[i] if summed[i] else values[i] / self.world_size)
+            for i, k in enumerate(keys)
         }
 
     # ----------------------------------------------------------------------------------------------
@@ -309,11 +330,14 @@ class Trainer:
         r = self.cfg.rollout
         ids, rows = self.data.next_batch(self.cfg.train.prompts_per_step * self.world_size)
         ids, rows = ids[self.rank :: self.world_size], rows[self.rank :: self.world_size]
-        seed = (
-            (r.seed if r.seed is not None else self.cfg.train.seed) + 1000 * self.step + 100 * round_index + self.rank
-        )
+        # A seed per prompt from its place in the global batch: the same samples whatever the number of
+        # processes sharing that batch.
+        base = r.seed if r.seed is not None else self.cfg.train.seed
+        seeds = [
+            hash((base, self.step, round_index, self.rank + self.world_size * i)) % (2**31 - 1) for i in range(len(ids))
+        ]
         sampling = SamplingSettings(
-            n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=seed
+            n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, prompt_seeds=seeds
         )
         return self.engine.generate(ids, rows, sampling)
 

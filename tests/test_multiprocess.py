@@ -15,6 +15,12 @@ from conftest import REPO, write_recipe
 pytestmark = pytest.mark.slow
 
 
+def torchrun(*args: str) -> list[str]:
+    # accelerate's launcher starts several CPU processes only through MPI; torchrun sets up the same
+    # environment (RANK, WORLD_SIZE, ...) that `Accelerator` reads, with the gloo backend.
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+
+
 def test_two_processes_train_with_whole_groups(tmp_path, demo_assets):
     model_dir, data_file = demo_assets
     log_file = tmp_path / "groups.jsonl"
@@ -41,20 +47,7 @@ def test_two_processes_train_with_whole_groups(tmp_path, demo_assets):
         "PYTHONPATH": str(REPO / "tests"),
         "OMP_NUM_THREADS": "1",
     }
-    # accelerate's launcher starts several CPU processes only through MPI; torchrun sets up the same
-    # environment (RANK, WORLD_SIZE, ...) that `Accelerator` reads, with the gloo backend.
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "rltune",
-        "train",
-        str(recipe),
-    ]
+    cmd = torchrun("-m", "rltune", "train", str(recipe))
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     calls = [json.loads(line) for line in log_file.read_text().splitlines()]
@@ -67,3 +60,42 @@ def test_two_processes_train_with_whole_groups(tmp_path, demo_assets):
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     assert (tmp_path / "run" / "checkpoint-2" / "trainer_state.pt").is_file()
+
+
+def test_two_processes_follow_the_single_process_loss_curve(tmp_path, demo_assets):
+    """The same recipe, seed and global batch (8 prompts a step) on one process and on two: the same
+    samples (per-prompt seeds), rewards and, up to float summation order, losses and gradients."""
+    model_dir, data_file = demo_assets
+    runs = {}
+    for procs, per_process in ((1, 8), (2, 4)):
+        out = tmp_path / f"run{procs}"
+        recipe = write_recipe(
+            tmp_path / f"recipe{procs}",
+            {
+                "model": {"path": str(model_dir)},
+                "data": {"path": str(data_file)},
+                "rollout": {"engine": "hf", "group_size": 4},
+                "algorithm": {"mini_batches": 1},
+                "train": {
+                    "steps": 4,
+                    "prompts_per_step": per_process,
+                    "micro_batch_size": 8,
+                    "output_dir": str(out),
+                    "progress_bar": False,
+                },
+            },
+        )
+        args = ["-m", "rltune", "train", str(recipe)]
+        cmd = [sys.executable, *args] if procs == 1 else torchrun(*args)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        runs[procs] = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    one, two = runs[1], runs[2]
+    assert [m["step"] for m in one] == [m["step"] for m in two] == [1, 2, 3, 4]
+    for a, b in zip(one, two):
+        assert a["reward/total"] == pytest.approx(b["reward/total"], abs=1e-6)
+        assert a["completion/length_mean"] == pytest.approx(b["completion/length_mean"], abs=1e-6)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3, abs=1e-6)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+    assert len({round(m["loss"], 4) for m in one}) > 1  # a curve, not a constant

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rltune.config import RewardSpec
 from rltune.thinking import DEFAULT_CUES, cap_segments, segment_thinking, split_trace
 
 R1_STYLE = (
@@ -73,3 +75,22 @@ def test_round_trip_on_arbitrary_text(pieces, sentence_start):
     assert trace.text == text
     assert all(trace.segments)
     assert "".join(cap_segments(trace.segments, 3)) == trace.thinking
+
+
+def test_thinking_efficiency_rewards_stopping_once_the_answer_is_reached():
+    from test_rewards import score
+
+    texts = [
+        "<think>I get 7.</think>\\boxed{7}",  # concise: the answer comes in the last pattern
+        "<think>I get 7. Hmm, 7. Wait, 7.</think>\\boxed{7}",  # answer reached after 8 of 25 characters
+        "<think>I get 6. Wait, 7.</think>\\boxed{7}",  # a correction: reached only at the end
+        "<think>I get 7. Wait, 8.</think>\\boxed{8}",  # wrong: nothing
+        "<think>I get 17. So \\boxed{7}. Wait, 7.</think>\\boxed{7}",  # 17 is not 7; a box counts
+    ]
+    specs = [RewardSpec("math_accuracy"), RewardSpec("thinking_efficiency", 0.5, {"cues": ["Wait", "Hmm", "So"]})]
+    batch, _ = score(specs, [texts], golds=["7"])
+    got = batch.reward_components["thinking_efficiency"].tolist()
+    assert got[0] == 1.0 and got[2] == 1.0 and got[3] == 0.0
+    assert abs(got[1] - 8 / 25) < 1e-6
+    assert abs(got[4] - len("I get 17. So \\boxed{7}.") / len("I get 17. So \\boxed{7}. Wait, 7.")) < 1e-6
+    assert batch.rewards[:2].tolist() == pytest.approx([1.5, 1.0 + 0.5 * got[1]])

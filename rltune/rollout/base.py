@@ -20,6 +20,17 @@ class SamplingSettings:
     top_p: float = 1.0
     max_tokens: int = 256
     seed: int | None = None
+    """Seed of the call; prompt i gets seed + i unless `prompt_seeds` says otherwise."""
+    prompt_seeds: list[int] | None = None
+    """One seed per prompt: a prompt's samples then do not depend on which other prompts share the
+    call, so one process and several processes sharing a global batch sample the same completions."""
+
+    def seeds(self, count: int) -> list[int | None]:
+        if self.prompt_seeds is not None:
+            if len(self.prompt_seeds) != count:
+                raise ValueError(f"{len(self.prompt_seeds)} prompt seeds for {count} prompts")
+            return list(self.prompt_seeds)
+        return [None if self.seed is None else self.seed + i for i in range(count)]
 
 
 class RolloutEngine(Protocol):

