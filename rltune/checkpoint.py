@@ -57,7 +57,9 @@ def save_checkpoint(
     state: dict[str, Any],
     recipe_text: str,
     keep: int,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
+    """`weights`: the full state dict when the model is sharded (FSDP, ZeRO-3); else the model's own."""
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
@@ -65,9 +67,9 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
     if hasattr(model, "peft_config"):
-        model.save_pretrained(tmp / "adapter")
+        model.save_pretrained(tmp / "adapter", state_dict=weights)
     else:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=weights)
     tokenizer.save_pretrained(tmp)
     (tmp / "recipe.yaml").write_text(recipe_text)
     torch.save(state, tmp / STATE_FILE)

@@ -87,9 +87,35 @@ class VLLMConfig:
 
 
 @dataclass
+class VLLMServerConfig:
+    """Generation on a separate `vllm serve` process (rollout.engine=vllm_server); see the README's Scaling."""
+
+    url: str = "http://127.0.0.1:8000"
+    weight_sync: Literal["nccl", "disk"] = "nccl"
+    """nccl: vLLM's weight-transfer API, trainer rank 0 broadcasts every parameter to the server's GPUs
+    (serve with --weight-transfer-config '{"backend": "nccl"}'); disk: the weights are written to
+    `sync_dir`, a folder the server can read, and reloaded in place (serve with VLLM_SERVER_DEV_MODE=1);
+    slower, works anywhere, CPU included."""
+    sync_dir: str | None = None
+    """disk sync: shared folder for the weights; defaults to <train.output_dir>/weight-sync."""
+    nccl_host: str = "127.0.0.1"
+    """nccl sync: address of trainer rank 0, reachable from the server."""
+    nccl_port: int = 51216
+    server_workers: int = 1
+    """nccl sync: GPUs of the server (tensor x data parallel), which join the transfer group."""
+    timeout_s: float = 600.0
+    """Longest wait for one request or one weight sync; past it the run stops with an error, not a hang."""
+    connect_timeout_s: float = 60.0
+    """How long to wait for the server's /health at start."""
+    max_concurrency: int = 64
+    """Requests in flight at once (one per prompt)."""
+
+
+@dataclass
 class RolloutConfig:
     engine: str = "vllm"
-    """'vllm' (colocated vLLM, weights synced in place after each update) or 'hf' (transformers generate)."""
+    """'vllm' (colocated vLLM, weights synced in place after each update), 'vllm_server' (a separate
+    `vllm serve`, see `server`) or 'hf' (transformers generate)."""
     group_size: int = 8
     """Completions sampled per prompt (G in GRPO)."""
     temperature: float = 1.0
@@ -99,6 +125,7 @@ class RolloutConfig:
     seed: int | None = None
     """Sampling seed; defaults to train.seed. Each step uses seed + step."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    server: VLLMServerConfig = field(default_factory=VLLMServerConfig)
 
 
 @dataclass

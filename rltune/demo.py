@@ -59,7 +59,7 @@ def build_tiny_model(vocab_size: int, seed: int = 0, hidden: int = 128, layers: 
         num_attention_heads=hidden // 32,
         num_key_value_heads=hidden // 32,
         head_dim=32,
-        max_position_embeddings=128,
+        max_position_embeddings=max_positions,
         pad_token_id=0,
         eos_token_id=1,
         bos_token_id=2,

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -152,6 +152,7 @@ class Trainer:
             max_model_len=self.max_model_len,
             policy=self.policy,
             tokenizer=self.tokenizer,
+            sync_dir=str(self.output_dir / "weight-sync"),
         )
 
     def _claim_output_dir(self) -> None:
@@ -498,6 +499,10 @@ class Trainer:
             from accelerate.utils import gather_object
 
             rngs = gather_object(rngs)
+        weights = None
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            # Sharded weights: every process takes part in gathering the full state dict.
+            weights = self.accelerator.get_state_dict(self.model)
         if not self.accelerator.is_main_process:
             return None
         state: dict[str, Any] = {
@@ -512,7 +517,14 @@ class Trainer:
             state["reference"] = self.ref_model.state_dict()
         recipe_text = yaml.safe_dump(asdict(self.cfg), sort_keys=False)
         return save_checkpoint(
-            self.output_dir, self.step, self.policy, self.tokenizer, state, recipe_text, self.cfg.train.keep_checkpoints
+            self.output_dir,
+            self.step,
+            self.policy,
+            self.tokenizer,
+            state,
+            recipe_text,
+            self.cfg.train.keep_checkpoints,
+            weights=weights,
         )
 
     def close(self) -> None:

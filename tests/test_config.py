@@ -65,7 +65,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_recipe(write(tmp_path, "model: [unclosed\n"))
 
 
-RL_RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml") if "sft" not in p.name)
+RL_RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml") if "sft" not in p.name and "dto" not in p.name)
+
+
+def test_dto_recipes_load():
+    from rltune.dto import DTORecipe, check_recipe
+
+    paths = list((REPO / "recipes").glob("dto*.yaml"))
+    assert paths
+    for path in paths:
+        recipe = load_recipe(path, cls=DTORecipe)
+        check_recipe(recipe)
+        assert recipe.prefer.loss in ("simpo", "dpo")
 
 
 def test_sft_recipes_load():

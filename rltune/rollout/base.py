@@ -47,7 +47,8 @@ class RolloutEngine(Protocol):
 
 
 ENGINES: Registry = Registry(
-    "rollout engine", builtin_modules=("rltune.rollout.vllm_engine", "rltune.rollout.hf_engine")
+    "rollout engine",
+    builtin_modules=("rltune.rollout.vllm_engine", "rltune.rollout.vllm_server", "rltune.rollout.hf_engine"),
 )
 
 
@@ -63,15 +64,19 @@ def engine_from_recipe(
     max_model_len: int,
     policy: torch.nn.Module | None = None,
     tokenizer: Any = None,
+    sync_dir: str | None = None,
 ) -> RolloutEngine:
     """The engine a recipe's `rollout` section asks for. `policy` is the live module the hf engine
-    samples from (loaded from `model.path` when not given); vLLM loads its own copy."""
+    samples from (loaded from `model.path` when not given); vLLM loads its own copy. `sync_dir`: where
+    a vLLM server's disk weight sync writes, unless rollout.server.sync_dir says otherwise."""
     if rollout.engine == "hf":
         if policy is None:
             from rltune.models import load_causal_lm
 
             policy = load_causal_lm(model.path, model)
         return build_engine("hf", model=policy, tokenizer=tokenizer)
+    if rollout.engine == "vllm_server":
+        return build_engine("vllm_server", server=rollout.server, sync_dir=sync_dir)
     dtype = rollout.vllm.dtype
     if dtype == "auto":
         dtype = "bfloat16" if torch.cuda.is_available() else "float32"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -89,16 +90,36 @@ class VLLMEngine:
         return batch
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        weights = list(_export_state_dict(model).items())
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        with gathered_parameters(model):
+            weights = list(_export_state_dict(model).items())
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
 
     def close(self) -> None:
         del self.llm
 
 
+@contextlib.contextmanager
+def gathered_parameters(model: torch.nn.Module):
+    """DeepSpeed ZeRO-3 keeps each process's shard only; gather the full parameters on every process
+    (each has its own colocated engine) for the duration of the sync."""
+    sharded = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not sharded:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(sharded, modifier_rank=None):
+        yield
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """FSDP2 parameters are DTensors sharded over the processes; vLLM needs the whole tensor."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
 def _export_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The policy's weights under the plain HF names, LoRA adapters merged in."""
+    """The policy's weights under the plain HF names, LoRA adapters merged in, unsharded."""
     if hasattr(model, "merge_adapter") and hasattr(model, "get_base_model"):
         model.merge_adapter()
         try:
@@ -106,8 +127,8 @@ def _export_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             for name, tensor in model.get_base_model().state_dict().items():
                 if "lora_" in name:
                     continue
-                state[name.replace(".base_layer.", ".")] = tensor.detach().clone()
+                state[name.replace(".base_layer.", ".")] = _full(tensor.detach()).clone()
             return state
         finally:
             model.unmerge_adapter()
-    return {name: tensor.detach() for name, tensor in model.state_dict().items()}
+    return {name: _full(tensor.detach()) for name, tensor in model.state_dict().items()}

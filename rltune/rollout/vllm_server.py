@@ -1,0 +1,203 @@
+"""A separate `vllm serve` process as the rollout engine: generation over HTTP on other GPUs or nodes,
+new weights pushed after every update.
+
+Weight sync (rollout.server.weight_sync):
+- `nccl`: vLLM's own weight-transfer API. Trainer rank 0 opens an NCCL group with the server's
+  workers (`/init_weight_transfer_engine`) and broadcasts every parameter each step
+  (`/start_weight_update`, `/update_weights`, `/finish_weight_update`). GPU only.
+- `disk`: rank 0 writes the weights as safetensors into a folder the server can read and asks the
+  server to reload them in place (`/collective_rpc reload_weights`, a dev-mode route). Works
+  anywhere, CPU included; it is what the CPU tests use.
+
+Every request and every sync has a timeout: a dead or stalled server stops the run with an error.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rltune.batch import RolloutBatch
+from rltune.config import VLLMServerConfig
+from rltune.errors import RLTuneError
+from rltune.rollout.base import ENGINES, SamplingSettings
+from rltune.rollout.vllm_engine import _export_state_dict, gathered_parameters
+
+log = logging.getLogger(__name__)
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+@ENGINES.register("vllm_server")
+class VLLMServerEngine:
+    def __init__(self, server: VLLMServerConfig, sync_dir: str | None = None, **_: Any):
+        import requests
+
+        self.cfg = server
+        self.url = server.url.rstrip("/")
+        self.session = requests.Session()
+        self.sync_dir = Path(server.sync_dir or sync_dir or "weight-sync")
+        self.transfer = None
+        self.model_id = self._wait_until_healthy()
+
+    # -- HTTP -------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any):
+        import requests
+
+        try:
+            response = self.session.request(method, f"{self.url}{path}", timeout=self.cfg.timeout_s, **kwargs)
+        except requests.Timeout as exc:
+            raise RLTuneError(
+                f"vLLM server {self.url}{path} gave no answer in {self.cfg.timeout_s:.0f}s (rollout.server.timeout_s)"
+            ) from exc
+        except requests.ConnectionError as exc:
+            raise RLTuneError(f"vLLM server {self.url} is unreachable ({path}): {exc}") from exc
+        if response.status_code == 404 and path in ("/collective_rpc", "/reset_prefix_cache"):
+            raise RLTuneError(
+                f"vLLM server {self.url} has no {path} route: weight_sync=disk needs the server started "
+                "with VLLM_SERVER_DEV_MODE=1"
+            )
+        if response.status_code >= 400:
+            raise RLTuneError(f"vLLM server {self.url}{path} answered {response.status_code}: {response.text[:500]}")
+        return response
+
+    def _wait_until_healthy(self) -> str:
+        import requests
+
+        deadline = time.monotonic() + self.cfg.connect_timeout_s
+        while True:
+            try:
+                if self.session.get(f"{self.url}/health", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RLTuneError(
+                    f"no healthy vLLM server at {self.url} after {self.cfg.connect_timeout_s:.0f}s: start it with "
+                    "`vllm serve MODEL --port PORT --logprobs-mode processed_logprobs ...` and set rollout.server.url"
+                )
+            time.sleep(1.0)
+        return self._request("GET", "/v1/models").json()["data"][0]["id"]
+
+    # -- generation -------------------------------------------------------------------------------
+
+    def _complete(self, ids: list[int], seed: int | None, sampling: SamplingSettings) -> list[dict[str, Any]]:
+        body = {
+            "model": self.model_id,
+            "prompt": ids,
+            "n": sampling.n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "logprobs": 0,
+            "return_token_ids": True,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        choices = self._request("POST", "/v1/completions", json=body).json()["choices"]
+        return sorted(choices, key=lambda c: c["index"])
+
+    def generate(
+        self, prompt_ids: list[list[int]], rows: list[dict[str, Any]], sampling: SamplingSettings
+    ) -> RolloutBatch:
+        seeds = sampling.seeds(len(prompt_ids))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.cfg.max_concurrency) as pool:
+            answers = list(pool.map(lambda job: self._complete(job[0], job[1], sampling), zip(prompt_ids, seeds)))
+        batch = RolloutBatch([], [], [], [], [], [], list(rows))
+        for group, (ids, choices) in enumerate(zip(prompt_ids, answers)):
+            for choice in choices:
+                tokens = list(choice["token_ids"])
+                batch.prompt_ids.append(list(ids))
+                batch.completion_ids.append(tokens)
+                batch.completion_texts.append(choice["text"])
+                batch.sampling_logprobs.append([float(x) for x in choice["logprobs"]["token_logprobs"]][: len(tokens)])
+                batch.finish_reasons.append("length" if choice["finish_reason"] == "length" else "stop")
+                batch.group_ids.append(group)
+        return batch
+
+    # -- weights ----------------------------------------------------------------------------------
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        started = time.perf_counter()
+        if self.cfg.weight_sync == "disk":
+            self._sync_by_disk(model)
+        else:
+            self._sync_by_nccl(model)
+        _barrier()  # no process generates before the server has the new weights
+        log.debug("weights synced to %s in %.1fs", self.url, time.perf_counter() - started)
+
+    def _sync_by_disk(self, model: torch.nn.Module) -> None:
+        with gathered_parameters(model):
+            weights = _export_state_dict(model)  # a collective under FSDP: every rank takes part
+            if _rank() != 0:
+                return
+            staging, current = self.sync_dir / "incoming", self.sync_dir / "current"
+            shutil.rmtree(staging, ignore_errors=True)
+            from safetensors.torch import save_file
+
+            staging.mkdir(parents=True)
+            # Tied weights share storage; safetensors wants each tensor once, contiguous.
+            save_file({k: v.contiguous().clone() for k, v in weights.items()}, str(staging / "model.safetensors"))
+        shutil.rmtree(current, ignore_errors=True)
+        staging.rename(current)
+        self._request(
+            "POST",
+            "/collective_rpc",
+            json={"method": "reload_weights", "kwargs": {"weights_path": str(current.resolve())}},
+        )
+        self._request("POST", "/reset_prefix_cache")
+
+    def _sync_by_nccl(self, model: torch.nn.Module) -> None:
+        if hasattr(model, "peft_config"):
+            raise RLTuneError(
+                "rollout.server.weight_sync=nccl sends the model's parameters as they are; with LoRA use disk"
+            )
+        if self.transfer is None:
+            from vllm.distributed.weight_transfer.base import ModuleSource
+            from vllm.distributed.weight_transfer.clients import HTTPVLLMWeightSyncClient
+            from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
+            from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+
+            info = NCCLTrainerInitInfo(
+                master_address=self.cfg.nccl_host,
+                master_port=self.cfg.nccl_port,
+                world_size=1 + self.cfg.server_workers,
+                rank=_rank(),
+            )
+            client = HTTPVLLMWeightSyncClient(self.url, timeout=self.cfg.timeout_s)
+            self.transfer = self._bounded(
+                lambda: WeightTransferTrainerFactory.trainer_init(info, client=client, source=ModuleSource(model)),
+                "setting up the NCCL weight transfer",
+            )
+        self._bounded(self.transfer.send_weights, "sending weights over NCCL")
+
+    def _bounded(self, work, what: str):
+        """Run `work` with the sync timeout: a stalled collective becomes an error instead of a hang."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        try:
+            return pool.submit(work).result(timeout=self.cfg.timeout_s)
+        except concurrent.futures.TimeoutError as exc:
+            raise RLTuneError(
+                f"{what} to {self.url} stalled for {self.cfg.timeout_s:.0f}s (rollout.server.timeout_s)"
+            ) from exc
+        finally:
+            pool.shutdown(wait=False)
+
+    def close(self) -> None:
+        if self.transfer is not None:
+            self.transfer.shutdown()
+        self.session.close()
