@@ -1,0 +1,138 @@
+"""The vllm_server engine against a real `vllm serve` subprocess on the CPU: HTTP generation with
+sampling logprobs, weight sync by disk reload, GRPO steps through the trainer, and clear errors for an
+unreachable or slow server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from test_vllm_engine import hf_logprobs
+from transformers import AutoModelForCausalLM
+
+from conftest import demo_recipe
+from rltune.config import VLLMServerConfig
+from rltune.errors import RLTuneError
+from rltune.models import load_tokenizer
+from rltune.rollout import SamplingSettings, build_engine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_unreachable_server_fails_fast_with_advice():
+    started = time.monotonic()
+    cfg = VLLMServerConfig(url=f"http://127.0.0.1:{free_port()}", connect_timeout_s=2)
+    with pytest.raises(RLTuneError, match="no healthy vLLM server.*vllm serve"):
+        build_engine("vllm_server", server=cfg)
+    assert time.monotonic() - started < 15
+
+
+@pytest.fixture(scope="module")
+def server(demo_assets, tmp_path_factory):
+    """`vllm serve` of the demo model, as a user would start it (dev mode for the disk weight sync)."""
+    pytest.importorskip("vllm")
+    model_dir, data_file = demo_assets
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
+    cmd += ["--port", str(port), "--max-model-len", "128", "--dtype", "float32", "--enforce-eager"]
+    cmd += ["--logprobs-mode", "processed_logprobs", "--gpu-memory-utilization", "0.3", "--no-enable-chunked-prefill"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while not healthy(url):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        yield url, model_dir, data_file
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_server_generation_and_disk_weight_sync_match_the_policy(server, tmp_path):
+    url, model_dir, _ = server
+    tokenizer = load_tokenizer(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    cfg = VLLMServerConfig(url=url, weight_sync="disk", sync_dir=str(tmp_path / "sync"))
+    engine = build_engine("vllm_server", server=cfg)
+    prompts = [tokenizer("3+4=")["input_ids"], tokenizer("9+9=")["input_ids"]]
+    sampling = SamplingSettings(n=4, temperature=0.8, max_tokens=12, prompt_seeds=[11, 12])
+    try:
+        batch = engine.generate(prompts, [{}, {}], sampling)
+        assert batch.group_ids == [0, 0, 0, 0, 1, 1, 1, 1]
+        assert engine.generate(prompts, [{}, {}], sampling).completion_ids == batch.completion_ids  # seeded
+        for i in range(len(batch)):
+            ids = batch.completion_ids[i]
+            assert (batch.finish_reasons[i] == "stop") == (ids[-1] == tokenizer.eos_token_id)
+            expected = hf_logprobs(model, batch.prompt_ids[i], ids, 0.8)
+            assert torch.allclose(expected, torch.tensor(batch.sampling_logprobs[i]), atol=1e-3)
+
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        engine.sync_weights(model)
+        batch = engine.generate(prompts, [{}, {}], sampling)
+        for i in range(len(batch)):
+            expected = hf_logprobs(model, batch.prompt_ids[i], batch.completion_ids[i], 0.8)
+            assert torch.allclose(expected, torch.tensor(batch.sampling_logprobs[i]), atol=1e-3)
+
+        slow = build_engine("vllm_server", server=VLLMServerConfig(url=url, timeout_s=1e-4))
+        with pytest.raises(RLTuneError, match="no answer in"):
+            slow.generate(prompts, [{}, {}], sampling)
+    finally:
+        engine.sync_weights(AutoModelForCausalLM.from_pretrained(model_dir))  # leave the server as found
+        engine.close()
+
+
+@pytest.mark.slow
+def test_grpo_steps_through_the_server(server, tmp_path):
+    from rltune.trainer import Trainer
+
+    url, model_dir, data_file = server
+    cfg = demo_recipe(
+        tmp_path,
+        model_dir,
+        data_file,
+        {"rollout": {"engine": "vllm_server", "server": {"url": url, "weight_sync": "disk"}}, "train": {"steps": 3}},
+    )
+    trainer = Trainer(cfg)
+    try:
+        last = trainer.train()
+        assert last["completion/length_mean"] > 0
+        # the server now samples from the trained policy
+        tokenizer = trainer.tokenizer
+        prompt = [tokenizer("3+4=")["input_ids"]]
+        batch = trainer.engine.generate(prompt, [{}], SamplingSettings(n=2, temperature=1.0, max_tokens=12, seed=0))
+        for i in range(len(batch)):
+            expected = hf_logprobs(trainer.policy, batch.prompt_ids[i], batch.completion_ids[i], 1.0)
+            assert torch.allclose(expected, torch.tensor(batch.sampling_logprobs[i]), atol=1e-3)
+        assert (tmp_path / "run" / "weight-sync" / "current" / "model.safetensors").is_file()
+    finally:
+        trainer.engine.sync_weights(AutoModelForCausalLM.from_pretrained(model_dir))
+        trainer.close()
