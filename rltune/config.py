@@ -123,7 +123,10 @@ class RolloutConfig:
     """Nucleus sampling. Below 1 the trainer's logprobs (full vocabulary) differ from the sampler's."""
     max_tokens: int = 256
     seed: int | None = None
-    """Sampling seed; defaults to train.seed. Each step uses seed + step."""
+    """Sampling seed; defaults to train.seed. Each prompt of each step gets its own seed from it."""
+    timeout_s: float | None = 3600.0
+    """Longest one rollout batch may take; past it the run stops with an error instead of hanging on a
+    stuck engine. None: no limit."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     server: VLLMServerConfig = field(default_factory=VLLMServerConfig)
 

@@ -22,13 +22,31 @@ CONSOLE_KEYS = (
 )
 
 
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Keep only the complete lines of steps <= last_step: a resumed run redoes the steps after its
+    checkpoint, and a kill may have cut the last line in half."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
 class MetricsLogger:
-    def __init__(self, output_dir: Path, tensorboard: bool, enabled: bool = True):
+    def __init__(self, output_dir: Path, tensorboard: bool, enabled: bool = True, resume_step: int | None = None):
+        """`resume_step`: the checkpoint's step when resuming; later lines of metrics.jsonl are dropped."""
         self.enabled = enabled
         self.writer = None
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and (output_dir / "metrics.jsonl").is_file():
+            trim_metrics(output_dir / "metrics.jsonl", resume_step)
         self.jsonl = (output_dir / "metrics.jsonl").open("a")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

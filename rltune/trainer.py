@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -133,7 +134,12 @@ class Trainer:
         self.engine = self._build_engine()
         if checkpoint:
             self._restore(checkpoint)
-        self.metrics = MetricsLogger(self.output_dir, t.tensorboard, enabled=self.accelerator.is_main_process)
+        self.metrics = MetricsLogger(
+            self.output_dir,
+            t.tensorboard,
+            enabled=self.accelerator.is_main_process,
+            resume_step=self.step if checkpoint else None,
+        )
         self.periodic_eval = None
         if cfg.eval.every > 0 or cfg.eval.at_start:
             from rltune.eval.hook import PeriodicEval
@@ -340,7 +346,14 @@ class Trainer:
         sampling = SamplingSettings(
             n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, prompt_seeds=seeds
         )
-        return self.engine.generate(ids, rows, sampling)
+        if r.timeout_s is None:
+            return self.engine.generate(ids, rows, sampling)
+        return run_with_timeout(
+            lambda: self.engine.generate(ids, rows, sampling),
+            r.timeout_s,
+            f"the {r.engine} rollout engine produced no batch in {r.timeout_s:.0f}s (rollout.timeout_s); "
+            "it is stuck or far slower than expected",
+        )
 
     def rollout_metrics(self, batch: RolloutBatch) -> dict[str, float]:
         lengths = batch.completion_lengths()
@@ -529,6 +542,27 @@ class Trainer:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def run_with_timeout(work: Callable[[], Any], timeout_s: float, message: str) -> Any:
+    """`work()` in a daemon thread; RLTuneError(message) if it has not returned after `timeout_s`. A daemon
+    thread, because a stuck call cannot be cancelled and must not keep the process alive on exit."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="rollout")
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise RLTuneError(message)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def _chunks(items: list[int], parts: int) -> list[list[int]]:

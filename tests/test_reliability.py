@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -12,10 +13,11 @@ import torch
 from test_rewards import make_batch
 from test_trainer import recipe
 
-from conftest import REPO, write_recipe
-from rltune.checkpoint import list_checkpoints, resolve_checkpoint
+from conftest import REPO, demo_recipe, write_recipe
+from rltune.checkpoint import list_checkpoints, load_state, resolve_checkpoint
 from rltune.config import RewardSpec
 from rltune.errors import RLTuneError
+from rltune.metrics import trim_metrics
 from rltune.reward_pipeline import RewardPipeline
 from rltune.trainer import Trainer
 
@@ -53,8 +55,21 @@ def test_partial_checkpoints_are_never_resumed(tmp_path):
         resolve_checkpoint(str(run / "checkpoint-3"), run)
 
 
+def wait_for(condition, timeout: float = 600, poll: float = 0.001) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out waiting"
+        time.sleep(poll)
+
+
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_assets):
+def test_sigkills_anywhere_then_resume_reproduce_the_uninterrupted_run(tmp_path, demo_assets):
+    """Real SIGKILLs of a real training process: while a checkpoint is being written, in the middle of a
+    step, and right between steps. Each time the run resumes from the last complete checkpoint (the
+    partial one is never loaded), and in the end every step's metrics and the final weights equal
+    those of a run that was never interrupted."""
+    from safetensors.torch import load_file
+
     base = {
         "model": {"path": str(demo_assets[0])},
         "data": {"path": str(demo_assets[1])},
@@ -78,28 +93,64 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_assets)
 
     full = tmp_path / "full"
     subprocess.run(train(full), env=env, check=True, capture_output=True, timeout=600)
-    expected = {json.loads(x)["step"]: json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()}
 
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(train(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (killed / "checkpoint-3" / "trainer_state.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert (killed / "checkpoint-3").is_dir()
-    subprocess.run(train(killed, "train.resume_from=latest"), env=env, check=True, capture_output=True, timeout=600)
-    got = {}
-    for line in (killed / "metrics.jsonl").read_text().splitlines():
-        got[json.loads(line)["step"]] = json.loads(line)  # steps redone after the kill: keep the last
-    for step in (4, 5, 6):
+    run = tmp_path / "killed"
+    complete = lambda step: (run / f"checkpoint-{step}" / "trainer_state.pt").is_file()  # noqa: E731
+    rng = random.Random(0)
+    kills = [
+        # while checkpoint-2 is being written: its temporary folder exists, the rename has not happened
+        ("checkpoint write", lambda: (run / ".checkpoint-2.tmp").is_dir()),
+        # in the middle of step 4: some time after checkpoint-3, before checkpoint-4 starts
+        ("mid-step", lambda: complete(3) and time.sleep(rng.uniform(0.02, 0.08)) is None),
+        # right between steps: as soon as checkpoint-5 is complete
+        ("between steps", lambda: complete(5)),
+    ]
+    extra: tuple[str, ...] = ()
+    for name, moment in kills:
+        proc = subprocess.Popen(train(run, *extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(moment)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        latest = resolve_checkpoint("latest", run)
+        load_state(latest)  # the checkpoint a resume would take is whole
+        if name == "checkpoint write":
+            assert (run / ".checkpoint-2.tmp").is_dir() and latest.name == "checkpoint-1"
+        extra = ("train.resume_from=latest",)
+    subprocess.run(train(run, *extra), env=env, check=True, capture_output=True, timeout=600)
+
+    expected = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    got = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]  # redone steps replace the killed run's lines
+    for a, b in zip(expected, got):
         for key in ("reward/total", "loss", "grad_norm", "entropy"):
-            assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5, abs=1e-7), (step, key)
-    final = torch.load(killed / "checkpoint-6" / "trainer_state.pt", weights_only=True)
-    assert (
-        final["step"] == 6
-        and final["data"] == torch.load(full / "checkpoint-6" / "trainer_state.pt", weights_only=True)["data"]
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
+    want, have = (
+        load_file(full / "checkpoint-6" / "model.safetensors"),
+        load_file(run / "checkpoint-6" / "model.safetensors"),
     )
+    assert want.keys() == have.keys() and all(torch.equal(want[k], have[k]) for k in want)
+    assert not list(run.glob(".checkpoint-*.tmp"))  # the next save of the same step cleared it
+
+
+def test_a_stuck_rollout_engine_stops_the_run_with_a_clear_error(tmp_path, demo_assets):
+    cfg = demo_recipe(
+        tmp_path, *demo_assets, {"rollout": {"engine": "plugins.my_engines:StuckEngine", "timeout_s": 1.0}}
+    )
+    trainer = Trainer(cfg)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RLTuneError, match=r"produced no batch in 1s \(rollout.timeout_s\)"):
+            trainer.train()
+    finally:
+        trainer.close()
+    assert time.monotonic() - started < 30
+
+
+def test_a_resumed_run_drops_metrics_after_its_checkpoint_and_half_written_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "loss": 0.3}\n{"step": 4, "lo')
+    trim_metrics(path, last_step=2)
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
 
 
 def test_bad_inputs_say_what_to_fix(tmp_path, demo_assets, arithmetic_file):
