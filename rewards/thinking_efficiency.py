@@ -45,7 +45,12 @@ class ThinkingEfficiency:
         if candidate is None:
             numbers = NUMBER.findall(segment)
             candidate = numbers[-1] if numbers else None
-        return candidate is not None and equivalent(candidate, gold)
+        if candidate is None:
+            return False
+        try:  # plain numbers on both sides: no need to ask the grader's worker processes
+            return float(candidate) == float(gold)
+        except ValueError:
+            return equivalent(candidate, gold)
 
     def reached_fraction(self, text: str, gold: str) -> float:
         """Share of the thinking (in characters) up to the end of the first segment stating the answer."""
