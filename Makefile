@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= cpu,peft,trl,dev
 
-.PHONY: install test test-fast demo lint clean
+.PHONY: install test test-fast demo bench lint clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,9 @@ test-fast: install
 
 demo: install
 	$(VENV)/bin/rltune demo recipes/demo_cpu.yaml
+
+bench: install
+	$(PY) benchmarks/vs_trl.py --steps 8
 
 lint: install
 	$(VENV)/bin/ruff check rltune rewards eval tests

@@ -1,0 +1,243 @@
+"""rltune's trainer and trl's GRPOTrainer side by side at equal settings, on this machine's CPU.
+
+Same randomly initialised model (built from a config: the demo's tiny Qwen2, or SmolLM2-135M's shape),
+same prompts (the demo's single-digit additions), 4 prompts x 8 samples per step, same max tokens,
+AdamW at lr 1e-6, one update per rollout batch, token-mean loss, clip 0.2, no KL, float32, and the same
+generation engine (transformers `generate`: rltune's `hf` engine; rltune's vLLM engine reported beside).
+Each side runs in its own subprocess so that its peak resident memory is its own.
+
+    python benchmarks/vs_trl.py [--sizes tiny,smollm2] [--steps 6]      (or `make bench`)
+
+Prints one JSON line per run and a table with the rltune/trl ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS_PER_STEP, GROUP = 4, 8
+SIZES = {
+    # name: (model config overrides, max new tokens)
+    "tiny": ({}, 64),
+    "smollm2": (
+        dict(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            head_dim=64,
+        ),
+        64,
+    ),
+}
+
+
+def parity_reward(*args, **kwargs):
+    """The same cheap reward for both trainers (1 for an even number of characters), so that the
+    comparison measures the trainers, not a grader. rltune calls it per completion, trl per batch."""
+    if args and hasattr(args[0], "text"):  # rltune: (completion, row)
+        return float(len(args[0].text) % 2 == 0)
+    return [float(len(c) % 2 == 0) for c in kwargs["completions"]]
+
+
+def build_assets(size: str, root: Path) -> tuple[Path, Path]:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from rltune.demo import arithmetic_rows, build_tokenizer
+
+    overrides, _ = SIZES[size]
+    tokenizer = build_tokenizer()
+    config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        head_dim=32,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        tie_word_embeddings=True,
+    )
+    config.update(overrides)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**config))
+    model.generation_config.eos_token_id = 1
+    model.generation_config.pad_token_id = 0
+    model_dir, data = root / f"model-{size}", root / "prompts.jsonl"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data.write_text("".join(json.dumps(r) + "\n" for r in arithmetic_rows()))
+    return model_dir, data
+
+
+def run_rltune(model_dir: Path, data: Path, max_tokens: int, steps: int, engine: str, out: Path) -> dict:
+    from rltune.config import RecipeConfig, from_dict
+    from rltune.trainer import Trainer
+
+    recipe = {
+        "model": {"path": str(model_dir)},
+        "data": {"path": str(data), "instruction": "{question}", "use_chat_template": False},
+        "rollout": {"engine": engine, "group_size": GROUP, "temperature": 1.0, "max_tokens": max_tokens},
+        "rewards": [{"name": "vs_trl:parity_reward"}],
+        "algorithm": {"clip_low": 0.2, "clip_high": 0.2, "loss_aggregation": "token_mean"},
+        "train": {
+            "steps": steps,
+            "prompts_per_step": PROMPTS_PER_STEP,
+            "micro_batch_size": PROMPTS_PER_STEP * GROUP,
+            "lr": 1e-6,
+            "output_dir": str(out),
+            "overwrite_output_dir": True,
+            "tensorboard": False,
+            "progress_bar": False,
+        },
+    }
+    trainer = Trainer(from_dict(RecipeConfig, recipe, "vs_trl"))
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steady = rows[2:]
+    return {
+        "step_s": statistics.median(r["time/step_s"] for r in steady),
+        "completion_tokens": statistics.mean(r["completion/length_mean"] for r in steady) * PROMPTS_PER_STEP * GROUP,
+    }
+
+
+def run_trl(model_dir: Path, data: Path, max_tokens: int, steps: int, out: Path) -> dict:
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    dataset = Dataset.from_list([{"prompt": r["question"], "answer": r["answer"]} for r in rows])
+    times: list[float] = []
+    lengths: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.started)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "completions/mean_length" in logs:
+                lengths.append(logs["completions/mean_length"])
+
+    cfg = GRPOConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=PROMPTS_PER_STEP * GROUP,
+        num_generations=GROUP,
+        max_completion_length=max_tokens,
+        max_steps=steps,
+        learning_rate=1e-6,
+        beta=0.0,
+        epsilon=0.2,
+        loss_type="dapo",
+        temperature=1.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    trainer = GRPOTrainer(
+        model=str(model_dir),
+        reward_funcs=parity_reward,
+        args=cfg,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[Timer()],
+    )
+    trainer.train()
+    return {
+        "step_s": statistics.median(times[2:]),
+        "completion_tokens": statistics.mean(lengths[2:]) * PROMPTS_PER_STEP * GROUP,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))  # rltune finds `vs_trl:parity_reward`
+    root = Path(args.workdir)
+    model_dir, data = root / f"model-{args.size}", root / "prompts.jsonl"
+    _, max_tokens = SIZES[args.size]
+    out = root / f"out-{args.side}-{args.size}"
+    if args.side == "trl":
+        result = run_trl(model_dir, data, max_tokens, args.steps, out)
+    else:
+        result = run_rltune(model_dir, data, max_tokens, args.steps, args.side.split("-")[1], out)
+    result.update(
+        side=args.side, size=args.size, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    )
+    result["gen_tokens_per_s"] = result["completion_tokens"] / result["step_s"]
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="tiny,smollm2")
+    parser.add_argument("--steps", type=int, default=6, help="RL steps per run; the first 2 are warm-up")
+    parser.add_argument("--sides", default="rltune-hf,trl,rltune-vllm")
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        return child(args)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes.split(","):
+            build_assets(size, Path(tmp))
+            for side in args.sides.split(","):
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--side",
+                    side,
+                    "--size",
+                    size,
+                    "--workdir",
+                    tmp,
+                    "--steps",
+                    str(args.steps),
+                ]
+                proc = subprocess.run(
+                    cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
+                )
+                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+                if line is None:
+                    raise SystemExit(f"{side} on {size} failed:\n{proc.stderr[-3000:]}")
+                results.append(json.loads(line[len("RESULT ") :]))
+                print(json.dumps(results[-1]), flush=True)
+    head = f"{'size':8} {'side':12} {'s/step':>7} {'tokens/step':>11} {'gen tok/s':>9} {'peak RSS GB':>11}"
+    print(f"\n{head} {'steps/s vs trl':>14} {'tok/s vs trl':>12}")
+    for r in results:
+        trl = next(x for x in results if x["size"] == r["size"] and x["side"] == "trl")
+        print(
+            f"{r['size']:8} {r['side']:12} {r['step_s']:7.2f} {r['completion_tokens']:11.0f} "
+            f"{r['gen_tokens_per_s']:9.0f} {r['peak_rss_gb']:11.2f} {trl['step_s'] / r['step_s']:13.2f}x "
+            f"{r['gen_tokens_per_s'] / trl['gen_tokens_per_s']:11.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
