@@ -25,3 +25,22 @@ def test_hf_engine_groups_logprobs_and_finish_reasons(tiny_model_dir):
         logits = model(seq).logits[0, len(prompts[1]) - 1 : -1] / 0.7
     expected = logits.log_softmax(-1).gather(-1, torch.tensor(batch.completion_ids[i])[:, None]).squeeze(-1)
     assert torch.allclose(expected, torch.tensor(batch.sampling_logprobs[i]), atol=1e-4)
+
+
+def test_hf_engine_samples_a_prompt_the_same_whatever_its_batch(tiny_model_dir):
+    """Per-prompt seeds: a prompt's completions depend on its seed only, not on its batch-mates or the
+    engine's batch size."""
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [tokenizer(q)["input_ids"] for q in ("1+2=", "3+4=", "5+6=")]
+    sampling = SamplingSettings(n=4, temperature=1.0, top_p=0.9, max_tokens=8, prompt_seeds=[7, 8, 9])
+    together = build_engine("hf", model=model, tokenizer=tokenizer).generate(prompts, [{}] * 3, sampling)
+    alone = build_engine("hf", model=model, tokenizer=tokenizer, batch_size=3).generate(
+        prompts[1:2], [{}], SamplingSettings(n=4, temperature=1.0, top_p=0.9, max_tokens=8, prompt_seeds=[8])
+    )
+    assert together.completion_ids[4:8] == alone.completion_ids
+    assert len({tuple(c) for c in together.completion_ids[4:8]}) > 1  # the 4 samples are not copies
+    other = SamplingSettings(n=4, temperature=1.0, top_p=0.9, max_tokens=8, prompt_seeds=[7, 80, 9])
+    redrawn = build_engine("hf", model=model, tokenizer=tokenizer).generate(prompts, [{}] * 3, other)
+    assert redrawn.completion_ids[:4] == together.completion_ids[:4]
+    assert redrawn.completion_ids[4:8] != together.completion_ids[4:8]

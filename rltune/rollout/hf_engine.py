@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from rltune.batch import RolloutBatch
 from rltune.rollout.base import ENGINES, SamplingSettings
@@ -32,29 +33,21 @@ class HFEngine:
         batch = RolloutBatch([], [], [], [], [], [], list(rows))
         flat = [(g, ids) for g, ids in enumerate(prompt_ids) for _ in range(sampling.n)]
         device = next(self.model.parameters()).device
-        if sampling.prompt_seeds is not None:
-            # Each prompt alone under its own seed, so its samples do not depend on its batch-mates.
-            chunks = [
-                (seed, flat[g * sampling.n : (g + 1) * sampling.n])
-                for g, seed in enumerate(sampling.seeds(len(prompt_ids)))
-            ]
-        else:
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-            chunks = [(None, flat[start : start + self.batch_size]) for start in range(0, len(flat), self.batch_size)]
-        for seed, chunk in chunks:
-            if seed is not None:
-                torch.manual_seed(seed)
+        seeds = sampling.seeds(len(prompt_ids))
+        # Row j of prompt g draws from its own generator, seeded from the prompt's seed: its samples do
+        # not depend on which prompts share the batch, and the batch is still generated in one call.
+        generators = [_generator(seeds[g], j, device) for g in range(len(prompt_ids)) for j in range(sampling.n)]
+        for start in range(0, len(flat), self.batch_size):
+            chunk = flat[start : start + self.batch_size]
             width = max(len(ids) for _, ids in chunk)
             input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for _, ids in chunk], device=device)
             attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in chunk], device=device)
+            sampler = RowSampler(generators[start : start + len(chunk)], sampling.temperature, sampling.top_p)
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,
-                do_sample=True,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=0,
+                do_sample=False,  # the RowSampler has already drawn the token; greedy just takes it
+                logits_processor=LogitsProcessorList([sampler]),
                 max_new_tokens=sampling.max_tokens,
                 pad_token_id=self.pad_id,
                 eos_token_id=sorted(self.eos_ids),
@@ -62,7 +55,7 @@ class HFEngine:
                 output_logits=True,
             )
             new_tokens = out.sequences[:, width:]
-            logprobs = torch.stack(out.logits, dim=1).float().div(sampling.temperature).log_softmax(-1)
+            logprobs = torch.stack(out.logits, dim=1).float().div(max(sampling.temperature, 1e-6)).log_softmax(-1)
             token_logprobs = logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
             for row, (group, ids) in enumerate(chunk):
                 tokens = new_tokens[row].tolist()
@@ -82,3 +75,29 @@ class HFEngine:
 
     def close(self) -> None:
         self.model = None
+
+
+def _generator(seed: int | None, row: int, device: torch.device) -> torch.Generator | None:
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(hash((seed, row)) % 2**63)
+
+
+class RowSampler(LogitsProcessor):
+    """Temperature and nucleus sampling with one generator per row; returns logits that leave only the
+    drawn token, so that greedy decoding emits it. Temperature 0 is greedy."""
+
+    def __init__(self, generators: list[torch.Generator | None], temperature: float, top_p: float):
+        self.generators, self.temperature, self.top_p = generators, temperature, top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.temperature <= 0:
+            return scores
+        probs = (scores.float() / self.temperature).softmax(-1)
+        if self.top_p < 1.0:
+            ordered, order = probs.sort(-1, descending=True)
+            outside = ordered.cumsum(-1) - ordered > self.top_p  # the top token always stays
+            probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
+        drawn = torch.stack([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])
+        forced = torch.full_like(scores, float("-inf"))
+        return forced.scatter(-1, drawn, 0.0)
