@@ -55,8 +55,15 @@ class HFEngine:
                 output_logits=True,
             )
             new_tokens = out.sequences[:, width:]
-            logprobs = torch.stack(out.logits, dim=1).float().div(max(sampling.temperature, 1e-6)).log_softmax(-1)
-            token_logprobs = logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+            temperature = max(sampling.temperature, 1e-6)
+            # One decoding step at a time: the [rows, steps, vocab] stack would be the largest tensor here.
+            token_logprobs = torch.stack(
+                [
+                    (step_logits.float() / temperature).log_softmax(-1).gather(-1, new_tokens[:, t, None]).squeeze(-1)
+                    for t, step_logits in enumerate(out.logits)
+                ],
+                dim=1,
+            )
             for row, (group, ids) in enumerate(chunk):
                 tokens = new_tokens[row].tolist()
                 stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
