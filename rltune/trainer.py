@@ -8,6 +8,7 @@ Every stage is a plug-in resolved from the recipe; the trainer only moves the ba
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import shutil
@@ -127,6 +128,8 @@ class Trainer:
             num_training_steps=t.steps * updates_per_step,
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.model_keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
         self.step = 0
         self.bad_updates = 0
 
@@ -477,9 +480,15 @@ class Trainer:
     def policy_forward(self, model: torch.nn.Module, mb: MicroBatch, with_entropy_grad: bool = False) -> PolicyOutput:
         """Logprobs and entropies of the completion tokens under `model`, at the sampling temperature."""
         position_ids = (mb.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=position_ids).logits
         width = mb.completion_mask.shape[1]
-        logits = logits[:, mb.prompt_width - 1 : mb.prompt_width - 1 + width].float() / self.cfg.rollout.temperature
+        # Sequences are prompt_width + width long: the last width + 1 positions predict the completion
+        # (and one pad), so the LM head skips the prompt positions when the model lets it.
+        keep = {"logits_to_keep": width + 1} if self.model_keeps_logits else {}
+        logits = model(
+            input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=position_ids, **keep
+        ).logits
+        start = 0 if keep else mb.prompt_width - 1
+        logits = logits[:, start : start + width].float() / self.cfg.rollout.temperature
         targets = mb.input_ids[:, mb.prompt_width : mb.prompt_width + width]
         log_norm = torch.logsumexp(logits, dim=-1)
         logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm

@@ -176,3 +176,18 @@ def test_oversampling_trains_on_a_subset_per_group(tmp_path, demo_assets):
     trainer.update = lambda batch: seen.append(batch) or update(batch)
     trainer.train()
     assert len(seen[0]) == 4 * 3 and all(len(idx) == 3 for idx in seen[0].groups())
+
+
+def test_lm_head_on_completion_positions_only_changes_nothing(tmp_path, tiny_model_dir, arithmetic_file):
+    """logits_to_keep (the LM head skips prompt positions) gives the same loss and gradients as
+    slicing the full logits, with prompts of different lengths left-padded together."""
+    trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file))
+    assert trainer.model_keeps_logits
+    batch, _ = trainer.collect_rollouts()
+    batch.prompt_ids[0] = batch.prompt_ids[0] + [5, 6, 7]  # a longer prompt: the others get left padding
+    batch.advantages = torch.linspace(-1, 1, len(batch))
+    fast = grads(trainer, batch, len(batch))
+    trainer.model_keeps_logits = False
+    simple = grads(trainer, batch, len(batch))
+    assert fast.abs().sum() > 0
+    assert torch.allclose(fast, simple, rtol=1e-5, atol=1e-7)
