@@ -152,8 +152,6 @@ def check_recipe(recipe: DTORecipe) -> None:
         raise ConfigError(f"stop_point.threshold must be in (0, 1], got {sp.threshold}")
     if sp.max_boundaries < 1:
         raise ConfigError(f"stop_point.max_boundaries must be >= 1, got {sp.max_boundaries}")
-    if recipe.prefer.loss not in ("simpo", "dpo"):
-        raise ConfigError(f"prefer.loss must be 'simpo' or 'dpo', got {recipe.prefer.loss!r}")
 
 
 # --------------------------------------------------------------------------------------------------
