@@ -87,7 +87,9 @@ def test_server_generation_and_disk_weight_sync_match_the_policy(server, tmp_pat
         first = engine.generate(prompts, [{}, {}], sampling)
         assert engine.generate(prompts, [{}, {}], sampling).completion_ids == first.completion_ids  # seeded
         check_engine_follows_the_policy(engine, model, tokenizer, sampling)
-        slow = build_engine("vllm_server", server=VLLMServerConfig(url=url, timeout_s=1e-4))
+        slow_cfg = VLLMServerConfig(url=url)
+        slow = build_engine("vllm_server", server=slow_cfg)
+        slow_cfg.timeout_s = 1e-4  # after start-up: no completion comes back that fast
         with pytest.raises(RLTuneError, match="no answer in"):
             slow.generate(prompts, [{}, {}], sampling)
     finally:

@@ -62,7 +62,7 @@ class VLLMServerEngine:
             response = self.session.request(method, f"{self.url}{path}", timeout=self.cfg.timeout_s, **kwargs)
         except requests.Timeout as exc:
             raise RLTuneError(
-                f"vLLM server {self.url}{path} gave no answer in {self.cfg.timeout_s:.0f}s (rollout.server.timeout_s)"
+                f"vLLM server {self.url}{path} gave no answer in {self.cfg.timeout_s:g}s (rollout.server.timeout_s)"
             ) from exc
         except requests.ConnectionError as exc:
             raise RLTuneError(f"vLLM server {self.url} is unreachable ({path}): {exc}") from exc
