@@ -53,30 +53,11 @@ def parity_reward(*args, **kwargs):
 
 
 def build_assets(size: str, root: Path) -> tuple[Path, Path]:
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from rltune.demo import arithmetic_rows, build_tokenizer
+    from rltune.demo import arithmetic_rows, build_tiny_model, build_tokenizer
 
     overrides, _ = SIZES[size]
     tokenizer = build_tokenizer()
-    config = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        head_dim=32,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-        tie_word_embeddings=True,
-    )
-    config.update(overrides)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(**config))
+    model = build_tiny_model(len(tokenizer), max_positions=512, **overrides)
     model.generation_config.eos_token_id = 1
     model.generation_config.pad_token_id = 0
     model_dir, data = root / f"model-{size}", root / "prompts.jsonl"
@@ -231,11 +212,15 @@ def main() -> None:
     head = f"{'size':8} {'side':12} {'s/step':>7} {'tokens/step':>11} {'gen tok/s':>9} {'peak RSS GB':>11}"
     print(f"\n{head} {'steps/s vs trl':>14} {'tok/s vs trl':>12}")
     for r in results:
-        trl = next(x for x in results if x["size"] == r["size"] and x["side"] == "trl")
+        trl = next((x for x in results if x["size"] == r["size"] and x["side"] == "trl"), None)
+        ratios = (
+            f"{trl['step_s'] / r['step_s']:13.2f}x {r['gen_tokens_per_s'] / trl['gen_tokens_per_s']:11.2f}x"
+            if trl
+            else f"{'-':>14} {'-':>12}"  # --sides without trl: nothing to compare with
+        )
         print(
             f"{r['size']:8} {r['side']:12} {r['step_s']:7.2f} {r['completion_tokens']:11.0f} "
-            f"{r['gen_tokens_per_s']:9.0f} {r['peak_rss_gb']:11.2f} {trl['step_s'] / r['step_s']:13.2f}x "
-            f"{r['gen_tokens_per_s'] / trl['gen_tokens_per_s']:11.2f}x"
+            f"{r['gen_tokens_per_s']:9.0f} {r['peak_rss_gb']:11.2f} {ratios}"
         )
 
 

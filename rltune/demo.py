@@ -46,12 +46,15 @@ def build_tokenizer(chars: list[str] = CHARS, with_bos: bool = True):
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", **bos)
 
 
-def build_tiny_model(vocab_size: int, seed: int = 0, hidden: int = 128, layers: int = 2, max_positions: int = 128):
+def build_tiny_model(
+    vocab_size: int, seed: int = 0, hidden: int = 128, layers: int = 2, max_positions: int = 128, **overrides: Any
+):
+    """A randomly initialised Qwen2; `overrides` replace any config field (other model shapes)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     # head_dim 32: vLLM's CPU attention kernels reject head_dim 16.
-    config = Qwen2Config(
+    config = dict(
         vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=2 * hidden,
@@ -65,7 +68,7 @@ def build_tiny_model(vocab_size: int, seed: int = 0, hidden: int = 128, layers: 
         bos_token_id=2,
         tie_word_embeddings=True,
     )
-    return Qwen2ForCausalLM(config)
+    return Qwen2ForCausalLM(Qwen2Config(**{**config, **overrides}))
 
 
 def arithmetic_rows() -> list[dict[str, Any]]:

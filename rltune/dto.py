@@ -400,7 +400,7 @@ def build_pairs(recipe: DTORecipe) -> dict[str, Any]:
             continue
         chosen = item.completion(item.kept, sp.force_suffix, item.answer)
         truncated = item.completion(list(range(item.stop)), sp.force_suffix, item.stop_answer)
-        prompt_tokens = count(item.prompt)
+        prompt_tokens = len(data.prompt_ids[item.group])
         stats.append(
             (prompt_tokens, tokens[i], count(truncated), count(chosen), len(item.trace.segments), len(item.kept))
         )

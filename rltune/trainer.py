@@ -12,7 +12,6 @@ import inspect
 import logging
 import math
 import shutil
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -45,7 +44,7 @@ from rltune.metrics import MetricsLogger
 from rltune.models import load_policy, load_reference, load_tokenizer
 from rltune.objectives import OBJECTIVES
 from rltune.reward_pipeline import RewardPipeline
-from rltune.rollout import SamplingSettings, engine_from_recipe
+from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
 
 log = logging.getLogger(__name__)
 
@@ -551,27 +550,6 @@ class Trainer:
 
     def close(self) -> None:
         self.engine.close()
-
-
-def run_with_timeout(work: Callable[[], Any], timeout_s: float, message: str) -> Any:
-    """`work()` in a daemon thread; RLTuneError(message) if it has not returned after `timeout_s`. A daemon
-    thread, because a stuck call cannot be cancelled and must not keep the process alive on exit."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = work()
-        except BaseException as exc:  # handed to the caller's thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True, name="rollout")
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise RLTuneError(message)
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 def _chunks(items: list[int], parts: int) -> list[list[int]]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
 from rltune.batch import RolloutBatch
 from rltune.config import ModelConfig, RolloutConfig
+from rltune.errors import RLTuneError
 from rltune.registry import Registry
 
 
@@ -93,3 +95,24 @@ def engine_from_recipe(
         model=policy,
         tokenizer=tokenizer,
     )
+
+
+def run_with_timeout(work: Callable[[], Any], timeout_s: float, message: str) -> Any:
+    """`work()` in a daemon thread; RLTuneError(message) if it has not returned after `timeout_s`. A daemon
+    thread, because a stuck call cannot be cancelled and must not keep the process alive on exit."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="rollout")
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise RLTuneError(message)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

@@ -26,7 +26,7 @@ import torch
 from rltune.batch import RolloutBatch
 from rltune.config import VLLMServerConfig
 from rltune.errors import RLTuneError
-from rltune.rollout.base import ENGINES, SamplingSettings
+from rltune.rollout.base import ENGINES, SamplingSettings, run_with_timeout
 from rltune.rollout.vllm_engine import _export_state_dict, gathered_parameters
 
 log = logging.getLogger(__name__)
@@ -186,16 +186,12 @@ class VLLMServerEngine:
         self._bounded(self.transfer.send_weights, "sending weights over NCCL")
 
     def _bounded(self, work, what: str):
-        """Run `work` with the sync timeout: a stalled collective becomes an error instead of a hang."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        try:
-            return pool.submit(work).result(timeout=self.cfg.timeout_s)
-        except concurrent.futures.TimeoutError as exc:
-            raise RLTuneError(
-                f"{what} to {self.url} stalled for {self.cfg.timeout_s:.0f}s (rollout.server.timeout_s)"
-            ) from exc
-        finally:
-            pool.shutdown(wait=False)
+        """`work` under the sync timeout: a stalled collective becomes an error instead of a hang."""
+        return run_with_timeout(
+            work,
+            self.cfg.timeout_s,
+            f"{what} to {self.url} stalled for {self.cfg.timeout_s:g}s (rollout.server.timeout_s)",
+        )
 
     def close(self) -> None:
         if self.transfer is not None:
