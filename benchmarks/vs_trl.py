@@ -1,12 +1,14 @@
-"""rltune's trainer and trl's GRPOTrainer side by side at equal settings, on this machine's CPU.
+"""rltune's trainer and trl's GRPOTrainer side by side at equal settings.
 
-Same randomly initialised model (built from a config: the demo's tiny Qwen2, or SmolLM2-135M's shape),
-same prompts (the demo's single-digit additions), 4 prompts x 8 samples per step, same max tokens,
-AdamW at lr 1e-6, one update per rollout batch, token-mean loss, clip 0.2, no KL, float32, and the same
-generation engine (transformers `generate`: rltune's `hf` engine; rltune's vLLM engine reported beside).
-Each side runs in its own subprocess so that its peak resident memory is its own.
+Same randomly initialised model (built from a config: the demo's tiny Qwen2, SmolLM2-135M's shape, or
+Qwen2.5-0.5B's shape for the GPU), same prompts (the demo's single-digit additions), 4 prompts x 8
+samples per step, same max tokens, AdamW at lr 1e-6, one update per rollout batch, token-mean loss,
+clip 0.2, no KL, float32 on the CPU and bfloat16 weights on the GPU, and the same generation engine
+(transformers `generate`: rltune's `hf` engine; rltune's vLLM engine reported beside). Each side runs in
+its own subprocess so that its peak memory (resident on the CPU, allocated on the GPU) is its own.
 
     python benchmarks/vs_trl.py [--sizes tiny,smollm2] [--steps 6]      (or `make bench`)
+    python benchmarks/vs_trl.py --device cuda --sizes qwen0.5b --sides rltune-hf,trl --steps 8
 
 Prints one JSON line per run and a table with the rltune/trl ratios.
 """
@@ -41,6 +43,18 @@ SIZES = {
         ),
         64,
     ),
+    "qwen0.5b": (  # Qwen2.5-0.5B's shape (494M parameters with tied embeddings): the GPU size
+        dict(
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            head_dim=64,
+        ),
+        256,
+    ),
 }
 
 
@@ -52,12 +66,18 @@ def parity_reward(*args, **kwargs):
     return [float(len(c) % 2 == 0) for c in kwargs["completions"]]
 
 
-def build_assets(size: str, root: Path) -> tuple[Path, Path]:
+def build_assets(size: str, root: Path, device: str = "cpu") -> tuple[Path, Path]:
+    """The model (saved in bfloat16 for the GPU), the demo tokenizer and the prompts, under `root`.
+    The model's vocabulary may be larger than the tokenizer's: ids past it decode to nothing."""
+    import torch
+
     from rltune.demo import arithmetic_rows, build_tiny_model, build_tokenizer
 
     overrides, _ = SIZES[size]
     tokenizer = build_tokenizer()
-    model = build_tiny_model(len(tokenizer), max_positions=512, **overrides)
+    model = build_tiny_model(**{"vocab_size": len(tokenizer), "max_positions": 2048, **overrides})
+    if device == "cuda":
+        model = model.to(torch.bfloat16)
     model.generation_config.eos_token_id = 1
     model.generation_config.pad_token_id = 0
     model_dir, data = root / f"model-{size}", root / "prompts.jsonl"
@@ -67,12 +87,12 @@ def build_assets(size: str, root: Path) -> tuple[Path, Path]:
     return model_dir, data
 
 
-def run_rltune(model_dir: Path, data: Path, max_tokens: int, steps: int, engine: str, out: Path) -> dict:
+def run_rltune(model_dir: Path, data: Path, max_tokens: int, steps: int, engine: str, out: Path, device: str) -> dict:
     from rltune.config import RecipeConfig, from_dict
     from rltune.trainer import Trainer
 
     recipe = {
-        "model": {"path": str(model_dir)},
+        "model": {"path": str(model_dir), "dtype": "bfloat16" if device == "cuda" else "float32"},
         "data": {"path": str(data), "instruction": "{question}", "use_chat_template": False},
         "rollout": {"engine": engine, "group_size": GROUP, "temperature": 1.0, "max_tokens": max_tokens},
         "rewards": [{"name": "vs_trl:parity_reward"}],
@@ -97,12 +117,14 @@ def run_rltune(model_dir: Path, data: Path, max_tokens: int, steps: int, engine:
     steady = rows[2:]
     return {
         "step_s": statistics.median(r["time/step_s"] for r in steady),
+        "rollout_s": statistics.median(r["time/rollout_s"] for r in steady),
         "completion_tokens": statistics.mean(r["completion/length_mean"] for r in steady) * PROMPTS_PER_STEP * GROUP,
     }
 
 
-def run_trl(model_dir: Path, data: Path, max_tokens: int, steps: int, out: Path) -> dict:
+def run_trl(model_dir: Path, data: Path, max_tokens: int, steps: int, out: Path, device: str) -> dict:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -117,6 +139,8 @@ def run_trl(model_dir: Path, data: Path, max_tokens: int, steps: int, out: Path)
             self.started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
+            if device == "cuda":
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - self.started)
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -137,7 +161,9 @@ def run_trl(model_dir: Path, data: Path, max_tokens: int, steps: int, out: Path)
         logging_steps=1,
         save_strategy="no",
         report_to=[],
-        use_cpu=True,
+        use_cpu=device == "cpu",
+        bf16=device == "cuda",
+        model_init_kwargs={"dtype": torch.bfloat16 if device == "cuda" else torch.float32},
         seed=0,
     )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -157,17 +183,27 @@ def run_trl(model_dir: Path, data: Path, max_tokens: int, steps: int, out: Path)
 
 
 def child(args: argparse.Namespace) -> None:
+    import torch
+
     sys.path.insert(0, str(Path(__file__).parent))  # rltune finds `vs_trl:parity_reward`
     root = Path(args.workdir)
     model_dir, data = root / f"model-{args.size}", root / "prompts.jsonl"
     _, max_tokens = SIZES[args.size]
     out = root / f"out-{args.side}-{args.size}"
     if args.side == "trl":
-        result = run_trl(model_dir, data, max_tokens, args.steps, out)
+        result = run_trl(model_dir, data, max_tokens, args.steps, out, args.device)
     else:
-        result = run_rltune(model_dir, data, max_tokens, args.steps, args.side.split("-")[1], out)
+        result = run_rltune(model_dir, data, max_tokens, args.steps, args.side.split("-")[1], out, args.device)
     result.update(
-        side=args.side, size=args.size, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        side=args.side,
+        size=args.size,
+        device=torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+        # peak GPU memory on the GPU, peak resident memory on the CPU
+        peak_gb=(
+            torch.cuda.max_memory_allocated() / 1e9
+            if args.device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        ),
     )
     result["gen_tokens_per_s"] = result["completion_tokens"] / result["step_s"]
     print("RESULT " + json.dumps(result), flush=True)
@@ -178,6 +214,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="tiny,smollm2")
     parser.add_argument("--steps", type=int, default=6, help="RL steps per run; the first 2 are warm-up")
     parser.add_argument("--sides", default="rltune-hf,trl,rltune-vllm")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: bfloat16 weights")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    parser.add_argument("--out", help="also write the results here (JSON lines)")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -187,7 +226,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
-            build_assets(size, Path(tmp))
+            build_assets(size, Path(tmp), args.device)
             for side in args.sides.split(","):
                 cmd = [
                     sys.executable,
@@ -200,16 +239,25 @@ def main() -> None:
                     tmp,
                     "--steps",
                     str(args.steps),
+                    "--device",
+                    args.device,
                 ]
-                proc = subprocess.run(
-                    cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
-                )
+                env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
+                try:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"{side} on {size}: timed out after {args.timeout:.0f}s", flush=True)
+                    continue
                 line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
                 if line is None:
-                    raise SystemExit(f"{side} on {size} failed:\n{proc.stderr[-3000:]}")
+                    print(f"{side} on {size} failed:\n{proc.stderr[-3000:]}", flush=True)
+                    continue
                 results.append(json.loads(line[len("RESULT ") :]))
                 print(json.dumps(results[-1]), flush=True)
-    head = f"{'size':8} {'side':12} {'s/step':>7} {'tokens/step':>11} {'gen tok/s':>9} {'peak RSS GB':>11}"
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(results[-1]) + "\n")
+    head = f"{'size':8} {'side':12} {'s/step':>7} {'tokens/step':>11} {'gen tok/s':>9} {'peak GB':>8}"
     print(f"\n{head} {'steps/s vs trl':>14} {'tok/s vs trl':>12}")
     for r in results:
         trl = next((x for x in results if x["size"] == r["size"] and x["side"] == "trl"), None)
@@ -220,7 +268,7 @@ def main() -> None:
         )
         print(
             f"{r['size']:8} {r['side']:12} {r['step_s']:7.2f} {r['completion_tokens']:11.0f} "
-            f"{r['gen_tokens_per_s']:9.0f} {r['peak_rss_gb']:11.2f} {ratios}"
+            f"{r['gen_tokens_per_s']:9.0f} {r['peak_gb']:8.2f} {ratios}"
         )
 
 

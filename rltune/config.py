@@ -223,6 +223,15 @@ class TrainConfig:
     max_bad_updates: int = 3
     """Updates with a non-finite gradient norm are skipped; this many in a row stop the run."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    fused_lm_head: bool = True
+    """Score completion tokens from the last hidden states a chunk of positions at a time (rltune.lm_head),
+    never holding [tokens, vocab] logits; false runs the plain LM head (the reference path). Models with
+    scaled or soft-capped logits, a non-linear head, or weights sharded by FSDP/ZeRO always take the plain
+    path."""
+    compile: bool = False
+    """torch.compile each decoder layer for the update (fuses the norms, rotary embeddings and activations
+    that otherwise run as separate kernels; the layers share one compiled graph). Worth it on GPU; the first
+    steps pay the compilation. The hf rollout engine still decodes eagerly."""
     seed: int = 0
     output_dir: str = "runs/rltune"
     log_every: int = 1

@@ -38,10 +38,11 @@ from rltune.checkpoint import (
 from rltune.config import LossTermSpec, RecipeConfig
 from rltune.data import PromptSource
 from rltune.errors import ConfigError, RLTuneError
+from rltune.lm_head import token_scores
 from rltune.loss_terms import LOSS_TERMS
 from rltune.losses import Normalizer, aggregate, masked_mean, token_entropy
 from rltune.metrics import MetricsLogger
-from rltune.models import load_policy, load_reference, load_tokenizer
+from rltune.models import compile_decoder_layers, load_policy, load_reference, load_tokenizer
 from rltune.objectives import OBJECTIVES
 from rltune.reward_pipeline import RewardPipeline
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
@@ -109,6 +110,8 @@ class Trainer:
             )
 
         model = load_policy(cfg.model, str(checkpoint) if checkpoint else None)
+        if t.compile:
+            compile_decoder_layers(model)
         # LoRA: the frozen base (adapters disabled) is the reference; no second copy of the weights.
         self.ref_model = None
         if self.needs_reference and not cfg.model.lora:
@@ -480,18 +483,64 @@ class Trainer:
         """Logprobs and entropies of the completion tokens under `model`, at the sampling temperature."""
         position_ids = (mb.attention_mask.cumsum(-1) - 1).clamp(min=0)
         width = mb.completion_mask.shape[1]
+        temperature = self.cfg.rollout.temperature
+        targets = mb.input_ids[:, mb.prompt_width : mb.prompt_width + width]
+        inputs = dict(input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=position_ids)
+        fused = self._fused_head(model)
+        if fused is not None:
+            decoder, head = fused
+            captured: list[torch.Tensor] = []
+            hook = decoder.register_forward_hook(lambda _m, _a, out: captured.append(out[0]))
+            try:
+                model(**inputs, logits_to_keep=1)  # the LM head on one position only; the hook has the rest
+            finally:
+                hook.remove()
+            # Position prompt_width - 1 + t predicts completion token t; pads are not scored at all.
+            hidden = captured[0][:, mb.prompt_width - 1 : mb.prompt_width - 1 + width]
+            scored = mb.completion_mask.bool()
+            logprobs, entropy = token_scores(hidden[scored], head, targets[scored], temperature)
+            if not with_entropy_grad:
+                entropy = entropy.detach()
+            zeros = mb.completion_mask.new_zeros(mb.completion_mask.shape)
+            return PolicyOutput(
+                logprobs=zeros.masked_scatter(scored, logprobs), entropy=zeros.masked_scatter(scored, entropy)
+            )
         # Sequences are prompt_width + width long: the last width + 1 positions predict the completion
         # (and one pad), so the LM head skips the prompt positions when the model lets it.
         keep = {"logits_to_keep": width + 1} if self.model_keeps_logits else {}
-        logits = model(
-            input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=position_ids, **keep
-        ).logits
+        logits = model(**inputs, **keep).logits
         start = 0 if keep else mb.prompt_width - 1
-        logits = logits[:, start : start + width].float() / self.cfg.rollout.temperature
-        targets = mb.input_ids[:, mb.prompt_width : mb.prompt_width + width]
+        logits = logits[:, start : start + width].float() / temperature
         log_norm = torch.logsumexp(logits, dim=-1)
         logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
         return PolicyOutput(logprobs=logprobs, entropy=token_entropy(logits, with_grad=with_entropy_grad))
+
+    def _fused_head(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+        """(decoder, linear LM head) when `model` can be scored by rltune.lm_head, else None."""
+        if not (self.cfg.train.fused_lm_head and self.model_keeps_logits):
+            return None
+        if model is self.model and self.accelerator.distributed_type in (
+            DistributedType.FSDP,
+            DistributedType.DEEPSPEED,
+        ):
+            return None  # sharded weights: only the model's own forward gathers them
+        base = self.accelerator.unwrap_model(model)
+        base = base.get_base_model() if hasattr(base, "get_base_model") else base
+        head = base.get_output_embeddings()
+        config = base.config.get_text_config()
+        rescaled = any(
+            getattr(config, name, None) not in (None, 1.0)
+            for name in (
+                "final_logit_softcapping",
+                "logit_scale",
+                "logits_scaling",
+                "lm_head_multiplier",
+                "output_multiplier",
+            )
+        )
+        if type(head) is not torch.nn.Linear or rescaled or not hasattr(base, "get_decoder"):
+            return None
+        return base.get_decoder(), head
 
     @torch.no_grad()
     def reference_logprobs(self, batch: RolloutBatch) -> list[torch.Tensor]:

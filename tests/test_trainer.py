@@ -178,16 +178,36 @@ def test_oversampling_trains_on_a_subset_per_group(tmp_path, demo_assets):
     assert len(seen[0]) == 4 * 3 and all(len(idx) == 3 for idx in seen[0].groups())
 
 
-def test_lm_head_on_completion_positions_only_changes_nothing(tmp_path, tiny_model_dir, arithmetic_file):
-    """logits_to_keep (the LM head skips prompt positions) gives the same loss and gradients as
-    slicing the full logits, with prompts of different lengths left-padded together."""
-    trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file))
-    assert trainer.model_keeps_logits
+@pytest.mark.parametrize("entropy_bonus", [False, True])
+def test_lm_head_shortcuts_change_nothing(tmp_path, tiny_model_dir, arithmetic_file, entropy_bonus):
+    """The fused LM head (chunks of scored positions, logits recomputed in the backward pass) and
+    logits_to_keep (the LM head skips prompt positions) give the same loss, logprobs, entropies and
+    gradients as slicing the full logits, with prompts of different lengths left-padded together and
+    completions of different lengths right-padded; with an entropy bonus the entropy's gradient too."""
+    terms = {"loss_terms": [{"name": "entropy", "coef": 0.5}]} if entropy_bonus else {}
+    trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file, algorithm=terms))
+    assert trainer.model_keeps_logits and trainer._fused_head(trainer.model) is not None
+    assert trainer.needs_entropy_grad == entropy_bonus
     batch, _ = trainer.collect_rollouts()
     batch.prompt_ids[0] = batch.prompt_ids[0] + [5, 6, 7]  # a longer prompt: the others get left padding
+    batch.completion_ids[1] = batch.completion_ids[1][:2]  # a short completion: right padding
+    batch.sampling_logprobs[1] = batch.sampling_logprobs[1][:2]
     batch.advantages = torch.linspace(-1, 1, len(batch))
-    fast = grads(trainer, batch, len(batch))
+    mb = trainer.collate(batch, list(range(len(batch))))
+
+    def run():
+        out = trainer.policy_forward(trainer.model, mb, with_entropy_grad=entropy_bonus)
+        return grads(trainer, batch, len(batch)), out.logprobs.detach(), out.entropy.detach()
+
+    fused = run()
+    trainer.cfg.train.fused_lm_head = False
+    assert trainer._fused_head(trainer.model) is None
+    kept = run()
     trainer.model_keeps_logits = False
-    simple = grads(trainer, batch, len(batch))
-    assert fast.abs().sum() > 0
-    assert torch.allclose(fast, simple, rtol=1e-5, atol=1e-7)
+    full = run()
+    mask = mb.completion_mask.bool()
+    assert fused[0].abs().sum() > 0 and mask.sum() < mask.numel()
+    for other in (kept, full):
+        assert torch.allclose(fused[0], other[0], rtol=1e-5, atol=1e-7)
+        assert torch.allclose(fused[1][mask], other[1][mask], atol=1e-5)
+        assert torch.allclose(fused[2][mask], other[2][mask], atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -37,45 +38,42 @@ class HFEngine:
         # Row j of prompt g draws from its own generator, seeded from the prompt's seed: its samples do
         # not depend on which prompts share the batch, and the batch is still generated in one call.
         generators = [_generator(seeds[g], j, device) for g in range(len(prompt_ids)) for j in range(sampling.n)]
-        for start in range(0, len(flat), self.batch_size):
-            chunk = flat[start : start + self.batch_size]
-            width = max(len(ids) for _, ids in chunk)
-            input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for _, ids in chunk], device=device)
-            attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in chunk], device=device)
-            sampler = RowSampler(generators[start : start + len(chunk)], sampling.temperature, sampling.top_p)
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                do_sample=False,  # the RowSampler has already drawn the token; greedy just takes it
-                logits_processor=LogitsProcessorList([sampler]),
-                max_new_tokens=sampling.max_tokens,
-                pad_token_id=self.pad_id,
-                eos_token_id=sorted(self.eos_ids),
-                return_dict_in_generate=True,
-                output_logits=True,
-            )
-            new_tokens = out.sequences[:, width:]
-            temperature = max(sampling.temperature, 1e-6)
-            # One decoding step at a time: the [rows, steps, vocab] stack would be the largest tensor here.
-            token_logprobs = torch.stack(
-                [
-                    (step_logits.float() / temperature).log_softmax(-1).gather(-1, new_tokens[:, t, None]).squeeze(-1)
-                    for t, step_logits in enumerate(out.logits)
-                ],
-                dim=1,
-            )
-            for row, (group, ids) in enumerate(chunk):
-                tokens = new_tokens[row].tolist()
-                stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
-                length = len(tokens) if stop is None else stop + 1
-                batch.prompt_ids.append(list(ids))
-                batch.completion_ids.append(tokens[:length])
-                batch.completion_texts.append(self.tokenizer.decode(tokens[:length], skip_special_tokens=True))
-                batch.sampling_logprobs.append(token_logprobs[row, :length].tolist())
-                batch.finish_reasons.append("length" if stop is None else "stop")
-                batch.group_ids.append(group)
+        # Layers compiled for the update (train.compile) would recompile for every cache length: decode eagerly.
+        eager = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
+        with eager:
+            for start in range(0, len(flat), self.batch_size):
+                chunk = flat[start : start + self.batch_size]
+                self._generate_chunk(chunk, generators[start : start + len(chunk)], sampling, device, batch)
         self.model.train(was_training)
         return batch
+
+    def _generate_chunk(self, chunk, generators, sampling: SamplingSettings, device, batch: RolloutBatch) -> None:
+        """Sample one completion for each (group, prompt ids) of `chunk` and append it to `batch`."""
+        width = max(len(ids) for _, ids in chunk)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for _, ids in chunk], device=device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in chunk], device=device)
+        sampler = RowSampler(generators, sampling.temperature, sampling.top_p)
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            do_sample=False,  # the RowSampler has already drawn the token; greedy just takes it
+            logits_processor=LogitsProcessorList([sampler]),
+            max_new_tokens=sampling.max_tokens,
+            pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids),
+            return_dict_in_generate=True,
+        )
+        new_tokens = out.sequences[:, width:].tolist()
+        token_logprobs = torch.stack(sampler.logprobs, dim=1).tolist()
+        for (group, ids), tokens, logprobs in zip(chunk, new_tokens, token_logprobs):
+            stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
+            length = len(tokens) if stop is None else stop + 1
+            batch.prompt_ids.append(list(ids))
+            batch.completion_ids.append(tokens[:length])
+            batch.completion_texts.append(self.tokenizer.decode(tokens[:length], skip_special_tokens=True))
+            batch.sampling_logprobs.append(logprobs[:length])
+            batch.finish_reasons.append("length" if stop is None else "stop")
+            batch.group_ids.append(group)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -92,19 +90,24 @@ def _generator(seed: int | None, row: int, device: torch.device) -> torch.Genera
 
 class RowSampler(LogitsProcessor):
     """Temperature and nucleus sampling with one generator per row; returns logits that leave only the
-    drawn token, so that greedy decoding emits it. Temperature 0 is greedy."""
+    drawn token, so that greedy decoding emits it. Temperature 0 is greedy. Keeps each drawn token's
+    log-probability at the temperature (before top-p) in `logprobs`, one [rows] tensor per step."""
 
     def __init__(self, generators: list[torch.Generator | None], temperature: float, top_p: float):
         self.generators, self.temperature, self.top_p = generators, temperature, top_p
+        self.logprobs: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.temperature <= 0:
+            self.logprobs.append(scores.new_zeros(scores.shape[0], dtype=torch.float32))  # one-hot: log 1
             return scores
-        probs = (scores.float() / self.temperature).softmax(-1)
+        log_probs = (scores.float() / self.temperature).log_softmax(-1)
+        probs = log_probs.exp()
         if self.top_p < 1.0:
             ordered, order = probs.sort(-1, descending=True)
             outside = ordered.cumsum(-1) - ordered > self.top_p  # the top token always stays
             probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
         drawn = torch.stack([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])
+        self.logprobs.append(log_probs.gather(-1, drawn).squeeze(-1))
         forced = torch.full_like(scores, float("-inf"))
         return forced.scatter(-1, drawn, 0.0)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The GPU part of the performance benchmarks (issue 9), as one command for a GPU machine without network:
+# the update phase's MFU (benchmarks/update_mfu.py) and rltune vs trl's GRPOTrainer on Qwen2.5-0.5B's shape
+# (benchmarks/vs_trl.py), both in bfloat16. Python packages the machine lacks come as wheels in .whl/:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#       -d .whl trl==1.16.0 datasets==5.2.0 dill multiprocess && pip wheel --no-deps -w .whl .
+# Results (JSON lines and logs) go to $OUT (default runs/gpu).
+set -u
+OUT=${OUT:-runs/gpu}
+mkdir -p "$OUT"
+# datasets 5.2 needs pyarrow >= 24: use a carried pyarrow wheel only where the machine's is older.
+wheels=$(ls .whl/*.whl | grep -v pyarrow)
+python3 -c "import pyarrow, sys; sys.exit(int(pyarrow.__version__.split('.')[0]) < 24)" 2>/dev/null || wheels="$wheels $(ls .whl/pyarrow-*.whl)"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $wheels || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "import torch, transformers, trl, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'accelerate', accelerate.__version__)"
+} 2>&1 | tee "$OUT/machine.txt"
+timeout "${MFU_TIMEOUT:-220}" python3 benchmarks/update_mfu.py --device cuda --timeout 150 \
+    --variants "${MFU_VARIANTS:-plain,rltune,rltune-unfused,rltune-compile}" --out "$OUT/update_mfu.jsonl" 2>&1 | tee "$OUT/update_mfu.log"
+timeout "${TRL_TIMEOUT:-330}" python3 benchmarks/vs_trl.py --device cuda --sizes qwen0.5b --sides "${SIDES:-trl,rltune-hf}" \
+    --steps 6 --timeout 200 --out "$OUT/vs_trl.jsonl" 2>&1 | tee "$OUT/vs_trl.log"

@@ -1,0 +1,59 @@
+"""The chunked LM head's own gradients against autograd's (float64), and its values against the plain path."""
+
+import torch
+
+from rltune.lm_head import TokenScores, chunk_size
+
+
+def plain_scores(hidden, weight, bias, targets, temperature):
+    z = torch.nn.functional.linear(hidden, weight, bias) / temperature
+    log_p = z.log_softmax(-1)
+    return log_p.gather(-1, targets[:, None]).squeeze(-1), -(log_p.exp() * log_p).sum(-1)
+
+
+def inputs(rows=7, dim=5, vocab=11, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(rows, dim, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(vocab, dim, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(vocab, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, vocab, (rows,), generator=g)
+    return hidden, weight, bias, targets
+
+
+def test_gradients_match_finite_differences_in_both_outputs():
+    hidden, weight, bias, targets = inputs()
+    # chunk 3 over 7 rows: a partial last chunk; both outputs feed the checked function
+    assert torch.autograd.gradcheck(
+        lambda h, w, b: TokenScores.apply(h, w, b, targets, 0.7, 3), (hidden, weight, bias), eps=1e-6, atol=1e-5
+    )
+
+
+def test_values_and_gradients_equal_the_plain_log_softmax():
+    hidden, weight, bias, targets = inputs(rows=9, seed=1)
+    a, b = torch.randn(9, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
+    results = []
+    for scores in (
+        lambda: TokenScores.apply(hidden, weight, bias, targets, 1.3, 4),
+        lambda: plain_scores(hidden, weight, bias, targets, 1.3),
+    ):
+        logprobs, entropy = scores()
+        (a * logprobs + b * entropy).sum().backward()
+        results.append([logprobs.detach(), entropy.detach()] + [t.grad.clone() for t in (hidden, weight, bias)])
+        for t in (hidden, weight, bias):
+            t.grad = None
+    for fused, plain in zip(*results):
+        assert torch.allclose(fused, plain, atol=1e-10)
+
+
+def test_entropy_alone_or_logprobs_alone_backpropagate():
+    hidden, weight, bias, targets = inputs(seed=2)
+    logprobs, entropy = TokenScores.apply(hidden, weight, None, targets, 1.0, 2)
+    entropy.sum().backward()  # the logprob output takes no part: its gradient arrives as None
+    assert hidden.grad.abs().sum() > 0 and bias.grad is None
+    ref_lp, ref_ent = plain_scores(hidden, weight, None, targets, 1.0)
+    assert torch.allclose(logprobs, ref_lp) and torch.allclose(entropy, ref_ent)
+
+
+def test_chunks_hold_a_bounded_number_of_logits():
+    assert chunk_size(151_936) * 151_936 <= 2**27 < (chunk_size(151_936) + 1) * 151_936
+    assert chunk_size(10) > 1_000_000
