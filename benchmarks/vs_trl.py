@@ -3,7 +3,8 @@
 Same randomly initialised model (built from a config: the demo's tiny Qwen2, SmolLM2-135M's shape, or
 Qwen2.5-0.5B's shape for the GPU), same prompts (the demo's single-digit additions), 4 prompts x 8
 samples per step, same max tokens, AdamW at lr 1e-6, one update per rollout batch, token-mean loss,
-clip 0.2, no KL, float32 on the CPU and bfloat16 weights on the GPU, and the same generation engine
+clip 0.2, no KL, gradient checkpointing on both sides (trl's default; --no-gradient-checkpointing turns it
+off on both), float32 on the CPU and bfloat16 weights on the GPU, and the same generation engine
 (transformers `generate`: rltune's `hf` engine; rltune's vLLM engine reported beside). Each side runs in
 its own subprocess so that its peak memory (resident on the CPU, allocated on the GPU) is its own.
 
@@ -87,12 +88,18 @@ def build_assets(size: str, root: Path, device: str = "cpu") -> tuple[Path, Path
     return model_dir, data
 
 
-def run_rltune(model_dir: Path, data: Path, max_tokens: int, steps: int, engine: str, out: Path, device: str) -> dict:
+def run_rltune(
+    model_dir: Path, data: Path, max_tokens: int, steps: int, engine: str, out: Path, device: str, checkpointing: bool
+) -> dict:
     from rltune.config import RecipeConfig, from_dict
     from rltune.trainer import Trainer
 
     recipe = {
-        "model": {"path": str(model_dir), "dtype": "bfloat16" if device == "cuda" else "float32"},
+        "model": {
+            "path": str(model_dir),
+            "dtype": "bfloat16" if device == "cuda" else "float32",
+            "gradient_checkpointing": checkpointing,
+        },
         "data": {"path": str(data), "instruction": "{question}", "use_chat_template": False},
         "rollout": {"engine": engine, "group_size": GROUP, "temperature": 1.0, "max_tokens": max_tokens},
         "rewards": [{"name": "vs_trl:parity_reward"}],
@@ -122,7 +129,9 @@ def run_rltune(model_dir: Path, data: Path, max_tokens: int, steps: int, engine:
     }
 
 
-def run_trl(model_dir: Path, data: Path, max_tokens: int, steps: int, out: Path, device: str) -> dict:
+def run_trl(
+    model_dir: Path, data: Path, max_tokens: int, steps: int, out: Path, device: str, checkpointing: bool
+) -> dict:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     import torch
     from datasets import Dataset
@@ -162,6 +171,7 @@ def run_trl(model_dir: Path, data: Path, max_tokens: int, steps: int, out: Path,
         save_strategy="no",
         report_to=[],
         use_cpu=device == "cpu",
+        gradient_checkpointing=checkpointing,
         bf16=device == "cuda",
         model_init_kwargs={"dtype": torch.bfloat16 if device == "cuda" else torch.float32},
         seed=0,
@@ -191,9 +201,12 @@ def child(args: argparse.Namespace) -> None:
     _, max_tokens = SIZES[args.size]
     out = root / f"out-{args.side}-{args.size}"
     if args.side == "trl":
-        result = run_trl(model_dir, data, max_tokens, args.steps, out, args.device)
+        result = run_trl(model_dir, data, max_tokens, args.steps, out, args.device, args.gradient_checkpointing)
     else:
-        result = run_rltune(model_dir, data, max_tokens, args.steps, args.side.split("-")[1], out, args.device)
+        engine = args.side.split("-")[1]
+        result = run_rltune(
+            model_dir, data, max_tokens, args.steps, engine, out, args.device, args.gradient_checkpointing
+        )
     result.update(
         side=args.side,
         size=args.size,
@@ -216,6 +229,12 @@ def main() -> None:
     parser.add_argument("--sides", default="rltune-hf,trl,rltune-vllm")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: bfloat16 weights")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on both sides (trl's GRPOConfig turns it on by default)",
+    )
     parser.add_argument("--out", help="also write the results here (JSON lines)")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
@@ -241,6 +260,7 @@ def main() -> None:
                     str(args.steps),
                     "--device",
                     args.device,
+                    "--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing",
                 ]
                 env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
                 try:

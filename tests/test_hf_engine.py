@@ -44,3 +44,27 @@ def test_hf_engine_samples_a_prompt_the_same_whatever_its_batch(tiny_model_dir):
     redrawn = build_engine("hf", model=model, tokenizer=tokenizer).generate(prompts, [{}] * 3, other)
     assert redrawn.completion_ids[:4] == together.completion_ids[:4]
     assert redrawn.completion_ids[4:8] != together.completion_ids[4:8]
+
+
+def test_row_sampler_draws_from_the_tempered_distribution_and_keeps_its_logprobs():
+    """The exponential race draws each token with its softmax(logits / T) probability (top-p cut off),
+    and the logprob it keeps is that of the drawn token before top-p."""
+    from rltune.rollout.hf_engine import RowSampler
+
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -3.0])
+    rows = 4000
+    scores = logits.expand(rows, -1).clone()
+    for temperature, top_p in ((1.0, 1.0), (0.5, 1.0), (1.0, 0.8)):
+        gens = [torch.Generator().manual_seed(i) for i in range(rows)]
+        sampler = RowSampler(gens, temperature, top_p)
+        forced = sampler(torch.zeros(rows, 1, dtype=torch.long), scores)
+        drawn = forced.argmax(-1)
+        assert torch.isinf(forced).sum() == rows * (len(logits) - 1)  # only the drawn token is left
+        probs = (logits / temperature).softmax(-1)
+        expected = probs.clone()
+        if top_p < 1:
+            expected[(probs.cumsum(-1) - probs) > top_p] = 0
+            expected /= expected.sum()
+        freq = torch.bincount(drawn, minlength=len(logits)).float() / rows
+        assert torch.allclose(freq, expected, atol=0.025), (temperature, top_p, freq, expected)
+        assert torch.allclose(sampler.logprobs[0], probs.log()[drawn])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -97,21 +98,46 @@ def engine_from_recipe(
     )
 
 
+class _Worker:
+    """One long-lived daemon thread that runs the calls handed to it. Reused across calls because a fresh
+    thread per call pays again for per-thread state (OpenMP thread teams, cuBLAS handles), which costs a
+    sizeable share of a small model's generation. Daemon, so that a stuck call cannot keep the process alive."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="rollout")
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            work, done, result = self.jobs.get()
+            try:
+                result["value"] = work()
+            except BaseException as exc:  # handed to the caller's thread
+                result["error"] = exc
+            done.set()
+
+
+_worker: _Worker | None = None
+_worker_lock = threading.Lock()
+
+
 def run_with_timeout(work: Callable[[], Any], timeout_s: float, message: str) -> Any:
-    """`work()` in a daemon thread; RLTuneError(message) if it has not returned after `timeout_s`. A daemon
-    thread, because a stuck call cannot be cancelled and must not keep the process alive on exit."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = work()
-        except BaseException as exc:  # handed to the caller's thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True, name="rollout")
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
+    """`work()` on the rollout worker thread; RLTuneError(message) if it has not returned after `timeout_s`.
+    A call that timed out keeps its thread (it cannot be cancelled): the next call gets a new worker."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = _Worker()
+        worker = _worker
+    if threading.current_thread() is worker.thread:  # nested: the outer call's timeout already applies
+        return work()
+    done, result = threading.Event(), {}
+    worker.jobs.put((work, done, result))
+    if not done.wait(timeout_s):
+        with _worker_lock:
+            if _worker is worker:
+                _worker = None
         raise RLTuneError(message)
     if "error" in result:
         raise result["error"]

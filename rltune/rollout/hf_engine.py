@@ -107,7 +107,10 @@ class RowSampler(LogitsProcessor):
             ordered, order = probs.sort(-1, descending=True)
             outside = ordered.cumsum(-1) - ordered > self.top_p  # the top token always stays
             probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
-        drawn = torch.stack([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])
+        # Exponential race: argmax(p / E) with E ~ Exp(1) is a draw from p; one noise vector per row from
+        # its own generator, then one argmax for the batch (per-row multinomials are slow on a GPU).
+        noise = torch.stack([torch.empty_like(row).exponential_(generator=g) for row, g in zip(probs, self.generators)])
+        drawn = (probs / noise).argmax(-1, keepdim=True)
         self.logprobs.append(log_probs.gather(-1, drawn).squeeze(-1))
         forced = torch.full_like(scores, float("-inf"))
         return forced.scatter(-1, drawn, 0.0)

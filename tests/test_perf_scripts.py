@@ -1,0 +1,43 @@
+"""The performance benchmarks run end to end (tiny model, few steps): the numbers themselves are in
+benchmarks/RESULTS.md; this only keeps the scripts working."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_vs_trl_and_update_mfu_run(tmp_path):
+    out = tmp_path / "vs_trl.jsonl"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/vs_trl.py", "--sizes", "tiny", "--sides", "rltune-hf,trl", "--steps", "3"]
+        + ["--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["side"] for r in rows] == ["rltune-hf", "trl"]
+    assert all(r["step_s"] > 0 and r["completion_tokens"] > 0 for r in rows)
+    assert "steps/s vs trl" in run.stdout
+
+    out = tmp_path / "mfu.jsonl"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/update_mfu.py", "--size", "tiny", "--seq", "64", "--prompt", "16"]
+        + ["--batch", "4", "--repeats", "2", "--variants", "plain,rltune", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["variant"] for r in rows] == ["plain", "rltune"]
+    assert all(r["tokens"] == 4 * 64 and r["tflops"] > 0 for r in rows)
