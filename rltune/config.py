@@ -228,6 +228,11 @@ class TrainConfig:
     never holding [tokens, vocab] logits; false runs the plain LM head (the reference path). Models with
     scaled or soft-capped logits, a non-linear head, or weights sharded by FSDP/ZeRO always take the plain
     path."""
+    skip_zero_advantage: bool = True
+    """Leave out of the update the samples whose advantages are all zero (in GRPO, every sample of a group
+    whose rewards are equal), when their loss and gradient are exactly zero: the clipped objective with no
+    loss terms, not under FSDP/DeepSpeed. The update is the same; the time is only spent on the others.
+    Per-token metrics (entropy, clip fractions) then average over the trained samples."""
     compile: bool = False
     """torch.compile each decoder layer for the update (fuses the norms, rotary embeddings and activations
     that otherwise run as separate kernels; the layers share one compiled graph). Worth it on GPU; the first

@@ -278,14 +278,15 @@ class Trainer:
 
     def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """The same numbers on every process, over the global batch: maxima and wall times are the
-        largest, throughputs and error counts add up, everything else is the mean over processes."""
+        largest, throughputs, error counts and loss shares add up, everything else is the mean over processes."""
         if self.world_size == 1:
             return metrics
         import torch.distributed as dist
 
         keys = sorted(metrics)
         largest = [k.endswith("_max") or k.startswith("time/") for k in keys]
-        summed = [k.startswith("throughput/") or k == "reward/errors" for k in keys]
+        # each process's "loss" is its share of the global mini-batch loss
+        summed = [k.startswith("throughput/") or k in ("reward/errors", "loss") for k in keys]
         values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
         maxima = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
@@ -388,16 +389,23 @@ class Trainer:
         for _ in range(algo.epochs):
             order = torch.randperm(len(batch), generator=generator).tolist()
             for mini in _chunks(order, algo.mini_batches):
-                norm = self.normalizer(batch, mini)
-                micro_batches = [mini[i : i + t.micro_batch_size] for i in range(0, len(mini), t.micro_batch_size)]
+                norm = self.normalizer(batch, mini)  # counts every sample, trained or not
+                trained = self.trained_samples(batch, mini)
+                micro_batches = [
+                    trained[i : i + t.micro_batch_size] for i in range(0, len(trained), t.micro_batch_size)
+                ]
+                mini_loss = 0.0
                 for i, micro in enumerate(micro_batches):
                     last = i == len(micro_batches) - 1
                     with nullcontext() if last else self.accelerator.no_sync(self.model):
                         loss, metrics = self.micro_step(batch, micro, norm)
                         self.accelerator.backward(loss)
+                    mini_loss += metrics.pop("loss")  # shares of the mini-batch loss add up
                     for key, value in metrics.items():
                         sums[key] = sums.get(key, 0.0) + value
                         counts[key] = counts.get(key, 0) + 1
+                sums["loss"] = sums.get("loss", 0.0) + mini_loss
+                counts["loss"] = counts.get("loss", 0) + 1
                 grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), t.max_grad_norm))
                 # The norm is computed on all-reduced gradients, so every process skips together.
                 if math.isfinite(grad_norm):
@@ -421,6 +429,24 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
         return {**{key: sums[key] / counts[key] for key in sums}, "skipped_updates": float(skipped)}
+
+    def trained_samples(self, batch: RolloutBatch, indices: list[int]) -> list[int]:
+        """The samples of `indices` the update runs on: those with a non-zero advantage when the objective
+        gives the others exactly zero loss (train.skip_zero_advantage), else all. One is kept when none
+        is left, so that every process still runs a backward pass (data-parallel gradients are reduced
+        there). Sharded backends gather weights in every forward, so there all samples run."""
+        skip = (
+            self.cfg.train.skip_zero_advantage
+            and getattr(self.objective, "zero_advantage_is_zero_loss", False)
+            and not self.loss_terms
+            and self.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        )
+        if not skip:
+            return indices
+        adv = batch.advantages[indices]
+        nonzero = (adv != 0) if adv.dim() == 1 else (adv != 0).any(-1)
+        kept = [i for i, keep in zip(indices, nonzero.tolist()) if keep]
+        return kept or indices[:1]
 
     def normalizer(self, batch: RolloutBatch, indices: list[int]) -> Normalizer:
         counts = torch.tensor(

@@ -211,3 +211,44 @@ def test_lm_head_shortcuts_change_nothing(tmp_path, tiny_model_dir, arithmetic_f
         assert torch.allclose(fused[0], other[0], rtol=1e-5, atol=1e-7)
         assert torch.allclose(fused[1][mask], other[1][mask], atol=1e-5)
         assert torch.allclose(fused[2][mask], other[2][mask], atol=1e-5)
+
+
+def test_zero_advantage_samples_are_left_out_with_the_same_update(tmp_path, tiny_model_dir, arithmetic_file):
+    """Samples whose advantages are zero add exactly nothing under the clipped objective: leaving them out
+    of the forward/backward gives the same weights after the update, the same logged loss, and fewer
+    sequences run. With a loss term (here an entropy bonus) every sample is trained."""
+    results = {}
+    for skip in (True, False):
+        cfg = recipe(
+            tmp_path / str(skip),
+            tiny_model_dir,
+            arithmetic_file,
+            train={"skip_zero_advantage": skip, "micro_batch_size": 3},
+            algorithm={"mini_batches": 2},
+        )
+        trainer = Trainer(cfg)
+        batch, _ = trainer.collect_rollouts()
+        adv = torch.linspace(-1, 1, len(batch))
+        adv[[g for group in batch.groups()[1:3] for g in group]] = 0.0  # two flat groups
+        batch.advantages = adv
+        seen = []
+        forward = trainer.policy_forward
+        trainer.policy_forward = lambda model, mb, seen=seen, forward=forward, **kw: (
+            seen.append(len(mb.indices)) or forward(model, mb, **kw)
+        )
+        metrics = trainer.update(batch)
+        weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        results[skip] = (weights, metrics, sum(seen))
+    (w_skip, m_skip, n_skip), (w_all, m_all, n_all) = results[True], results[False]
+    assert n_all == 16 and n_skip == 8
+    assert torch.allclose(w_skip, w_all, rtol=1e-5, atol=1e-7)
+    assert m_skip["loss"] == pytest.approx(m_all["loss"], rel=1e-5, abs=1e-8)
+    assert m_skip["grad_norm"] == pytest.approx(m_all["grad_norm"], rel=1e-5)
+
+    with_term = Trainer(
+        recipe(tmp_path / "term", tiny_model_dir, arithmetic_file, algorithm={"loss_terms": [{"name": "entropy"}]})
+    )
+    assert with_term.trained_samples(batch, list(range(16))) == list(range(16))
+    assert Trainer(recipe(tmp_path / "flat", tiny_model_dir, arithmetic_file)).trained_samples(batch, [4, 5, 6, 7]) == [
+        4
+    ]  # all flat: one sample still runs, so every process takes part in the backward pass

@@ -15,6 +15,8 @@ MAX_LOG_RATIO = 20.0
 
 @OBJECTIVES.register("clipped")
 class ClippedSurrogate:
+    zero_advantage_is_zero_loss = True  # -min(r A, clip(r) A) and the dual clip are 0 when A = 0
+
     def __init__(self, algorithm: AlgorithmConfig):
         self.clip_low = algorithm.clip_low
         self.clip_high = algorithm.clip_high
