@@ -359,6 +359,7 @@ class Trainer:
             r.timeout_s,
             f"the {r.engine} rollout engine produced no batch in {r.timeout_s:.0f}s (rollout.timeout_s); "
             "it is stuck or far slower than expected",
+            on_this_thread=True,
         )
 
     def rollout_metrics(self, batch: RolloutBatch) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -99,13 +100,13 @@ def engine_from_recipe(
 
 
 class _Worker:
-    """One long-lived daemon thread that runs the calls handed to it. Reused across calls because a fresh
-    thread per call pays again for per-thread state (OpenMP thread teams, cuBLAS handles), which costs a
-    sizeable share of a small model's generation. Daemon, so that a stuck call cannot keep the process alive."""
+    """One long-lived daemon thread that runs the calls handed to it (reused: a fresh thread per call pays
+    again for per-thread state such as cuBLAS handles). Daemon, so that a stuck call cannot keep the
+    process alive."""
 
     def __init__(self) -> None:
         self.jobs: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._loop, daemon=True, name="rollout")
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="rltune-timeout")
         self.thread.start()
 
     def _loop(self) -> None:
@@ -122,9 +123,22 @@ _worker: _Worker | None = None
 _worker_lock = threading.Lock()
 
 
-def run_with_timeout(work: Callable[[], Any], timeout_s: float, message: str) -> Any:
-    """`work()` on the rollout worker thread; RLTuneError(message) if it has not returned after `timeout_s`.
-    A call that timed out keeps its thread (it cannot be cancelled): the next call gets a new worker."""
+class _Deadline(BaseException):
+    """Raised by the alarm inside the guarded call (BaseException: the call's own handlers pass it on)."""
+
+
+def run_with_timeout(work: Callable[[], Any], timeout_s: float, message: str, on_this_thread: bool = False) -> Any:
+    """`work()`, or RLTuneError(message) if it has not returned after `timeout_s`.
+
+    By default `work` runs on a worker thread, so that even a call stuck inside C code is abandoned (it
+    cannot be cancelled; the next call gets a new worker). `on_this_thread=True` is for compute-heavy
+    work such as generation: a second thread doing CPU math brings a second OpenMP thread team that
+    competes with the main one for the cores (twice slower steps on 2 cores, benchmarks/RESULTS.md).
+    The call then runs on the calling thread and SIGALRM interrupts it at the deadline, which reaches
+    Python code and interruptible waits but not a call stuck inside C code; off the main thread or
+    without SIGALRM it falls back to the worker thread."""
+    if on_this_thread and hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread():
+        return _run_with_alarm(work, timeout_s, message)
     global _worker
     with _worker_lock:
         if _worker is None:
@@ -142,3 +156,18 @@ def run_with_timeout(work: Callable[[], Any], timeout_s: float, message: str) ->
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+def _run_with_alarm(work: Callable[[], Any], timeout_s: float, message: str) -> Any:
+    def expire(signum, frame):
+        raise _Deadline
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(timeout_s, 1e-3))
+    try:
+        return work()
+    except _Deadline:
+        raise RLTuneError(message) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
