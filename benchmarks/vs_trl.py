@@ -68,14 +68,17 @@ def parity_reward(*args, **kwargs):
 
 
 def build_assets(size: str, root: Path, device: str = "cpu") -> tuple[Path, Path]:
-    """The model (saved in bfloat16 for the GPU), the demo tokenizer and the prompts, under `root`.
-    The model's vocabulary may be larger than the tokenizer's: ids past it decode to nothing."""
+    """The model (saved in bfloat16 for the GPU), the demo tokenizer and the prompts, under `root`. For
+    the larger shapes the tokenizer gets filler tokens ('<t0>', ...) up to the model's vocabulary, so that
+    every sampled id decodes to text and the parity reward varies within a group (ids past a tokenizer
+    decode to nothing: every reward would be equal and every advantage zero)."""
     import torch
 
-    from rltune.demo import arithmetic_rows, build_tiny_model, build_tokenizer
+    from rltune.demo import CHARS, arithmetic_rows, build_tiny_model, build_tokenizer
 
     overrides, _ = SIZES[size]
-    tokenizer = build_tokenizer()
+    extra = overrides.get("vocab_size", 0) - len(build_tokenizer())
+    tokenizer = build_tokenizer(CHARS + [f"<t{i}>" for i in range(max(extra, 0))])
     model = build_tiny_model(**{"vocab_size": len(tokenizer), "max_positions": 2048, **overrides})
     if device == "cuda":
         model = model.to(torch.bfloat16)
