@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from vs_trl import SIZES, build_assets  # noqa: E402
+from vs_trl import SIZES, build_assets, peak_memory_gb, run_child  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -149,11 +147,7 @@ def child(args) -> None:
         "steps_s": times,
         "tflops": flops / seconds / 1e12,
         "mfu": flops / seconds / (args.peak_tflops * 1e12),
-        "peak_gb": (
-            torch.cuda.max_memory_allocated() / 1e9
-            if args.device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        ),
+        "peak_gb": peak_memory_gb(args.device),
     }
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -180,20 +174,9 @@ def main() -> None:
         build_assets(args.size, Path(tmp), args.device)
         for variant in args.variants.split(","):
             cmd = [sys.executable, __file__, *sys.argv[1:], "--variant", variant, "--workdir", tmp]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-            except subprocess.TimeoutExpired:
-                print(f"{variant}: timed out after {args.timeout:.0f}s", flush=True)
-                continue
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                print(f"{variant} failed:\n{proc.stderr[-3000:]}", flush=True)
-                continue
-            results.append(json.loads(line[len("RESULT ") :]))
-            print(json.dumps(results[-1]), flush=True)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(results[-1]) + "\n")
+            result = run_child(cmd, variant, args.timeout, args.out)
+            if result is not None:
+                results.append(result)
     plain = next((r for r in results if r["variant"] == "plain"), None)
     print(f"\n{'variant':16} {'s/update':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak GB':>8} {'speed vs plain':>14}")
     for r in results:

@@ -195,6 +195,35 @@ def run_trl(
     }
 
 
+def peak_memory_gb(device: str) -> float:
+    """Peak allocated GPU memory on the GPU, peak resident memory on the CPU, of this process."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_child(cmd: list[str], name: str, timeout: float, out: str | None, env: dict | None = None) -> dict | None:
+    """Run one measurement in its own process and return its RESULT line (None, with the reason printed,
+    when it failed or ran out of time); also appended to `out` as a JSON line."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{name}: timed out after {timeout:.0f}s", flush=True)
+        return None
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        print(f"{name} failed:\n{proc.stderr[-3000:]}", flush=True)
+        return None
+    result = json.loads(line[len("RESULT ") :])
+    print(json.dumps(result), flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result
+
+
 def child(args: argparse.Namespace) -> None:
     import torch
 
@@ -214,12 +243,7 @@ def child(args: argparse.Namespace) -> None:
         side=args.side,
         size=args.size,
         device=torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
-        # peak GPU memory on the GPU, peak resident memory on the CPU
-        peak_gb=(
-            torch.cuda.max_memory_allocated() / 1e9
-            if args.device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        ),
+        peak_gb=peak_memory_gb(args.device),
     )
     result["gen_tokens_per_s"] = result["completion_tokens"] / result["step_s"]
     print("RESULT " + json.dumps(result), flush=True)
@@ -266,20 +290,9 @@ def main() -> None:
                     "--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing",
                 ]
                 env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
-                try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-                except subprocess.TimeoutExpired:
-                    print(f"{side} on {size}: timed out after {args.timeout:.0f}s", flush=True)
-                    continue
-                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-                if line is None:
-                    print(f"{side} on {size} failed:\n{proc.stderr[-3000:]}", flush=True)
-                    continue
-                results.append(json.loads(line[len("RESULT ") :]))
-                print(json.dumps(results[-1]), flush=True)
-                if args.out:
-                    with open(args.out, "a") as f:
-                        f.write(json.dumps(results[-1]) + "\n")
+                result = run_child(cmd, f"{side} on {size}", args.timeout, args.out, env)
+                if result is not None:
+                    results.append(result)
     head = f"{'size':8} {'side':12} {'s/step':>7} {'tokens/step':>11} {'gen tok/s':>9} {'peak GB':>8}"
     print(f"\n{head} {'steps/s vs trl':>14} {'tok/s vs trl':>12}")
     for r in results:

@@ -11,33 +11,33 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_benchmark(script: str, out: Path, *args: str) -> tuple[str, list[dict]]:
+    """(stdout, result rows) of `python benchmarks/<script> ... --out out`."""
+    run = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args, "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout, [json.loads(x) for x in out.read_text().splitlines()]
+
+
 @pytest.mark.slow
 def test_vs_trl_and_update_mfu_run(tmp_path):
-    out = tmp_path / "vs_trl.jsonl"
-    run = subprocess.run(
-        [sys.executable, "benchmarks/vs_trl.py", "--sizes", "tiny", "--sides", "rltune-hf,trl", "--steps", "3"]
-        + ["--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    stdout, rows = run_benchmark(
+        "vs_trl.py", tmp_path / "vs_trl.jsonl", "--sizes", "tiny", "--sides", "rltune-hf,trl", "--steps", "3"
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["side"] for r in rows] == ["rltune-hf", "trl"]
     assert all(r["step_s"] > 0 and r["completion_tokens"] > 0 for r in rows)
-    assert "steps/s vs trl" in run.stdout
+    assert "steps/s vs trl" in stdout
 
-    out = tmp_path / "mfu.jsonl"
-    run = subprocess.run(
-        [sys.executable, "benchmarks/update_mfu.py", "--size", "tiny", "--seq", "64", "--prompt", "16"]
-        + ["--batch", "4", "--repeats", "2", "--variants", "plain,rltune", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    _, rows = run_benchmark(
+        "update_mfu.py",
+        tmp_path / "mfu.jsonl",
+        *("--size", "tiny", "--seq", "64", "--prompt", "16", "--batch", "4", "--repeats", "2"),
+        *("--variants", "plain,rltune"),
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["variant"] for r in rows] == ["plain", "rltune"]
     assert all(r["tokens"] == 4 * 64 and r["tflops"] > 0 for r in rows)
