@@ -126,7 +126,8 @@ class RolloutConfig:
     """Sampling seed; defaults to train.seed. Each prompt of each step gets its own seed from it."""
     timeout_s: float | None = 3600.0
     """Longest one rollout batch may take; past it the run stops with an error instead of hanging on a
-    stuck engine. None: no limit."""
+    stuck engine. None: no limit. On the main thread the deadline is a SIGALRM, which interrupts Python
+    code and waits but not a call stuck inside C code (the vLLM server engine bounds each request itself)."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     server: VLLMServerConfig = field(default_factory=VLLMServerConfig)
 
