@@ -128,6 +128,7 @@ def run_rltune(
     return {
         "step_s": statistics.median(r["time/step_s"] for r in steady),
         "rollout_s": statistics.median(r["time/rollout_s"] for r in steady),
+        "update_s": statistics.median(r["time/update_s"] for r in steady),
         "completion_tokens": statistics.mean(r["completion/length_mean"] for r in steady) * PROMPTS_PER_STEP * GROUP,
     }
 

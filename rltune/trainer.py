@@ -260,7 +260,9 @@ class Trainer:
             adv = batch.advantages
         if self.needs_reference:
             batch.extras["ref_logprobs"] = self.reference_logprobs(batch)
+        update_started = time.perf_counter()
         update_metrics = self.update(batch)
+        update_s = time.perf_counter() - update_started
         self.engine.sync_weights(self.policy)
         step_s = time.perf_counter() - started
         return self.reduce_metrics(
@@ -270,6 +272,7 @@ class Trainer:
                 "advantage/abs_mean": adv.abs().mean().item(),
                 "lr": self.scheduler.get_last_lr()[0],
                 "time/rollout_s": rollout_s,
+                "time/update_s": update_s,
                 "time/step_s": step_s,
                 "throughput/gen_tokens_per_s": generated / max(rollout_s, 1e-9),
                 "throughput/tokens_per_s": (generated + prompt_tokens) / step_s,

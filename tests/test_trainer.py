@@ -72,6 +72,8 @@ def test_metrics_and_checkpoint_written(tmp_path, tiny_model_dir, arithmetic_fil
         "lr",
     ):
         assert key in lines[-1], key
+    step = lines[-1]
+    assert 0 < step["time/rollout_s"] + step["time/update_s"] <= step["time/step_s"]
     from rltune.eval.plots import plot_training_curves
 
     png = plot_training_curves([("a", tmp_path / "run")], ["reward/total", "entropy"], tmp_path / "curves.png")
