@@ -37,7 +37,7 @@ class TokenScores(torch.autograd.Function):
         entropy = torch.empty_like(logprobs)
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, start + chunk)
-            log_p = torch.log_softmax(F.linear(scaled[rows], weight, scaled_bias).to(acc), dim=-1)
+            log_p = torch.log_softmax(F.linear(scaled[rows], weight, scaled_bias), dim=-1, dtype=acc)
             logprobs[rows] = log_p.gather(-1, targets[rows, None]).squeeze(-1)
             entropy[rows] = -(log_p.exp().unsqueeze(1) @ log_p.unsqueeze(2)).view(-1)
         ctx.save_for_backward(scaled, weight, scaled_bias, targets, entropy)
@@ -63,7 +63,7 @@ class TokenScores(torch.autograd.Function):
         for start in range(0, scaled.shape[0], ctx.chunk):
             rows = slice(start, start + ctx.chunk)
             h = scaled[rows].to(dtype)
-            log_p = torch.log_softmax(F.linear(h, w, b).to(acc), dim=-1)
+            log_p = torch.log_softmax(F.linear(h, w, b), dim=-1, dtype=acc)
             g_lp = grad_logprobs[rows] if grad_logprobs is not None else log_p.new_zeros(log_p.shape[0])
             if grad_entropy is None:
                 grad_z = log_p.exp_().mul_(-g_lp[:, None])

@@ -57,3 +57,20 @@ def test_entropy_alone_or_logprobs_alone_backpropagate():
 def test_chunks_hold_a_bounded_number_of_logits():
     assert chunk_size(151_936) * 151_936 <= 2**27 < (chunk_size(151_936) + 1) * 151_936
     assert chunk_size(10) > 1_000_000
+
+
+def test_bfloat16_weights_score_like_float32_arithmetic_on_the_same_values():
+    """The GPU path: bf16 hidden states and weights, softmax arithmetic in float32."""
+    hidden, weight, bias, targets = inputs(rows=12, dim=16, vocab=300, seed=3)
+    h16, w16 = hidden.detach().bfloat16().requires_grad_(), weight.detach().bfloat16().requires_grad_()
+    logprobs, entropy = TokenScores.apply(h16, w16, None, targets, 0.8, 5)
+    assert logprobs.dtype == torch.float32 and h16.grad is None
+    (logprobs.sum() + entropy.sum()).backward()
+    h32, w32 = h16.detach().float().requires_grad_(), w16.detach().float().requires_grad_()
+    ref_lp, ref_ent = plain_scores(h32, w32, None, targets, 0.8)
+    (ref_lp.sum() + ref_ent.sum()).backward()
+    assert torch.allclose(logprobs, ref_lp, rtol=2e-2, atol=5e-2)
+    assert torch.allclose(entropy, ref_ent, rtol=2e-2, atol=5e-2)
+    for fused, ref in ((h16.grad, h32.grad), (w16.grad, w32.grad)):
+        assert fused.dtype == torch.bfloat16
+        assert (fused.float() - ref).norm() / ref.norm() < 2e-2
