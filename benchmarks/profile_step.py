@@ -15,17 +15,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from update_mfu import rltune_step  # noqa: E402
+from update_mfu import rltune_step, sync  # noqa: E402
 from vs_trl import SIZES, build_assets  # noqa: E402
 
 
-def timed(name: str, work) -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+def timed(name: str, work, device: str) -> None:
+    sync(device)
     started = time.perf_counter()
     work()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync(device)
     print(f"{name:40} {time.perf_counter() - started:7.2f} s", flush=True)
 
 
@@ -49,11 +47,12 @@ def generation_times(model_dir: Path, max_tokens: int, device: str) -> None:
     )
     model.generate(**{**native, "max_new_tokens": 8})
     for _ in range(2):
-        timed("transformers generate, do_sample", lambda: model.generate(**native))
-        timed("hf engine, main thread", lambda: engine.generate(prompts, [{}] * 4, sampling))
+        timed("transformers generate, do_sample", lambda: model.generate(**native), device)
+        timed("hf engine, main thread", lambda: engine.generate(prompts, [{}] * 4, sampling), device)
         timed(
             "hf engine, rollout thread",
             lambda: run_with_timeout(lambda: engine.generate(prompts, [{}] * 4, sampling), 600, "stuck"),
+            device,
         )
 
 
@@ -76,7 +75,7 @@ def main() -> None:
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
         with profile(activities=activities) as prof:
-            timed(f"rltune update 16 x {args.seq} (profiled)", step)
+            timed(f"rltune update 16 x {args.seq} (profiled)", step, args.device)
         sort = "cuda_time_total" if args.device == "cuda" else "cpu_time_total"
         print(prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=60))
 

@@ -69,10 +69,15 @@ def load_policy(cfg: ModelConfig, checkpoint: str | None = None) -> torch.nn.Mod
     return model
 
 
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def compile_decoder_layers(model: torch.nn.Module) -> None:
     """torch.compile every decoder layer in place. The layers run the same code on their own weights, so
     they share one compiled graph: compiling takes seconds, where the whole model would take minutes."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     layers = getattr(base.get_decoder(), "layers", None) if hasattr(base, "get_decoder") else None
     if not isinstance(layers, torch.nn.ModuleList):
         raise ConfigError(

@@ -42,7 +42,7 @@ from rltune.lm_head import token_scores
 from rltune.loss_terms import LOSS_TERMS
 from rltune.losses import Normalizer, aggregate, masked_mean, token_entropy
 from rltune.metrics import MetricsLogger
-from rltune.models import compile_decoder_layers, load_policy, load_reference, load_tokenizer
+from rltune.models import base_model, compile_decoder_layers, load_policy, load_reference, load_tokenizer
 from rltune.objectives import OBJECTIVES
 from rltune.reward_pipeline import RewardPipeline
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
@@ -130,8 +130,10 @@ class Trainer:
             num_training_steps=t.steps * updates_per_step,
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.model_keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self.model_keeps_logits = "logits_to_keep" in inspect.signature(base_model(model).forward).parameters
+        # FSDP and DeepSpeed shard the weights: only the model's own forward gathers them, and every
+        # process must run the same forwards.
+        self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         self.step = 0
         self.bad_updates = 0
 
@@ -443,7 +445,7 @@ class Trainer:
             self.cfg.train.skip_zero_advantage
             and getattr(self.objective, "zero_advantage_is_zero_loss", False)
             and not self.loss_terms
-            and self.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+            and not self.sharded
         )
         if not skip:
             return indices
@@ -549,13 +551,9 @@ class Trainer:
         """(decoder, linear LM head) when `model` can be scored by rltune.lm_head, else None."""
         if not (self.cfg.train.fused_lm_head and self.model_keeps_logits):
             return None
-        if model is self.model and self.accelerator.distributed_type in (
-            DistributedType.FSDP,
-            DistributedType.DEEPSPEED,
-        ):
-            return None  # sharded weights: only the model's own forward gathers them
-        base = self.accelerator.unwrap_model(model)
-        base = base.get_base_model() if hasattr(base, "get_base_model") else base
+        if model is self.model and self.sharded:
+            return None
+        base = base_model(self.accelerator.unwrap_model(model))
         head = base.get_output_embeddings()
         config = base.config.get_text_config()
         rescaled = any(
@@ -600,7 +598,7 @@ class Trainer:
 
             rngs = gather_object(rngs)
         weights = None
-        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        if self.sharded:
             # Sharded weights: every process takes part in gathering the full state dict.
             weights = self.accelerator.get_state_dict(self.model)
         if not self.accelerator.is_main_process:
