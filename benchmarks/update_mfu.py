@@ -10,11 +10,17 @@ its own subprocess so that peak memory is its own:
                    fused LM head)
   rltune-unfused   the same with train.fused_lm_head=false (full-vocabulary logits)
   rltune-compile   the same with train.compile=true (decoder layers compiled)
+  rltune-budget    the same with train.micro_batch_tokens=--token-budget (length-sorted micro-batches)
+
+--varied-lengths draws each completion's length uniformly from 1 to seq - prompt (seeded), as RL
+rollouts have them; the padded variants then compute pads, and MFU counts the real tokens only.
 
 MFU = 6 x parameters x tokens / seconds / peak (dense bf16 989 TFLOP/s on an H100; pass --peak-tflops).
 
     python benchmarks/update_mfu.py --device cuda [--variants plain,rltune] [--repeats 5]
     python benchmarks/update_mfu.py --size tiny --seq 128 --batch 8        (a quick run on the CPU)
+    python benchmarks/update_mfu.py --size smollm2 --batch 32 --seq 266 --prompt 10 --varied-lengths \
+        --variants plain,rltune,rltune-budget --token-budget 2048
 """
 
 from __future__ import annotations
@@ -52,6 +58,16 @@ def time_steps(step, repeats: int, device: str) -> list[float]:
     return times
 
 
+def completion_lengths(args) -> list[int]:
+    """Every completion seq - prompt tokens long, or (--varied-lengths) uniform in 1 .. seq - prompt."""
+    import torch
+
+    longest = args.seq - args.prompt
+    if not args.varied_lengths:
+        return [longest] * args.batch
+    return torch.randint(1, longest + 1, (args.batch,), generator=torch.Generator().manual_seed(1)).tolist()
+
+
 def plain_step(model_dir: Path, args) -> tuple:
     import torch
     from transformers import AutoModelForCausalLM
@@ -64,9 +80,13 @@ def plain_step(model_dir: Path, args) -> tuple:
     ids = torch.randint(3, model.config.vocab_size, (args.batch, args.seq), generator=g).to(args.device)
     labels = ids.clone()
     labels[:, : args.prompt] = -100  # the same positions are scored as in the RL update
+    attention = torch.ones_like(ids)
+    for row, length in enumerate(completion_lengths(args)):
+        labels[row, args.prompt + length :] = -100
+        attention[row, args.prompt + length :] = 0  # right padding, computed but not attended to
 
     def step():
-        model(input_ids=ids, labels=labels).loss.backward()
+        model(input_ids=ids, attention_mask=attention, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -97,18 +117,19 @@ def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> t
             "progress_bar": False,
             "fused_lm_head": variant != "rltune-unfused",
             "compile": variant == "rltune-compile",
+            "micro_batch_tokens": args.token_budget if variant == "rltune-budget" else None,
         },
     }
     trainer = Trainer(from_dict(RecipeConfig, recipe, "update_mfu"))
     vocab = trainer.policy.config.vocab_size
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, vocab, (args.batch, args.seq), generator=g).tolist()
-    completion = args.seq - args.prompt
+    lengths = completion_lengths(args)
     batch = RolloutBatch(
         prompt_ids=[row[: args.prompt] for row in ids],
-        completion_ids=[row[args.prompt :] for row in ids],
+        completion_ids=[row[args.prompt : args.prompt + n] for row, n in zip(ids, lengths)],
         completion_texts=[""] * args.batch,
-        sampling_logprobs=[[0.0] * completion for _ in ids],
+        sampling_logprobs=[[0.0] * n for n in lengths],
         finish_reasons=["length"] * args.batch,
         group_ids=[0] * args.batch,
         rows=[{}],
@@ -118,7 +139,7 @@ def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> t
     with torch.no_grad():
         mb = trainer.collate(batch, list(range(args.batch)))
         logprobs = trainer.policy_forward(trainer.model, mb).logprobs.float().cpu()
-    batch.sampling_logprobs = logprobs.tolist()
+    batch.sampling_logprobs = [row[:n] for row, n in zip(logprobs.tolist(), lengths)]
     return trainer.policy, lambda: trainer.update(batch)
 
 
@@ -136,13 +157,14 @@ def child(args) -> None:
     times = time_steps(step, args.repeats, args.device)
     params = sum(p.numel() for p in model.parameters())
     seconds = statistics.median(times)
-    flops = 6 * params * args.batch * args.seq
+    tokens = args.batch * args.prompt + sum(completion_lengths(args))  # real tokens, pads not counted
+    flops = 6 * params * tokens
     result = {
         "variant": args.variant,
         "size": args.size,
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
         "params": params,
-        "tokens": args.batch * args.seq,
+        "tokens": tokens,
         "step_s": seconds,
         "steps_s": times,
         "tflops": flops / seconds / 1e12,
@@ -162,6 +184,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)")
     parser.add_argument("--variants", default="plain,rltune,rltune-unfused,rltune-compile")
+    parser.add_argument("--varied-lengths", action="store_true", help="completion lengths uniform in 1..seq-prompt")
+    parser.add_argument("--token-budget", type=int, default=4096, help="train.micro_batch_tokens of rltune-budget")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per variant")
     parser.add_argument("--out", help="also write the results here (JSON lines)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)

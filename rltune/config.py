@@ -214,7 +214,13 @@ class TrainConfig:
     """RL steps (one rollout batch each)."""
     prompts_per_step: int = 8
     micro_batch_size: int = 8
-    """Sequences per forward/backward; gradients accumulate over micro-batches."""
+    """Sequences per forward/backward at most; gradients accumulate over micro-batches. Each mini-batch's
+    samples are sorted by length before they are split, so that sequences of similar length share padding."""
+    micro_batch_tokens: int | None = None
+    """Also cap each forward/backward at this many padded tokens (sequences x longest prompt + longest
+    completion): long samples run few to a micro-batch, short ones many (verl's dynamic batch size). A
+    sample longer than the budget runs alone. The update is the same; only the grouping changes. Not under
+    FSDP/DeepSpeed, whose processes must run the same number of forwards. None: micro_batch_size alone."""
     lr: float = 1e-6
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -419,6 +425,11 @@ def validate(cfg: RecipeConfig, source: str) -> None:
     need(cfg.train.steps >= 1, "train.steps", "must be >= 1")
     need(cfg.train.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1")
     need(cfg.train.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1")
+    need(
+        cfg.train.micro_batch_tokens is None or cfg.train.micro_batch_tokens >= 1,
+        "train.micro_batch_tokens",
+        "must be >= 1 (or null: micro_batch_size alone)",
+    )
     need(cfg.train.lr > 0, "train.lr", "must be > 0")
     need(len(cfg.train.betas) == 2, "train.betas", "must be two numbers [beta1, beta2]")
     need(cfg.eval.every >= 0, "eval.every", "must be >= 0")

@@ -134,6 +134,11 @@ class Trainer:
         # FSDP and DeepSpeed shard the weights: only the model's own forward gathers them, and every
         # process must run the same forwards.
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if self.sharded and t.micro_batch_tokens is not None:
+            raise RLTuneError(
+                "train.micro_batch_tokens is not supported under FSDP/DeepSpeed: every process must run the same "
+                "number of forwards. Remove it and set train.micro_batch_size."
+            )
         self.step = 0
         self.bad_updates = 0
 
@@ -396,10 +401,7 @@ class Trainer:
             order = torch.randperm(len(batch), generator=generator).tolist()
             for mini in _chunks(order, algo.mini_batches):
                 norm = self.normalizer(batch, mini)  # counts every sample, trained or not
-                trained = self.trained_samples(batch, mini)
-                micro_batches = [
-                    trained[i : i + t.micro_batch_size] for i in range(0, len(trained), t.micro_batch_size)
-                ]
+                micro_batches = self.micro_batches(batch, self.trained_samples(batch, mini))
                 mini_loss = 0.0
                 for i, micro in enumerate(micro_batches):
                     last = i == len(micro_batches) - 1
@@ -453,6 +455,29 @@ class Trainer:
         nonzero = (adv != 0) if adv.dim() == 1 else (adv != 0).any(-1)
         kept = [i for i, keep in zip(indices, nonzero.tolist()) if keep]
         return kept or indices[:1]
+
+    def micro_batches(self, batch: RolloutBatch, indices: list[int]) -> list[list[int]]:
+        """`indices` in forward/backward groups: longest first, so that sequences of similar length share
+        padding; at most train.micro_batch_size sequences each and, with train.micro_batch_tokens, at most
+        that many padded tokens (a sample longer than the budget runs alone)."""
+        t = self.cfg.train
+        groups: list[list[int]] = []
+        prompt_width = completion_width = 0
+        for i in sorted(indices, key=lambda i: -(len(batch.prompt_ids[i]) + len(batch.completion_ids[i]))):
+            wider_prompt = max(prompt_width, len(batch.prompt_ids[i]))
+            wider_completion = max(completion_width, len(batch.completion_ids[i]))
+            full = groups and len(groups[-1]) == t.micro_batch_size
+            over = (
+                groups
+                and t.micro_batch_tokens is not None
+                and (len(groups[-1]) + 1) * (wider_prompt + wider_completion) > t.micro_batch_tokens
+            )
+            if not groups or full or over:
+                groups.append([])
+                wider_prompt, wider_completion = len(batch.prompt_ids[i]), len(batch.completion_ids[i])
+            groups[-1].append(i)
+            prompt_width, completion_width = wider_prompt, wider_completion
+        return groups
 
     def normalizer(self, batch: RolloutBatch, indices: list[int]) -> Normalizer:
         counts = torch.tensor(
@@ -575,9 +600,7 @@ class Trainer:
         """Per-sample logprobs under the frozen reference, padded to the batch's longest completion."""
         width = max(len(c) for c in batch.completion_ids)
         out = torch.zeros(len(batch), width)
-        size = self.cfg.train.micro_batch_size
-        for start in range(0, len(batch), size):
-            indices = list(range(start, min(start + size, len(batch))))
+        for indices in self.micro_batches(batch, list(range(len(batch)))):
             mb = self.collate(batch, indices)
             if self.ref_model is not None:
                 lp = self.policy_forward(self.ref_model, mb).logprobs

@@ -68,3 +68,19 @@ def test_row_sampler_draws_from_the_tempered_distribution_and_keeps_its_logprobs
         freq = torch.bincount(drawn, minlength=len(logits)).float() / rows
         assert torch.allclose(freq, expected, atol=0.025), (temperature, top_p, freq, expected)
         assert torch.allclose(sampler.logprobs[0], probs.log()[drawn])
+
+
+def test_hf_engine_decodes_like_transformers_generate(tiny_model_dir):
+    """The engine's own decoding loop (KV cache, left-padded prompts of different lengths, stop at EOS)
+    gives transformers `generate`'s greedy tokens."""
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [tokenizer(q)["input_ids"] for q in ("1+2=", "12+30=", "7=")]
+    batch = build_engine("hf", model=model, tokenizer=tokenizer).generate(
+        prompts, [{}] * 3, SamplingSettings(n=1, temperature=0.0, max_tokens=10)
+    )
+    for ids, completion in zip(prompts, batch.completion_ids):
+        reference = model.generate(
+            torch.tensor([ids]), do_sample=False, max_new_tokens=10, eos_token_id=tokenizer.eos_token_id
+        )
+        assert completion == reference[0, len(ids) :].tolist()
