@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -72,6 +73,11 @@ def load_policy(cfg: ModelConfig, checkpoint: str | None = None) -> torch.nn.Mod
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def keeps_logits(model: torch.nn.Module) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (runs its LM head on the last positions only)."""
+    return "logits_to_keep" in inspect.signature(base_model(model).forward).parameters
 
 
 def compile_decoder_layers(model: torch.nn.Module) -> None:

@@ -8,7 +8,6 @@ Every stage is a plug-in resolved from the recipe; the trainer only moves the ba
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import shutil
@@ -42,7 +41,7 @@ from rltune.lm_head import token_scores
 from rltune.loss_terms import LOSS_TERMS
 from rltune.losses import Normalizer, aggregate, masked_mean, token_entropy
 from rltune.metrics import MetricsLogger
-from rltune.models import base_model, compile_decoder_layers, load_policy, load_reference, load_tokenizer
+from rltune.models import base_model, compile_decoder_layers, keeps_logits, load_policy, load_reference, load_tokenizer
 from rltune.objectives import OBJECTIVES
 from rltune.reward_pipeline import RewardPipeline
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
@@ -130,7 +129,7 @@ class Trainer:
             num_training_steps=t.steps * updates_per_step,
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        self.model_keeps_logits = "logits_to_keep" in inspect.signature(base_model(model).forward).parameters
+        self.model_keeps_logits = keeps_logits(model)
         # FSDP and DeepSpeed shard the weights: only the model's own forward gathers them, and every
         # process must run the same forwards.
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)

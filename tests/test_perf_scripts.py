@@ -37,7 +37,17 @@ def test_vs_trl_and_update_mfu_run(tmp_path):
         "update_mfu.py",
         tmp_path / "mfu.jsonl",
         *("--size", "tiny", "--seq", "64", "--prompt", "16", "--batch", "4", "--repeats", "2"),
-        *("--variants", "plain,rltune"),
+        *("--variants", "plain,rltune,rltune-budget", "--varied-lengths", "--token-budget", "128"),
     )
-    assert [r["variant"] for r in rows] == ["plain", "rltune"]
-    assert all(r["tokens"] == 4 * 64 and r["tflops"] > 0 for r in rows)
+    assert [r["variant"] for r in rows] == ["plain", "rltune", "rltune-budget"]
+    assert all(4 * 16 < r["tokens"] < 4 * 64 and r["tflops"] > 0 for r in rows)  # pads are not counted
+
+    bound = subprocess.run(
+        [sys.executable, "benchmarks/matmul_bound.py", "--size", "tiny", "--tokens", "256", "--repeats", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert bound.returncode == 0, bound.stderr[-3000:]
+    assert "decode step, 32 rows" in bound.stdout and "s of matmuls" in bound.stdout

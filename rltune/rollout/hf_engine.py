@@ -1,4 +1,5 @@
-"""transformers `generate` as a rollout engine: slow, simple, and the reference for the vLLM path."""
+"""The policy module itself as a rollout engine: a plain decoding loop over the transformers model with its
+KV cache. Slow next to vLLM, simple, and the reference for the vLLM path."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from rltune.batch import RolloutBatch
+from rltune.models import keeps_logits
 from rltune.rollout.base import ENGINES, SamplingSettings
 
 
@@ -20,7 +21,7 @@ class HFEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        eos = model.generation_config.eos_token_id if model.generation_config else None
+        eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
@@ -52,19 +53,34 @@ class HFEngine:
         width = max(len(ids) for _, ids in chunk)
         input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for _, ids in chunk], device=device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in chunk], device=device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: every prompt starts at position 0
         sampler = RowSampler(generators, sampling.temperature, sampling.top_p)
-        out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            do_sample=False,  # the RowSampler has already drawn the token; greedy just takes it
-            logits_processor=LogitsProcessorList([sampler]),
-            max_new_tokens=sampling.max_tokens,
-            pad_token_id=self.pad_id,
-            eos_token_id=sorted(self.eos_ids),
-            return_dict_in_generate=True,
-        )
-        new_tokens = out.sequences[:, width:].tolist()
-        token_logprobs = torch.stack(sampler.logprobs, dim=1).tolist()
+        eos = torch.tensor(sorted(self.eos_ids), device=device)
+        finished = torch.zeros(len(chunk), dtype=torch.bool, device=device)
+        keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}
+        cache = None  # the model builds the cache its layers need (full, sliding-window, recurrent)
+        drawn_tokens, drawn_logprobs = [], []
+        for _ in range(sampling.max_tokens):
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                **keep,
+            )
+            cache = out.past_key_values
+            tokens, logprobs = sampler.draw(out.logits[:, -1])
+            tokens = tokens.masked_fill(finished, self.pad_id)  # rows past their end only pad
+            drawn_tokens.append(tokens)
+            drawn_logprobs.append(logprobs)
+            finished |= torch.isin(tokens, eos)
+            if finished.all():
+                break
+            input_ids, positions = tokens[:, None], positions[:, -1:] + 1
+            attention = torch.cat([attention, attention.new_ones(len(chunk), 1)], dim=1)
+        new_tokens = torch.stack(drawn_tokens, dim=1).tolist()
+        token_logprobs = torch.stack(drawn_logprobs, dim=1).tolist()
         for (group, ids), tokens, logprobs in zip(chunk, new_tokens, token_logprobs):
             stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
             length = len(tokens) if stop is None else stop + 1
@@ -88,20 +104,18 @@ def _generator(seed: int | None, row: int, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(hash((seed, row)) % 2**63)
 
 
-class RowSampler(LogitsProcessor):
-    """Temperature and nucleus sampling with one generator per row; returns logits that leave only the
-    drawn token, so that greedy decoding emits it. Temperature 0 is greedy. Keeps each drawn token's
-    log-probability at the temperature (before top-p) in `logprobs`, one [rows] tensor per step."""
+class RowSampler:
+    """Temperature and nucleus sampling with one generator per row; temperature 0 is greedy."""
 
     def __init__(self, generators: list[torch.Generator | None], temperature: float, top_p: float):
         self.generators, self.temperature, self.top_p = generators, temperature, top_p
-        self.logprobs: list[torch.Tensor] = []
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[rows] drawn tokens from [rows, vocab] logits, and each one's log-probability at the temperature
+        (before the top-p cut-off): the logprob the update's importance ratio starts from."""
         if self.temperature <= 0:
-            self.logprobs.append(scores.new_zeros(scores.shape[0], dtype=torch.float32))  # one-hot: log 1
-            return scores
-        log_probs = (scores.float() / self.temperature).log_softmax(-1)
+            return logits.argmax(-1), logits.new_zeros(logits.shape[0], dtype=torch.float32)  # one-hot: log 1
+        log_probs = (logits.float() / self.temperature).log_softmax(-1)
         probs = log_probs.exp()
         if self.top_p < 1.0:
             ordered, order = probs.sort(-1, descending=True)
@@ -110,7 +124,5 @@ class RowSampler(LogitsProcessor):
         # Exponential race: argmax(p / E) with E ~ Exp(1) is a draw from p; one noise vector per row from
         # its own generator, then one argmax for the batch (per-row multinomials are slow on a GPU).
         noise = torch.stack([torch.empty_like(row).exponential_(generator=g) for row, g in zip(probs, self.generators)])
-        drawn = (probs / noise).argmax(-1, keepdim=True)
-        self.logprobs.append(log_probs.gather(-1, drawn).squeeze(-1))
-        forced = torch.full_like(scores, float("-inf"))
-        return forced.scatter(-1, drawn, 0.0)
+        drawn = (probs / noise).argmax(-1)
+        return drawn, log_probs.gather(-1, drawn[:, None]).squeeze(-1)
