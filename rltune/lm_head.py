@@ -9,6 +9,8 @@ matmul for gigabytes less memory traffic.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -20,28 +22,62 @@ def chunk_size(vocab_size: int) -> int:
     return max(16, CHUNK_ELEMENTS // max(vocab_size, 1))
 
 
+def chunk_scores(z: torch.Tensor, targets: torch.Tensor, acc: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logprob of each row's target, entropy) from one chunk's [rows, vocab] tempered logits, in `acc`."""
+    log_p = torch.log_softmax(z, dim=-1, dtype=acc)
+    logprobs = log_p.gather(-1, targets[:, None]).squeeze(-1)
+    return logprobs, -log_p.exp().mul_(log_p).sum(-1)
+
+
+def chunk_grad(
+    z: torch.Tensor,
+    targets: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logprobs: torch.Tensor,
+    grad_entropy: torch.Tensor | None,
+    acc: torch.dtype,
+) -> torch.Tensor:
+    """The gradient with respect to one chunk's tempered logits z, in z's dtype:
+    d logprob / dz = onehot - p;   d entropy / dz = -p (log p + entropy)."""
+    log_p = torch.log_softmax(z, dim=-1, dtype=acc)
+    p = log_p.exp()
+    if grad_entropy is None:
+        grad = p.mul_(-grad_logprobs[:, None])
+    else:
+        # -p * (g_lp + g_ent * (log p + entropy)), in the log_p buffer
+        grad = log_p.add_(entropy[:, None]).mul_(grad_entropy[:, None]).add_(grad_logprobs[:, None]).mul_(p).neg_()
+    return grad.scatter_add_(-1, targets[:, None], grad_logprobs[:, None]).to(z.dtype)
+
+
+@functools.cache
+def compiled(fn):
+    """`fn` through torch.compile, once per process: the chunk's softmax passes become one or two fused loops
+    over the logits (Triton on a GPU, C++ on a CPU). Chunk sizes vary, so shapes are dynamic."""
+    return torch.compile(fn, dynamic=True)
+
+
 class TokenScores(torch.autograd.Function):
     """(logprob of the target token, entropy) per row of `hidden`, at `temperature`; differentiable in
     both outputs with respect to `hidden`, `weight` and `bias`.
 
     The temperature divides the [N, H] hidden states rather than the [N, V] logits, and the backward pass
-    works in place on one chunk's buffers: every full-vocabulary pass costs as much as a small matmul."""
+    works in place on one chunk's buffers: every full-vocabulary pass costs as much as a small matmul.
+    `compile` runs the per-chunk arithmetic compiled (chunk_scores, chunk_grad)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, temperature: float, chunk: int):
+    def forward(ctx, hidden, weight, bias, targets, temperature: float, chunk: int, compile: bool = False):
         # Softmax arithmetic in float32 at least (float64 stays float64).
         acc = torch.promote_types(hidden.dtype, torch.float32)
+        scores = compiled(chunk_scores) if compile else chunk_scores
         scaled = hidden / temperature
         scaled_bias = None if bias is None else bias / temperature
         logprobs = torch.empty(hidden.shape[0], device=hidden.device, dtype=acc)
         entropy = torch.empty_like(logprobs)
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, start + chunk)
-            log_p = torch.log_softmax(F.linear(scaled[rows], weight, scaled_bias), dim=-1, dtype=acc)
-            logprobs[rows] = log_p.gather(-1, targets[rows, None]).squeeze(-1)
-            entropy[rows] = -(log_p.exp().unsqueeze(1) @ log_p.unsqueeze(2)).view(-1)
+            logprobs[rows], entropy[rows] = scores(F.linear(scaled[rows], weight, scaled_bias), targets[rows], acc)
         ctx.save_for_backward(scaled, weight, scaled_bias, targets, entropy)
-        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.temperature, ctx.chunk, ctx.compile = temperature, chunk, compile
         # The matmul dtype of the forward (bf16 under autocast), so the backward multiplies alike.
         ctx.compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled() else None
         ctx.set_materialize_grads(False)
@@ -52,10 +88,11 @@ class TokenScores(torch.autograd.Function):
         scaled, weight, scaled_bias, targets, entropy = ctx.saved_tensors
         dtype = ctx.compute_dtype or scaled.dtype
         acc = entropy.dtype
+        gradient = compiled(chunk_grad) if ctx.compile else chunk_grad
         w = weight.to(dtype)
         b = None if scaled_bias is None else scaled_bias.to(dtype)
-        # Gradients with respect to the scaled logits z = hidden @ W^T / T, chunk by chunk:
-        #   d logprob / dz = onehot - p;   d entropy / dz = -p (log p + entropy)
+        if grad_logprobs is None:
+            grad_logprobs = entropy.new_zeros(entropy.shape)
         grad_scaled = torch.empty_like(scaled) if ctx.needs_input_grad[0] else None
         # Weight and bias gradients add up over chunks in float32 at least.
         grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=acc) if ctx.needs_input_grad[1] else None
@@ -63,17 +100,8 @@ class TokenScores(torch.autograd.Function):
         for start in range(0, scaled.shape[0], ctx.chunk):
             rows = slice(start, start + ctx.chunk)
             h = scaled[rows].to(dtype)
-            log_p = torch.log_softmax(F.linear(h, w, b), dim=-1, dtype=acc)
-            g_lp = grad_logprobs[rows] if grad_logprobs is not None else log_p.new_zeros(log_p.shape[0])
-            if grad_entropy is None:
-                grad_z = log_p.exp_().mul_(-g_lp[:, None])
-            else:
-                g_ent = grad_entropy[rows]
-                p = log_p.exp()
-                # -p * (g_lp + g_ent * (log p + entropy)), in the log_p buffer
-                grad_z = log_p.mul_(g_ent[:, None]).add_((g_lp + g_ent * entropy[rows])[:, None]).mul_(p).neg_()
-            grad_z.scatter_add_(-1, targets[rows, None], g_lp[:, None])
-            grad_z = grad_z.to(dtype)
+            g_ent = None if grad_entropy is None else grad_entropy[rows]
+            grad_z = gradient(F.linear(h, w, b), targets[rows], entropy[rows], grad_logprobs[rows], g_ent, acc)
             if grad_scaled is not None:
                 grad_scaled[rows] = grad_z @ w
             if grad_weight is not None:
@@ -88,11 +116,14 @@ class TokenScores(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
 def token_scores(
-    hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, temperature: float
+    hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, temperature: float, compile: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """[N] logprobs and [N] entropies of `targets` from [N, H] hidden states through the linear `head`."""
-    return TokenScores.apply(hidden, head.weight, head.bias, targets, temperature, chunk_size(head.out_features))
+    return TokenScores.apply(
+        hidden, head.weight, head.bias, targets, temperature, chunk_size(head.out_features), compile
+    )

@@ -554,7 +554,9 @@ class Trainer:
             # Position prompt_width - 1 + t predicts completion token t; pads are not scored at all.
             hidden = captured[0][:, mb.prompt_width - 1 : mb.prompt_width - 1 + width]
             scored = mb.completion_mask.bool()
-            logprobs, entropy = token_scores(hidden[scored], head, targets[scored], temperature)
+            logprobs, entropy = token_scores(
+                hidden[scored], head, targets[scored], temperature, compile=self.cfg.train.compile
+            )
             if not with_entropy_grad:
                 entropy = entropy.detach()
             zeros = mb.completion_mask.new_zeros(mb.completion_mask.shape)

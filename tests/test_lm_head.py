@@ -74,3 +74,20 @@ def test_bfloat16_weights_score_like_float32_arithmetic_on_the_same_values():
     for fused, ref in ((h16.grad, h32.grad), (w16.grad, w32.grad)):
         assert fused.dtype == torch.bfloat16
         assert (fused.float() - ref).norm() / ref.norm() < 2e-2
+
+
+def test_compiled_chunk_arithmetic_equals_the_eager_one():
+    """train.compile: the per-chunk softmax passes run through torch.compile, with the same values and
+    gradients (float32), whether the entropy takes part in the loss or not."""
+    hidden, weight, bias, targets = (t.detach().float() if t.is_floating_point() else t for t in inputs(33, 8, 50))
+    a = torch.randn(33)
+    for with_entropy in (True, False):
+        results = []
+        for compile in (False, True):
+            h, w, b = (t.clone().requires_grad_() for t in (hidden, weight, bias))
+            logprobs, entropy = TokenScores.apply(h, w, b, targets, 0.9, 10, compile)
+            loss = (a * logprobs).sum() + (entropy.sum() if with_entropy else 0)
+            loss.backward()
+            results.append([logprobs.detach(), entropy.detach(), h.grad, w.grad, b.grad])
+        for eager, compiled in zip(*results):
+            assert torch.allclose(eager, compiled, rtol=1e-5, atol=1e-6)
