@@ -47,8 +47,6 @@ def main() -> None:
         model_dir, _ = build_assets(args.size, Path(tmp))
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     weights = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    head = model.get_output_embeddings().weight.detach()
-    body = [w for w in weights if w is not head]
     params = sum(p.numel() for p in model.parameters())
 
     with torch.no_grad():
@@ -69,7 +67,7 @@ def main() -> None:
         update = timed(forward_backward, 1) + timed(forward, 1)
     bytes_read = sum(w.numel() * w.element_size() for w in weights)
     print(
-        f"{args.size}: {params / 1e6:.0f}M parameters, {len(body)} Linear weights + LM head, float32, "
+        f"{args.size}: {params / 1e6:.0f}M parameters, {len(weights)} Linear weights (LM head included), float32, "
         f"{torch.get_num_threads()} threads"
     )
     print(

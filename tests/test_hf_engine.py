@@ -47,8 +47,8 @@ def test_hf_engine_samples_a_prompt_the_same_whatever_its_batch(tiny_model_dir):
 
 
 def test_row_sampler_draws_from_the_tempered_distribution_and_keeps_its_logprobs():
-    """The exponential race draws each token with its softmax(logits / T) probability (top-p cut off),
-    and the logprob it keeps is that of the drawn token before top-p."""
+    """Each token is drawn with its softmax(logits / T) probability (top-p cut off, never a token outside
+    it), and the logprob kept is that of the drawn token before top-p."""
     from rltune.rollout.hf_engine import RowSampler
 
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -3.0])
@@ -56,7 +56,7 @@ def test_row_sampler_draws_from_the_tempered_distribution_and_keeps_its_logprobs
     scores = logits.expand(rows, -1).clone()
     for temperature, top_p in ((1.0, 1.0), (0.5, 1.0), (1.0, 0.8)):
         gens = [torch.Generator().manual_seed(i) for i in range(rows)]
-        drawn, logprobs = RowSampler(gens, temperature, top_p).draw(scores)
+        drawn, logprobs = RowSampler(gens, temperature, top_p, steps=1).draw(scores)
         probs = (logits / temperature).softmax(-1)
         expected = probs.clone()
         if top_p < 1:
@@ -64,6 +64,7 @@ def test_row_sampler_draws_from_the_tempered_distribution_and_keeps_its_logprobs
             expected /= expected.sum()
         freq = torch.bincount(drawn, minlength=len(logits)).float() / rows
         assert torch.allclose(freq, expected, atol=0.025), (temperature, top_p, freq, expected)
+        assert (expected[drawn] > 0).all()
         assert torch.allclose(logprobs, probs.log()[drawn])
 
 

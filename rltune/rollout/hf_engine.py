@@ -54,7 +54,7 @@ class HFEngine:
         input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for _, ids in chunk], device=device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in chunk], device=device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: every prompt starts at position 0
-        sampler = RowSampler(generators, sampling.temperature, sampling.top_p)
+        sampler = RowSampler(generators, sampling.temperature, sampling.top_p, sampling.max_tokens)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
         finished = torch.zeros(len(chunk), dtype=torch.bool, device=device)
         keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}
@@ -105,10 +105,19 @@ def _generator(seed: int | None, row: int, device: torch.device) -> torch.Genera
 
 
 class RowSampler:
-    """Temperature and nucleus sampling with one generator per row; temperature 0 is greedy."""
+    """Temperature and nucleus sampling with one generator per row; temperature 0 is greedy.
 
-    def __init__(self, generators: list[torch.Generator | None], temperature: float, top_p: float):
-        self.generators, self.temperature, self.top_p = generators, temperature, top_p
+    Each row draws its uniform numbers for all `steps` up front from its own generator (so a row's samples
+    do not depend on its batch-mates), and a step's token is the inverse of the row's cumulative
+    distribution at that step's number: one cumsum and one binary search for the whole batch. (Drawing a
+    vocabulary-sized noise vector per row and step instead took 31 of the 38 ms of a sampling step at a
+    49k vocabulary on the CPU.)"""
+
+    def __init__(self, generators: list[torch.Generator | None], temperature: float, top_p: float, steps: int):
+        self.temperature, self.top_p, self.step = temperature, top_p, 0
+        self.uniforms = torch.stack(
+            [torch.rand(steps, generator=g, device=g.device if g is not None else None) for g in generators]
+        )
 
     def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[rows] drawn tokens from [rows, vocab] logits, and each one's log-probability at the temperature
@@ -121,8 +130,10 @@ class RowSampler:
             ordered, order = probs.sort(-1, descending=True)
             outside = ordered.cumsum(-1) - ordered > self.top_p  # the top token always stays
             probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
-        # Exponential race: argmax(p / E) with E ~ Exp(1) is a draw from p; one noise vector per row from
-        # its own generator, then one argmax for the batch (per-row multinomials are slow on a GPU).
-        noise = torch.stack([torch.empty_like(row).exponential_(generator=g) for row, g in zip(probs, self.generators)])
-        drawn = (probs / noise).argmax(-1)
+        cumulative = probs.cumsum(-1)
+        total = cumulative[:, -1:]  # 1 up to rounding, or the mass top-p kept: scaling by it renormalises
+        point = self.uniforms[:, self.step, None].to(logits.device) * total
+        point = torch.minimum(point, torch.nextafter(total, torch.zeros_like(total)))  # below the last step up
+        self.step += 1
+        drawn = torch.searchsorted(cumulative, point, right=True).squeeze(-1)  # first cumulative > point
         return drawn, log_probs.gather(-1, drawn[:, None]).squeeze(-1)
