@@ -4,7 +4,7 @@ The plain way (`logits = lm_head(hidden)`, then log-softmax) keeps [tokens, voca
 copy and the softmax alive for the backward pass: with a 150k vocabulary that is the largest memory in
 the update. Here the LM head runs over a chunk of positions at a time, only on the positions that are
 scored, and the backward pass recomputes each chunk's logits instead of keeping them: one extra LM-head
-matmul for gigabytes less memory traffic.
+matmul for gigabytes less memory. When all positions fit in one chunk, its logits are kept instead.
 """
 
 from __future__ import annotations
@@ -75,8 +75,12 @@ class TokenScores(torch.autograd.Function):
         entropy = torch.empty_like(logprobs)
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, start + chunk)
-            logprobs[rows], entropy[rows] = scores(F.linear(scaled[rows], weight, scaled_bias), targets[rows], acc)
-        ctx.save_for_backward(scaled, weight, scaled_bias, targets, entropy)
+            logits = F.linear(scaled[rows], weight, scaled_bias)
+            logprobs[rows], entropy[rows] = scores(logits, targets[rows], acc)
+        # A single chunk's logits are kept for the backward pass rather than recomputed: at most one chunk's
+        # memory, which the forward pass held anyway, for one LM-head matmul less.
+        kept = logits if hidden.shape[0] <= chunk else None
+        ctx.save_for_backward(scaled, weight, scaled_bias, targets, entropy, kept)
         ctx.temperature, ctx.chunk, ctx.compile = temperature, chunk, compile
         # The matmul dtype of the forward (bf16 under autocast), so the backward multiplies alike.
         ctx.compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled() else None
@@ -85,7 +89,7 @@ class TokenScores(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_logprobs, grad_entropy):
-        scaled, weight, scaled_bias, targets, entropy = ctx.saved_tensors
+        scaled, weight, scaled_bias, targets, entropy, kept = ctx.saved_tensors
         dtype = ctx.compute_dtype or scaled.dtype
         acc = entropy.dtype
         gradient = compiled(chunk_grad) if ctx.compile else chunk_grad
@@ -101,7 +105,8 @@ class TokenScores(torch.autograd.Function):
             rows = slice(start, start + ctx.chunk)
             h = scaled[rows].to(dtype)
             g_ent = None if grad_entropy is None else grad_entropy[rows]
-            grad_z = gradient(F.linear(h, w, b), targets[rows], entropy[rows], grad_logprobs[rows], g_ent, acc)
+            logits = kept if kept is not None else F.linear(h, w, b)
+            grad_z = gradient(logits, targets[rows], entropy[rows], grad_logprobs[rows], g_ent, acc)
             if grad_scaled is not None:
                 grad_scaled[rows] = grad_z @ w
             if grad_weight is not None:

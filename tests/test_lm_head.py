@@ -1,5 +1,6 @@
 """The chunked LM head's own gradients against autograd's (float64), and its values against the plain path."""
 
+import pytest
 import torch
 
 from rltune.lm_head import TokenScores, chunk_size
@@ -20,11 +21,13 @@ def inputs(rows=7, dim=5, vocab=11, seed=0):
     return hidden, weight, bias, targets
 
 
-def test_gradients_match_finite_differences_in_both_outputs():
+@pytest.mark.parametrize("chunk", [3, 7])
+def test_gradients_match_finite_differences_in_both_outputs(chunk):
     hidden, weight, bias, targets = inputs()
-    # chunk 3 over 7 rows: a partial last chunk; both outputs feed the checked function
+    # chunk 3 over 7 rows: recomputed chunks, a partial last one; chunk 7: one chunk, its logits kept.
+    # Both outputs feed the checked function.
     assert torch.autograd.gradcheck(
-        lambda h, w, b: TokenScores.apply(h, w, b, targets, 0.7, 3), (hidden, weight, bias), eps=1e-6, atol=1e-5
+        lambda h, w, b: TokenScores.apply(h, w, b, targets, 0.7, chunk), (hidden, weight, bias), eps=1e-6, atol=1e-5
     )
 
 
@@ -34,6 +37,7 @@ def test_values_and_gradients_equal_the_plain_log_softmax():
     results = []
     for scores in (
         lambda: TokenScores.apply(hidden, weight, bias, targets, 1.3, 4),
+        lambda: TokenScores.apply(hidden, weight, bias, targets, 1.3, 9),
         lambda: plain_scores(hidden, weight, bias, targets, 1.3),
     ):
         logprobs, entropy = scores()
@@ -41,8 +45,8 @@ def test_values_and_gradients_equal_the_plain_log_softmax():
         results.append([logprobs.detach(), entropy.detach()] + [t.grad.clone() for t in (hidden, weight, bias)])
         for t in (hidden, weight, bias):
             t.grad = None
-    for fused, plain in zip(*results):
-        assert torch.allclose(fused, plain, atol=1e-10)
+    for chunked, one_chunk, plain in zip(*results):
+        assert torch.allclose(chunked, plain, atol=1e-10) and torch.allclose(one_chunk, plain, atol=1e-10)
 
 
 def test_entropy_alone_or_logprobs_alone_backpropagate():
