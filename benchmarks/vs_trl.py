@@ -11,7 +11,8 @@ its own subprocess so that its peak memory (resident on the CPU, allocated on th
     python benchmarks/vs_trl.py [--sizes tiny,smollm2] [--steps 6]      (or `make bench`)
     python benchmarks/vs_trl.py --device cuda --sizes qwen0.5b --sides rltune-hf,trl --steps 8
 
-Prints one JSON line per run and a table with the rltune/trl ratios.
+Prints one JSON line per run and a table with the rltune/trl ratios (`--repeats N`: medians over N
+alternating runs of every side, and the range of the ratio).
 """
 
 from __future__ import annotations
@@ -254,6 +255,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="tiny,smollm2")
     parser.add_argument("--steps", type=int, default=6, help="RL steps per run; the first 2 are warm-up")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every side, alternating")
     parser.add_argument("--sides", default="rltune-hf,trl,rltune-vllm")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: bfloat16 weights")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
@@ -274,39 +276,54 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             build_assets(size, Path(tmp), args.device)
-            for side in args.sides.split(","):
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--side",
-                    side,
-                    "--size",
-                    size,
-                    "--workdir",
-                    tmp,
-                    "--steps",
-                    str(args.steps),
-                    "--device",
-                    args.device,
-                    "--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing",
-                ]
-                env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
-                result = run_child(cmd, f"{side} on {size}", args.timeout, args.out, env)
-                if result is not None:
-                    results.append(result)
+            for repeat in range(args.repeats):  # sides alternate, so that drifts in machine speed hit both
+                for side in args.sides.split(","):
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--side",
+                        side,
+                        "--size",
+                        size,
+                        "--workdir",
+                        tmp,
+                        "--steps",
+                        str(args.steps),
+                        "--device",
+                        args.device,
+                        "--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing",
+                    ]
+                    env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
+                    result = run_child(cmd, f"{side} on {size}", args.timeout, args.out, env)
+                    if result is not None:
+                        results.append({**result, "repeat": repeat})
+    print_table(results)
+
+
+def print_table(results: list[dict]) -> None:
+    """Per size and side: median seconds per step over the repeats; the ratios to trl from the medians, and
+    their range over the repeats (each repeat's rltune against the same repeat's trl)."""
     head = f"{'size':8} {'side':12} {'s/step':>7} {'tokens/step':>11} {'gen tok/s':>9} {'peak GB':>8}"
-    print(f"\n{head} {'steps/s vs trl':>14} {'tok/s vs trl':>12}")
-    for r in results:
-        trl = next((x for x in results if x["size"] == r["size"] and x["side"] == "trl"), None)
-        ratios = (
-            f"{trl['step_s'] / r['step_s']:13.2f}x {r['gen_tokens_per_s'] / trl['gen_tokens_per_s']:11.2f}x"
-            if trl
-            else f"{'-':>14} {'-':>12}"  # --sides without trl: nothing to compare with
-        )
-        print(
-            f"{r['size']:8} {r['side']:12} {r['step_s']:7.2f} {r['completion_tokens']:11.0f} "
-            f"{r['gen_tokens_per_s']:9.0f} {r['peak_gb']:8.2f} {ratios}"
-        )
+    print(f"\n{head} {'steps/s vs trl':>14} {'tok/s vs trl':>12} {'range over repeats':>18}")
+    keys = list(dict.fromkeys((r["size"], r["side"]) for r in results))
+    runs = {key: [r for r in results if (r["size"], r["side"]) == key] for key in keys}
+    median = {
+        key: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k.endswith(("_s", "_gb", "tokens"))}
+        for key, rs in runs.items()
+    }
+    for size, side in keys:
+        m = median[size, side]
+        tok_s = m["completion_tokens"] / m["step_s"]
+        cells = f"{'-':>14} {'-':>12} {'-':>18}"  # --sides without trl: nothing to compare with
+        if (size, "trl") in median:
+            t = median[size, "trl"]
+            trl_runs = {r["repeat"]: r["step_s"] for r in runs[size, "trl"]}
+            ratios = [trl_runs[r["repeat"]] / r["step_s"] for r in runs[size, side] if r["repeat"] in trl_runs]
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else "-"
+            tok_ratio = tok_s / (t["completion_tokens"] / t["step_s"])
+            cells = f"{t['step_s'] / m['step_s']:13.2f}x {tok_ratio:11.2f}x {spread:>18}"
+        tokens = m["completion_tokens"]
+        print(f"{size:8} {side:12} {m['step_s']:7.2f} {tokens:11.0f} {tok_s:9.0f} {m['peak_gb']:8.2f} {cells}")
 
 
 if __name__ == "__main__":
