@@ -175,6 +175,8 @@ def test_trainer_uses_token_level_advantages(tmp_path, demo_assets):
         tmp_path,
         *demo_assets,
         rewards=[{"name": "math_accuracy"}, {"name": "repetition_dense", "kwargs": {"ngram_size": 1, "penalty": -0.1}}],
+        # hot sampling: 12 tokens from a ~24-symbol vocabulary all but surely repeat one (the penalty fires)
+        rollout={"temperature": 3.0},
     )
     trainer = Trainer(cfg)
     trainer.train_step()
