@@ -190,9 +190,22 @@ def run_trl(
         processing_class=tokenizer,
         callbacks=[Timer()],
     )
+    generation: list[float] = []
+    generate = trainer._generate  # trl's private generation step (1.16), timed like rltune's rollout
+
+    def timed_generate(*args, **kwargs):
+        started = time.perf_counter()
+        out = generate(*args, **kwargs)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        generation.append(time.perf_counter() - started)
+        return out
+
+    trainer._generate = timed_generate
     trainer.train()
     return {
         "step_s": statistics.median(times[2:]),
+        "rollout_s": statistics.median(generation[2:]),
         "completion_tokens": statistics.mean(lengths[2:]) * PROMPTS_PER_STEP * GROUP,
     }
 
