@@ -73,6 +73,7 @@ class TokenScores(torch.autograd.Function):
         scaled_bias = None if bias is None else bias / temperature
         logprobs = torch.empty(hidden.shape[0], device=hidden.device, dtype=acc)
         entropy = torch.empty_like(logprobs)
+        logits = None  # no rows, no chunk
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, start + chunk)
             logits = F.linear(scaled[rows], weight, scaled_bias)

@@ -58,6 +58,15 @@ def test_entropy_alone_or_logprobs_alone_backpropagate():
     assert torch.allclose(logprobs, ref_lp) and torch.allclose(entropy, ref_ent)
 
 
+def test_no_rows_give_empty_scores_and_zero_gradients():
+    hidden, weight, bias, targets = inputs()
+    empty = hidden[:0].detach().requires_grad_()
+    logprobs, entropy = TokenScores.apply(empty, weight, bias, targets[:0], 1.0, 4)
+    (logprobs.sum() + entropy.sum()).backward()
+    assert logprobs.shape == entropy.shape == (0,)
+    assert weight.grad.abs().sum() == 0 and bias.grad.abs().sum() == 0
+
+
 def test_chunks_hold_a_bounded_number_of_logits():
     assert chunk_size(151_936) * 151_936 <= 2**27 < (chunk_size(151_936) + 1) * 151_936
     assert chunk_size(10) > 1_000_000
