@@ -460,23 +460,20 @@ class Trainer:
         padding; at most train.micro_batch_size sequences each and, with train.micro_batch_tokens, at most
         that many padded tokens (a sample longer than the budget runs alone)."""
         t = self.cfg.train
-        groups: list[list[int]] = []
-        prompt_width = completion_width = 0
+        groups: list[list[int]] = [[]]
+        prompt_width = completion_width = 0  # of the last group, as collate pads it
         for i in sorted(indices, key=lambda i: -(len(batch.prompt_ids[i]) + len(batch.completion_ids[i]))):
-            wider_prompt = max(prompt_width, len(batch.prompt_ids[i]))
-            wider_completion = max(completion_width, len(batch.completion_ids[i]))
-            full = groups and len(groups[-1]) == t.micro_batch_size
-            over = (
-                groups
-                and t.micro_batch_tokens is not None
-                and (len(groups[-1]) + 1) * (wider_prompt + wider_completion) > t.micro_batch_tokens
-            )
-            if not groups or full or over:
+            prompt, completion = len(batch.prompt_ids[i]), len(batch.completion_ids[i])
+            rows = len(groups[-1]) + 1
+            padded = rows * (max(prompt_width, prompt) + max(completion_width, completion))
+            if groups[-1] and (
+                rows > t.micro_batch_size or (t.micro_batch_tokens is not None and padded > t.micro_batch_tokens)
+            ):
                 groups.append([])
-                wider_prompt, wider_completion = len(batch.prompt_ids[i]), len(batch.completion_ids[i])
+                prompt_width = completion_width = 0
             groups[-1].append(i)
-            prompt_width, completion_width = wider_prompt, wider_completion
-        return groups
+            prompt_width, completion_width = max(prompt_width, prompt), max(completion_width, completion)
+        return [group for group in groups if group]
 
     def normalizer(self, batch: RolloutBatch, indices: list[int]) -> Normalizer:
         counts = torch.tensor(
