@@ -15,6 +15,33 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
+SHARED_KV_SDPA = "rltune_sdpa"
+"""The attention implementation rltune's models run where transformers would run "sdpa"."""
+
+
+def sdpa_sharing_kv_heads(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """transformers' "sdpa" attention, except on the CPU with a mask: there transformers copies every key and
+    value head once per query head sharing it (grouped-query attention; its CUDA kernels need that), while
+    torch's CPU kernel takes the shared heads and the mask as they are. For the SmolLM2 shape (3 query heads
+    a head) that copy was 6% of a decoding step on the CPU (benchmarks/RESULTS.md)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    grouped = key.shape[1] != query.shape[1]
+    if query.device.type != "cpu" or attention_mask is None or not grouped or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, enable_gqa=True
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(SHARED_KV_SDPA, sdpa_sharing_kv_heads)
+    AttentionMaskInterface.register(SHARED_KV_SDPA, sdpa_mask)
+
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
@@ -32,11 +59,20 @@ def load_causal_lm(path: str, cfg: ModelConfig) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             path, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code
         )
     except Exception as exc:
         raise RLTuneError(f"cannot load a causal LM from {path!r}: {exc}") from exc
+    use_shared_kv_sdpa(model)
+    return model
+
+
+def use_shared_kv_sdpa(model: torch.nn.Module) -> None:
+    """Switch a model that runs transformers' "sdpa" attention to `sdpa_sharing_kv_heads` (same results)."""
+    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+        _register_attention()
+        model.set_attn_implementation(SHARED_KV_SDPA)
 
 
 def load_policy(cfg: ModelConfig, checkpoint: str | None = None) -> torch.nn.Module:
