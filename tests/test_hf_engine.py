@@ -82,3 +82,26 @@ def test_hf_engine_decodes_like_transformers_generate(tiny_model_dir):
             torch.tensor([ids]), do_sample=False, max_new_tokens=10, eos_token_id=tokenizer.eos_token_id
         )
         assert completion == reference[0, len(ids) :].tolist()
+
+
+def test_finished_rows_leave_the_batch_without_changing_any_sample(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [tokenizer(q)["input_ids"] for q in ("1+2=", "13+4=", "5=")]
+    sampling = SamplingSettings(n=4, temperature=1.0, max_tokens=12, prompt_seeds=[1, 2, 3])
+    rows_per_forward = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kw: rows_per_forward.append(len(kw["input_ids"])), with_kwargs=True
+    )
+    together = build_engine("hf", model=model, tokenizer=tokenizer).generate(prompts, [{}] * 3, sampling)
+    hook.remove()
+    lengths = sorted(len(c) for c in together.completion_ids)
+    assert lengths[0] < lengths[-1]  # some rows end early: the case under test
+    # after each step, the rows still decoding: those whose completion is longer than that step
+    assert rows_per_forward == [sum(n > step for n in lengths) for step in range(lengths[-1])]
+    one_by_one = build_engine("hf", model=model, tokenizer=tokenizer, batch_size=1).generate(
+        prompts, [{}] * 3, sampling
+    )
+    assert together.completion_ids == one_by_one.completion_ids
+    for a, b in zip(together.sampling_logprobs, one_by_one.sampling_logprobs):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)

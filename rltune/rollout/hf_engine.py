@@ -56,11 +56,12 @@ class HFEngine:
         positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: every prompt starts at position 0
         sampler = RowSampler(generators, sampling.temperature, sampling.top_p, sampling.max_tokens)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
-        finished = torch.zeros(len(chunk), dtype=torch.bool, device=device)
         keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}
         cache = None  # the model builds the cache its layers need (full, sliding-window, recurrent)
-        drawn_tokens, drawn_logprobs = [], []
-        for _ in range(sampling.max_tokens):
+        rows = torch.arange(len(chunk), device=device)  # the chunk's rows still decoding, in batch order
+        drawn_tokens = torch.full((len(chunk), sampling.max_tokens), self.pad_id, device=device)
+        drawn_logprobs = torch.zeros(len(chunk), sampling.max_tokens, device=device)
+        for step in range(sampling.max_tokens):
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=attention,
@@ -71,16 +72,20 @@ class HFEngine:
             )
             cache = out.past_key_values
             tokens, logprobs = sampler.draw(out.logits[:, -1])
-            tokens = tokens.masked_fill(finished, self.pad_id)  # rows past their end only pad
-            drawn_tokens.append(tokens)
-            drawn_logprobs.append(logprobs)
-            finished |= torch.isin(tokens, eos)
-            if finished.all():
+            drawn_tokens[rows, step], drawn_logprobs[rows, step] = tokens, logprobs
+            done = torch.isin(tokens, eos)
+            finished = int(done.sum())
+            if finished == len(rows):
                 break
             input_ids, positions = tokens[:, None], positions[:, -1:] + 1
-            attention = torch.cat([attention, attention.new_ones(len(chunk), 1)], dim=1)
-        new_tokens = torch.stack(drawn_tokens, dim=1).tolist()
-        token_logprobs = torch.stack(drawn_logprobs, dim=1).tolist()
+            attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)
+            if finished:  # rows that ended leave the batch (and their cache): later steps do not compute them
+                left = (~done).nonzero().squeeze(1)
+                cache.reorder_cache(left)
+                rows, input_ids, positions, attention = rows[left], input_ids[left], positions[left], attention[left]
+                sampler.keep_rows(left)
+        new_tokens = drawn_tokens[:, : step + 1].tolist()
+        token_logprobs = drawn_logprobs[:, : step + 1].tolist()
         for (group, ids), tokens, logprobs in zip(chunk, new_tokens, token_logprobs):
             stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
             length = len(tokens) if stop is None else stop + 1
@@ -118,6 +123,10 @@ class RowSampler:
         self.uniforms = torch.stack(
             [torch.rand(steps, generator=g, device=g.device if g is not None else None) for g in generators]
         )
+
+    def keep_rows(self, index: torch.Tensor) -> None:
+        """Go on with the rows at `index` only (the others finished)."""
+        self.uniforms = self.uniforms[index.to(self.uniforms.device)]
 
     def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[rows] drawn tokens from [rows, vocab] logits, and each one's log-probability at the temperature
