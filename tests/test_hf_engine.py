@@ -84,7 +84,7 @@ def test_hf_engine_decodes_like_transformers_generate(tiny_model_dir):
         assert completion == reference[0, len(ids) :].tolist()
 
 
-def test_finished_rows_leave_the_batch_without_changing_any_sample(tiny_model_dir):
+def test_shared_prompts_once_and_finished_rows_leave_the_batch_without_changing_any_sample(tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     prompts = [tokenizer(q)["input_ids"] for q in ("1+2=", "13+4=", "5=")]
@@ -97,8 +97,9 @@ def test_finished_rows_leave_the_batch_without_changing_any_sample(tiny_model_di
     hook.remove()
     lengths = sorted(len(c) for c in together.completion_ids)
     assert lengths[0] < lengths[-1]  # some rows end early: the case under test
-    # after each step, the rows still decoding: those whose completion is longer than that step
-    assert rows_per_forward == [sum(n > step for n in lengths) for step in range(lengths[-1])]
+    # the 3 prompts once each, then after each step the rows still decoding: those whose completion is
+    # longer than that step
+    assert rows_per_forward == [3] + [sum(n > step for n in lengths) for step in range(1, lengths[-1])]
     one_by_one = build_engine("hf", model=model, tokenizer=tokenizer, batch_size=1).generate(
         prompts, [{}] * 3, sampling
     )

@@ -50,9 +50,13 @@ class HFEngine:
 
     def _generate_chunk(self, chunk, generators, sampling: SamplingSettings, device, batch: RolloutBatch) -> None:
         """Sample one completion for each (group, prompt ids) of `chunk` and append it to `batch`."""
-        width = max(len(ids) for _, ids in chunk)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for _, ids in chunk], device=device)
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in chunk], device=device)
+        # A prompt shared by several rows (a group's samples) goes through the model once.
+        prompts = list(dict.fromkeys(tuple(ids) for _, ids in chunk))
+        prompt_of_row = {ids: i for i, ids in enumerate(prompts)}
+        row_prompts = torch.tensor([prompt_of_row[tuple(ids)] for _, ids in chunk], device=device)
+        width = max(len(ids) for ids in prompts)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + list(ids) for ids in prompts], device=device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: every prompt starts at position 0
         sampler = RowSampler(generators, sampling.temperature, sampling.top_p, sampling.max_tokens)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
@@ -70,8 +74,11 @@ class HFEngine:
                 use_cache=True,
                 **keep,
             )
-            cache = out.past_key_values
-            tokens, logprobs = sampler.draw(out.logits[:, -1])
+            cache, logits = out.past_key_values, out.logits[:, -1]
+            if step == 0:  # from one row per prompt to one per sample: each gets its prompt's cache and logits
+                cache.reorder_cache(row_prompts)
+                logits, attention, positions = logits[row_prompts], attention[row_prompts], positions[row_prompts]
+            tokens, logprobs = sampler.draw(logits)
             drawn_tokens[rows, step], drawn_logprobs[rows, step] = tokens, logprobs
             done = torch.isin(tokens, eos)
             finished = int(done.sum())
