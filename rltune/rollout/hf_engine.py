@@ -51,9 +51,9 @@ class HFEngine:
     def _generate_chunk(self, chunk, generators, sampling: SamplingSettings, device, batch: RolloutBatch) -> None:
         """Sample one completion for each (group, prompt ids) of `chunk` and append it to `batch`."""
         # A prompt shared by several rows (a group's samples) goes through the model once.
-        prompts = list(dict.fromkeys(tuple(ids) for _, ids in chunk))
-        prompt_of_row = {ids: i for i, ids in enumerate(prompts)}
-        row_prompts = torch.tensor([prompt_of_row[tuple(ids)] for _, ids in chunk], device=device)
+        prompt_index: dict[tuple[int, ...], int] = {}  # each distinct prompt, in order of first appearance
+        row_prompts = [prompt_index.setdefault(tuple(ids), len(prompt_index)) for _, ids in chunk]
+        prompts, row_prompts = list(prompt_index), torch.tensor(row_prompts, device=device)
         width = max(len(ids) for ids in prompts)
         input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + list(ids) for ids in prompts], device=device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
