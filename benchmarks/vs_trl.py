@@ -13,6 +13,15 @@ its own subprocess so that its peak memory (resident on the CPU, allocated on th
 
 Prints one JSON line per run and a table with the rltune/trl ratios (`--repeats N`: medians over N
 alternating runs of every side, and the range of the ratio).
+
+`--workload` picks the prompts and how completions end, the same for both sides:
+- `demo` (default): the demo's 5-10 token additions. At the larger shapes a random model practically
+  never samples its end token among 49k, so every completion runs to the token limit.
+- `gsm8k-shape`: the proportions of a real GSM8K step, scaled to the token limit C. SmolLM2-135M-Instruct
+  on GSM8K in its chat template has prompts of ~100 tokens and completions of 11-256 tokens (median 166)
+  at C=256 (RESULTS.md). Here: prompts of 0.3-0.5 C random characters, and ~1/64 of the vocabulary are
+  end tokens (in the generation config, which both trainers read), so a completion ends with probability
+  about 1/64 a token: geometric lengths, median about 44, about a third reaching C=64.
 """
 
 from __future__ import annotations
@@ -68,7 +77,17 @@ def parity_reward(*args, **kwargs):
     return [float(len(c) % 2 == 0) for c in kwargs["completions"]]
 
 
-def build_assets(size: str, root: Path, device: str = "cpu") -> tuple[Path, Path]:
+def gsm8k_shape_rows(max_tokens: int, count: int = 100, seed: int = 0) -> list[dict]:
+    """Prompts of 0.3-0.5 x max_tokens characters (one token each) drawn from the demo's digits and signs."""
+    import random
+
+    rng = random.Random(seed)
+    chars = "0123456789+-= "
+    lengths = [rng.randint(int(0.3 * max_tokens), int(0.5 * max_tokens)) for _ in range(count)]
+    return [{"question": "".join(rng.choice(chars) for _ in range(n)), "answer": ""} for n in lengths]
+
+
+def build_assets(size: str, root: Path, device: str = "cpu", workload: str = "demo") -> tuple[Path, Path]:
     """The model (saved in bfloat16 for the GPU), the demo tokenizer and the prompts, under `root`. For
     the larger shapes the tokenizer gets filler tokens ('<t0>', ...) up to the model's vocabulary, so that
     every sampled id decodes to text and the parity reward varies within a group (ids past a tokenizer
@@ -77,18 +96,24 @@ def build_assets(size: str, root: Path, device: str = "cpu") -> tuple[Path, Path
 
     from rltune.demo import CHARS, arithmetic_rows, build_tiny_model, build_tokenizer
 
-    overrides, _ = SIZES[size]
+    overrides, max_tokens = SIZES[size]
     extra = overrides.get("vocab_size", 0) - len(build_tokenizer())
     tokenizer = build_tokenizer(CHARS + [f"<t{i}>" for i in range(max(extra, 0))])
     model = build_tiny_model(**{"vocab_size": len(tokenizer), "max_positions": 2048, **overrides})
     if device == "cuda":
         model = model.to(torch.bfloat16)
-    model.generation_config.eos_token_id = 1
+    rows, end_ids = arithmetic_rows(), [1]
+    if workload == "gsm8k-shape":
+        rows = gsm8k_shape_rows(max_tokens)
+        # The tiny vocabulary (25 tokens) already ends a random model's completions at ~1/25 a token.
+        first_filler = len(build_tokenizer())
+        end_ids += list(range(first_filler, first_filler + len(tokenizer) // 64 - 1))
+    model.generation_config.eos_token_id = end_ids
     model.generation_config.pad_token_id = 0
     model_dir, data = root / f"model-{size}", root / "prompts.jsonl"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    data.write_text("".join(json.dumps(r) + "\n" for r in arithmetic_rows()))
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return model_dir, data
 
 
@@ -278,6 +303,9 @@ def main() -> None:
         default=True,
         help="on both sides (trl's GRPOConfig turns it on by default)",
     )
+    parser.add_argument(
+        "--workload", default="demo", choices=["demo", "gsm8k-shape"], help="prompts and completion ends"
+    )
     parser.add_argument("--out", help="also write the results here (JSON lines)")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
@@ -288,7 +316,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
-            build_assets(size, Path(tmp), args.device)
+            build_assets(size, Path(tmp), args.device, args.workload)
             for repeat in range(args.repeats):  # sides alternate, so that drifts in machine speed hit both
                 for side in args.sides.split(","):
                     cmd = [
@@ -309,13 +337,14 @@ def main() -> None:
                     env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
                     result = run_child(cmd, f"{side} on {size}", args.timeout, args.out, env)
                     if result is not None:
-                        results.append({**result, "repeat": repeat})
+                        results.append({**result, "repeat": repeat, "workload": args.workload})
     print_table(results)
 
 
 def print_table(results: list[dict]) -> None:
     """Per size and side: median seconds per step over the repeats; the ratios to trl from the medians, and
     their range over the repeats (each repeat's rltune against the same repeat's trl)."""
+    print(f"\nworkload: {results[0]['workload'] if results else '-'}")
     head = f"{'size':8} {'side':12} {'s/step':>7} {'tokens/step':>11} {'gen tok/s':>9} {'peak GB':>8}"
     print(f"\n{head} {'steps/s vs trl':>14} {'tok/s vs trl':>12} {'range over repeats':>18}")
     keys = list(dict.fromkeys((r["size"], r["side"]) for r in results))
