@@ -7,7 +7,8 @@ its own subprocess so that peak memory is its own:
 
   plain            model(input_ids, labels=...) cross-entropy, backward, AdamW (the reference)
   rltune           Trainer.update on the same tokens as a rollout batch (clipped objective, token-mean,
-                   fused LM head)
+                   fused LM head, samples packed into rows)
+  rltune-padded    the same with train.packing=false (one padded row per sample)
   rltune-unfused   the same with train.fused_lm_head=false (full-vocabulary logits)
   rltune-compile   the same with train.compile=true (decoder layers compiled)
   rltune-budget    the same with train.micro_batch_tokens=--token-budget (length-sorted micro-batches)
@@ -117,6 +118,7 @@ def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> t
             "progress_bar": False,
             "fused_lm_head": variant != "rltune-unfused",
             "compile": variant == "rltune-compile",
+            "packing": variant != "rltune-padded",
             "micro_batch_tokens": args.token_budget if variant == "rltune-budget" else None,
         },
     }

@@ -123,15 +123,19 @@ def _cat_padded(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
 
 @dataclass
 class MicroBatch:
-    """Padded tensors of a few samples of a `RolloutBatch`, as the objective and loss terms see them.
+    """Tensors of a few samples of a `RolloutBatch`, as the model, the objective and loss terms see them.
 
     Token tensors are [B, T] over the completion positions only (right-padded); `indices` are the
-    samples' positions in `rollout`, so a plug-in can read anything else about them there.
+    samples' positions in `rollout`, so a plug-in can read anything else about them there. The model's
+    input is laid out in rows: one sample a row (left-padded prompt, right-padded completion), or with
+    train.packing several samples one after another in a row (`pack_rows`).
     """
 
     input_ids: torch.Tensor
-    """[B, P+T] prompt and completion, left-padded prompts, right-padded completions."""
-    attention_mask: torch.Tensor
+    """[R, L] the model's input rows."""
+    attention_mask: torch.Tensor | None
+    """[R, L] 1 on the samples' tokens, 0 on pads; None for packed rows, where `position_ids` restarting
+    at 0 separate the samples."""
     completion_mask: torch.Tensor
     """[B, T] 1 on generated tokens."""
     sampling_logprobs: torch.Tensor
@@ -142,7 +146,11 @@ class MicroBatch:
     rollout: RolloutBatch
     ref_logprobs: torch.Tensor | None = None
     """[B, T] logprobs of the reference model, when a loss term needs it."""
-    prompt_width: int = 0
+    position_ids: torch.Tensor | None = None
+    """[R, L] each input token's position in its own sample."""
+    scored_at: tuple[torch.Tensor, torch.Tensor] | None = None
+    """(rows, columns) in `input_ids` of the positions whose next-token distribution scores each completion
+    token, in `completion_mask`'s row-major order (sample by sample)."""
 
 
 @dataclass
@@ -153,3 +161,28 @@ class PolicyOutput:
     """[B, T] log-probability of each completion token (logits / temperature)."""
     entropy: torch.Tensor
     """[B, T] entropy of the next-token distribution (carries gradients only if a term asks for it)."""
+
+
+def pack_rows(sequences: list[list[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]], list[tuple[int, int]]]:
+    """Lay sequences one after another into rows as wide as the longest one, each into the first row
+    with room for it, longest first (first-fit decreasing). Returns the rows (pads at their ends), the
+    position ids (each sequence from 0; a row's trailing pads form a sequence of their own, after
+    everything else, so nothing attends to them), and each sequence's (row, start column)."""
+    width = max(len(seq) for seq in sequences)
+    rows: list[list[int]] = []
+    positions: list[list[int]] = []
+    starts: list[tuple[int, int]] = [(0, 0)] * len(sequences)
+    for i in sorted(range(len(sequences)), key=lambda i: -len(sequences[i])):
+        seq = sequences[i]
+        row = next((r for r, used in enumerate(rows) if len(used) + len(seq) <= width), len(rows))
+        if row == len(rows):
+            rows.append([])
+            positions.append([])
+        starts[i] = (row, len(rows[row]))
+        rows[row] += seq
+        positions[row] += range(len(seq))
+    for ids, pos in zip(rows, positions):
+        fill = width - len(ids)
+        ids += [pad_id] * fill
+        pos += range(fill)
+    return rows, positions, starts

@@ -218,9 +218,17 @@ class TrainConfig:
     samples are sorted by length before they are split, so that sequences of similar length share padding."""
     micro_batch_tokens: int | None = None
     """Also cap each forward/backward at this many padded tokens (sequences x longest prompt + longest
-    completion): long samples run few to a micro-batch, short ones many (verl's dynamic batch size). A
+    completion; packed rows hold at most that): long samples run few to a micro-batch, short ones many
+    (verl's dynamic batch size). A
     sample longer than the budget runs alone. The update is the same; only the grouping changes. Not under
     FSDP/DeepSpeed, whose processes must run the same number of forwards. None: micro_batch_size alone."""
+    packing: bool = True
+    """Lay a micro-batch's samples one after another into rows as wide as its longest sample, instead of
+    one padded row per sample (prompt padded to the longest prompt, completion to the longest completion):
+    the forward computes few pads, and each sample attends to itself only (position ids restart at 0 for
+    each; a block-diagonal causal mask, or varlen flash attention on GPUs). Same logprobs and gradients
+    up to float rounding. Models that do not read packed rows (see rltune.models.reads_packed_rows) are
+    padded whatever this says."""
     lr: float = 1e-6
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -116,6 +116,24 @@ def keeps_logits(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(base_model(model).forward).parameters
 
 
+PACKING_ATTENTION = {"eager", "sdpa", SHARED_KV_SDPA, "flash_attention_2", "flash_attention_3", "flex_attention"}
+
+
+def reads_packed_rows(model: torch.nn.Module) -> bool:
+    """Whether the model keeps sequences packed one after another into a row apart, given position ids
+    that restart at 0 for each sequence, no attention mask and no KV cache (use_cache=False): transformers
+    decoders whose modeling file builds masks with `create_causal_mask` do (a block-diagonal causal mask,
+    or varlen flash attention), under the attention implementations that read those masks."""
+    import sys
+
+    base = base_model(model)
+    if not hasattr(base, "get_decoder"):
+        return False
+    modeling = sys.modules.get(type(base.get_decoder()).__module__)
+    attention = getattr(base.config, "_attn_implementation", None)
+    return hasattr(modeling, "create_causal_mask") and attention in PACKING_ATTENTION
+
+
 def compile_decoder_layers(model: torch.nn.Module) -> None:
     """torch.compile every decoder layer in place. The layers run the same code on their own weights, so
     they share one compiled graph: compiling takes seconds, where the whole model would take minutes."""

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from rltune.advantages import ADVANTAGES, select_per_group
-from rltune.batch import MicroBatch, PolicyOutput, RolloutBatch
+from rltune.batch import MicroBatch, PolicyOutput, RolloutBatch, pack_rows
 from rltune.checkpoint import (
     list_checkpoints,
     load_state,
@@ -41,7 +41,15 @@ from rltune.lm_head import token_scores
 from rltune.loss_terms import LOSS_TERMS
 from rltune.losses import Normalizer, aggregate, masked_mean, token_entropy
 from rltune.metrics import MetricsLogger
-from rltune.models import base_model, compile_decoder_layers, keeps_logits, load_policy, load_reference, load_tokenizer
+from rltune.models import (
+    base_model,
+    compile_decoder_layers,
+    keeps_logits,
+    load_policy,
+    load_reference,
+    load_tokenizer,
+    reads_packed_rows,
+)
 from rltune.objectives import OBJECTIVES
 from rltune.reward_pipeline import RewardPipeline
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
@@ -130,6 +138,9 @@ class Trainer:
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.model_keeps_logits = keeps_logits(model)
+        self.packing = t.packing and reads_packed_rows(model)
+        if t.packing and not self.packing:
+            log.info("train.packing: %s does not read packed rows; samples are padded", type(model).__name__)
         # FSDP and DeepSpeed shard the weights: only the model's own forward gathers them, and every
         # process must run the same forwards.
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
@@ -500,20 +511,33 @@ class Trainer:
         return loss, {k: float(v) for k, v in metrics.items()}
 
     def collate(self, batch: RolloutBatch, indices: list[int]) -> MicroBatch:
-        """Left-pad prompts and right-pad completions of the given samples into tensors."""
+        """The given samples as tensors: the model's input rows (packed, or one sample a row with left-padded
+        prompts and right-padded completions) and right-padded [B, T] completion tensors."""
         pad = self.tokenizer.pad_token_id
         prompts = [batch.prompt_ids[i] for i in indices]
         completions = [batch.completion_ids[i] for i in indices]
-        p_width = max(len(p) for p in prompts)
         c_width = max(max(len(c) for c in completions), 1)
-        ids, attn, cmask, old = [], [], [], []
-        for i, p, c in zip(indices, prompts, completions):
-            p_pad, c_pad = p_width - len(p), c_width - len(c)
-            ids.append([pad] * p_pad + p + c + [pad] * c_pad)
-            attn.append([0] * p_pad + [1] * (len(p) + len(c)) + [0] * c_pad)
-            cmask.append([1] * len(c) + [0] * c_pad)
-            old.append(batch.sampling_logprobs[i] + [0.0] * c_pad)
         device = self.accelerator.device
+        if self.packing:
+            ids, positions, starts = pack_rows([p + c for p, c in zip(prompts, completions)], pad)
+            attention_mask, position_ids = None, torch.tensor(positions, device=device)
+        else:
+            p_width = max(len(p) for p in prompts)
+            ids, attn, starts = [], [], []
+            for row, (p, c) in enumerate(zip(prompts, completions)):
+                p_pad, c_pad = p_width - len(p), c_width - len(c)
+                ids.append([pad] * p_pad + p + c + [pad] * c_pad)
+                attn.append([0] * p_pad + [1] * (len(p) + len(c)) + [0] * c_pad)
+                starts.append((row, p_pad))
+            attention_mask = torch.tensor(attn, device=device)
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        # The position before completion token t (prompt length - 1 + t into the sample) predicts it.
+        rows = [row for (row, _), c in zip(starts, completions) for _ in c]
+        cols = [start + len(p) - 1 + t for (_, start), p, c in zip(starts, prompts, completions) for t in range(len(c))]
+        cmask, old = [], []
+        for i, c in zip(indices, completions):
+            cmask.append([1] * len(c) + [0] * (c_width - len(c)))
+            old.append(batch.sampling_logprobs[i] + [0.0] * (c_width - len(c)))
         completion_mask = torch.tensor(cmask, device=device, dtype=torch.float32)
         adv = batch.advantages[indices].to(device)
         advantages = adv[:, None].expand(-1, c_width) if adv.dim() == 1 else adv[:, :c_width]
@@ -522,23 +546,27 @@ class Trainer:
             ref = torch.stack([batch.extras["ref_logprobs"][i][:c_width] for i in indices]).to(device)
         return MicroBatch(
             input_ids=torch.tensor(ids, device=device),
-            attention_mask=torch.tensor(attn, device=device),
+            attention_mask=attention_mask,
             completion_mask=completion_mask,
             sampling_logprobs=torch.tensor(old, device=device, dtype=torch.float32),
             advantages=advantages.float(),
             indices=list(indices),
             rollout=batch,
             ref_logprobs=ref,
-            prompt_width=p_width,
+            position_ids=position_ids,
+            scored_at=(torch.tensor(rows, device=device, dtype=torch.long), torch.tensor(cols, device=device)),
         )
 
     def policy_forward(self, model: torch.nn.Module, mb: MicroBatch, with_entropy_grad: bool = False) -> PolicyOutput:
-        """Logprobs and entropies of the completion tokens under `model`, at the sampling temperature."""
-        position_ids = (mb.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        width = mb.completion_mask.shape[1]
+        """Logprobs and entropies of the completion tokens under `model`, at the sampling temperature. Only
+        the positions in `mb.scored_at` go through the LM head's softmax; pads are not scored at all."""
         temperature = self.cfg.rollout.temperature
-        targets = mb.input_ids[:, mb.prompt_width : mb.prompt_width + width]
-        inputs = dict(input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=position_ids)
+        rows, cols = mb.scored_at
+        targets = mb.input_ids[rows, cols + 1]
+        # No KV cache: scoring needs none, and transformers only reads packed rows' positions without one.
+        inputs = dict(
+            input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids, use_cache=False
+        )
         fused = self._fused_head(model)
         if fused is not None:
             decoder, head = fused
@@ -548,27 +576,23 @@ class Trainer:
                 model(**inputs, logits_to_keep=1)  # the LM head on one position only; the hook has the rest
             finally:
                 hook.remove()
-            # Position prompt_width - 1 + t predicts completion token t; pads are not scored at all.
-            hidden = captured[0][:, mb.prompt_width - 1 : mb.prompt_width - 1 + width]
-            scored = mb.completion_mask.bool()
             logprobs, entropy = token_scores(
-                hidden[scored], head, targets[scored], temperature, compile=self.cfg.train.compile
+                captured[0][rows, cols], head, targets, temperature, compile=self.cfg.train.compile
             )
-            if not with_entropy_grad:
-                entropy = entropy.detach()
-            zeros = mb.completion_mask.new_zeros(mb.completion_mask.shape)
-            return PolicyOutput(
-                logprobs=zeros.masked_scatter(scored, logprobs), entropy=zeros.masked_scatter(scored, entropy)
-            )
-        # Sequences are prompt_width + width long: the last width + 1 positions predict the completion
-        # (and one pad), so the LM head skips the prompt positions when the model lets it.
-        keep = {"logits_to_keep": width + 1} if self.model_keeps_logits else {}
-        logits = model(**inputs, **keep).logits
-        start = 0 if keep else mb.prompt_width - 1
-        logits = logits[:, start : start + width].float() / temperature
-        log_norm = torch.logsumexp(logits, dim=-1)
-        logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
-        return PolicyOutput(logprobs=logprobs, entropy=token_entropy(logits, with_grad=with_entropy_grad))
+        else:
+            # The LM head skips the columns before the first scored one when the model lets it.
+            first = int(cols.min()) if len(cols) else mb.input_ids.shape[1] - 1
+            keep = {"logits_to_keep": mb.input_ids.shape[1] - first} if self.model_keeps_logits else {}
+            logits = model(**inputs, **keep).logits[rows, cols - (first if keep else 0)].float() / temperature
+            logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+            entropy = token_entropy(logits[None], with_grad=with_entropy_grad)[0]
+        if not with_entropy_grad:
+            entropy = entropy.detach()
+        scored = mb.completion_mask.bool()
+        zeros = mb.completion_mask.new_zeros(mb.completion_mask.shape)
+        return PolicyOutput(
+            logprobs=zeros.masked_scatter(scored, logprobs), entropy=zeros.masked_scatter(scored, entropy)
+        )
 
     def _fused_head(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
         """(decoder, linear LM head) when `model` can be scored by rltune.lm_head, else None."""

@@ -5,7 +5,8 @@ from transformers import AutoModelForCausalLM
 
 from rltune.config import ModelConfig
 from rltune.demo import build_tiny_model
-from rltune.models import SHARED_KV_SDPA, load_causal_lm
+from rltune.batch import pack_rows
+from rltune.models import SHARED_KV_SDPA, load_causal_lm, reads_packed_rows
 
 
 def test_shared_kv_attention_gives_transformers_logits_and_gradients(tmp_path):
@@ -43,3 +44,28 @@ def test_saved_models_keep_transformers_attention(tmp_path):
     build_tiny_model(40, num_attention_heads=4, num_key_value_heads=2).save_pretrained(tmp_path / "a")
     load_causal_lm(str(tmp_path / "a"), ModelConfig(path=str(tmp_path / "a"))).save_pretrained(tmp_path / "b")
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "b").config._attn_implementation == "sdpa"
+
+
+def test_packed_rows_keep_their_sequences_apart(tmp_path):
+    """Sequences packed one after another into rows (position ids restarting at each, no attention mask)
+    get the logits and gradients each gets alone: transformers builds a block-diagonal causal mask, which
+    the shared-KV attention takes like any other mask."""
+    build_tiny_model(40, seed=3, num_attention_heads=4, num_key_value_heads=2).save_pretrained(tmp_path)
+    model = load_causal_lm(str(tmp_path), ModelConfig(path=str(tmp_path)))
+    assert reads_packed_rows(model) and not reads_packed_rows(torch.nn.Linear(2, 2))
+    generator = torch.Generator().manual_seed(0)
+    sequences = [torch.randint(3, 40, (n,), generator=generator).tolist() for n in (7, 4, 2, 5)]
+    rows, positions, starts = pack_rows(sequences, pad_id=0)
+    assert len(rows) == 3 and all(len(r) == 7 for r in rows)  # 7 | 5 + 2 | 4 + 3 pads
+    assert sorted(t for r in rows for t in r if t) == sorted(t for s in sequences for t in s)
+    # use_cache=False: with a KV cache transformers takes the rows for single sequences
+    packed = model(input_ids=torch.tensor(rows), position_ids=torch.tensor(positions), use_cache=False).logits
+    picked = torch.cat([packed[r, c : c + len(s)] for s, (r, c) in zip(sequences, starts)])
+    (picked.square().mean()).backward()
+    packed_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    alone = torch.cat([model(input_ids=torch.tensor([s])).logits[0] for s in sequences])
+    (alone.square().mean()).backward()
+    torch.testing.assert_close(picked, alone, rtol=1e-5, atol=1e-5)
+    for g, alone_g in zip(packed_grads, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(g, alone_g, rtol=1e-4, atol=1e-6)

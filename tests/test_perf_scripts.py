@@ -51,3 +51,25 @@ def test_vs_trl_and_update_mfu_run(tmp_path):
     )
     assert bound.returncode == 0, bound.stderr[-3000:]
     assert "decode step, 32 rows" in bound.stdout and "s of matmuls" in bound.stdout
+
+
+def test_gsm8k_shape_workload_has_prompts_and_end_tokens_in_proportion(tmp_path, monkeypatch):
+    """The vs_trl `gsm8k-shape` assets: prompts of 0.3-0.5 x the token limit, one token a character, and
+    about 1/64 of the vocabulary in the generation config's end tokens (both trainers stop on those)."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import vs_trl
+
+    small = dict(vocab_size=640, hidden_size=64, intermediate_size=128, num_hidden_layers=1, head_dim=32)
+    monkeypatch.setitem(vs_trl.SIZES, "small", (dict(small, num_attention_heads=2, num_key_value_heads=1), 64))
+    model_dir, data = vs_trl.build_assets("small", tmp_path, workload="gsm8k-shape")
+
+    end_ids = GenerationConfig.from_pretrained(model_dir).eos_token_id
+    assert len(set(end_ids)) == 640 // 64 and 1 in end_ids
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert all(tokenizer.decode([i]) for i in end_ids if i != 1)  # fillers: they decode to text
+    prompts = [json.loads(x)["question"] for x in data.read_text().splitlines()]
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    assert lengths == [len(p) for p in prompts] and min(lengths) >= 19 and max(lengths) <= 32
+    assert len(set(prompts)) == len(prompts)

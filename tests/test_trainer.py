@@ -181,38 +181,40 @@ def test_oversampling_trains_on_a_subset_per_group(tmp_path, demo_assets):
 
 
 @pytest.mark.parametrize("entropy_bonus", [False, True])
-def test_lm_head_shortcuts_change_nothing(tmp_path, tiny_model_dir, arithmetic_file, entropy_bonus):
-    """The fused LM head (chunks of scored positions, logits recomputed in the backward pass) and
-    logits_to_keep (the LM head skips prompt positions) give the same loss, logprobs, entropies and
-    gradients as slicing the full logits, with prompts of different lengths left-padded together and
-    completions of different lengths right-padded; with an entropy bonus the entropy's gradient too."""
+def test_lm_head_shortcuts_and_packing_change_nothing(tmp_path, tiny_model_dir, arithmetic_file, entropy_bonus):
+    """The fused LM head (chunks of scored positions, logits recomputed in the backward pass),
+    logits_to_keep (the LM head skips prompt positions) and packed rows (several samples a row) give the
+    same loss, logprobs, entropies and gradients as slicing the full logits of one padded row per sample,
+    with prompts of different lengths and completions of different lengths; with an entropy bonus the
+    entropy's gradient too."""
     terms = {"loss_terms": [{"name": "entropy", "coef": 0.5}]} if entropy_bonus else {}
     trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file, algorithm=terms))
-    assert trainer.model_keeps_logits and trainer._fused_head(trainer.model) is not None
+    assert trainer.model_keeps_logits and trainer._fused_head(trainer.model) is not None and trainer.packing
     assert trainer.needs_entropy_grad == entropy_bonus
     batch, _ = trainer.collect_rollouts()
     batch.prompt_ids[0] = batch.prompt_ids[0] + [5, 6, 7]  # a longer prompt: the others get left padding
-    batch.completion_ids[1] = batch.completion_ids[1][:2]  # a short completion: right padding
-    batch.sampling_logprobs[1] = batch.sampling_logprobs[1][:2]
+    for i in range(1, len(batch), 2):  # short completions: right padding, or room to pack two in a row
+        batch.completion_ids[i] = batch.completion_ids[i][: 1 + i % 3]
+        batch.sampling_logprobs[i] = batch.sampling_logprobs[i][: 1 + i % 3]
     batch.advantages = torch.linspace(-1, 1, len(batch))
-    mb = trainer.collate(batch, list(range(len(batch))))
 
-    def run():
+    def run(fused: bool, keeps_logits: bool, packing: bool):
+        trainer.cfg.train.fused_lm_head, trainer.model_keeps_logits, trainer.packing = fused, keeps_logits, packing
+        assert (trainer._fused_head(trainer.model) is not None) == fused
+        mb = trainer.collate(batch, list(range(len(batch))))
         out = trainer.policy_forward(trainer.model, mb, with_entropy_grad=entropy_bonus)
-        return grads(trainer, batch, len(batch)), out.logprobs.detach(), out.entropy.detach()
+        rows = mb.input_ids.shape[0]
+        return grads(trainer, batch, len(batch)), out.logprobs.detach(), out.entropy.detach(), rows, mb
 
-    fused = run()
-    trainer.cfg.train.fused_lm_head = False
-    assert trainer._fused_head(trainer.model) is None
-    kept = run()
-    trainer.model_keeps_logits = False
-    full = run()
-    mask = mb.completion_mask.bool()
-    assert fused[0].abs().sum() > 0 and mask.sum() < mask.numel()
-    for other in (kept, full):
-        assert torch.allclose(fused[0], other[0], rtol=1e-5, atol=1e-7)
-        assert torch.allclose(fused[1][mask], other[1][mask], atol=1e-5)
-        assert torch.allclose(fused[2][mask], other[2][mask], atol=1e-5)
+    reference = run(fused=False, keeps_logits=False, packing=False)
+    mask = reference[4].completion_mask.bool()
+    assert reference[0].abs().sum() > 0 and mask.sum() < mask.numel() and reference[3] == len(batch)
+    for fused, keeps_logits, packing in [(True, True, True), (True, True, False), (False, True, True), (False, True, False)]:
+        got = run(fused, keeps_logits, packing)
+        assert (got[3] < len(batch)) == packing  # packed: fewer rows than samples
+        assert torch.allclose(got[0], reference[0], rtol=1e-5, atol=1e-7)
+        assert torch.allclose(got[1][mask], reference[1][mask], atol=1e-5)
+        assert torch.allclose(got[2][mask], reference[2][mask], atol=1e-5)
 
 
 def test_zero_advantage_samples_are_left_out_with_the_same_update(tmp_path, tiny_model_dir, arithmetic_file):
@@ -272,7 +274,8 @@ def test_token_budget_groups_samples_by_length_with_the_same_update(tmp_path, ti
             tmp_path / str(budget),
             tiny_model_dir,
             arithmetic_file,
-            train={"micro_batch_size": 16, "micro_batch_tokens": budget, "lr": 1e-12},
+            # one padded row per sample, so that the shapes count the samples (packed rows take at most that)
+            train={"micro_batch_size": 16, "micro_batch_tokens": budget, "lr": 1e-12, "packing": False},
             algorithm={"mini_batches": 1},
         )
         trainer = Trainer(cfg)
