@@ -163,7 +163,9 @@ class PolicyOutput:
     """[B, T] entropy of the next-token distribution (carries gradients only if a term asks for it)."""
 
 
-def pack_rows(sequences: list[list[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]], list[tuple[int, int]]]:
+def pack_rows(
+    sequences: list[list[int]], pad_id: int
+) -> tuple[list[list[int]], list[list[int]], list[tuple[int, int]]]:
     """Lay sequences one after another into rows as wide as the longest one, each into the first row
     with room for it, longest first (first-fit decreasing). Returns the rows (pads at their ends), the
     position ids (each sequence from 0; a row's trailing pads form a sequence of their own, after

@@ -3,9 +3,9 @@
 import torch
 from transformers import AutoModelForCausalLM
 
+from rltune.batch import pack_rows
 from rltune.config import ModelConfig
 from rltune.demo import build_tiny_model
-from rltune.batch import pack_rows
 from rltune.models import SHARED_KV_SDPA, load_causal_lm, reads_packed_rows
 
 

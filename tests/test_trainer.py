@@ -209,7 +209,12 @@ def test_lm_head_shortcuts_and_packing_change_nothing(tmp_path, tiny_model_dir, 
     reference = run(fused=False, keeps_logits=False, packing=False)
     mask = reference[4].completion_mask.bool()
     assert reference[0].abs().sum() > 0 and mask.sum() < mask.numel() and reference[3] == len(batch)
-    for fused, keeps_logits, packing in [(True, True, True), (True, True, False), (False, True, True), (False, True, False)]:
+    for fused, keeps_logits, packing in [
+        (True, True, True),
+        (True, True, False),
+        (False, True, True),
+        (False, True, False),
+    ]:
         got = run(fused, keeps_logits, packing)
         assert (got[3] < len(batch)) == packing  # packed: fewer rows than samples
         assert torch.allclose(got[0], reference[0], rtol=1e-5, atol=1e-7)
