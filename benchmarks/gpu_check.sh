@@ -5,7 +5,8 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 #       -d .whl trl==1.16.0 datasets==5.2.0 dill multiprocess && pip wheel --no-deps -w .whl .
 # Results (JSON lines and logs) go to $OUT (default runs/gpu). The whole script takes under 10 minutes
-# (one device call); VARIED=1 runs only the token-budget comparison on varied completion lengths instead.
+# (one device call); VARIED=1 runs only the packed / padded / token-budget comparison on varied completion
+# lengths instead; WORKLOAD=gsm8k-shape runs vs_trl.py on its GSM8K-shaped workload.
 set -u
 OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"
@@ -20,10 +21,10 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 } 2>&1 | tee "$OUT/machine.txt"
 if [ "${VARIED:-0}" = 1 ]; then
     timeout 500 python3 benchmarks/update_mfu.py --device cuda --timeout 200 --varied-lengths \
-        --variants plain,rltune,rltune-budget --token-budget 8192 --out "$OUT/varied.jsonl" 2>&1 | tee "$OUT/varied.log"
+        --variants plain,rltune,rltune-padded,rltune-budget --token-budget 8192 --out "$OUT/varied.jsonl" 2>&1 | tee "$OUT/varied.log"
     exit
 fi
 timeout "${MFU_TIMEOUT:-220}" python3 benchmarks/update_mfu.py --device cuda --timeout 150 \
     --variants "${MFU_VARIANTS:-plain,rltune,rltune-compile}" --out "$OUT/update_mfu.jsonl" 2>&1 | tee "$OUT/update_mfu.log"
 timeout "${TRL_TIMEOUT:-330}" python3 benchmarks/vs_trl.py --device cuda --sizes qwen0.5b --sides "${SIDES:-trl,rltune-hf}" \
-    --steps 6 --timeout 200 --out "$OUT/vs_trl.jsonl" 2>&1 | tee "$OUT/vs_trl.log"
+    --steps 6 --timeout 200 --workload "${WORKLOAD:-demo}" --out "$OUT/vs_trl.jsonl" 2>&1 | tee "$OUT/vs_trl.log"
