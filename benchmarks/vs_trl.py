@@ -22,6 +22,12 @@ alternating runs of every side, and the range of the ratio).
   at C=256 (RESULTS.md). Here: prompts of 0.3-0.5 C random characters, and ~1/64 of the vocabulary are
   end tokens (in the generation config, which both trainers read), so a completion ends with probability
   about 1/64 a token: geometric lengths, median about 44, about a third reaching C=64.
+- `gsm8k`: a real model and real prompts instead (`--model DIR`, a local transformers model with a chat
+  template, e.g. SmolLM2-135M-Instruct from benchmarks/smollm2_to_hf.py; `--data-dir` holding
+  gsm8k/test.jsonl): GSM8K test questions in the model's chat template, the same text for both sides.
+
+    python benchmarks/vs_trl.py --workload gsm8k --model runs/smollm2-135m-instruct \
+        --data-dir ../shared/benchdata --max-tokens 128 --sides rltune-hf,trl --steps 5
 """
 
 from __future__ import annotations
@@ -115,6 +121,27 @@ def build_assets(size: str, root: Path, device: str = "cpu", workload: str = "de
     tokenizer.save_pretrained(model_dir)
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return model_dir, data
+
+
+def build_gsm8k_prompts(model_dir: Path, data_dir: Path, root: Path, count: int = 100) -> Path:
+    """The first `count` GSM8K test questions in the model's chat template, as JSON lines under `root`."""
+    from transformers import AutoTokenizer
+
+    source = data_dir / "gsm8k" / "test.jsonl"
+    if not source.is_file():
+        raise SystemExit(f"--workload gsm8k needs {source}: pass --data-dir, the folder that holds gsm8k/")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = [json.loads(x) for x in source.read_text().splitlines()[:count]]
+    ask = "Please reason step by step, and put your final answer within \\boxed{}."
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"{r['question']}\n{ask}"}], tokenize=False, add_generation_prompt=True
+        )
+        for r in rows
+    ]
+    data = root / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": ""}) + "\n" for q in prompts))
+    return data
 
 
 def run_rltune(
@@ -269,8 +296,7 @@ def child(args: argparse.Namespace) -> None:
 
     sys.path.insert(0, str(Path(__file__).parent))  # rltune finds `vs_trl:parity_reward`
     root = Path(args.workdir)
-    model_dir, data = root / f"model-{args.size}", root / "prompts.jsonl"
-    _, max_tokens = SIZES[args.size]
+    model_dir, data, max_tokens = Path(args.model_dir), root / "prompts.jsonl", args.max_tokens
     out = root / f"out-{args.side}-{args.size}"
     if args.side == "trl":
         result = run_trl(model_dir, data, max_tokens, args.steps, out, args.device, args.gradient_checkpointing)
@@ -304,19 +330,30 @@ def main() -> None:
         help="on both sides (trl's GRPOConfig turns it on by default)",
     )
     parser.add_argument(
-        "--workload", default="demo", choices=["demo", "gsm8k-shape"], help="prompts and completion ends"
+        "--workload", default="demo", choices=["demo", "gsm8k-shape", "gsm8k"], help="prompts and completion ends"
     )
+    parser.add_argument("--model", help="--workload gsm8k: a local transformers model folder (replaces --sizes)")
+    parser.add_argument("--data-dir", default="../shared/benchdata", help="--workload gsm8k: holds gsm8k/test.jsonl")
+    parser.add_argument("--max-tokens", type=int, help="completion tokens at most (default: the size's)")
     parser.add_argument("--out", help="also write the results here (JSON lines)")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         return child(args)
+    if (args.workload == "gsm8k") != (args.model is not None):
+        parser.error("--workload gsm8k and --model go together")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes.split(","):
-            build_assets(size, Path(tmp), args.device, args.workload)
+        for size in [Path(args.model).name] if args.model else args.sizes.split(","):
+            if args.model:
+                model_dir = Path(args.model).resolve()
+                build_gsm8k_prompts(model_dir, Path(args.data_dir), Path(tmp))
+            else:
+                model_dir, _ = build_assets(size, Path(tmp), args.device, args.workload)
+            max_tokens = args.max_tokens or SIZES.get(size, (None, 256))[1]
             for repeat in range(args.repeats):  # sides alternate, so that drifts in machine speed hit both
                 for side in args.sides.split(","):
                     cmd = [
@@ -328,6 +365,10 @@ def main() -> None:
                         size,
                         "--workdir",
                         tmp,
+                        "--model-dir",
+                        str(model_dir),
+                        "--max-tokens",
+                        str(max_tokens),
                         "--steps",
                         str(args.steps),
                         "--device",
