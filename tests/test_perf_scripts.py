@@ -73,3 +73,24 @@ def test_gsm8k_shape_workload_has_prompts_and_end_tokens_in_proportion(tmp_path,
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     assert lengths == [len(p) for p in prompts] and min(lengths) >= 19 and max(lengths) <= 32
     assert len(set(prompts)) == len(prompts)
+
+
+def test_gsm8k_workload_prompts_are_real_questions_in_the_chat_template(tmp_path, benchdata):
+    """`--workload gsm8k`: GSM8K test questions in the model's chat template, one JSON line each; a data
+    folder without gsm8k/ stops with a message that names the option."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import vs_trl
+
+    from rltune.demo import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    tokenizer.save_pretrained(tmp_path / "model")
+    data = vs_trl.build_gsm8k_prompts(tmp_path / "model", benchdata, tmp_path, count=5)
+    prompts = [json.loads(x)["question"] for x in data.read_text().splitlines()]
+    questions = [json.loads(x)["question"] for x in (benchdata / "gsm8k" / "test.jsonl").read_text().splitlines()[:5]]
+    assert len(prompts) == 5
+    for prompt, question in zip(prompts, questions):
+        assert prompt.startswith("<user>" + question) and prompt.endswith("\\boxed{}.<assistant>")
+    with pytest.raises(SystemExit, match="--data-dir"):
+        vs_trl.build_gsm8k_prompts(tmp_path / "model", tmp_path, tmp_path)
