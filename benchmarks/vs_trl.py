@@ -93,8 +93,11 @@ def gsm8k_shape_rows(max_tokens: int, count: int = 100, seed: int = 0) -> list[d
     return [{"question": "".join(rng.choice(chars) for _ in range(n)), "answer": ""} for n in lengths]
 
 
-def build_assets(size: str, root: Path, device: str = "cpu", workload: str = "demo") -> tuple[Path, Path]:
-    """The model (saved in bfloat16 for the GPU), the demo tokenizer and the prompts, under `root`. For
+def build_assets(
+    size: str, root: Path, device: str = "cpu", workload: str = "demo", max_tokens: int | None = None
+) -> tuple[Path, Path]:
+    """The model (saved in bfloat16 for the GPU), the demo tokenizer and the prompts, under `root`; the
+    gsm8k-shape prompts are scaled to `max_tokens` (default: the size's). For
     the larger shapes the tokenizer gets filler tokens ('<t0>', ...) up to the model's vocabulary, so that
     every sampled id decodes to text and the parity reward varies within a group (ids past a tokenizer
     decode to nothing: every reward would be equal and every advantage zero)."""
@@ -102,7 +105,7 @@ def build_assets(size: str, root: Path, device: str = "cpu", workload: str = "de
 
     from rltune.demo import CHARS, arithmetic_rows, build_tiny_model, build_tokenizer
 
-    overrides, max_tokens = SIZES[size]
+    overrides, size_max_tokens = SIZES[size]
     extra = overrides.get("vocab_size", 0) - len(build_tokenizer())
     tokenizer = build_tokenizer(CHARS + [f"<t{i}>" for i in range(max(extra, 0))])
     model = build_tiny_model(**{"vocab_size": len(tokenizer), "max_positions": 2048, **overrides})
@@ -110,7 +113,7 @@ def build_assets(size: str, root: Path, device: str = "cpu", workload: str = "de
         model = model.to(torch.bfloat16)
     rows, end_ids = arithmetic_rows(), [1]
     if workload == "gsm8k-shape":
-        rows = gsm8k_shape_rows(max_tokens)
+        rows = gsm8k_shape_rows(max_tokens or size_max_tokens)
         # The tiny vocabulary (25 tokens) already ends a random model's completions at ~1/25 a token.
         first_filler = len(build_tokenizer())
         end_ids += list(range(first_filler, first_filler + len(tokenizer) // 64 - 1))
@@ -334,7 +337,9 @@ def main() -> None:
     )
     parser.add_argument("--model", help="--workload gsm8k: a local transformers model folder (replaces --sizes)")
     parser.add_argument("--data-dir", default="../shared/benchdata", help="--workload gsm8k: holds gsm8k/test.jsonl")
-    parser.add_argument("--max-tokens", type=int, help="completion tokens at most (default: the size's)")
+    parser.add_argument(
+        "--max-tokens", type=int, help="completion tokens at most (default: the size's; 256 with --model)"
+    )
     parser.add_argument("--out", help="also write the results here (JSON lines)")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
@@ -348,12 +353,12 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in [Path(args.model).name] if args.model else args.sizes.split(","):
+            max_tokens = args.max_tokens or (256 if args.model else SIZES[size][1])
             if args.model:
                 model_dir = Path(args.model).resolve()
                 build_gsm8k_prompts(model_dir, Path(args.data_dir), Path(tmp))
             else:
-                model_dir, _ = build_assets(size, Path(tmp), args.device, args.workload)
-            max_tokens = args.max_tokens or SIZES.get(size, (None, 256))[1]
+                model_dir, _ = build_assets(size, Path(tmp), args.device, args.workload, max_tokens)
             for repeat in range(args.repeats):  # sides alternate, so that drifts in machine speed hit both
                 for side in args.sides.split(","):
                     cmd = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -124,8 +125,6 @@ def reads_packed_rows(model: torch.nn.Module) -> bool:
     that restart at 0 for each sequence, no attention mask and no KV cache (use_cache=False): transformers
     decoders whose modeling file builds masks with `create_causal_mask` do (a block-diagonal causal mask,
     or varlen flash attention), under the attention implementations that read those masks."""
-    import sys
-
     base = base_model(model)
     if not hasattr(base, "get_decoder"):
         return False
