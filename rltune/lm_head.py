@@ -39,11 +39,11 @@ def chunk_grad(
 ) -> torch.Tensor:
     """The gradient with respect to one chunk's tempered logits z, in z's dtype:
     d logprob / dz = onehot - p;   d entropy / dz = -p (log p + entropy)."""
-    log_p = torch.log_softmax(z, dim=-1, dtype=acc)
-    p = log_p.exp()
-    if grad_entropy is None:
-        grad = p.mul_(-grad_logprobs[:, None])
+    if grad_entropy is None:  # a softmax is one full-vocabulary pass fewer than exp(log_softmax)
+        grad = torch.softmax(z, dim=-1, dtype=acc).mul_(-grad_logprobs[:, None])
     else:
+        log_p = torch.log_softmax(z, dim=-1, dtype=acc)
+        p = log_p.exp()
         # -p * (g_lp + g_ent * (log p + entropy)), in the log_p buffer
         grad = log_p.add_(entropy[:, None]).mul_(grad_entropy[:, None]).add_(grad_logprobs[:, None]).mul_(p).neg_()
     return grad.scatter_add_(-1, targets[:, None], grad_logprobs[:, None]).to(z.dtype)

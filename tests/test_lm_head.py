@@ -31,6 +31,15 @@ def test_gradients_match_finite_differences_in_both_outputs(chunk):
     )
 
 
+def test_logprobs_alone_match_finite_differences():
+    """The entropy's gradient arrives as None when only the logprobs reach the loss: the backward pass then
+    takes its softmax-only path."""
+    hidden, weight, bias, targets = inputs(seed=3)
+    assert torch.autograd.gradcheck(
+        lambda h, w, b: TokenScores.apply(h, w, b, targets, 0.7, 3)[0], (hidden, weight, bias), eps=1e-6, atol=1e-5
+    )
+
+
 def test_values_and_gradients_equal_the_plain_log_softmax():
     hidden, weight, bias, targets = inputs(rows=9, seed=1)
     a, b = torch.randn(9, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
