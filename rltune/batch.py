@@ -163,6 +163,55 @@ class PolicyOutput:
     """[B, T] entropy of the next-token distribution (carries gradients only if a term asks for it)."""
 
 
+class RowPacker:
+    """First-fit placement of sequences into rows of a fixed width, opening rows as needed: the one placement
+    rule of packed micro-batches, both when they are grouped (Trainer.micro_batches) and laid out (pack_rows)."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self.used: list[int] = []
+        """Tokens placed in each row so far."""
+
+    def row_for(self, length: int) -> int:
+        """The row a sequence of `length` would go in: the first with room, else a new one (len(used))."""
+        return next((r for r, used in enumerate(self.used) if used + length <= self.width), len(self.used))
+
+    def place(self, length: int) -> tuple[int, int]:
+        """Place a sequence of `length`; its (row, start column)."""
+        row = self.row_for(length)
+        if row == len(self.used):
+            self.used.append(0)
+        start = self.used[row]
+        self.used[row] += length
+        return row, start
+
+
+class InputLayout:
+    """The size of the model input that Trainer.collate lays out for a micro-batch, as its samples join
+    it longest first: packed rows as wide as the first (longest) sample, or one row a sample padded to the
+    longest prompt plus the longest completion."""
+
+    def __init__(self, packed: bool, width: int):
+        self.packer = RowPacker(width) if packed else None
+        self.samples = self.prompt_width = self.completion_width = 0
+
+    def tokens_with(self, prompt: int, completion: int) -> int:
+        """Input tokens (rows x width) once a sample of these lengths has joined."""
+        if self.packer is not None:
+            rows = len(self.packer.used) + (self.packer.row_for(prompt + completion) == len(self.packer.used))
+            return rows * self.packer.width
+        return (self.samples + 1) * (max(self.prompt_width, prompt) + max(self.completion_width, completion))
+
+    def add(self, prompt: int, completion: int) -> None:
+        if self.packer is not None:
+            self.packer.place(prompt + completion)
+        self.samples += 1
+        self.prompt_width, self.completion_width = (
+            max(self.prompt_width, prompt),
+            max(self.completion_width, completion),
+        )
+
+
 def pack_rows(
     sequences: list[list[int]], pad_id: int
 ) -> tuple[list[list[int]], list[list[int]], list[tuple[int, int]]]:
@@ -170,21 +219,21 @@ def pack_rows(
     with room for it, longest first (first-fit decreasing). Returns the rows (pads at their ends), the
     position ids (each sequence from 0; a row's trailing pads form a sequence of their own, after
     everything else, so nothing attends to them), and each sequence's (row, start column)."""
-    width = max(len(seq) for seq in sequences)
+    packer = RowPacker(max(len(seq) for seq in sequences))
     rows: list[list[int]] = []
     positions: list[list[int]] = []
     starts: list[tuple[int, int]] = [(0, 0)] * len(sequences)
     for i in sorted(range(len(sequences)), key=lambda i: -len(sequences[i])):
         seq = sequences[i]
-        row = next((r for r, used in enumerate(rows) if len(used) + len(seq) <= width), len(rows))
+        starts[i] = packer.place(len(seq))
+        row = starts[i][0]
         if row == len(rows):
             rows.append([])
             positions.append([])
-        starts[i] = (row, len(rows[row]))
         rows[row] += seq
         positions[row] += range(len(seq))
     for ids, pos in zip(rows, positions):
-        fill = width - len(ids)
+        fill = packer.width - len(ids)
         ids += [pad_id] * fill
         pos += range(fill)
     return rows, positions, starts

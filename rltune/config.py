@@ -217,11 +217,11 @@ class TrainConfig:
     """Sequences per forward/backward at most; gradients accumulate over micro-batches. Each mini-batch's
     samples are sorted by length before they are split, so that sequences of similar length share padding."""
     micro_batch_tokens: int | None = None
-    """Also cap each forward/backward at this many padded tokens (sequences x longest prompt + longest
-    completion; packed rows hold at most that): long samples run few to a micro-batch, short ones many
-    (verl's dynamic batch size). A sample longer than the budget runs alone. The update is the same; only
-    the grouping changes. Not under FSDP/DeepSpeed, whose processes must run the same number of forwards.
-    None: micro_batch_size alone."""
+    """Also cap each forward/backward at this many input tokens, counted as collate lays them out (packed
+    rows x the longest sample, or without packing samples x (longest prompt + longest completion)): long
+    samples run few to a micro-batch, short ones many (verl's dynamic batch size). A sample longer than the
+    budget runs alone. The update is the same; only the grouping changes. Not under FSDP/DeepSpeed, whose
+    processes must run the same number of forwards. None: micro_batch_size alone."""
     packing: bool = True
     """Lay a micro-batch's samples one after another into rows as wide as its longest sample, instead of
     one padded row per sample (prompt padded to the longest prompt, completion to the longest completion):

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from rltune.advantages import ADVANTAGES, select_per_group
-from rltune.batch import MicroBatch, PolicyOutput, RolloutBatch, pack_rows
+from rltune.batch import InputLayout, MicroBatch, PolicyOutput, RolloutBatch, pack_rows
 from rltune.checkpoint import (
     list_checkpoints,
     load_state,
@@ -468,23 +468,25 @@ class Trainer:
 
     def micro_batches(self, batch: RolloutBatch, indices: list[int]) -> list[list[int]]:
         """`indices` in forward/backward groups: longest first, so that sequences of similar length share
-        padding; at most train.micro_batch_size sequences each and, with train.micro_batch_tokens, at most
-        that many padded tokens (a sample longer than the budget runs alone)."""
+        rows; at most train.micro_batch_size sequences each and, with train.micro_batch_tokens, at most that
+        many tokens in the model's input as collate lays it out (packed rows, or one padded row a sample;
+        a sample longer than the budget runs alone)."""
         t = self.cfg.train
-        groups: list[list[int]] = [[]]
-        prompt_width = completion_width = 0  # of the last group, as collate pads it
+        groups: list[list[int]] = []
+        layout: InputLayout | None = None  # the last group's
         for i in sorted(indices, key=lambda i: -(len(batch.prompt_ids[i]) + len(batch.completion_ids[i]))):
             prompt, completion = len(batch.prompt_ids[i]), len(batch.completion_ids[i])
-            rows = len(groups[-1]) + 1
-            padded = rows * (max(prompt_width, prompt) + max(completion_width, completion))
-            if groups[-1] and (
-                rows > t.micro_batch_size or (t.micro_batch_tokens is not None and padded > t.micro_batch_tokens)
+            budget = t.micro_batch_tokens
+            if (
+                layout is None
+                or len(groups[-1]) == t.micro_batch_size
+                or (budget is not None and layout.tokens_with(prompt, completion) > budget)
             ):
                 groups.append([])
-                prompt_width = completion_width = 0
+                layout = InputLayout(self.packing, width=prompt + completion)
             groups[-1].append(i)
-            prompt_width, completion_width = max(prompt_width, prompt), max(completion_width, completion)
-        return [group for group in groups if group]
+            layout.add(prompt, completion)
+        return groups
 
     def normalizer(self, batch: RolloutBatch, indices: list[int]) -> Normalizer:
         counts = torch.tensor(

@@ -269,31 +269,33 @@ def test_zero_advantage_samples_are_left_out_with_the_same_update(tmp_path, tiny
     ]  # all flat: one sample still runs, so every process takes part in the backward pass
 
 
-def test_token_budget_groups_samples_by_length_with_the_same_update(tmp_path, tiny_model_dir, arithmetic_file):
-    """train.micro_batch_tokens: every forward stays within the padded-token budget (or holds one sample),
-    fewer padded positions run than in one fixed micro-batch, and the gradients and logged loss are those of
-    the whole batch in one forward."""
+@pytest.mark.parametrize("packing", [False, True])
+def test_token_budget_groups_samples_by_length_with_the_same_update(tmp_path, tiny_model_dir, arithmetic_file, packing):
+    """train.micro_batch_tokens: every forward's input (packed rows, or one padded row a sample) stays within
+    the token budget (or holds one sample), fewer positions run than in one fixed micro-batch, and the
+    gradients and logged loss are those of the whole batch in one forward."""
     results = {}
     for budget in (None, 60):
         cfg = recipe(
             tmp_path / str(budget),
             tiny_model_dir,
             arithmetic_file,
-            # one padded row per sample, so that the shapes count the samples (packed rows take at most that)
-            train={"micro_batch_size": 16, "micro_batch_tokens": budget, "lr": 1e-12, "packing": False},
+            train={"micro_batch_size": 16, "micro_batch_tokens": budget, "lr": 1e-12, "packing": packing},
             algorithm={"mini_batches": 1},
         )
         trainer = Trainer(cfg)
+        assert trainer.packing == packing
         batch, _ = trainer.collect_rollouts()
-        for i in range(len(batch)):  # completions of 1 to 12 tokens, in no particular order
+        for i in range(len(batch)):  # completions of 1 to 12 tokens in no particular order, prompts of 3 to 14
             keep = 1 + (i * 5) % 12
+            batch.prompt_ids[i] = (batch.prompt_ids[i] * 14)[: 15 - keep]
             batch.completion_ids[i] = (batch.completion_ids[i] * 12)[:keep]
             batch.sampling_logprobs[i] = (batch.sampling_logprobs[i] * 12)[:keep]
         batch.advantages = torch.linspace(-1, 1, len(batch))
         shapes, grads = [], []
         forward, step = trainer.policy_forward, trainer.optimizer.step
         trainer.policy_forward = lambda model, mb, shapes=shapes, forward=forward, **kw: (
-            shapes.append(tuple(mb.input_ids.shape)) or forward(model, mb, **kw)
+            shapes.append((len(mb.indices), *mb.input_ids.shape)) or forward(model, mb, **kw)
         )
         trainer.optimizer.step = lambda *a, grads=grads, step=step, trainer=trainer, **kw: (
             grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()])) or step(*a, **kw)
@@ -302,9 +304,13 @@ def test_token_budget_groups_samples_by_length_with_the_same_update(tmp_path, ti
         results[budget] = (shapes, grads[0], metrics)
     (whole_shapes, whole_grad, whole_metrics), (shapes, grad, metrics) = results[None], results[60]
     assert len(whole_shapes) == 1 and len(shapes) > 1
-    assert sum(rows for rows, _ in shapes) == 16
-    assert all(rows * width <= 60 or rows == 1 for rows, width in shapes)
-    assert sum(rows * width for rows, width in shapes) < whole_shapes[0][0] * whole_shapes[0][1]
+    assert sum(samples for samples, _, _ in shapes) == 16
+    assert all(rows * width <= 60 or samples == 1 for samples, rows, width in shapes)
+    if packing:  # the budget counts packed rows: a micro-batch closes only when the next sample needs a new row
+        assert all(rows * width > 60 - width for _, rows, width in shapes[:-1])
+    else:  # padded rows: grouping by length runs fewer pads than one micro-batch of everything
+        _, rows, width = whole_shapes[0]
+        assert sum(r * w for _, r, w in shapes) < rows * width
     assert grad.abs().sum() > 0
     assert torch.allclose(grad, whole_grad, rtol=1e-4, atol=1e-7)  # float32 summation order
     assert metrics["loss"] == pytest.approx(whole_metrics["loss"], rel=1e-5, abs=1e-8)
