@@ -128,6 +128,12 @@ class RolloutConfig:
     """Longest one rollout batch may take; past it the run stops with an error instead of hanging on a
     stuck engine. None: no limit. On the main thread the deadline is a SIGALRM, which interrupts Python
     code and waits but not a call stuck inside C code (the vLLM server engine bounds each request itself)."""
+    hf_compile: bool = False
+    """hf engine: decode at fixed shapes over a static KV cache, each step through torch.compile; on a GPU
+    the step is replayed as a CUDA graph, where small models otherwise decode at the speed of kernel
+    launches. The first rollout compiles (seconds to minutes), and so does a rollout whose rows or
+    prompt + max_tokens length (in steps of 128) are new. Rows that end are computed until the last one
+    does; prompts are prefilled once per sample. The default loop is faster on CPUs."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     server: VLLMServerConfig = field(default_factory=VLLMServerConfig)
 
@@ -415,6 +421,11 @@ def validate(cfg: RecipeConfig, source: str) -> None:
     need(bool(cfg.data.path), "data.path", "is required (a hub dataset, or a local json/jsonl/parquet file)")
     need(cfg.rollout.group_size >= 2, "rollout.group_size", "must be at least 2 (advantages are group-relative)")
     need(cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0")
+    need(
+        not cfg.rollout.hf_compile or cfg.rollout.engine == "hf",
+        "rollout.hf_compile",
+        f"applies to the hf engine only (rollout.engine is {cfg.rollout.engine!r}); remove it or use engine hf",
+    )
     need(0 < cfg.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
     need(cfg.rollout.max_tokens >= 1, "rollout.max_tokens", "must be >= 1")
     need(len(cfg.rewards) >= 1, "rewards", "must name at least one reward")

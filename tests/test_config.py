@@ -42,6 +42,8 @@ def test_values_are_checked(tmp_path):
         load_recipe(write(tmp_path, BASE + "rollout: {group_size: 1}\n"))
     with pytest.raises(ConfigError, match="model.path is required"):
         load_recipe(write(tmp_path, "data: {path: d.jsonl}\n"))
+    with pytest.raises(ConfigError, match="rollout.hf_compile applies to the hf engine only"):
+        load_recipe(write(tmp_path, BASE + "rollout: {engine: vllm, hf_compile: true}\n"))
 
 
 def test_overrides_apply_and_are_validated(tmp_path):

@@ -106,3 +106,38 @@ def test_shared_prompts_once_and_finished_rows_leave_the_batch_without_changing_
     assert together.completion_ids == one_by_one.completion_ids
     for a, b in zip(together.sampling_logprobs, one_by_one.sampling_logprobs):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+
+
+def test_compiled_static_decoding_samples_what_the_default_loop_does(tiny_model_dir):
+    """rollout.hf_compile: the fixed-shape loop through torch.compile gives the default loop's samples and
+    logprobs (prompts of different lengths, rows that end early), and a later rollout with other prompts
+    within the same cache length replays the compiled step without compiling it again."""
+    from torch._dynamo.utils import counters
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = build_engine("hf", model=model, tokenizer=tokenizer, compile=True)
+    rollouts = (
+        (("1+2=", "13+4=", "5="), SamplingSettings(n=4, temperature=1.0, max_tokens=12, prompt_seeds=[1, 2, 3])),
+        (
+            ("40+2=", "7+7=", "100+1="),  # as many rows, other prompt lengths
+            SamplingSettings(n=4, temperature=0.8, top_p=0.9, max_tokens=12, prompt_seeds=[4, 5, 6]),
+        ),
+    )
+    for i, (questions, sampling) in enumerate(rollouts):
+        prompts = [tokenizer(q)["input_ids"] for q in questions]
+        default = build_engine("hf", model=model, tokenizer=tokenizer).generate(prompts, [{}] * len(prompts), sampling)
+        if i == 0:
+            static = compiled.generate(prompts, [{}] * len(prompts), sampling)
+            assert counters["stats"]["unique_graphs"] >= 1  # the steps did run compiled
+        else:
+            with torch._dynamo.config.patch(error_on_recompile=True):
+                static = compiled.generate(prompts, [{}] * len(prompts), sampling)
+        lengths = sorted(len(c) for c in default.completion_ids)
+        assert lengths[0] < lengths[-1]  # some rows end early
+        assert static.completion_ids == default.completion_ids
+        assert static.finish_reasons == default.finish_reasons
+        for a, b in zip(static.sampling_logprobs, default.sampling_logprobs):
+            assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)

@@ -78,7 +78,7 @@ def engine_from_recipe(
             from rltune.models import load_causal_lm
 
             policy = load_causal_lm(model.path, model)
-        return build_engine("hf", model=policy, tokenizer=tokenizer)
+        return build_engine("hf", model=policy, tokenizer=tokenizer, compile=rollout.hf_compile)
     if rollout.engine == "vllm_server":
         return build_engine("vllm_server", server=rollout.server, sync_dir=sync_dir)
     dtype = rollout.vllm.dtype

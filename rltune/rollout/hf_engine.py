@@ -1,8 +1,14 @@
 """The policy module itself as a rollout engine: a plain decoding loop over the transformers model with its
-KV cache. Slow next to vLLM, simple, and the reference for the vLLM path."""
+KV cache. Slow next to vLLM, simple, and the reference for the vLLM path.
+
+Two decoding loops share the sampling and the bookkeeping: the default one lets rows that ended leave the
+batch and prefills a prompt shared by a group once; with `compile`, every step runs at the same shapes over
+a static KV cache through torch.compile, which on a GPU replays the step as a CUDA graph (one launch
+instead of hundreds: a small model's decoding there is bound by kernel launches, not by the GPU)."""
 
 from __future__ import annotations
 
+import inspect
 from contextlib import nullcontext
 from typing import Any
 
@@ -17,10 +23,13 @@ from rltune.rollout.base import ENGINES, SamplingSettings
 class HFEngine:
     """Samples from the live policy module itself, so `sync_weights` has nothing to copy."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 64, **_: Any):
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 64, compile: bool = False, **_: Any):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.compile = compile
+        self._compiled: tuple[torch.nn.Module, Any] | None = None  # (model, its compiled forward)
+        self._cache: tuple[tuple, Any] | None = None  # (shape, the static KV cache kept for the next rollout)
         eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
@@ -39,61 +48,18 @@ class HFEngine:
         # Row j of prompt g draws from its own generator, seeded from the prompt's seed: its samples do
         # not depend on which prompts share the batch, and the batch is still generated in one call.
         generators = [_generator(seeds[g], j, device) for g in range(len(prompt_ids)) for j in range(sampling.n)]
-        # Layers compiled for the update (train.compile) would recompile for every cache length: decode eagerly.
-        eager = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
-        with eager:
-            for start in range(0, len(flat), self.batch_size):
-                chunk = flat[start : start + self.batch_size]
-                self._generate_chunk(chunk, generators[start : start + len(chunk)], sampling, device, batch)
+        for start in range(0, len(flat), self.batch_size):
+            chunk = flat[start : start + self.batch_size]
+            self._generate_chunk(chunk, generators[start : start + len(chunk)], sampling, device, batch)
         self.model.train(was_training)
         return batch
 
     def _generate_chunk(self, chunk, generators, sampling: SamplingSettings, device, batch: RolloutBatch) -> None:
         """Sample one completion for each (group, prompt ids) of `chunk` and append it to `batch`."""
-        # A prompt shared by several rows (a group's samples) goes through the model once.
-        prompt_index: dict[tuple[int, ...], int] = {}  # each distinct prompt, in order of first appearance
-        row_prompts = [prompt_index.setdefault(tuple(ids), len(prompt_index)) for _, ids in chunk]
-        prompts, row_prompts = list(prompt_index), torch.tensor(row_prompts, device=device)
-        width = max(len(ids) for ids in prompts)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + list(ids) for ids in prompts], device=device)
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: every prompt starts at position 0
         sampler = RowSampler(generators, sampling.temperature, sampling.top_p, sampling.max_tokens)
-        eos = torch.tensor(sorted(self.eos_ids), device=device)
-        keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}
-        cache = None  # the model builds the cache its layers need (full, sliding-window, recurrent)
-        rows = torch.arange(len(chunk), device=device)  # the chunk's rows still decoding, in batch order
-        drawn_tokens = torch.full((len(chunk), sampling.max_tokens), self.pad_id, device=device)
-        drawn_logprobs = torch.zeros(len(chunk), sampling.max_tokens, device=device)
-        for step in range(sampling.max_tokens):
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=attention,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-                **keep,
-            )
-            cache, logits = out.past_key_values, out.logits[:, -1]
-            if step == 0:  # from one row per prompt to one per sample: each gets its prompt's cache and logits
-                cache.reorder_cache(row_prompts)
-                logits, attention, positions = logits[row_prompts], attention[row_prompts], positions[row_prompts]
-            tokens, logprobs = sampler.draw(logits)
-            drawn_tokens[rows, step], drawn_logprobs[rows, step] = tokens, logprobs
-            done = torch.isin(tokens, eos)
-            finished = int(done.sum())
-            if finished == len(rows):
-                break
-            input_ids, positions = tokens[:, None], positions[:, -1:] + 1
-            attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)
-            if finished:  # rows that ended leave the batch (and their cache): later steps do not compute them
-                left = (~done).nonzero().squeeze(1)
-                cache.reorder_cache(left)
-                rows, input_ids, positions, attention = rows[left], input_ids[left], positions[left], attention[left]
-                sampler.keep_rows(left)
-        new_tokens = drawn_tokens[:, : step + 1].tolist()
-        token_logprobs = drawn_logprobs[:, : step + 1].tolist()
-        for (group, ids), tokens, logprobs in zip(chunk, new_tokens, token_logprobs):
+        decode = self._decode_static if self.compile else self._decode
+        drawn_tokens, drawn_logprobs = decode([ids for _, ids in chunk], sampler, sampling.max_tokens, device)
+        for (group, ids), tokens, logprobs in zip(chunk, drawn_tokens.tolist(), drawn_logprobs.tolist()):
             stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
             length = len(tokens) if stop is None else stop + 1
             batch.prompt_ids.append(list(ids))
@@ -103,11 +69,150 @@ class HFEngine:
             batch.finish_reasons.append("length" if stop is None else "stop")
             batch.group_ids.append(group)
 
+    def _left_padded(self, prompts: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prompts left-padded to the longest: input ids, attention mask and position ids (each from 0)."""
+        width = max(len(ids) for ids in prompts)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + list(ids) for ids in prompts], device=device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+        return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0)
+
+    def _decode(self, prompts: list[list[int]], sampler: RowSampler, max_tokens: int, device):
+        """[rows, steps] drawn tokens and their logprobs. Rows that sample an end token leave the batch and its
+        cache; a prompt shared by several rows (a group's samples) is prefilled once."""
+        prompt_index: dict[tuple[int, ...], int] = {}  # each distinct prompt, in order of first appearance
+        row_prompts = [prompt_index.setdefault(tuple(ids), len(prompt_index)) for ids in prompts]
+        row_prompts = torch.tensor(row_prompts, device=device)
+        input_ids, attention, positions = self._left_padded(list(prompt_index), device)
+        eos = torch.tensor(sorted(self.eos_ids), device=device)
+        keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}
+        cache = None  # the model builds the cache its layers need (full, sliding-window, recurrent)
+        rows = torch.arange(len(prompts), device=device)  # the rows still decoding, in batch order
+        drawn_tokens = torch.full((len(prompts), max_tokens), self.pad_id, device=device)
+        drawn_logprobs = torch.zeros(len(prompts), max_tokens, device=device)
+        # Layers compiled for the update (train.compile) would recompile for every cache length: decode eagerly.
+        with _eager():
+            for step in range(max_tokens):
+                out = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    **keep,
+                )
+                cache, logits = out.past_key_values, out.logits[:, -1]
+                if step == 0:  # from one row per prompt to one per sample: each gets its prompt's cache and logits
+                    cache.reorder_cache(row_prompts)
+                    logits, attention, positions = logits[row_prompts], attention[row_prompts], positions[row_prompts]
+                tokens, logprobs = sampler.draw(logits)
+                drawn_tokens[rows, step], drawn_logprobs[rows, step] = tokens, logprobs
+                done = torch.isin(tokens, eos)
+                finished = int(done.sum())
+                if finished == len(rows):
+                    break
+                input_ids, positions = tokens[:, None], positions[:, -1:] + 1
+                attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)
+                if finished:  # rows that ended leave the batch (and their cache): later steps do not compute them
+                    left = (~done).nonzero().squeeze(1)
+                    cache.reorder_cache(left)
+                    rows, input_ids, positions, attention = (
+                        rows[left],
+                        input_ids[left],
+                        positions[left],
+                        attention[left],
+                    )
+                    sampler.keep_rows(left)
+        return drawn_tokens[:, : step + 1], drawn_logprobs[:, : step + 1]
+
+    def _decode_static(self, prompts: list[list[int]], sampler: RowSampler, max_tokens: int, device):
+        """`_decode`'s result with every decoding step at the same shapes: a static KV cache as long as the
+        longest prompt plus `max_tokens` (rounded up to a multiple of STATIC_LENGTH_STEP, so that rollouts
+        whose prompts differ a little reuse the compiled step), an attention mask over the whole cache, and
+        all rows computed until the last one ends (rows that ended get pads). The prompts are prefilled
+        eagerly, one row each; the steps run through the compiled forward."""
+        input_ids, prompt_mask, positions = self._left_padded(prompts, device)
+        width = input_ids.shape[1]
+        length = -(-(width + max_tokens) // STATIC_LENGTH_STEP) * STATIC_LENGTH_STEP
+        attention = torch.zeros(len(prompts), length, dtype=prompt_mask.dtype, device=device)
+        attention[:, :width] = prompt_mask
+        cache = self._static_cache(len(prompts), length)
+        eos = torch.tensor(sorted(self.eos_ids), device=device)
+        keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}
+        # Models whose forward still takes cache positions (older transformers) are given them, as generate does.
+        takes_positions = "cache_position" in inspect.signature(self.model.forward).parameters
+        at = {"cache_position": torch.arange(width, device=device)} if takes_positions else {}
+        with _eager():  # the prompt's shapes differ every rollout: not worth compiling
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=prompt_mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                **keep,
+                **at,
+            )
+        step_forward = self._compiled_forward()
+        drawn_tokens = torch.full((len(prompts), max_tokens), self.pad_id, device=device)
+        drawn_logprobs = torch.zeros(len(prompts), max_tokens, device=device)
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        for step in range(max_tokens):
+            tokens, logprobs = sampler.draw(out.logits[:, -1])
+            drawn_tokens[:, step] = tokens.masked_fill(done, self.pad_id)
+            drawn_logprobs[:, step] = logprobs
+            done |= torch.isin(tokens, eos)
+            if step == max_tokens - 1 or bool(done.all()):
+                break
+            attention[:, width + step] = 1
+            positions = positions[:, -1:] + 1
+            if takes_positions:
+                at["cache_position"] = torch.full((1,), width + step, device=device)
+            if device.type == "cuda":  # the last step's outputs (read above) may be overwritten from here on
+                torch.compiler.cudagraph_mark_step_begin()
+            out = step_forward(
+                input_ids=tokens[:, None],
+                attention_mask=attention,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                **keep,
+                **at,
+            )
+        return drawn_tokens[:, : step + 1], drawn_logprobs[:, : step + 1]
+
+    def _static_cache(self, rows: int, length: int):
+        """A static KV cache of `rows` x `length`, emptied; the same one as last time when the shape is the
+        same, so that a compiled step (a CUDA graph, recorded on the cache's buffers) is replayed, not redone."""
+        from transformers import StaticCache
+
+        shape = (rows, length, self.model.dtype)
+        if self._cache is None or self._cache[0] != shape:
+            self._cache = None  # the old buffers go before the new ones are made
+            self._cache = (shape, StaticCache(config=self.model.config, max_cache_len=length))
+        cache = self._cache[1]
+        cache.reset()
+        return cache
+
+    def _compiled_forward(self):
+        """The model's forward through torch.compile (CUDA graphs on a GPU), compiled once per model."""
+        if self._compiled is None or self._compiled[0] is not self.model:
+            mode = "reduce-overhead" if next(self.model.parameters()).device.type == "cuda" else None
+            self._compiled = (self.model, torch.compile(self.model.forward, mode=mode, dynamic=False))
+        return self._compiled[1]
+
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.model = model
 
     def close(self) -> None:
-        self.model = None
+        self.model = self._compiled = self._cache = None
+
+
+STATIC_LENGTH_STEP = 128
+"""With `compile`, the static KV cache's length is a multiple of this many tokens."""
+
+
+def _eager():
+    """Layers compiled elsewhere (train.compile) run eagerly here instead of recompiling for new shapes."""
+    return torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
 
 
 def _generator(seed: int | None, row: int, device: torch.device) -> torch.Generator | None:
