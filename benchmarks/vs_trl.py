@@ -5,7 +5,8 @@ Qwen2.5-0.5B's shape for the GPU), same prompts (the demo's single-digit additio
 samples per step, same max tokens, AdamW at lr 1e-6, one update per rollout batch, token-mean loss,
 clip 0.2, no KL, gradient checkpointing on both sides (trl's default; --no-gradient-checkpointing turns it
 off on both), float32 on the CPU and bfloat16 weights on the GPU, and the same generation engine
-(transformers `generate`: rltune's `hf` engine; rltune's vLLM engine reported beside). Each side runs in
+(transformers `generate`: rltune's `hf` engine; rltune's vLLM engine reported beside; side
+`rltune-hf-compiled` is the hf engine with rollout.hf_compile, CUDA graphs on a GPU). Each side runs in
 its own subprocess so that its peak memory (resident on the CPU, allocated on the GPU) is its own.
 
     python benchmarks/vs_trl.py [--sizes tiny,smollm2] [--steps 6]      (or `make bench`)
@@ -148,7 +149,15 @@ def build_gsm8k_prompts(model_dir: Path, data_dir: Path, root: Path, count: int 
 
 
 def run_rltune(
-    model_dir: Path, data: Path, max_tokens: int, steps: int, engine: str, out: Path, device: str, checkpointing: bool
+    model_dir: Path,
+    data: Path,
+    max_tokens: int,
+    steps: int,
+    engine: str,
+    out: Path,
+    device: str,
+    checkpointing: bool,
+    compiled: bool = False,
 ) -> dict:
     from rltune.config import RecipeConfig, from_dict
     from rltune.trainer import Trainer
@@ -160,7 +169,13 @@ def run_rltune(
             "gradient_checkpointing": checkpointing,
         },
         "data": {"path": str(data), "instruction": "{question}", "use_chat_template": False},
-        "rollout": {"engine": engine, "group_size": GROUP, "temperature": 1.0, "max_tokens": max_tokens},
+        "rollout": {
+            "engine": engine,
+            "group_size": GROUP,
+            "temperature": 1.0,
+            "max_tokens": max_tokens,
+            "hf_compile": compiled,
+        },
         "rewards": [{"name": "vs_trl:parity_reward"}],
         "algorithm": {"clip_low": 0.2, "clip_high": 0.2, "loss_aggregation": "token_mean"},
         "train": {
@@ -305,8 +320,9 @@ def child(args: argparse.Namespace) -> None:
         result = run_trl(model_dir, data, max_tokens, args.steps, out, args.device, args.gradient_checkpointing)
     else:
         engine = args.side.split("-")[1]
+        compiled = args.side.endswith("-compiled")  # rollout.hf_compile
         result = run_rltune(
-            model_dir, data, max_tokens, args.steps, engine, out, args.device, args.gradient_checkpointing
+            model_dir, data, max_tokens, args.steps, engine, out, args.device, args.gradient_checkpointing, compiled
         )
     result.update(
         side=args.side,
@@ -391,7 +407,7 @@ def print_table(results: list[dict]) -> None:
     """Per size and side: median seconds per step over the repeats; the ratios to trl from the medians, and
     their range over the repeats (each repeat's rltune against the same repeat's trl)."""
     print(f"\nworkload: {results[0]['workload'] if results else '-'}")
-    head = f"{'size':8} {'side':12} {'s/step':>7} {'tokens/step':>11} {'gen tok/s':>9} {'peak GB':>8}"
+    head = f"{'size':8} {'side':18} {'s/step':>7} {'tokens/step':>11} {'gen tok/s':>9} {'peak GB':>8}"
     print(f"\n{head} {'steps/s vs trl':>14} {'tok/s vs trl':>12} {'range over repeats':>18}")
     keys = list(dict.fromkeys((r["size"], r["side"]) for r in results))
     runs = {key: [r for r in results if (r["size"], r["side"]) == key] for key in keys}
@@ -411,7 +427,7 @@ def print_table(results: list[dict]) -> None:
             tok_ratio = tok_s / (t["completion_tokens"] / t["step_s"])
             cells = f"{t['step_s'] / m['step_s']:13.2f}x {tok_ratio:11.2f}x {spread:>18}"
         tokens = m["completion_tokens"]
-        print(f"{size:8} {side:12} {m['step_s']:7.2f} {tokens:11.0f} {tok_s:9.0f} {m['peak_gb']:8.2f} {cells}")
+        print(f"{size:8} {side:18} {m['step_s']:7.2f} {tokens:11.0f} {tok_s:9.0f} {m['peak_gb']:8.2f} {cells}")
 
 
 if __name__ == "__main__":
