@@ -314,3 +314,23 @@ def test_token_budget_groups_samples_by_length_with_the_same_update(tmp_path, ti
     assert grad.abs().sum() > 0
     assert torch.allclose(grad, whole_grad, rtol=1e-4, atol=1e-7)  # float32 summation order
     assert metrics["loss"] == pytest.approx(whole_metrics["loss"], rel=1e-5, abs=1e-8)
+
+
+def test_compiled_hf_engine_samples_from_the_updated_weights(tmp_path, demo_assets):
+    """rollout.hf_compile with train.compile: after an update, the compiled decoding step (the weights are
+    its inputs, not constants) samples what the default loop samples from the new weights."""
+    from rltune.rollout import SamplingSettings, build_engine
+
+    model_dir, data_file = demo_assets  # right some of the time: the rewards differ, the update moves weights
+    cfg = recipe(tmp_path, model_dir, data_file, rollout={"hf_compile": True}, train={"compile": True, "lr": 1e-2})
+    trainer = Trainer(cfg)
+    prompts = [trainer.tokenizer(q)["input_ids"] for q in ("1+2=", "13+4=", "5=")]
+    sampling = SamplingSettings(n=4, temperature=1.0, max_tokens=12, prompt_seeds=[1, 2, 3])
+    before = trainer.engine.generate(prompts, [{}] * 3, sampling)
+    trainer.train_step()  # a rollout through the compiled step, an update, the weight sync
+    after = trainer.engine.generate(prompts, [{}] * 3, sampling)
+    default = build_engine("hf", model=trainer.engine.model, tokenizer=trainer.tokenizer).generate(
+        prompts, [{}] * 3, sampling
+    )
+    assert after.completion_ids == default.completion_ids
+    assert after.completion_ids != before.completion_ids  # the update changed what is sampled
