@@ -84,7 +84,6 @@ class HFEngine:
         row_prompts = torch.tensor(row_prompts, device=device)
         input_ids, attention, positions = self._left_padded(list(prompt_index), device)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
-        keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}
         cache = None  # the model builds the cache its layers need (full, sliding-window, recurrent)
         rows = torch.arange(len(prompts), device=device)  # the rows still decoding, in batch order
         drawn_tokens = torch.full((len(prompts), max_tokens), self.pad_id, device=device)
@@ -92,14 +91,7 @@ class HFEngine:
         # Layers compiled for the update (train.compile) would recompile for every cache length: decode eagerly.
         with _eager():
             for step in range(max_tokens):
-                out = self.model(
-                    input_ids=input_ids,
-                    attention_mask=attention,
-                    position_ids=positions,
-                    past_key_values=cache,
-                    use_cache=True,
-                    **keep,
-                )
+                out = self._forward(self.model, input_ids, attention, positions, cache)
                 cache, logits = out.past_key_values, out.logits[:, -1]
                 if step == 0:  # from one row per prompt to one per sample: each gets its prompt's cache and logits
                     cache.reorder_cache(row_prompts)
@@ -115,12 +107,8 @@ class HFEngine:
                 if finished:  # rows that ended leave the batch (and their cache): later steps do not compute them
                     left = (~done).nonzero().squeeze(1)
                     cache.reorder_cache(left)
-                    rows, input_ids, positions, attention = (
-                        rows[left],
-                        input_ids[left],
-                        positions[left],
-                        attention[left],
-                    )
+                    rows, input_ids, positions = rows[left], input_ids[left], positions[left]
+                    attention = attention[left]
                     sampler.keep_rows(left)
         return drawn_tokens[:, : step + 1], drawn_logprobs[:, : step + 1]
 
@@ -137,20 +125,11 @@ class HFEngine:
         attention[:, :width] = prompt_mask
         cache = self._static_cache(len(prompts), length)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
-        keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}
         # Models whose forward still takes cache positions (older transformers) are given them, as generate does.
         takes_positions = "cache_position" in inspect.signature(self.model.forward).parameters
         at = {"cache_position": torch.arange(width, device=device)} if takes_positions else {}
         with _eager():  # the prompt's shapes differ every rollout: not worth compiling
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=prompt_mask,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-                **keep,
-                **at,
-            )
+            out = self._forward(self.model, input_ids, prompt_mask, positions, cache, **at)
         step_forward = self._compiled_forward()
         drawn_tokens = torch.full((len(prompts), max_tokens), self.pad_id, device=device)
         drawn_logprobs = torch.zeros(len(prompts), max_tokens, device=device)
@@ -168,16 +147,22 @@ class HFEngine:
                 at["cache_position"] = torch.full((1,), width + step, device=device)
             if device.type == "cuda":  # the last step's outputs (read above) may be overwritten from here on
                 torch.compiler.cudagraph_mark_step_begin()
-            out = step_forward(
-                input_ids=tokens[:, None],
-                attention_mask=attention,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-                **keep,
-                **at,
-            )
+            out = self._forward(step_forward, tokens[:, None], attention, positions, cache, **at)
         return drawn_tokens[:, : step + 1], drawn_logprobs[:, : step + 1]
+
+    def _forward(self, forward, input_ids, attention_mask, position_ids, cache, **extra):
+        """`forward` (the model's, or its compiled one) on new tokens with the KV cache; the LM head on the last
+        position only where the model allows."""
+        keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}
+        return forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            **keep,
+            **extra,
+        )
 
     def _static_cache(self, rows: int, length: int):
         """A static KV cache of `rows` x `length`, emptied; the same one as last time when the shape is the
