@@ -10,7 +10,7 @@ its own subprocess so that peak memory is its own:
                    fused LM head, samples packed into rows)
   rltune-padded    the same with train.packing=false (one padded row per sample)
   rltune-unfused   the same with train.fused_lm_head=false (full-vocabulary logits)
-  rltune-compile   the same with train.compile=true (decoder layers compiled)
+  rltune-compile   the same with train.compile=true (decoder layers and the LM head's chunk arithmetic compiled)
   rltune-budget    the same with train.micro_batch_tokens=--token-budget (length-sorted micro-batches)
 
 --varied-lengths draws each completion's length uniformly from 1 to seq - prompt (seeded), as RL
