@@ -230,8 +230,10 @@ class RowSampler:
         (before the top-p cut-off): the logprob the update's importance ratio starts from."""
         if self.temperature <= 0:
             return logits.argmax(-1), logits.new_zeros(logits.shape[0], dtype=torch.float32)  # one-hot: log 1
-        log_probs = (logits.float() / self.temperature).log_softmax(-1)
-        probs = log_probs.exp()
+        scaled = logits.float() if self.temperature == 1.0 else logits.float() / self.temperature
+        # One softmax, not exp(log_softmax): the drawn token's logprob is the log of its probability (a token
+        # of zero probability is never drawn), and each full-vocabulary pass is one kernel more per step.
+        probs = full = scaled.softmax(-1)
         if self.top_p < 1.0:
             ordered, order = probs.sort(-1, descending=True)
             outside = ordered.cumsum(-1) - ordered > self.top_p  # the top token always stays
@@ -242,4 +244,4 @@ class RowSampler:
         point = torch.minimum(point, torch.nextafter(total, torch.zeros_like(total)))  # below the last step up
         self.step += 1
         drawn = torch.searchsorted(cumulative, point, right=True).squeeze(-1)  # first cumulative > point
-        return drawn, log_probs.gather(-1, drawn[:, None]).squeeze(-1)
+        return drawn, full.gather(-1, drawn[:, None]).squeeze(-1).log()
