@@ -206,10 +206,8 @@ class InputLayout:
         if self.packer is not None:
             self.packer.place(prompt + completion)
         self.samples += 1
-        self.prompt_width, self.completion_width = (
-            max(self.prompt_width, prompt),
-            max(self.completion_width, completion),
-        )
+        self.prompt_width = max(self.prompt_width, prompt)
+        self.completion_width = max(self.completion_width, completion)
 
 
 def pack_rows(

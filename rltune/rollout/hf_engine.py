@@ -171,7 +171,6 @@ class HFEngine:
 
         shape = (rows, length, self.model.dtype)
         if self._cache is None or self._cache[0] != shape:
-            self._cache = None  # the old buffers go before the new ones are made
             self._cache = (shape, StaticCache(config=self.model.config, max_cache_len=length))
         cache = self._cache[1]
         cache.reset()
