@@ -26,9 +26,9 @@ if [ "${VARIED:-0}" = 1 ]; then
 fi
 # rltune-compile: train.compile, now with the LM head's per-chunk softmax arithmetic compiled too (never
 # measured on a GPU: the H100 profile blames that arithmetic's float32 passes for most of the update's gap).
-timeout "${MFU_TIMEOUT:-200}" python3 benchmarks/update_mfu.py --device cuda --timeout 150 \
+timeout "${MFU_TIMEOUT:-180}" python3 benchmarks/update_mfu.py --device cuda --timeout 150 \
     --variants "${MFU_VARIANTS:-plain,rltune,rltune-compile}" --out "$OUT/update_mfu.jsonl" 2>&1 | tee "$OUT/update_mfu.log"
 # rltune-hf-compiled: rollout.hf_compile (CUDA graphs); its first step compiles, the medians skip it.
-timeout "${TRL_TIMEOUT:-360}" python3 benchmarks/vs_trl.py --device cuda --sizes qwen0.5b \
+timeout "${TRL_TIMEOUT:-350}" python3 benchmarks/vs_trl.py --device cuda --sizes qwen0.5b \
     --sides "${SIDES:-trl,rltune-hf,rltune-hf-compiled}" \
     --steps 6 --timeout 240 --workload "${WORKLOAD:-demo}" --out "$OUT/vs_trl.jsonl" 2>&1 | tee "$OUT/vs_trl.log"
