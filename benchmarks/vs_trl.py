@@ -131,15 +131,18 @@ def build_gsm8k_prompts(model_dir: Path, data_dir: Path, root: Path, count: int 
     """The first `count` GSM8K test questions in the model's chat template, as JSON lines under `root`."""
     from transformers import AutoTokenizer
 
+    from rltune.config import DEFAULT_INSTRUCTION  # the recipes' own request for a boxed answer
+
     source = data_dir / "gsm8k" / "test.jsonl"
     if not source.is_file():
         raise SystemExit(f"--workload gsm8k needs {source}: pass --data-dir, the folder that holds gsm8k/")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rows = [json.loads(x) for x in source.read_text().splitlines()[:count]]
-    ask = "Please reason step by step, and put your final answer within \\boxed{}."
     prompts = [
         tokenizer.apply_chat_template(
-            [{"role": "user", "content": f"{r['question']}\n{ask}"}], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": DEFAULT_INSTRUCTION.format(question=r["question"])}],
+            tokenize=False,
+            add_generation_prompt=True,
         )
         for r in rows
     ]

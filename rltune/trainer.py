@@ -474,9 +474,9 @@ class Trainer:
         t = self.cfg.train
         groups: list[list[int]] = []
         layout: InputLayout | None = None  # the last group's
+        budget = t.micro_batch_tokens
         for i in sorted(indices, key=lambda i: -(len(batch.prompt_ids[i]) + len(batch.completion_ids[i]))):
             prompt, completion = len(batch.prompt_ids[i]), len(batch.completion_ids[i])
-            budget = t.micro_batch_tokens
             if (
                 layout is None
                 or len(groups[-1]) == t.micro_batch_size

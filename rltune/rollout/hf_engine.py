@@ -58,7 +58,8 @@ class HFEngine:
         """Sample one completion for each (group, prompt ids) of `chunk` and append it to `batch`."""
         sampler = RowSampler(generators, sampling.temperature, sampling.top_p, sampling.max_tokens)
         decode = self._decode_static if self.compile else self._decode
-        drawn_tokens, drawn_logprobs = decode([ids for _, ids in chunk], sampler, sampling.max_tokens, device)
+        keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}  # the LM head on the last position only
+        drawn_tokens, drawn_logprobs = decode([ids for _, ids in chunk], sampler, sampling.max_tokens, device, keep)
         for (group, ids), tokens, logprobs in zip(chunk, drawn_tokens.tolist(), drawn_logprobs.tolist()):
             stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
             length = len(tokens) if stop is None else stop + 1
@@ -76,7 +77,7 @@ class HFEngine:
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
         return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0)
 
-    def _decode(self, prompts: list[list[int]], sampler: RowSampler, max_tokens: int, device):
+    def _decode(self, prompts: list[list[int]], sampler: RowSampler, max_tokens: int, device, keep: dict):
         """[rows, steps] drawn tokens and their logprobs. Rows that sample an end token leave the batch and its
         cache; a prompt shared by several rows (a group's samples) is prefilled once."""
         prompt_index: dict[tuple[int, ...], int] = {}  # each distinct prompt, in order of first appearance
@@ -91,7 +92,7 @@ class HFEngine:
         # Layers compiled for the update (train.compile) would recompile for every cache length: decode eagerly.
         with _eager():
             for step in range(max_tokens):
-                out = self._forward(self.model, input_ids, attention, positions, cache)
+                out = self._forward(self.model, input_ids, attention, positions, cache, **keep)
                 cache, logits = out.past_key_values, out.logits[:, -1]
                 if step == 0:  # from one row per prompt to one per sample: each gets its prompt's cache and logits
                     cache.reorder_cache(row_prompts)
@@ -112,7 +113,7 @@ class HFEngine:
                     sampler.keep_rows(left)
         return drawn_tokens[:, : step + 1], drawn_logprobs[:, : step + 1]
 
-    def _decode_static(self, prompts: list[list[int]], sampler: RowSampler, max_tokens: int, device):
+    def _decode_static(self, prompts: list[list[int]], sampler: RowSampler, max_tokens: int, device, keep: dict):
         """`_decode`'s result with every decoding step at the same shapes: a static KV cache as long as the
         longest prompt plus `max_tokens` (rounded up to a multiple of STATIC_LENGTH_STEP, so that rollouts
         whose prompts differ a little reuse the compiled step), an attention mask over the whole cache, and
@@ -129,7 +130,7 @@ class HFEngine:
         takes_positions = "cache_position" in inspect.signature(self.model.forward).parameters
         at = {"cache_position": torch.arange(width, device=device)} if takes_positions else {}
         with _eager():  # the prompt's shapes differ every rollout: not worth compiling
-            out = self._forward(self.model, input_ids, prompt_mask, positions, cache, **at)
+            out = self._forward(self.model, input_ids, prompt_mask, positions, cache, **keep, **at)
         step_forward = self._compiled_forward()
         drawn_tokens = torch.full((len(prompts), max_tokens), self.pad_id, device=device)
         drawn_logprobs = torch.zeros(len(prompts), max_tokens, device=device)
@@ -147,20 +148,18 @@ class HFEngine:
                 at["cache_position"] = torch.full((1,), width + step, device=device)
             if device.type == "cuda":  # the last step's outputs (read above) may be overwritten from here on
                 torch.compiler.cudagraph_mark_step_begin()
-            out = self._forward(step_forward, tokens[:, None], attention, positions, cache, **at)
+            out = self._forward(step_forward, tokens[:, None], attention, positions, cache, **keep, **at)
         return drawn_tokens[:, : step + 1], drawn_logprobs[:, : step + 1]
 
     def _forward(self, forward, input_ids, attention_mask, position_ids, cache, **extra):
-        """`forward` (the model's, or its compiled one) on new tokens with the KV cache; the LM head on the last
-        position only where the model allows."""
-        keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}
+        """`forward` (the model's, or its compiled one) on new tokens with the KV cache; `extra`: the model's
+        further keyword arguments (logits_to_keep, cache_position)."""
         return forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=cache,
             use_cache=True,
-            **keep,
             **extra,
         )
 
