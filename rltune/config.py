@@ -84,6 +84,10 @@ class VLLMConfig:
     enforce_eager: bool = True
     max_model_len: int | None = None
     """Defaults to the longest prompt allowed plus `rollout.max_tokens`."""
+    sleep: bool = False
+    """Free vLLM's GPU memory (KV cache and weights, vLLM sleep level 2) from the end of each rollout to
+    the next weight sync, so that the update can use it (trl's `vllm_enable_sleep_mode`). CUDA/ROCm only:
+    vLLM has no sleep mode on the CPU."""
 
 
 @dataclass
@@ -425,6 +429,11 @@ def validate(cfg: RecipeConfig, source: str) -> None:
         not cfg.rollout.hf_compile or cfg.rollout.engine == "hf",
         "rollout.hf_compile",
         f"applies to the hf engine only (rollout.engine is {cfg.rollout.engine!r}); remove it or use engine hf",
+    )
+    need(
+        not cfg.rollout.vllm.sleep or cfg.rollout.engine == "vllm",
+        "rollout.vllm.sleep",
+        f"applies to the colocated vllm engine only (rollout.engine is {cfg.rollout.engine!r}); remove it",
     )
     need(0 < cfg.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
     need(cfg.rollout.max_tokens >= 1, "rollout.max_tokens", "must be >= 1")

@@ -44,6 +44,8 @@ def test_values_are_checked(tmp_path):
         load_recipe(write(tmp_path, "data: {path: d.jsonl}\n"))
     with pytest.raises(ConfigError, match="rollout.hf_compile applies to the hf engine only"):
         load_recipe(write(tmp_path, BASE + "rollout: {engine: vllm, hf_compile: true}\n"))
+    with pytest.raises(ConfigError, match="rollout.vllm.sleep applies to the colocated vllm engine only"):
+        load_recipe(write(tmp_path, BASE + "rollout: {engine: hf, vllm: {sleep: true}}\n"))
 
 
 def test_overrides_apply_and_are_validated(tmp_path):

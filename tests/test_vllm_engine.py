@@ -52,3 +52,82 @@ def test_vllm_logprobs_match_the_policy_before_and_after_a_weight_sync(demo_asse
         )
     finally:
         engine.close()
+
+
+class SleepRecorder:
+    """vLLM's LLM with `sleep` and `wake_up` recorded instead of run (vLLM has no sleep mode on the CPU);
+    every other call goes to the real engine, generate and weight reloads recorded on the way."""
+
+    def __init__(self, llm):
+        self.llm = llm
+        self.calls: list[tuple] = []
+
+    def sleep(self, level):
+        self.calls.append(("sleep", level))
+
+    def wake_up(self, tags=None):
+        self.calls.append(("wake_up", tags))
+
+    def generate(self, *args, **kwargs):
+        self.calls.append(("generate",))
+        return self.llm.generate(*args, **kwargs)
+
+    def collective_rpc(self, method, **kwargs):
+        self.calls.append((method,))
+        return self.llm.collective_rpc(method, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.llm, name)
+
+
+def test_sleeping_engine_sleeps_through_the_update_and_wakes_with_the_new_weights(tmp_path, demo_assets):
+    pytest.importorskip("vllm")
+    from vllm.platforms import current_platform
+
+    from conftest import demo_recipe
+    from rltune.errors import RLTuneError
+    from rltune.rollout import engine_from_recipe
+    from rltune.trainer import Trainer
+
+    sections = {
+        "rollout": {"engine": "vllm", "group_size": 4, "max_tokens": 8, "vllm": {"max_model_len": 64}},
+        "train": {"steps": 1, "prompts_per_step": 4, "micro_batch_size": 16},
+    }
+    cfg = demo_recipe(tmp_path, *demo_assets, sections)
+    if not current_platform.is_sleep_mode_available():
+        cfg.rollout.vllm.sleep = True
+        with pytest.raises(RLTuneError, match="rollout.vllm.sleep needs vLLM's sleep mode"):
+            engine_from_recipe(cfg.rollout, cfg.model, seed=0, max_model_len=64)
+        cfg.rollout.vllm.sleep = False
+    # Built without sleep mode, which this platform may lack, then given it with sleep/wake_up recorded.
+    trainer = Trainer(cfg)
+    try:
+        engine = trainer.engine
+        cfg.rollout.vllm.sleep = engine.can_sleep = True
+        recorder = engine.llm = SleepRecorder(engine.llm)
+        trainer.train_step()
+        sleep_at = recorder.calls.index(("sleep", 2))
+        assert recorder.calls[:sleep_at] == [("generate",)] * sleep_at and sleep_at >= 1
+        assert recorder.calls[sleep_at:] == [
+            ("sleep", 2),
+            ("wake_up", ["weights"]),
+            ("reload_weights",),
+            ("wake_up", ["kv_cache"]),
+        ]
+        assert not engine.asleep
+
+        sampling = SamplingSettings(n=2, temperature=1.0, max_tokens=6, seed=3)
+        prompts = [trainer.tokenizer("3+4=")["input_ids"]]
+        engine.sleep()
+        with pytest.raises(RLTuneError, match="asleep"):
+            engine.generate(prompts, [{}], sampling)
+        with torch.no_grad():
+            for p in trainer.policy.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        engine.sync_weights(trainer.policy)
+        batch = engine.generate(prompts, [{}], sampling)
+        for i in range(len(batch)):
+            expected = hf_logprobs(trainer.policy, batch.prompt_ids[i], batch.completion_ids[i], 1.0)
+            assert torch.allclose(expected, torch.tensor(batch.sampling_logprobs[i]), atol=1e-3)
+    finally:
+        trainer.close()

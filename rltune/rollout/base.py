@@ -93,6 +93,7 @@ def engine_from_recipe(
         gpu_memory_utilization=rollout.vllm.gpu_memory_utilization,
         kv_cache_gib=rollout.vllm.kv_cache_gib,
         enforce_eager=rollout.vllm.enforce_eager,
+        sleep=rollout.vllm.sleep,
         trust_remote_code=model.trust_remote_code,
         model=policy,
         tokenizer=tokenizer,

