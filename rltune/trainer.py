@@ -73,6 +73,14 @@ class Trainer:
         self.world_size = self.accelerator.num_processes
         set_seed(t.seed + self.rank)
         self.output_dir = Path(t.output_dir)
+        # FSDP and DeepSpeed shard the weights: only the model's own forward gathers them, and every
+        # process must run the same forwards.
+        self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if self.sharded and t.micro_batch_tokens is not None:
+            raise RLTuneError(
+                "train.micro_batch_tokens is not supported under FSDP/DeepSpeed: every process must run the same "
+                "number of forwards. Remove it and set train.micro_batch_size."
+            )
 
         checkpoint = resolve_checkpoint(t.resume_from, self.output_dir) if t.resume_from else None
         if checkpoint is None:
@@ -128,6 +136,8 @@ class Trainer:
             lr=t.lr,
             weight_decay=t.weight_decay,
             betas=tuple(t.betas),
+            # Under FSDP/DeepSpeed the optimizer steps sharded parameters; torch picks its kernels there.
+            fused=t.fused_optimizer and not self.sharded,
         )
         updates_per_step = cfg.algorithm.epochs * cfg.algorithm.mini_batches
         scheduler = get_scheduler(
@@ -141,14 +151,6 @@ class Trainer:
         self.packing = t.packing and reads_packed_rows(model)
         if t.packing and not self.packing:
             log.info("train.packing: %s does not read packed rows; samples are padded", type(model).__name__)
-        # FSDP and DeepSpeed shard the weights: only the model's own forward gathers them, and every
-        # process must run the same forwards.
-        self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-        if self.sharded and t.micro_batch_tokens is not None:
-            raise RLTuneError(
-                "train.micro_batch_tokens is not supported under FSDP/DeepSpeed: every process must run the same "
-                "number of forwards. Remove it and set train.micro_batch_size."
-            )
         self.step = 0
         self.bad_updates = 0
 

@@ -334,3 +334,25 @@ def test_compiled_hf_engine_samples_from_the_updated_weights(tmp_path, demo_asse
     )
     assert after.completion_ids == default.completion_ids
     assert after.completion_ids != before.completion_ids  # the update changed what is sampled
+
+
+def test_fused_optimizer_takes_the_loop_optimizers_step(tmp_path, demo_assets):
+    trainers = {
+        fused: Trainer(
+            recipe(tmp_path / str(fused), *demo_assets, train={"fused_optimizer": fused}, algorithm={"mini_batches": 1})
+        )
+        for fused in (True, False)
+    }
+    assert trainers[True].optimizer.optimizer.defaults["fused"]
+    assert not trainers[False].optimizer.optimizer.defaults["fused"]
+    start = [p.detach().clone() for p in trainers[True].policy.parameters()]
+    batch, _ = trainers[True].collect_rollouts()
+    batch.advantages = trainers[True].advantage_fn(batch.rewards, batch.groups())
+    assert batch.advantages.abs().sum() > 0
+    for trainer in trainers.values():
+        trainer.update(batch)
+    fused, loop = ([p.detach() for p in trainer.policy.parameters()] for trainer in trainers.values())
+    moved = max((a - s).abs().max().item() for a, s in zip(fused, start))
+    assert moved > 1e-4
+    for a, b in zip(fused, loop):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=moved * 1e-3)
