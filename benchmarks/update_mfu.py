@@ -5,7 +5,8 @@ A randomly initialised model (Qwen2.5-0.5B's shape by default, built from a conf
 `--batch` sequences of `--seq` tokens (`--prompt` of them prompt, the rest completion). Variants, each in
 its own subprocess so that peak memory is its own:
 
-  plain            model(input_ids, labels=...) cross-entropy, backward, AdamW (the reference)
+  plain            model(input_ids, labels=...) cross-entropy, backward, fused AdamW (the reference;
+                   transformers' Trainer's default optimizer)
   rltune           Trainer.update on the same tokens as a rollout batch (clipped objective, token-mean,
                    fused LM head, samples packed into rows)
   rltune-padded    the same with train.packing=false (one padded row per sample)
@@ -76,7 +77,7 @@ def plain_step(model_dir: Path, args) -> tuple:
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(args.device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, model.config.vocab_size, (args.batch, args.seq), generator=g).to(args.device)
     labels = ids.clone()
