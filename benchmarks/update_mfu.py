@@ -149,6 +149,8 @@ def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> t
 def child(args) -> None:
     import torch
 
+    from rltune.metrics import training_flops
+
     root = Path(args.workdir)
     model_dir, data = root / f"model-{args.size}", root / "prompts.jsonl"
     if args.variant == "plain":
@@ -161,7 +163,7 @@ def child(args) -> None:
     params = sum(p.numel() for p in model.parameters())
     seconds = statistics.median(times)
     tokens = args.batch * args.prompt + sum(completion_lengths(args))  # real tokens, pads not counted
-    flops = 6 * params * tokens
+    flops = training_flops(params, tokens)
     result = {
         "variant": args.variant,
         "size": args.size,

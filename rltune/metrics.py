@@ -22,6 +22,12 @@ CONSOLE_KEYS = (
 )
 
 
+def training_flops(num_params: int, tokens: int) -> float:
+    """Model FLOPs of training on `tokens` tokens: 2 per parameter and token forward, 4 backward (attention
+    left out). Divided by the update's seconds and the hardware's peak, the update's MFU."""
+    return 6.0 * num_params * tokens
+
+
 def trim_metrics(path: Path, last_step: int) -> None:
     """Keep only the complete lines of steps <= last_step: a resumed run redoes the steps after its
     checkpoint, and a kill may have cut the last line in half."""

@@ -40,7 +40,7 @@ from rltune.errors import ConfigError, RLTuneError
 from rltune.lm_head import token_scores
 from rltune.loss_terms import LOSS_TERMS
 from rltune.losses import Normalizer, aggregate, masked_mean, token_entropy
-from rltune.metrics import MetricsLogger
+from rltune.metrics import MetricsLogger, training_flops
 from rltune.models import (
     base_model,
     compile_decoder_layers,
@@ -146,6 +146,7 @@ class Trainer:
             num_warmup_steps=t.warmup_steps * updates_per_step,
             num_training_steps=t.steps * updates_per_step,
         )
+        self.num_params = sum(p.numel() for p in model.parameters())  # counted before any sharding
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.model_keeps_logits = keeps_logits(model)
         self.packing = t.packing and reads_packed_rows(model)
@@ -297,6 +298,10 @@ class Trainer:
                 "time/step_s": step_s,
                 "throughput/gen_tokens_per_s": generated / max(rollout_s, 1e-9),
                 "throughput/tokens_per_s": (generated + prompt_tokens) / step_s,
+                # Achieved model TFLOP/s of the update (6 x parameters x trained tokens); over the peak, its MFU.
+                "throughput/update_tflops": training_flops(self.num_params, update_metrics["trained_tokens"])
+                / max(update_s, 1e-9)
+                / 1e12,
             }
         )
 
@@ -411,11 +416,15 @@ class Trainer:
         counts: dict[str, int] = {}
         generator = torch.Generator().manual_seed(t.seed * 7919 + self.step)
         skipped = 0
+        trained_tokens = 0  # sample tokens through forward and backward (pads not counted)
         for _ in range(algo.epochs):
             order = torch.randperm(len(batch), generator=generator).tolist()
             for mini in _chunks(order, algo.mini_batches):
                 norm = self.normalizer(batch, mini)  # counts every sample, trained or not
                 micro_batches = self.micro_batches(batch, self.trained_samples(batch, mini))
+                trained_tokens += sum(
+                    len(batch.prompt_ids[i]) + len(batch.completion_ids[i]) for micro in micro_batches for i in micro
+                )
                 mini_loss = 0.0
                 for i, micro in enumerate(micro_batches):
                     last = i == len(micro_batches) - 1
@@ -450,7 +459,11 @@ class Trainer:
                         )
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-        return {**{key: sums[key] / counts[key] for key in sums}, "skipped_updates": float(skipped)}
+        return {
+            **{key: sums[key] / counts[key] for key in sums},
+            "skipped_updates": float(skipped),
+            "trained_tokens": float(trained_tokens),
+        }
 
     def trained_samples(self, batch: RolloutBatch, indices: list[int]) -> list[int]:
         """The samples of `indices` the update runs on: those with a non-zero advantage when the objective

@@ -74,6 +74,10 @@ def test_metrics_and_checkpoint_written(tmp_path, tiny_model_dir, arithmetic_fil
         assert key in lines[-1], key
     step = lines[-1]
     assert 0 < step["time/rollout_s"] + step["time/update_s"] <= step["time/step_s"]
+    params = sum(p.numel() for p in trainer.policy.parameters())
+    assert step["trained_tokens"] >= 1
+    expected = 6 * params * step["trained_tokens"] / step["time/update_s"] / 1e12
+    assert step["throughput/update_tflops"] == pytest.approx(expected, rel=1e-6)
     from rltune.eval.plots import plot_training_curves
 
     png = plot_training_curves([("a", tmp_path / "run")], ["reward/total", "entropy"], tmp_path / "curves.png")
@@ -356,3 +360,13 @@ def test_fused_optimizer_takes_the_loop_optimizers_step(tmp_path, demo_assets):
     assert moved > 1e-4
     for a, b in zip(fused, loop):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=moved * 1e-3)
+
+
+def test_update_counts_the_tokens_it_trains_on(tmp_path, demo_assets):
+    cfg = recipe(tmp_path, *demo_assets, algorithm={"epochs": 2}, train={"skip_zero_advantage": False})
+    trainer = Trainer(cfg)
+    batch, _ = trainer.collect_rollouts()
+    batch.advantages = trainer.advantage_fn(batch.rewards, batch.groups())
+    metrics = trainer.update(batch)
+    sample_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
+    assert metrics["trained_tokens"] == 2 * sample_tokens
