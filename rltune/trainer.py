@@ -264,9 +264,9 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         started = time.perf_counter()
         batch, rollout_metrics = self.collect_rollouts()
+        rollout_s = time.perf_counter() - started
         if self.cfg.rollout.vllm.sleep:  # vLLM's memory is the update's until sync_weights wakes it
             self.engine.sleep()
-        rollout_s = time.perf_counter() - started
         generated = sum(len(c) for c in batch.completion_ids)
         prompt_tokens = sum(len(p) for p in batch.prompt_ids)
         adv = self.advantage_fn(batch.rewards, batch.groups())
