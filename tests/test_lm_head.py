@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from rltune.lm_head import TokenScores, chunk_size
+from rltune.lm_head import TokenScores
 
 
 def plain_scores(hidden, weight, bias, targets, temperature):
@@ -21,10 +22,11 @@ def inputs(rows=7, dim=5, vocab=11, seed=0):
     return hidden, weight, bias, targets
 
 
-@pytest.mark.parametrize("chunk", [3, 7])
+@pytest.mark.parametrize("chunk", [33, 77])
 def test_gradients_match_finite_differences_in_both_outputs(chunk):
     hidden, weight, bias, targets = inputs()
-    # chunk 3 over 7 rows: recomputed chunks, a partial last one; chunk 7: one chunk, its logits kept.
+    # 33 logits a block over 7 rows x 11 tokens: forward blocks of 3 rows, backward blocks of 4 vocabulary
+    # columns (the last one partial), recomputed; 77: one block, its logits kept.
     # Both outputs feed the checked function.
     assert torch.autograd.gradcheck(
         lambda h, w, b: TokenScores.apply(h, w, b, targets, 0.7, chunk), (hidden, weight, bias), eps=1e-6, atol=1e-5
@@ -36,7 +38,7 @@ def test_logprobs_alone_match_finite_differences():
     takes its softmax-only path."""
     hidden, weight, bias, targets = inputs(seed=3)
     assert torch.autograd.gradcheck(
-        lambda h, w, b: TokenScores.apply(h, w, b, targets, 0.7, 3)[0], (hidden, weight, bias), eps=1e-6, atol=1e-5
+        lambda h, w, b: TokenScores.apply(h, w, b, targets, 0.7, 33)[0], (hidden, weight, bias), eps=1e-6, atol=1e-5
     )
 
 
@@ -45,8 +47,8 @@ def test_values_and_gradients_equal_the_plain_log_softmax():
     a, b = torch.randn(9, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
     results = []
     for scores in (
-        lambda: TokenScores.apply(hidden, weight, bias, targets, 1.3, 4),
-        lambda: TokenScores.apply(hidden, weight, bias, targets, 1.3, 9),
+        lambda: TokenScores.apply(hidden, weight, bias, targets, 1.3, 44),
+        lambda: TokenScores.apply(hidden, weight, bias, targets, 1.3, 99),
         lambda: plain_scores(hidden, weight, bias, targets, 1.3),
     ):
         logprobs, entropy = scores()
@@ -60,7 +62,7 @@ def test_values_and_gradients_equal_the_plain_log_softmax():
 
 def test_entropy_alone_or_logprobs_alone_backpropagate():
     hidden, weight, bias, targets = inputs(seed=2)
-    logprobs, entropy = TokenScores.apply(hidden, weight, None, targets, 1.0, 2)
+    logprobs, entropy = TokenScores.apply(hidden, weight, None, targets, 1.0, 22)
     entropy.sum().backward()  # the logprob output takes no part: its gradient arrives as None
     assert hidden.grad.abs().sum() > 0 and bias.grad is None
     ref_lp, ref_ent = plain_scores(hidden, weight, None, targets, 1.0)
@@ -70,22 +72,41 @@ def test_entropy_alone_or_logprobs_alone_backpropagate():
 def test_no_rows_give_empty_scores_and_zero_gradients():
     hidden, weight, bias, targets = inputs()
     empty = hidden[:0].detach().requires_grad_()
-    logprobs, entropy = TokenScores.apply(empty, weight, bias, targets[:0], 1.0, 4)
+    logprobs, entropy = TokenScores.apply(empty, weight, bias, targets[:0], 1.0, 44)
     (logprobs.sum() + entropy.sum()).backward()
     assert logprobs.shape == entropy.shape == (0,)
     assert weight.grad.abs().sum() == 0 and bias.grad.abs().sum() == 0
 
 
-def test_chunks_hold_a_bounded_number_of_logits():
-    assert chunk_size(151_936) * 151_936 <= 2**27 < (chunk_size(151_936) + 1) * 151_936
-    assert chunk_size(10) > 1_000_000
+class LargestTensor(TorchDispatchMode):
+    """Records the most elements any operation's output held."""
+
+    largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_blocks_of_logits_stay_within_the_budget_in_both_passes():
+    """64 positions x 1,000 tokens of logits, 10,000 a block: no tensor of the forward or backward pass is
+    larger than a block or the weight (8,000), though all logits are 64,000."""
+    hidden, weight, bias, targets = inputs(rows=64, dim=8, vocab=1000, seed=4)
+    with LargestTensor() as mode:
+        logprobs, entropy = TokenScores.apply(hidden, weight, bias, targets, 0.9, 10_000)
+        (logprobs.sum() + entropy.sum()).backward()
+    assert weight.grad.abs().sum() > 0
+    assert 8_000 < mode.largest <= 10_000
 
 
 def test_bfloat16_weights_score_like_float32_arithmetic_on_the_same_values():
     """The GPU path: bf16 hidden states and weights, softmax arithmetic in float32."""
     hidden, weight, bias, targets = inputs(rows=12, dim=16, vocab=300, seed=3)
     h16, w16 = hidden.detach().bfloat16().requires_grad_(), weight.detach().bfloat16().requires_grad_()
-    logprobs, entropy = TokenScores.apply(h16, w16, None, targets, 0.8, 5)
+    logprobs, entropy = TokenScores.apply(h16, w16, None, targets, 0.8, 1500)
     assert logprobs.dtype == torch.float32 and h16.grad is None
     (logprobs.sum() + entropy.sum()).backward()
     h32, w32 = h16.detach().float().requires_grad_(), w16.detach().float().requires_grad_()
@@ -98,6 +119,24 @@ def test_bfloat16_weights_score_like_float32_arithmetic_on_the_same_values():
         assert (fused.float() - ref).norm() / ref.norm() < 2e-2
 
 
+def test_float32_weights_under_bfloat16_autocast_multiply_in_bfloat16_and_keep_float32_gradients():
+    """train.mixed_precision=bf16: the forward's matmuls run in bf16 under autocast, the backward's are made
+    to match, and the gradients come back in the weights' float32."""
+    hidden, weight, bias, targets = (t.detach().float() if t.is_floating_point() else t for t in inputs(12, 16, 300))
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logprobs, entropy = TokenScores.apply(h, w, None, targets, 0.8, 1500)
+    (logprobs.sum() + entropy.sum()).backward()
+    # The reference: float32 arithmetic on the values the bf16 matmuls saw.
+    h32, w32 = (t.bfloat16().float().requires_grad_() for t in (hidden, weight))
+    ref_lp, ref_ent = plain_scores(h32, w32, None, targets, 0.8)
+    (ref_lp.sum() + ref_ent.sum()).backward()
+    assert h.grad.dtype == w.grad.dtype == torch.float32
+    assert torch.allclose(logprobs, ref_lp, rtol=2e-2, atol=5e-2)
+    for fused, ref in ((h.grad, h32.grad), (w.grad, w32.grad)):
+        assert 0 < (fused - ref).norm() / ref.norm() < 1e-2  # bf16 rounding, no more
+
+
 def test_compiled_chunk_arithmetic_equals_the_eager_one():
     """train.compile: the per-chunk softmax passes run through torch.compile, with the same values and
     gradients (float32), whether the entropy takes part in the loss or not."""
@@ -107,7 +146,7 @@ def test_compiled_chunk_arithmetic_equals_the_eager_one():
         results = []
         for compile in (False, True):
             h, w, b = (t.clone().requires_grad_() for t in (hidden, weight, bias))
-            logprobs, entropy = TokenScores.apply(h, w, b, targets, 0.9, 10, compile)
+            logprobs, entropy = TokenScores.apply(h, w, b, targets, 0.9, 500, compile)
             loss = (a * logprobs).sum() + (entropy.sum() if with_entropy else 0)
             loss.backward()
             results.append([logprobs.detach(), entropy.detach(), h.grad, w.grad, b.grad])
