@@ -595,9 +595,12 @@ class Trainer:
                 model(**inputs, logits_to_keep=1)  # the LM head on one position only; the hook has the rest
             finally:
                 hook.remove()
-            logprobs, entropy = token_scores(
-                captured[0][rows, cols], head, targets, temperature, compile=self.cfg.train.compile
-            )
+            # Under mixed precision the head multiplies in bf16/fp16 as it would inside the model's forward
+            # (which the accelerator wrapped in autocast), not in the float32 of the weights.
+            with self.accelerator.autocast():
+                logprobs, entropy = token_scores(
+                    captured[0][rows, cols], head, targets, temperature, compile=self.cfg.train.compile
+                )
         else:
             # The LM head skips the columns before the first scored one when the model lets it.
             first = int(cols.min()) if len(cols) else mb.input_ids.shape[1] - 1

@@ -226,6 +226,29 @@ def test_lm_head_shortcuts_and_packing_change_nothing(tmp_path, tiny_model_dir, 
         assert torch.allclose(got[2][mask], reference[2][mask], atol=1e-5)
 
 
+def test_fused_head_multiplies_in_bf16_under_mixed_precision_like_the_plain_head(
+    tmp_path, tiny_model_dir, arithmetic_file
+):
+    """train.mixed_precision=bf16 (float32 weights, bf16 autocast): the fused LM head runs outside the model's
+    forward, which accelerate wrapped in autocast, and must still multiply in bf16 as the plain head inside
+    it does: the same logprobs and gradients up to float32 rounding, not a float32 head that is several
+    times slower on a GPU (and differs from the plain head by bf16's rounding of the logits)."""
+    trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file, train={"mixed_precision": "bf16"}))
+    batch, _ = trainer.collect_rollouts()
+    batch.advantages = torch.linspace(-1, 1, len(batch))
+    mb = trainer.collate(batch, list(range(len(batch))))
+    mask = mb.completion_mask.bool()
+    results = []
+    for fused in (False, True):
+        trainer.cfg.train.fused_lm_head = fused
+        out = trainer.policy_forward(trainer.model, mb)
+        results.append((out.logprobs.detach()[mask], grads(trainer, batch, len(batch))))
+    (plain_logprobs, plain_grads), (fused_logprobs, fused_grads) = results
+    assert torch.allclose(fused_logprobs, plain_logprobs, atol=1e-4)
+    assert plain_grads.abs().sum() > 0
+    assert (fused_grads - plain_grads).norm() / plain_grads.norm() < 1e-3
+
+
 def test_zero_advantage_samples_are_left_out_with_the_same_update(tmp_path, tiny_model_dir, arithmetic_file):
     """Samples whose advantages are zero add exactly nothing under the clipped objective: leaving them out
     of the forward/backward gives the same gradients at every optimizer step, the same logged loss, and
