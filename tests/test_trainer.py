@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 
 from conftest import deep_merge, demo_recipe
 from rltune.errors import RLTuneError
@@ -233,7 +234,18 @@ def test_fused_head_multiplies_in_bf16_under_mixed_precision_like_the_plain_head
     forward, which accelerate wrapped in autocast, and must still multiply in bf16 as the plain head inside
     it does: the same logprobs and gradients up to float32 rounding, not a float32 head that is several
     times slower on a GPU (and differs from the plain head by bf16's rounding of the logits)."""
-    trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file, train={"mixed_precision": "bf16"}))
+    # accelerate keeps one state per process, fixed by its first Accelerator; this test needs another, so
+    # it resets the state before and after (as accelerate's own tests do).
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file, train={"mixed_precision": "bf16"}))
+        assert trainer.accelerator.mixed_precision == "bf16"
+        check_fused_head_equals_plain_head(trainer)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def check_fused_head_equals_plain_head(trainer):
     batch, _ = trainer.collect_rollouts()
     batch.advantages = torch.linspace(-1, 1, len(batch))
     mb = trainer.collate(batch, list(range(len(batch))))
