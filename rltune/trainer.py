@@ -587,27 +587,27 @@ class Trainer:
             input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids, use_cache=False
         )
         fused = self._fused_head(model)
-        if fused is not None:
-            decoder, head = fused
-            captured: list[torch.Tensor] = []
-            hook = decoder.register_forward_hook(lambda _m, _a, out: captured.append(out[0]))
-            try:
-                model(**inputs, logits_to_keep=1)  # the LM head on one position only; the hook has the rest
-            finally:
-                hook.remove()
-            # Under mixed precision the head multiplies in bf16/fp16 as it would inside the model's forward
-            # (which the accelerator wrapped in autocast), not in the float32 of the weights.
-            with self.accelerator.autocast():
+        # Under mixed precision everything here multiplies in bf16/fp16: the accelerator wrapped the policy's
+        # forward in autocast, but not the reference model's, nor the fused head, which runs outside a forward.
+        with self.accelerator.autocast():
+            if fused is not None:
+                decoder, head = fused
+                captured: list[torch.Tensor] = []
+                hook = decoder.register_forward_hook(lambda _m, _a, out: captured.append(out[0]))
+                try:
+                    model(**inputs, logits_to_keep=1)  # the LM head on one position only; the hook has the rest
+                finally:
+                    hook.remove()
                 logprobs, entropy = token_scores(
                     captured[0][rows, cols], head, targets, temperature, compile=self.cfg.train.compile
                 )
-        else:
-            # The LM head skips the columns before the first scored one when the model lets it.
-            first = int(cols.min()) if len(cols) else mb.input_ids.shape[1] - 1
-            keep = {"logits_to_keep": mb.input_ids.shape[1] - first} if self.model_keeps_logits else {}
-            logits = model(**inputs, **keep).logits[rows, cols - (first if keep else 0)].float() / temperature
-            logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-            entropy = token_entropy(logits[None], with_grad=with_entropy_grad)[0]
+            else:
+                # The LM head skips the columns before the first scored one when the model lets it.
+                first = int(cols.min()) if len(cols) else mb.input_ids.shape[1] - 1
+                keep = {"logits_to_keep": mb.input_ids.shape[1] - first} if self.model_keeps_logits else {}
+                logits = model(**inputs, **keep).logits[rows, cols - (first if keep else 0)].float() / temperature
+                logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+                entropy = token_entropy(logits[None], with_grad=with_entropy_grad)[0]
         if not with_entropy_grad:
             entropy = entropy.detach()
         scored = mb.completion_mask.bool()

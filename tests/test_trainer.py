@@ -233,13 +233,17 @@ def test_fused_head_multiplies_in_bf16_under_mixed_precision_like_the_plain_head
     """train.mixed_precision=bf16 (float32 weights, bf16 autocast): the fused LM head runs outside the model's
     forward, which accelerate wrapped in autocast, and must still multiply in bf16 as the plain head inside
     it does: the same logprobs and gradients up to float32 rounding, not a float32 head that is several
-    times slower on a GPU (and differs from the plain head by bf16's rounding of the logits)."""
+    times slower on a GPU (and differs from the plain head by bf16's rounding of the logits). The reference
+    model, which accelerate does not wrap, scores alike: before any update its logprobs are the policy's."""
     # accelerate keeps one state per process, fixed by its first Accelerator; this test needs another, so
     # it resets the state before and after (as accelerate's own tests do).
     AcceleratorState._reset_state(reset_partial_state=True)
     try:
-        trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file, train={"mixed_precision": "bf16"}))
-        assert trainer.accelerator.mixed_precision == "bf16"
+        cfg = recipe(
+            tmp_path, tiny_model_dir, arithmetic_file, train={"mixed_precision": "bf16"}, algorithm={"kl_coef": 0.1}
+        )
+        trainer = Trainer(cfg)
+        assert trainer.accelerator.mixed_precision == "bf16" and trainer.ref_model is not None
         check_fused_head_equals_plain_head(trainer)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
@@ -248,8 +252,10 @@ def test_fused_head_multiplies_in_bf16_under_mixed_precision_like_the_plain_head
 def check_fused_head_equals_plain_head(trainer):
     batch, _ = trainer.collect_rollouts()
     batch.advantages = torch.linspace(-1, 1, len(batch))
+    batch.extras["ref_logprobs"] = trainer.reference_logprobs(batch)
     mb = trainer.collate(batch, list(range(len(batch))))
     mask = mb.completion_mask.bool()
+    assert torch.equal(mb.ref_logprobs, trainer.policy_forward(trainer.model, mb).logprobs.detach())
     results = []
     for fused in (False, True):
         trainer.cfg.train.fused_lm_head = fused
