@@ -13,6 +13,7 @@ its own subprocess so that peak memory is its own:
   rltune-unfused   the same with train.fused_lm_head=false (full-vocabulary logits)
   rltune-compile   the same with train.compile=true (decoder layers and the LM head's chunk arithmetic compiled)
   rltune-budget    the same with train.micro_batch_tokens=--token-budget (length-sorted micro-batches)
+  rltune-mixed     the same with float32 weights under train.mixed_precision=bf16 (autocast)
 
 --varied-lengths draws each completion's length uniformly from 1 to seq - prompt (seeded), as RL
 rollouts have them; the padded variants then compute pads, and MFU counts the real tokens only.
@@ -95,6 +96,9 @@ def plain_step(model_dir: Path, args) -> tuple:
     return model, step
 
 
+VARIANTS = ("plain", "rltune", "rltune-padded", "rltune-unfused", "rltune-compile", "rltune-budget", "rltune-mixed")
+
+
 def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> tuple:
     import torch
 
@@ -102,8 +106,10 @@ def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> t
     from rltune.config import RecipeConfig, from_dict
     from rltune.trainer import Trainer
 
+    mixed = variant == "rltune-mixed"
+    dtype = "bfloat16" if args.device == "cuda" and not mixed else "float32"
     recipe = {
-        "model": {"path": str(model_dir), "dtype": "bfloat16" if args.device == "cuda" else "float32"},
+        "model": {"path": str(model_dir), "dtype": dtype},
         "data": {"path": str(data), "instruction": "{question}", "use_chat_template": False},
         "rollout": {"engine": "hf", "group_size": args.batch, "temperature": 1.0, "max_tokens": args.seq},
         "rewards": [{"name": "vs_trl:parity_reward"}],
@@ -121,6 +127,7 @@ def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> t
             "compile": variant == "rltune-compile",
             "packing": variant != "rltune-padded",
             "micro_batch_tokens": args.token_budget if variant == "rltune-budget" else None,
+            "mixed_precision": "bf16" if mixed else "no",
         },
     }
     trainer = Trainer(from_dict(RecipeConfig, recipe, "update_mfu"))
@@ -198,6 +205,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.variant:
         return child(args)
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown --variants {','.join(unknown)}; choose from {','.join(VARIANTS)}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         build_assets(args.size, Path(tmp), args.device)
