@@ -137,7 +137,8 @@ class RolloutConfig:
     the step is replayed as a CUDA graph, where small models otherwise decode at the speed of kernel
     launches. The first rollout compiles (seconds to minutes), and so does a rollout whose rows or
     prompt + max_tokens length (in steps of 128) are new. Rows that end are computed until the last one
-    does; prompts are prefilled once per sample. The default loop is faster on CPUs."""
+    does; prompts are prefilled once per sample. The default loop is faster on CPUs. Not with weights
+    of another dtype than train.mixed_precision's."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     server: VLLMServerConfig = field(default_factory=VLLMServerConfig)
 
@@ -433,6 +434,14 @@ def validate(cfg: RecipeConfig, source: str) -> None:
         not cfg.rollout.hf_compile or cfg.rollout.engine == "hf",
         "rollout.hf_compile",
         f"applies to the hf engine only (rollout.engine is {cfg.rollout.engine!r}); remove it or use engine hf",
+    )
+    autocast_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.train.mixed_precision, cfg.model.dtype)
+    need(
+        not cfg.rollout.hf_compile or autocast_dtype == cfg.model.dtype,
+        "rollout.hf_compile",
+        f"does not run with {cfg.model.dtype} weights under train.mixed_precision={cfg.train.mixed_precision} "
+        "(autocast makes the static KV cache's keys and values of different dtypes); load the weights in "
+        f"{autocast_dtype} (model.dtype) with train.mixed_precision=no, or turn hf_compile off",
     )
     need(
         not cfg.rollout.vllm.sleep or cfg.rollout.engine == "vllm",

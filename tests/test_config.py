@@ -44,6 +44,11 @@ def test_values_are_checked(tmp_path):
         load_recipe(write(tmp_path, "data: {path: d.jsonl}\n"))
     with pytest.raises(ConfigError, match="rollout.hf_compile applies to the hf engine only"):
         load_recipe(write(tmp_path, BASE + "rollout: {engine: vllm, hf_compile: true}\n"))
+    # float32 weights under bf16 autocast: keys come out float32 (rotary), values bf16, one cache dtype
+    with pytest.raises(ConfigError, match="load the weights in bfloat16 .model.dtype. with train.mixed_precision=no"):
+        load_recipe(write(tmp_path, BASE + "rollout: {engine: hf, hf_compile: true}\ntrain: {mixed_precision: bf16}\n"))
+    bf16 = "model: {path: m, dtype: bfloat16}\ndata: {path: d.jsonl}\nrollout: {engine: hf, hf_compile: true}\n"
+    assert load_recipe(write(tmp_path, bf16 + "train: {mixed_precision: bf16}\n")).rollout.hf_compile
     with pytest.raises(ConfigError, match="rollout.vllm.sleep applies to the colocated vllm engine only"):
         load_recipe(write(tmp_path, BASE + "rollout: {engine: hf, vllm: {sleep: true}}\n"))
 
