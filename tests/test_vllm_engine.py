@@ -103,6 +103,8 @@ def test_sleeping_engine_sleeps_through_the_update_and_wakes_with_the_new_weight
     trainer = Trainer(cfg)
     try:
         engine = trainer.engine
+        # rollout.vllm.enforce_eager left unset: eager on a CPU, CUDA graphs on a GPU
+        assert engine.llm.llm_engine.vllm_config.model_config.enforce_eager == (not torch.cuda.is_available())
         cfg.rollout.vllm.sleep = engine.can_sleep = True
         recorder = engine.llm = SleepRecorder(engine.llm)
         trainer.train_step()

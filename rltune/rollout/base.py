@@ -84,6 +84,9 @@ def engine_from_recipe(
     dtype = rollout.vllm.dtype
     if dtype == "auto":
         dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+    eager = rollout.vllm.enforce_eager
+    if eager is None:
+        eager = not torch.cuda.is_available()
     return build_engine(
         rollout.engine,
         model_path=model.path,
@@ -92,7 +95,7 @@ def engine_from_recipe(
         max_model_len=rollout.vllm.max_model_len or max_model_len,
         gpu_memory_utilization=rollout.vllm.gpu_memory_utilization,
         kv_cache_gib=rollout.vllm.kv_cache_gib,
-        enforce_eager=rollout.vllm.enforce_eager,
+        enforce_eager=eager,
         sleep=rollout.vllm.sleep,
         trust_remote_code=model.trust_remote_code,
         model=policy,
