@@ -257,7 +257,7 @@ class TrainConfig:
     """Updates with a non-finite gradient norm are skipped; this many in a row stop the run."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     fused_lm_head: bool = True
-    """Score completion tokens from the last hidden states a block of logits at a time (rltune.lm_head),
+    """Score completion tokens from the last hidden states a chunk of logits at a time (rltune.lm_head),
     never holding [tokens, vocab] logits; false runs the plain LM head (the reference path). Models with
     scaled or soft-capped logits, a non-linear head, or weights sharded by FSDP/ZeRO always take the plain
     path."""

@@ -2,13 +2,13 @@
 
 The plain way (`logits = lm_head(hidden)`, then log-softmax) keeps [tokens, vocab] logits, their float32
 copy and the softmax alive for the backward pass: with a 150k vocabulary that is the largest memory in
-the update. Here the LM head runs only on the positions that are scored, a block of logits at a time, and
-the backward pass recomputes each block instead of keeping it: one extra LM-head matmul for gigabytes
-less memory. The forward pass takes blocks of positions (each row's softmax needs its whole vocabulary);
-the backward pass takes blocks of the vocabulary over all positions, so that each block's weight gradient
-is written once rather than added up over position blocks: what adds up over blocks is the [positions,
+the update. Here the LM head runs only on the positions that are scored, a chunk of logits at a time, and
+the backward pass recomputes each chunk instead of keeping it: one extra LM-head matmul for gigabytes
+less memory. The forward pass takes chunks of positions (each row's softmax needs its whole vocabulary);
+the backward pass takes chunks of the vocabulary over all positions, so that each chunk's weight gradient
+is written once rather than added up over position chunks: what adds up over chunks is the [positions,
 hidden] gradient instead of the [vocab, hidden] one, ten times smaller at a 150k vocabulary and 16k
-positions. When all logits fit in one block, they are kept instead.
+positions. When all logits fit in one chunk, they are kept instead.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 
 CHUNK_ELEMENTS = 2**27
-"""A block of logits holds at most about this many elements (512 MB in float32), in both passes."""
+"""A chunk of logits holds at most about this many elements (512 MB in float32), in both passes."""
 
 
 def chunk_scores(
     z: torch.Tensor, targets: torch.Tensor, acc: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logprob of each row's target, entropy, log-sum-exp) from a block of [rows, vocab] tempered logits,
+    """(logprob of each row's target, entropy, log-sum-exp) from a chunk of [rows, vocab] tempered logits,
     in `acc`."""
     log_p = torch.log_softmax(z, dim=-1, dtype=acc)
     logprobs = log_p.gather(-1, targets[:, None]).squeeze(-1)
@@ -42,11 +42,11 @@ def chunk_grad(
     grad_entropy: torch.Tensor | None,
     acc: torch.dtype,
 ) -> torch.Tensor:
-    """The gradient with respect to a [rows, columns] block of the tempered logits z, in z's dtype, from
-    each row's log-sum-exp and entropy over the whole vocabulary; `targets` count from the block's first
-    column (a target outside the block has no one-hot term here):
+    """The gradient with respect to a [rows, columns] chunk of the tempered logits z, in z's dtype, from
+    each row's log-sum-exp and entropy over the whole vocabulary; `targets` count from the chunk's first
+    column (a target outside the chunk has no one-hot term here):
     d logprob / dz = onehot - p;   d entropy / dz = -p (log p + entropy)."""
-    log_p = z - log_sum_exp[:, None]  # in acc: the log-sum-exp is
+    log_p = z - log_sum_exp[:, None]  # promoted to acc, the log-sum-exp's dtype
     if grad_entropy is None:  # one pass fewer: -p * g_lp
         grad = log_p.exp_().mul_(-grad_logprobs[:, None])
     else:
@@ -60,7 +60,7 @@ def chunk_grad(
 
 @functools.cache
 def compiled(fn):
-    """`fn` through torch.compile, once per process: a block's softmax passes become one or two fused loops
+    """`fn` through torch.compile, once per process: a chunk's softmax passes become one or two fused loops
     over the logits (Triton on a GPU, C++ on a CPU). Block sizes vary, so shapes are dynamic."""
     return torch.compile(fn, dynamic=True)
 
@@ -71,8 +71,8 @@ class TokenScores(torch.autograd.Function):
     `chunk_elements` elements.
 
     The temperature divides the [N, H] hidden states rather than the [N, V] logits, and the backward pass
-    works in place on one block's buffers: every full-vocabulary pass costs as much as a small matmul.
-    `compile` runs the per-block arithmetic compiled (chunk_scores, chunk_grad)."""
+    works in place on one chunk's buffers: every full-vocabulary pass costs as much as a small matmul.
+    `compile` runs the per-chunk arithmetic compiled (chunk_scores, chunk_grad)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, temperature: float, chunk_elements: int, compile: bool = False):
@@ -81,16 +81,16 @@ class TokenScores(torch.autograd.Function):
         scores = compiled(chunk_scores) if compile else chunk_scores
         scaled = hidden / temperature
         scaled_bias = None if bias is None else bias / temperature
-        rows_per_block = max(1, chunk_elements // weight.shape[0])
+        rows_per_chunk = max(1, chunk_elements // weight.shape[0])
         logprobs, entropy, log_sum_exp = (hidden.new_empty(hidden.shape[0], dtype=acc) for _ in range(3))
-        logits = None  # no rows, no block
-        for start in range(0, hidden.shape[0], rows_per_block):
-            rows = slice(start, start + rows_per_block)
+        logits = None  # no rows, no chunk
+        for start in range(0, hidden.shape[0], rows_per_chunk):
+            rows = slice(start, start + rows_per_chunk)
             logits = F.linear(scaled[rows], weight, scaled_bias)
             logprobs[rows], entropy[rows], log_sum_exp[rows] = scores(logits, targets[rows], acc)
-        # All logits in one block are kept for the backward pass rather than recomputed: memory the forward
+        # All logits in one chunk are kept for the backward pass rather than recomputed: memory the forward
         # pass held anyway, for one LM-head matmul less.
-        kept = logits if hidden.shape[0] <= rows_per_block else None
+        kept = logits if hidden.shape[0] <= rows_per_chunk else None
         ctx.save_for_backward(scaled, weight, scaled_bias, targets, log_sum_exp, entropy, kept)
         ctx.temperature, ctx.chunk_elements, ctx.compile = temperature, chunk_elements, compile
         # The matmul dtype of the forward (bf16 under autocast), so the backward multiplies alike.
@@ -110,7 +110,7 @@ class TokenScores(torch.autograd.Function):
         b = None if scaled_bias is None else scaled_bias.to(dtype)
         if grad_logprobs is None:
             grad_logprobs = entropy.new_zeros(entropy.shape)
-        # The hidden states' gradient adds up over vocabulary blocks, in float32 at least.
+        # The hidden states' gradient adds up over vocabulary chunks, in float32 at least.
         grad_scaled = torch.zeros(scaled.shape, device=scaled.device, dtype=acc) if ctx.needs_input_grad[0] else None
         grad_weight = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
         grad_bias = weight.new_empty(weight.shape[0]) if ctx.needs_input_grad[2] else None

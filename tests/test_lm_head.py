@@ -25,8 +25,8 @@ def inputs(rows=7, dim=5, vocab=11, seed=0):
 @pytest.mark.parametrize("chunk", [33, 77])
 def test_gradients_match_finite_differences_in_both_outputs(chunk):
     hidden, weight, bias, targets = inputs()
-    # 33 logits a block over 7 rows x 11 tokens: forward blocks of 3 rows, backward blocks of 4 vocabulary
-    # columns (the last one partial), recomputed; 77: one block, its logits kept.
+    # 33 logits a chunk over 7 rows x 11 tokens: forward chunks of 3 rows, backward chunks of 4 vocabulary
+    # columns (the last one partial), recomputed; 77: one chunk, its logits kept.
     # Both outputs feed the checked function.
     assert torch.autograd.gradcheck(
         lambda h, w, b: TokenScores.apply(h, w, b, targets, 0.7, chunk), (hidden, weight, bias), eps=1e-6, atol=1e-5
@@ -91,9 +91,9 @@ class LargestTensor(TorchDispatchMode):
         return out
 
 
-def test_blocks_of_logits_stay_within_the_budget_in_both_passes():
-    """64 positions x 1,000 tokens of logits, 10,000 a block: no tensor of the forward or backward pass is
-    larger than a block or the weight (8,000), though all logits are 64,000."""
+def test_chunks_of_logits_stay_within_the_budget_in_both_passes():
+    """64 positions x 1,000 tokens of logits, 10,000 a chunk: no tensor of the forward or backward pass is
+    larger than a chunk or the weight (8,000), though all logits are 64,000."""
     hidden, weight, bias, targets = inputs(rows=64, dim=8, vocab=1000, seed=4)
     with LargestTensor() as mode:
         logprobs, entropy = TokenScores.apply(hidden, weight, bias, targets, 0.9, 10_000)
