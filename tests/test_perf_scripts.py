@@ -53,6 +53,24 @@ def test_vs_trl_and_update_mfu_run(tmp_path):
     assert "decode step, 32 rows" in bound.stdout and "s of matmuls" in bound.stdout
 
 
+def test_lm_head_against_a_git_revision_runs_both_versions_on_the_same_inputs():
+    """benchmarks/lm_head_vs_revision.py: the committed head (HEAD) beside the working tree's, small shapes;
+    the two agree (they are the same code here, or a change that must keep the numerics)."""
+    run = subprocess.run(
+        [sys.executable, "benchmarks/lm_head_vs_revision.py", "--rev", "HEAD", "--entropy", "--repeats", "1"]
+        + ["--shapes", "64x500x32:float32,48x700x32:bf16"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert sum(line.strip().startswith(("HEAD ", "working tree ")) for line in lines) == 4
+    differences = [float(line.split()[-1]) for line in lines if "relative difference" in line]
+    assert len(differences) == 6 and max(differences) < 1e-2
+
+
 def test_gsm8k_shape_workload_has_prompts_and_end_tokens_in_proportion(tmp_path, monkeypatch):
     """The vs_trl `gsm8k-shape` assets: prompts of 0.3-0.5 x the token limit, one token a character, and
     about 1/64 of the vocabulary in the generation config's end tokens (both trainers stop on those)."""
