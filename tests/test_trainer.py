@@ -1,6 +1,7 @@
 """Trainer mechanics on a tiny model with the hf engine (fast; the vLLM path is in test_e2e.py)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -245,6 +246,9 @@ def test_fused_head_multiplies_in_bf16_under_mixed_precision_like_the_plain_head
         trainer = Trainer(cfg)
         assert trainer.accelerator.mixed_precision == "bf16" and trainer.ref_model is not None
         check_fused_head_equals_plain_head(trainer)
+        trainer.cfg.train.fused_lm_head = True
+        metrics = trainer.train()  # whole steps under autocast: rollouts, reference, update, checkpoint
+        assert all(math.isfinite(metrics[key]) for key in ("loss", "kl", "grad_norm", "entropy"))
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
 
