@@ -26,11 +26,11 @@ if [ "${VARIED:-0}" = 1 ]; then
 fi
 # rltune-compile: train.compile, now with the LM head's per-chunk softmax arithmetic compiled too (never
 # measured on a GPU: the H100 profile blames that arithmetic's float32 passes for most of the update's gap).
-# rltune-mixed: float32 weights under bf16 autocast, as recipes/grpo_gsm8k_qwen0.5b.yaml trains (last: the
-# timeout cuts it first).
-timeout "${MFU_TIMEOUT:-180}" python3 benchmarks/update_mfu.py --device cuda --timeout 150 \
-    --variants "${MFU_VARIANTS:-plain,rltune,rltune-compile,rltune-mixed}" --out "$OUT/update_mfu.jsonl" 2>&1 | tee "$OUT/update_mfu.log"
+# rltune-compile-head: train.compile=lm_head, that arithmetic alone. rltune-mixed: float32 weights under bf16
+# autocast, as recipes/grpo_gsm8k_qwen0.5b.yaml trains. The slowest to compile goes last: the timeout cuts it.
+timeout "${MFU_TIMEOUT:-220}" python3 benchmarks/update_mfu.py --device cuda --timeout 150 \
+    --variants "${MFU_VARIANTS:-plain,rltune,rltune-compile-head,rltune-mixed,rltune-compile}" --out "$OUT/update_mfu.jsonl" 2>&1 | tee "$OUT/update_mfu.log"
 # rltune-hf-compiled: rollout.hf_compile (CUDA graphs); its first step compiles, the medians skip it.
-timeout "${TRL_TIMEOUT:-350}" python3 benchmarks/vs_trl.py --device cuda --sizes qwen0.5b \
+timeout "${TRL_TIMEOUT:-330}" python3 benchmarks/vs_trl.py --device cuda --sizes qwen0.5b \
     --sides "${SIDES:-trl,rltune-hf,rltune-hf-compiled}" \
     --steps 6 --timeout 240 --workload "${WORKLOAD:-demo}" --out "$OUT/vs_trl.jsonl" 2>&1 | tee "$OUT/vs_trl.log"

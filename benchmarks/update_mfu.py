@@ -12,6 +12,7 @@ its own subprocess so that peak memory is its own:
   rltune-padded    the same with train.packing=false (one padded row per sample)
   rltune-unfused   the same with train.fused_lm_head=false (full-vocabulary logits)
   rltune-compile   the same with train.compile=true (decoder layers and the LM head's chunk arithmetic compiled)
+  rltune-compile-head  the same with train.compile=lm_head (the LM head's chunk arithmetic only)
   rltune-budget    the same with train.micro_batch_tokens=--token-budget (length-sorted micro-batches)
   rltune-mixed     the same with float32 weights under train.mixed_precision=bf16 (autocast)
 
@@ -96,7 +97,16 @@ def plain_step(model_dir: Path, args) -> tuple:
     return model, step
 
 
-VARIANTS = ("plain", "rltune", "rltune-padded", "rltune-unfused", "rltune-compile", "rltune-budget", "rltune-mixed")
+VARIANTS = (
+    "plain",
+    "rltune",
+    "rltune-padded",
+    "rltune-unfused",
+    "rltune-compile",
+    "rltune-compile-head",
+    "rltune-budget",
+    "rltune-mixed",
+)
 
 
 def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> tuple:
@@ -124,7 +134,7 @@ def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> t
             "tensorboard": False,
             "progress_bar": False,
             "fused_lm_head": variant != "rltune-unfused",
-            "compile": variant == "rltune-compile",
+            "compile": {"rltune-compile": True, "rltune-compile-head": "lm_head"}.get(variant, False),
             "packing": variant != "rltune-padded",
             "micro_batch_tokens": args.token_budget if variant == "rltune-budget" else None,
             "mixed_precision": "bf16" if mixed else "no",

@@ -266,12 +266,12 @@ class TrainConfig:
     whose rewards are equal), when their loss and gradient are exactly zero: the clipped objective with no
     loss terms, not under FSDP/DeepSpeed. The update is the same; the time is only spent on the others.
     Per-token metrics (entropy, clip fractions) then average over the trained samples."""
-    compile: bool = False
-    """torch.compile each decoder layer for the update (fuses the norms, rotary embeddings and activations
-    that otherwise run as separate kernels; the layers share one compiled graph) and the fused LM head's
-    per-chunk softmax arithmetic (a few passes over each chunk's logits instead of about ten). The first
-    steps pay the compilation (seconds); needs a C++ compiler on CPUs, Triton on GPUs. The hf rollout
-    engine still decodes eagerly."""
+    compile: bool | Literal["lm_head"] = False
+    """true: torch.compile each decoder layer for the update (fuses the norms, rotary embeddings and
+    activations that otherwise run as separate kernels; the layers share one compiled graph) and the fused
+    LM head's per-chunk softmax arithmetic (a few passes over each chunk's logits instead of about ten);
+    "lm_head": the head's arithmetic only. The first steps pay the compilation (seconds); needs a C++
+    compiler on CPUs, Triton on GPUs. The hf rollout engine still decodes eagerly."""
     seed: int = 0
     output_dir: str = "runs/rltune"
     log_every: int = 1

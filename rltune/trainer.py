@@ -125,7 +125,7 @@ class Trainer:
             )
 
         model = load_policy(cfg.model, str(checkpoint) if checkpoint else None)
-        if t.compile:
+        if t.compile is True:  # not "lm_head", which compiles the head's arithmetic only
             compile_decoder_layers(model)
         # LoRA: the frozen base (adapters disabled) is the reference; no second copy of the weights.
         self.ref_model = None
@@ -599,7 +599,7 @@ class Trainer:
                 finally:
                     hook.remove()
                 logprobs, entropy = token_scores(
-                    captured[0][rows, cols], head, targets, temperature, compile=self.cfg.train.compile
+                    captured[0][rows, cols], head, targets, temperature, compile=bool(self.cfg.train.compile)
                 )
             else:
                 # The LM head skips the columns before the first scored one when the model lets it.

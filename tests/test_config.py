@@ -35,6 +35,9 @@ def test_wrong_type_names_key(tmp_path):
         load_recipe(write(tmp_path, BASE + "algorithm: {loss_aggregation: total}\n"))
     with pytest.raises(ConfigError, match=r"rewards\[0\].weight must be of type float"):
         load_recipe(write(tmp_path, BASE + "rewards: [{name: format, weight: heavy}]\n"))
+    assert load_recipe(write(tmp_path, BASE + "train: {compile: lm_head}\n")).train.compile == "lm_head"
+    with pytest.raises(ConfigError, match=r"train.compile: 'head' fits none of"):
+        load_recipe(write(tmp_path, BASE + "train: {compile: head}\n"))
 
 
 def test_values_are_checked(tmp_path):

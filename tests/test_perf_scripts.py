@@ -37,9 +37,10 @@ def test_vs_trl_and_update_mfu_run(tmp_path):
         "update_mfu.py",
         tmp_path / "mfu.jsonl",
         *("--size", "tiny", "--seq", "64", "--prompt", "16", "--batch", "4", "--repeats", "2"),
-        *("--variants", "plain,rltune,rltune-budget,rltune-mixed", "--varied-lengths", "--token-budget", "128"),
+        *("--variants", "plain,rltune,rltune-budget,rltune-mixed,rltune-compile-head"),
+        *("--varied-lengths", "--token-budget", "128"),
     )
-    assert [r["variant"] for r in rows] == ["plain", "rltune", "rltune-budget", "rltune-mixed"]
+    assert [r["variant"] for r in rows] == ["plain", "rltune", "rltune-budget", "rltune-mixed", "rltune-compile-head"]
     assert all(4 * 16 < r["tokens"] < 4 * 64 and r["tflops"] > 0 for r in rows)  # pads are not counted
 
     bound = subprocess.run(

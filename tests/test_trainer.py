@@ -271,6 +271,26 @@ def check_fused_head_equals_plain_head(trainer):
     assert (fused_grads - plain_grads).norm() / plain_grads.norm() < 1e-3
 
 
+def test_compile_lm_head_compiles_the_heads_arithmetic_and_not_the_layers(tmp_path, tiny_model_dir, arithmetic_file):
+    """train.compile=lm_head: the fused head's chunk arithmetic goes through torch.compile (a forward and a
+    backward call of `rltune.lm_head.compiled`), the decoder layers stay eager, and the gradients are the
+    eager head's."""
+    from rltune import lm_head
+    from rltune.models import base_model
+
+    trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file, train={"compile": "lm_head"}))
+    layers = base_model(trainer.policy).get_decoder().layers
+    assert all(getattr(layer, "_compiled_call_impl", None) is None for layer in layers)
+    batch, _ = trainer.collect_rollouts()
+    batch.advantages = torch.linspace(-1, 1, len(batch))
+    calls = lm_head.compiled.cache_info()
+    compiled_grads = grads(trainer, batch, len(batch))
+    after = lm_head.compiled.cache_info()
+    assert (after.hits + after.misses) - (calls.hits + calls.misses) == 2
+    trainer.cfg.train.compile = False
+    assert torch.allclose(compiled_grads, grads(trainer, batch, len(batch)), rtol=1e-5, atol=1e-7)
+
+
 def test_zero_advantage_samples_are_left_out_with_the_same_update(tmp_path, tiny_model_dir, arithmetic_file):
     """Samples whose advantages are zero add exactly nothing under the clipped objective: leaving them out
     of the forward/backward gives the same gradients at every optimizer step, the same logged loss, and
