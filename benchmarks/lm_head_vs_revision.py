@@ -40,7 +40,8 @@ def module_at(rev: str):
 
 def run(module, hidden, weight, targets, entropy: bool):
     """(forward s, backward s, logprobs, hidden's gradient, weight's gradient) of one call."""
-    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=weight.dtype)
+    # Built on the meta device: no random initialisation of a weight that is replaced at once.
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
     head.weight = torch.nn.Parameter(weight.clone())
     h = hidden.clone().requires_grad_()
     start = time.perf_counter()
