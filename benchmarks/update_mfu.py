@@ -2,19 +2,8 @@
 transformers forward + backward + AdamW step on the same tokens.
 
 A randomly initialised model (Qwen2.5-0.5B's shape by default, built from a config) is trained on
-`--batch` sequences of `--seq` tokens (`--prompt` of them prompt, the rest completion). Variants, each in
-its own subprocess so that peak memory is its own:
-
-  plain            model(input_ids, labels=...) cross-entropy, backward, fused AdamW (the reference;
-                   transformers' Trainer's default optimizer)
-  rltune           Trainer.update on the same tokens as a rollout batch (clipped objective, token-mean,
-                   fused LM head, samples packed into rows)
-  rltune-padded    the same with train.packing=false (one padded row per sample)
-  rltune-unfused   the same with train.fused_lm_head=false (full-vocabulary logits)
-  rltune-compile   the same with train.compile=true (decoder layers and the LM head's chunk arithmetic compiled)
-  rltune-compile-head  the same with train.compile=lm_head (the LM head's chunk arithmetic only)
-  rltune-budget    the same with train.micro_batch_tokens=--token-budget (length-sorted micro-batches)
-  rltune-mixed     the same with float32 weights under train.mixed_precision=bf16 (autocast)
+`--batch` sequences of `--seq` tokens (`--prompt` of them prompt, the rest completion). Each variant
+(`--help` lists them) runs in its own subprocess so that peak memory is its own.
 
 --varied-lengths draws each completion's length uniformly from 1 to seq - prompt (seeded), as RL
 rollouts have them; the padded variants then compute pads, and MFU counts the real tokens only.
@@ -97,16 +86,18 @@ def plain_step(model_dir: Path, args) -> tuple:
     return model, step
 
 
-VARIANTS = (
-    "plain",
-    "rltune",
-    "rltune-padded",
-    "rltune-unfused",
-    "rltune-compile",
-    "rltune-compile-head",
-    "rltune-budget",
-    "rltune-mixed",
-)
+VARIANTS = {
+    "plain": "model(input_ids, labels=...) cross-entropy, backward, fused AdamW (the reference; transformers' "
+    "Trainer's default optimizer)",
+    "rltune": "Trainer.update on the same tokens as a rollout batch (clipped objective, token-mean, fused LM head, "
+    "samples packed into rows)",
+    "rltune-padded": "the same with train.packing=false (one padded row per sample)",
+    "rltune-unfused": "the same with train.fused_lm_head=false (full-vocabulary logits)",
+    "rltune-compile": "the same with train.compile=true (decoder layers and the LM head's chunk arithmetic compiled)",
+    "rltune-compile-head": "the same with train.compile=lm_head (the LM head's chunk arithmetic only)",
+    "rltune-budget": "the same with train.micro_batch_tokens=--token-budget (length-sorted micro-batches)",
+    "rltune-mixed": "the same with float32 weights under train.mixed_precision=bf16 (autocast)",
+}
 
 
 def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> tuple:
@@ -197,7 +188,11 @@ def child(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="variants:\n" + "\n".join(f"  {name:20} {text}" for name, text in VARIANTS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--size", default="qwen0.5b", choices=sorted(SIZES))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=16)
@@ -205,7 +200,7 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)")
-    parser.add_argument("--variants", default="plain,rltune,rltune-unfused,rltune-compile")
+    parser.add_argument("--variants", default="plain,rltune,rltune-unfused,rltune-compile", help="see below")
     parser.add_argument("--varied-lengths", action="store_true", help="completion lengths uniform in 1..seq-prompt")
     parser.add_argument("--token-budget", type=int, default=4096, help="train.micro_batch_tokens of rltune-budget")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per variant")
