@@ -61,13 +61,13 @@ def chunk_grad(
 @functools.cache
 def compiled(fn):
     """`fn` through torch.compile, once per process: a chunk's softmax passes become one or two fused loops
-    over the logits (Triton on a GPU, C++ on a CPU). Block sizes vary, so shapes are dynamic."""
+    over the logits (Triton on a GPU, C++ on a CPU). Chunk sizes vary, so shapes are dynamic."""
     return torch.compile(fn, dynamic=True)
 
 
 class TokenScores(torch.autograd.Function):
     """(logprob of the target token, entropy) per row of `hidden`, at `temperature`; differentiable in
-    both outputs with respect to `hidden`, `weight` and `bias`. Blocks of logits hold at most about
+    both outputs with respect to `hidden`, `weight` and `bias`. Chunks of logits hold at most about
     `chunk_elements` elements.
 
     The temperature divides the [N, H] hidden states rather than the [N, V] logits, and the backward pass
