@@ -78,3 +78,38 @@ class WrongCount:
 
     def __call__(self, completions, row):
         return [1.0]
+
+
+def variety(completion, row):
+    """Distinct characters / 10: real-valued, so the samples of a group rarely tie."""
+    return len(set(completion.text)) / 10
+
+
+def variety_on_odd_sums(completion, row):
+    """`variety` for prompts with an odd gold answer; 1.0 for every sample of an even one (a flat group)."""
+    return variety(completion, row) if int(row["gold"]) % 2 else 1.0
+
+
+class TokenResidue:
+    """A token-level reward: (token id mod 3) / 10 for every generated token, discounted by gamma 0.9."""
+
+    token_level = True
+    gamma = 0.9
+
+    def __call__(self, completion, row):
+        return [(t % 3) / 10 for t in completion.token_ids]
+
+
+class ConcurrencyProbe:
+    """An async reward that records how many of its calls were in flight at once (`max_in_flight`)."""
+
+    def __init__(self):
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def __call__(self, completion, row):
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        await asyncio.sleep(0.05)
+        self.in_flight -= 1
+        return 1.0
