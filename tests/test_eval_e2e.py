@@ -1,6 +1,7 @@
 """`rltune eval` end to end with the real vLLM CPU engine, and the trainer's periodic eval."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -94,8 +95,16 @@ def test_trainer_runs_periodic_eval(tmp_path, demo_assets):
     Trainer(cfg).train()
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [0, 1, 2]
-    for line in (lines[0], lines[2]):
-        assert 0 <= line["eval/arithmetic/pass@1"] <= line["eval/arithmetic/pass@4"] <= 1
-        assert line["eval/arithmetic/pass@1"] > 0  # the warmed-up model is right ~30% of the time
+    for step, line in ((0, lines[0]), (2, lines[2])):
+        # the logged numbers are those of the step's saved per-problem verdicts, by the formulas
+        saved = json.loads((tmp_path / "run" / "eval" / f"step-{step}.json").read_text())
+        problems = saved["benchmarks"]["arithmetic"]["problems"]
+        assert len(problems) == 10 and all(len(p["samples"]) == 4 for p in problems)
+        correct = [sum(s["correct"] for s in p["samples"]) for p in problems]
+        assert 0 < sum(correct) < 40  # the warmed-up model is right ~30% of the time
+        for k in (1, 4):
+            by_hand = sum(1 - math.comb(4 - c, k) / math.comb(4, k) for c in correct) / 10
+            assert line[f"eval/arithmetic/pass@{k}"] == pytest.approx(by_hand), (step, k)
+        assert line["eval/arithmetic/mean@4"] == pytest.approx(sum(correct) / 40)
+        assert line["eval/arithmetic/maj@4"] == pytest.approx(sum(p["maj"]["4"] for p in problems) / 10)
     assert "eval/arithmetic/pass@1" not in lines[1]
-    assert (tmp_path / "run" / "eval" / "step-2.json").is_file()

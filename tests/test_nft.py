@@ -135,8 +135,17 @@ def test_nft_trains_with_dynamic_sampling_on_accuracy(tmp_path, demo_assets):
             "loss_constant": 1000,
         },
     )
-    metrics = Trainer(cfg).train()
-    assert 0.02 <= metrics["nft/question_accuracy"] <= 0.98
+    trainer = Trainer(cfg)
+    trained = []
+    update = trainer.update
+    trainer.update = lambda batch: trained.append(batch) or update(batch)
+    metrics = trainer.train()
+    # r_q by hand from the trained batch's graded answers, clamped into NFT's [0.02, 0.98]
+    batch = trained[-1]
+    correct = (batch.reward_components["math_accuracy"] > 0).float()
+    r_q = [min(max(correct[idx].mean().item(), 0.02), 0.98) for idx in batch.groups() for _ in idx]
+    assert any(0 < r < 1 for r in r_q), "the seed must give a group with right and wrong answers"
+    assert metrics["nft/question_accuracy"] == pytest.approx(sum(r_q) / len(r_q), rel=1e-5)
     assert metrics["dynamic_sampling/kept_groups"] >= 1 and metrics["grad_norm"] > 0
 
 

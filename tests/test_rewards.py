@@ -61,6 +61,13 @@ def test_async_reward():
     assert batch.rewards.tolist() == [3.0, 1.0, 6.0]
 
 
+def test_async_reward_calls_of_a_batch_run_concurrently():
+    pipeline = RewardPipeline([RewardSpec(P + "ConcurrencyProbe")])
+    pipeline.score(make_batch([["a", "b", "c", "d"], ["e", "f", "g", "h"]]))
+    probe = pipeline.components[0].fn
+    assert probe.max_in_flight == 8  # every call awaits at once, none waits for another
+
+
 def test_exception_scores_zero_and_is_counted(caplog):
     batch, pipeline = score([RewardSpec(P + "flaky")], [["good", "bad one"]])
     assert batch.rewards.tolist() == [1.0, 0.0]
