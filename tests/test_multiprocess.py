@@ -63,7 +63,7 @@ def test_two_processes_train_with_whole_groups(tmp_path, demo_assets):
     env = {
         **os.environ,
         "RLTUNE_TEST_GROUP_LOG": str(log_file),
-        "PYTHONPATH": str(REPO / "tests"),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
     }
     cmd = torchrun("-m", "rltune", "train", str(recipe))

@@ -89,37 +89,41 @@ def test_metrics_and_checkpoint_written(tmp_path, tiny_model_dir, arithmetic_fil
     assert not list((tmp_path / "run").glob(".checkpoint-*"))
 
 
-def test_resume_continues_exactly(tmp_path, demo_assets):
+@pytest.mark.parametrize("engine", ["hf", "vllm"])
+def test_resume_continues_exactly(tmp_path, demo_assets, engine):
+    """A run resumed from its step-2 checkpoint ends with the weights of the uninterrupted run. With vLLM
+    the resumed engine starts from the base model's files, so this holds only if the restore syncs the
+    checkpoint's weights into it."""
+    if engine == "vllm":
+        pytest.importorskip("vllm")
     model_dir, data_file = demo_assets
-    full = Trainer(
-        recipe(
-            tmp_path / "a",
-            model_dir,
-            data_file,
-            train={"steps": 4, "save_every": 2, "output_dir": str(tmp_path / "a" / "run")},
+    engine_section = {"engine": engine, "vllm": {"max_model_len": 64}}
+
+    def run(folder, **train):
+        trainer = Trainer(
+            recipe(
+                tmp_path / folder,
+                model_dir,
+                data_file,
+                rollout=engine_section,
+                train={"steps": 4, "output_dir": str(tmp_path / folder / "run"), **train},
+            )
         )
-    )
-    full.train()
-    expected = {k: v.clone() for k, v in full.policy.state_dict().items()}
+        try:
+            start = trainer.step
+            trainer.train()
+            return start, {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+        finally:
+            trainer.close()
+
+    _, expected = run("a", save_every=2)
     from transformers import AutoModelForCausalLM
 
     at_step_2 = AutoModelForCausalLM.from_pretrained(tmp_path / "a" / "run" / "checkpoint-2").state_dict()
     assert any(not torch.allclose(at_step_2[k], expected[k]) for k in expected)  # steps 3-4 did train
-    resumed = Trainer(
-        recipe(
-            tmp_path / "b",
-            model_dir,
-            data_file,
-            train={
-                "steps": 4,
-                "output_dir": str(tmp_path / "b" / "run"),
-                "resume_from": str(tmp_path / "a" / "run" / "checkpoint-2"),
-            },
-        )
-    )
-    assert resumed.step == 2
-    resumed.train()
-    for name, value in resumed.policy.state_dict().items():
+    start, resumed = run("b", resume_from=str(tmp_path / "a" / "run" / "checkpoint-2"))
+    assert start == 2
+    for name, value in resumed.items():
         assert torch.allclose(value, expected[name], atol=1e-6), name
 
 
@@ -148,26 +152,47 @@ def test_dynamic_sampling_keeps_groups_with_reward_variance(tmp_path, demo_asset
     assert all(batch.rewards[idx].std() > 0 for idx in batch.groups()[:varied])
 
 
-def test_lora_trains_adapters_and_exports_plain_names(tmp_path, tiny_model_dir, arithmetic_file):
+def test_lora_trains_adapters_and_the_vllm_engine_samples_from_them(tmp_path, demo_assets):
+    """LoRA through the default engine: the adapters train, the export to vLLM merges them into plain
+    HF names, and after the step's sync vLLM's log-probs are the adapted policy's, not the base's."""
     pytest.importorskip("peft")
+    pytest.importorskip("vllm")
     from transformers import AutoModelForCausalLM
 
+    from rltune.rollout import SamplingSettings
     from rltune.rollout.vllm_engine import _export_state_dict
+    from test_vllm_engine import hf_logprobs
 
+    model_dir = demo_assets[0]
     cfg = recipe(
         tmp_path,
-        tiny_model_dir,
-        arithmetic_file,
+        *demo_assets,
+        rollout={"engine": "vllm", "vllm": {"max_model_len": 64}},
         model={"lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
         algorithm={"kl_coef": 0.1},
+        train={"lr": 5e-2},
     )
     trainer = Trainer(cfg)
-    assert trainer.ref_model is None  # the adapter-free base is the reference
-    trainer.train()
-    exported = _export_state_dict(trainer.policy)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
-    assert set(exported) == set(base)
-    assert (tmp_path / "run" / "checkpoint-2" / "adapter").is_dir()
+    try:
+        assert trainer.ref_model is None  # the adapter-free base is the reference
+        trainer.train()
+        exported = _export_state_dict(trainer.policy)
+        base = AutoModelForCausalLM.from_pretrained(model_dir)
+        assert set(exported) == set(base.state_dict())
+        assert (tmp_path / "run" / "checkpoint-2" / "adapter").is_dir()
+
+        prompts = [trainer.tokenizer("3+4=")["input_ids"], trainer.tokenizer("9+9=")["input_ids"]]
+        batch = trainer.engine.generate(prompts, [{}, {}], SamplingSettings(n=4, temperature=1.0, max_tokens=8, seed=1))
+        drift_from_base = 0.0
+        for i in range(len(batch)):
+            sampled = torch.tensor(batch.sampling_logprobs[i])
+            adapted = hf_logprobs(trainer.policy, batch.prompt_ids[i], batch.completion_ids[i], 1.0)
+            assert torch.allclose(adapted, sampled, atol=1e-3)
+            original = hf_logprobs(base, batch.prompt_ids[i], batch.completion_ids[i], 1.0)
+            drift_from_base = max(drift_from_base, float((original - sampled).abs().max()))
+        assert drift_from_base > 1e-2  # the adapters moved the policy well beyond the tolerance above
+    finally:
+        trainer.close()
 
 
 def test_oversampling_trains_on_a_subset_per_group(tmp_path, demo_assets):

@@ -1,0 +1,498 @@
+"""`make mutants`: switch features off or flip their signs, one at a time, and check that a test fails.
+
+Each mutant replaces one exact piece of the project's code (it must occur exactly once, so the list
+breaks loudly when the code moves) and names the tests that must catch it. The mutants run on a copy
+of the working tree (tracked and untracked, not ignored files) put first on the import path, so the
+checkout itself is never modified. A mutant survives when its tests all pass; any survivor, or a test
+run that errors instead of failing, makes the script exit 1.
+
+    python tests/mutants.py                 # every mutant
+    python tests/mutants.py --only NAME...  # some of them
+    python tests/mutants.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FORMULAS = "tests/test_update_formulas.py"
+
+
+@dataclass
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: list[str]
+
+
+def formula_rows(*settings: str) -> list[str]:
+    return [f"{FORMULAS}::test_update_gradient_follows_the_formulas[{s}]" for s in settings]
+
+
+MUTANTS = [
+    # --- the trainer honours every algorithm setting ------------------------------------------------
+    Mutant(
+        "advantage always grpo",
+        "rltune/trainer.py",
+        "ADVANTAGES.get(cfg.algorithm.advantage)",
+        'ADVANTAGES.get("grpo")',
+        formula_rows("dr_grpo", "rloo"),
+    ),
+    Mutant(
+        "grpo without std division",
+        "rltune/advantages.py",
+        "adv[idx] = (r - r.mean()) / (r.std() + STD_EPS)",
+        "adv[idx] = r - r.mean()",
+        formula_rows("default"),
+    ),
+    Mutant(
+        "rloo baseline includes the sample",
+        "rltune/advantages.py",
+        "adv[idx] = r - (r.sum() - r) / (n - 1)",
+        "adv[idx] = r - r.sum() / n",
+        formula_rows("rloo"),
+    ),
+    Mutant(
+        "clip bounds swapped",
+        "rltune/objectives/clipped.py",
+        "self.clip_low = algorithm.clip_low\n        self.clip_high = algorithm.clip_high",
+        "self.clip_low = algorithm.clip_high\n        self.clip_high = algorithm.clip_low",
+        formula_rows("clip_tight_high", "clip_tight_low"),
+    ),
+    Mutant(
+        "dual clip ignored",
+        "rltune/objectives/clipped.py",
+        "    if dual_clip is not None:\n        capped",
+        "    if False:\n        capped",
+        formula_rows("dual_clip"),
+    ),
+    Mutant(
+        "aggregation always token_mean",
+        "rltune/trainer.py",
+        "loss = aggregate(per_token, mb.completion_mask, self.cfg.algorithm.loss_aggregation, norm)",
+        'loss = aggregate(per_token, mb.completion_mask, "token_mean", norm)',
+        formula_rows("seq_mean_token_mean", "constant", "sum"),
+    ),
+    Mutant(
+        "seq_mean_token_mean without the per-sequence mean",
+        "rltune/losses.py",
+        "per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)",
+        "per_seq = (per_token * mask).sum(-1)",
+        formula_rows("seq_mean_token_mean"),
+    ),
+    Mutant(
+        "loss_constant ignored",
+        "rltune/trainer.py",
+        "constant = self.cfg.algorithm.loss_constant or self.cfg.rollout.max_tokens",
+        "constant = self.cfg.rollout.max_tokens",
+        formula_rows("constant", "sum"),
+    ),
+    Mutant(
+        "constant divisor defaults to 1000 instead of max_tokens",
+        "rltune/trainer.py",
+        "constant = self.cfg.algorithm.loss_constant or self.cfg.rollout.max_tokens",
+        "constant = self.cfg.algorithm.loss_constant or 1000",
+        formula_rows("constant_default_divisor"),
+    ),
+    Mutant(
+        "sampling temperature ignored by the trainer",
+        "rltune/trainer.py",
+        "temperature = self.cfg.rollout.temperature\n        rows, cols",
+        "temperature = 1.0\n        rows, cols",
+        formula_rows("default"),
+    ),
+    Mutant(
+        "loss terms subtracted (every term's sign flipped)",
+        "rltune/trainer.py",
+        "per_token = per_token + coef * term_loss",
+        "per_token = per_token - coef * term_loss",
+        formula_rows("kl", "entropy_bonus", "tea"),
+    ),
+    Mutant(
+        "loss term coefficient ignored",
+        "rltune/trainer.py",
+        "per_token = per_token + coef * term_loss",
+        "per_token = per_token + term_loss",
+        formula_rows("kl", "entropy_bonus", "tea"),
+    ),
+    Mutant(
+        "KL sign flipped",
+        "rltune/loss_terms/kl.py",
+        'return kl, {"kl"',
+        'return -kl, {"kl"',
+        formula_rows("kl"),
+    ),
+    Mutant(
+        "KL estimator k1 instead of k3",
+        "rltune/loss_terms/kl.py",
+        "return (torch.exp(delta) - delta - 1.0).clamp(max=KL_CLAMP)",
+        "return -delta",
+        formula_rows("kl"),
+    ),
+    Mutant(
+        "entropy bonus sign flipped",
+        "rltune/loss_terms/entropy.py",
+        "return -self.scale * out.entropy",
+        "return self.scale * out.entropy",
+        formula_rows("entropy_bonus"),
+    ),
+    Mutant(
+        "adaptive entropy moves the wrong way",
+        "rltune/loss_terms/entropy.py",
+        'gap = self.target - metrics["entropy"]',
+        'gap = metrics["entropy"] - self.target',
+        ["tests/test_exploration.py"],
+    ),
+    Mutant(
+        "dynamic anchor never moves",
+        "rltune/loss_terms/kl.py",
+        'if self.anchor == "ema" and trainer.step % self.update_every == 0:',
+        "if False:",
+        ["tests/test_exploration.py"],
+    ),
+    Mutant(
+        "TEA bonus sign flipped",
+        "rltune/loss_terms/tea.py",
+        "return -weights * out.entropy",
+        "return weights * out.entropy",
+        formula_rows("tea"),
+    ),
+    Mutant(
+        "TEA weight cap ignored",
+        "rltune/loss_terms/tea.py",
+        "(cov_alpha * weights).clamp(0.0, clip_cov_ub)",
+        "(cov_alpha * weights).clamp(min=0.0)",
+        formula_rows("tea"),
+    ),
+    Mutant(
+        "NFT negative weight ignored",
+        "rltune/objectives/nft.py",
+        "self.neg_weight * (1.0 - correct) * negative",
+        "(1.0 - correct) * negative",
+        formula_rows("nft"),
+    ),
+    Mutant(
+        "NFT normalize=2 weights like normalize=1",
+        "rltune/objectives/nft.py",
+        "weight = torch.sqrt((1.0 - accuracy) / accuracy)",
+        "weight = 1.0 - accuracy",
+        formula_rows("nft"),
+    ),
+    Mutant(
+        "oversampling keeps every sample",
+        "rltune/trainer.py",
+        "if self.cfg.algorithm.keep_per_group is not None:",
+        "if False:",
+        formula_rows("keep_per_group"),
+    ),
+    Mutant(
+        "oversampling 'extreme' keeps the smallest advantages",
+        "rltune/advantages.py",
+        "picked = sorted(idx, key=lambda i: -abs(float(score[i])))[:keep]",
+        "picked = sorted(idx, key=lambda i: abs(float(score[i])))[:keep]",
+        formula_rows("keep_per_group"),
+    ),
+    Mutant(
+        "mini_batches ignored",
+        "rltune/trainer.py",
+        "for mini in _chunks(order, algo.mini_batches):",
+        "for mini in _chunks(order, 1):",
+        formula_rows("mini_batches"),
+    ),
+    Mutant(
+        "epochs ignored",
+        "rltune/trainer.py",
+        "for _ in range(algo.epochs):",
+        "for _ in range(1):",
+        formula_rows("epochs", "default"),
+    ),
+    Mutant(
+        "token-level returns not added to the advantages",
+        "rltune/trainer.py",
+        "adv = (adv[:, None] if adv.dim() == 1 else adv) + batch.token_returns",
+        "adv = adv",
+        formula_rows("token_level_reward"),
+    ),
+    Mutant(
+        "token-level returns undiscounted",
+        "rltune/reward_pipeline.py",
+        "running = rewards[:, t] + gamma * running",
+        "running = rewards[:, t] + running",
+        formula_rows("token_level_reward"),
+    ),
+    Mutant(
+        "reward weights ignored",
+        "rltune/reward_pipeline.py",
+        "batch.rewards = sum(c.weight * batch.reward_components[c.name]",
+        "batch.rewards = sum(batch.reward_components[c.name]",
+        formula_rows("default"),
+    ),
+    # --- DAPO dynamic sampling ----------------------------------------------------------------------
+    Mutant(
+        "dynamic sampling keeps every group",
+        "rltune/trainer.py",
+        "varied = [g for g, idx in enumerate(batch.groups()) if spread[idx].std() > 0]",
+        "varied = list(range(batch.num_groups))",
+        [f"{FORMULAS}::test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest"],
+    ),
+    Mutant(
+        "dynamic sampling stops after one round",
+        "rltune/trainer.py",
+        "            if n_kept >= want:\n                break",
+        "            break",
+        [f"{FORMULAS}::test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest"],
+    ),
+    Mutant(
+        "dynamic_sampling_reward ignored",
+        "rltune/trainer.py",
+        "batch.reward_components[algo.dynamic_sampling_reward] if algo.dynamic_sampling_reward else batch.rewards",
+        "batch.rewards",
+        [f"{FORMULAS}::test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest"],
+    ),
+    Mutant(
+        "dynamic sampling tops up with nothing",
+        "rltune/trainer.py",
+        "pool = RolloutBatch.concat(kept + flat)",
+        "pool = RolloutBatch.concat(kept)",
+        [f"{FORMULAS}::test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest"],
+    ),
+    # --- rewards from the methods table -------------------------------------------------------------
+    Mutant(
+        "async rewards awaited one by one",
+        "rltune/reward_pipeline.py",
+        "return await asyncio.gather(*(one(args) for args in calls))",
+        "return [await one(args) for args in calls]",
+        ["tests/test_rewards.py"],
+    ),
+    Mutant(
+        "DARLING fusion additive when multiplicative is asked",
+        "rewards/diversity_partition.py",
+        'if self.fusion == "multiplicative":',
+        'if self.fusion == "additive":',
+        ["tests/test_diversity_partition.py"],
+    ),
+    Mutant(
+        "cosine length reward: correct and wrong schedules swapped",
+        "rewards/length.py",
+        "return cosine_schedule(length, self.max_length, eta_min=self.r_cL, eta_max=self.r_c0)",
+        "return cosine_schedule(length, self.max_length, eta_min=self.r_wL, eta_max=self.r_w0)",
+        ["tests/test_exploration.py", "tests/test_rewards.py"],
+    ),
+    Mutant(
+        "DAPO overlong penalty never applies",
+        "rewards/length.py",
+        "return min(0.0, (expected - length) / self.cache_length) * self.penalty",
+        "return 0.0",
+        ["tests/test_exploration.py", "tests/test_rewards.py"],
+    ),
+    Mutant(
+        "repetition penalty sign flipped",
+        "rewards/repetition.py",
+        "return (1.0 - len(set(grams)) / len(grams)) * max_penalty",
+        "return -(1.0 - len(set(grams)) / len(grams)) * max_penalty",
+        ["tests/test_exploration.py", "tests/test_rewards.py"],
+    ),
+    Mutant(
+        "thinking efficiency ignores where the answer is first reached",
+        "rewards/thinking_efficiency.py",
+        'return self.scale * self.reached_fraction(completion.text, str(row["gold"]))',
+        "return self.scale",
+        ["tests/test_thinking.py"],
+    ),
+    Mutant(
+        "entropy-SFT selects tokens without the entropy term",
+        "rltune/sft.py",
+        "score = ce - cfg.entropy_coef * token_entropy(logits.float(), with_grad=False)",
+        "score = ce",
+        ["tests/test_sft.py"],
+    ),
+    Mutant(
+        "DTO keeps a drop whatever the forced answer rate",
+        "rltune/dto.py",
+        "            if res.rate >= threshold:\n                item.kept",
+        "            if True:\n                item.kept",
+        ["tests/test_dto.py"],
+    ),
+    # --- eval numbers -------------------------------------------------------------------------------
+    Mutant(
+        "pass@k reported as pass@1 for every k",
+        "eval/runner.py",
+        'values = [pass_at_k(p["n"], p["correct"], k) for p in problems]',
+        'values = [pass_at_k(p["n"], p["correct"], 1) for p in problems]',
+        ["tests/test_eval_numbers.py"],
+    ),
+    Mutant(
+        "maj@k votes by string equality",
+        "eval/runner.py",
+        "classes = answer_classes(answers, equivalent)",
+        "classes = answer_classes(answers, lambda a, b: a == b)",
+        ["tests/test_eval_numbers.py"],
+    ),
+    Mutant(
+        "CI over the wrong values",
+        "eval/runner.py",
+        'metrics[f"pass@{k}_ci"] = bootstrap_ci(values, seed=settings.seed)',
+        'metrics[f"pass@{k}_ci"] = bootstrap_ci(means, seed=settings.seed)',
+        ["tests/test_eval_numbers.py"],
+    ),
+    # --- checkpoints, resume and weight sync --------------------------------------------------------
+    Mutant(
+        "resume does not sync the engine",
+        "rltune/trainer.py",
+        '        self.engine.sync_weights(self.policy)\n        log.info("resumed from',
+        '        log.info("resumed from',
+        ["tests/test_trainer.py::test_resume_continues_exactly"],
+    ),
+    Mutant(
+        "resume skips the optimizer state",
+        "rltune/trainer.py",
+        '        self.optimizer.load_state_dict(state["optimizer"])\n',
+        "",
+        ["tests/test_trainer.py::test_resume_continues_exactly"],
+    ),
+    Mutant(
+        "LoRA adapters not merged into the engine's weights",
+        "rltune/rollout/vllm_engine.py",
+        "        model.merge_adapter()\n        try:",
+        "        try:",
+        ["tests/test_trainer.py::test_lora_trains_adapters_and_the_vllm_engine_samples_from_them"],
+    ),
+    # --- performance paths --------------------------------------------------------------------------
+    Mutant(
+        "fused head: entropy gradient sign flipped",
+        "rltune/lm_head.py",
+        "add_(grad_logprobs[:, None]).mul_(p).neg_()",
+        "add_(grad_logprobs[:, None]).mul_(p)",
+        ["tests/test_lm_head.py"],
+    ),
+    Mutant(
+        "fused head: temperature ignored",
+        "rltune/lm_head.py",
+        "scaled = hidden / temperature\n",
+        "scaled = hidden\n",
+        ["tests/test_lm_head.py"],
+    ),
+    Mutant(
+        "packing: positions do not restart per sample",
+        "rltune/batch.py",
+        "positions[row] += range(len(seq))",
+        "positions[row] += range(len(positions[row]), len(positions[row]) + len(seq))",
+        ["tests/test_trainer.py::test_lm_head_shortcuts_and_packing_change_nothing"],
+    ),
+    Mutant(
+        "token budget ignored when grouping micro-batches",
+        "rltune/trainer.py",
+        "or (budget is not None and layout.tokens_with(prompt, completion) > budget)",
+        "or False",
+        ["tests/test_trainer.py::test_token_budget_groups_samples_by_length_with_the_same_update"],
+    ),
+    Mutant(
+        "skip_zero_advantage drops samples with an advantage",
+        "rltune/trainer.py",
+        "nonzero = (adv != 0) if adv.dim() == 1 else (adv != 0).any(-1)",
+        "nonzero = (adv > 0) if adv.dim() == 1 else (adv > 0).any(-1)",
+        ["tests/test_trainer.py::test_zero_advantage_samples_are_left_out_with_the_same_update"],
+    ),
+    Mutant(
+        "logits_to_keep shortcut off by one column",
+        "rltune/trainer.py",
+        'keep = {"logits_to_keep": mb.input_ids.shape[1] - first} if self.model_keeps_logits else {}',
+        'keep = {"logits_to_keep": mb.input_ids.shape[1] - first - 1} if self.model_keeps_logits else {}',
+        ["tests/test_trainer.py::test_lm_head_shortcuts_and_packing_change_nothing"],
+    ),
+    Mutant(
+        "gradient clipping ignored",
+        "rltune/trainer.py",
+        "self.accelerator.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)",
+        "self.accelerator.clip_grad_norm_(self.model.parameters(), float('inf'))",
+        ["tests/test_trainer.py"],
+    ),
+    Mutant(
+        "weights never synced into the vLLM engine after a step",
+        "rltune/rollout/vllm_engine.py",
+        '            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})\n',
+        "            pass\n",
+        ["tests/test_vllm_engine.py"],
+    ),
+]
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree's tracked and untracked (not ignored) files, importable as the rltune package."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = REPO / name.decode()
+        if source.is_file():
+            (dest / name.decode()).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name.decode())
+    # setuptools maps rltune.rewards to rewards/ and rltune.eval to eval/; on the path, links do the same.
+    (dest / "rltune" / "rewards").symlink_to("../rewards")
+    (dest / "rltune" / "eval").symlink_to("../eval")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", help="run the mutants whose names contain one of these")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or any(o in m.name for o in args.only)]
+    if args.list:
+        print("\n".join(f"{m.name}  ({m.path})" for m in chosen))
+        return 0
+    for m in chosen:
+        count = (REPO / m.path).read_text().count(m.old)
+        if count != 1:
+            print(f"mutant {m.name!r}: its code occurs {count} times in {m.path} (must be once); update the list")
+            return 2
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="rltune-mutants-") as tmp:
+        root = Path(tmp)
+        copy_tree(root)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        for m in chosen:
+            target = root / m.path
+            original = target.read_text()
+            target.write_text(original.replace(m.old, m.new))
+            started = time.perf_counter()
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests],
+                    cwd=root,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout,
+                )
+                code = proc.returncode
+            except subprocess.TimeoutExpired:
+                code = -1
+            finally:
+                target.write_text(original)
+            verdict = {0: "SURVIVED", 1: "killed"}.get(code, f"error (exit {code})")
+            seconds = time.perf_counter() - started
+            results.append((m, verdict))
+            print(f"{verdict:>16}  {seconds:6.1f}s  {m.name}", flush=True)
+            if code not in (0, 1) and code != -1:
+                print(proc.stdout[-2000:], proc.stderr[-2000:])
+    killed = sum(v == "killed" for _, v in results)
+    print(f"\n{killed} of {len(results)} mutants killed ({100 * killed / max(len(results), 1):.0f}%)")
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

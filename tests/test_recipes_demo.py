@@ -1,0 +1,76 @@
+"""Every CPU recipe runs for a few steps through the commands a user types: `rltune demo RECIPE` (the real
+vLLM CPU engine, accuracy before and after) for the RL recipes, `rltune sft` for the SFT one. They share
+one warmed-up demo model; each run checks the metrics its method writes."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SHORT = ["train.steps=2", "train.prompts_per_step=4", "train.progress_bar=false", "train.tensorboard=false"]
+
+# recipe: metrics its method must log, each a finite number (and what else must hold of them)
+RL_RECIPES = {
+    "demo_cpu": ["reward/math_accuracy", "reward/format"],
+    "darling_cpu": ["reward/diversity_partition", "reward/math_accuracy"],
+    "nft_cpu": ["nft/question_accuracy", "nft/negative_clamped_fraction", "dynamic_sampling/rounds"],
+    "t1_entropy_cpu": ["entropy_bonus/scale", "kl", "reward/overlong"],
+    "cosine_length_cpu": ["reward/cosine_length"],
+    "thinking_efficiency_cpu": ["reward/thinking_efficiency"],
+}
+
+
+def run(args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rltune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.parametrize("name", list(RL_RECIPES))
+def test_rl_recipe_runs_through_rltune_demo(tmp_path, demo_assets, name):
+    model_dir, data_file = demo_assets
+    out = tmp_path / "run"
+    overrides = [f"model.path={model_dir}", f"data.path={data_file}", f"train.output_dir={out}", *SHORT]
+    if name == "t1_entropy_cpu":  # keep_per_group 8 of group_size 16 is the recipe's own; fewer samples per prompt
+        overrides += ["rollout.group_size=8", "algorithm.keep_per_group=4"]
+    proc = run(["demo", str(REPO / "recipes" / f"{name}.yaml"), *overrides], cwd=tmp_path)
+
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert 0.0 < summary["accuracy_before"] < 1.0 and 0.0 <= summary["accuracy_after"] <= 1.0
+    assert f"{summary['accuracy_before']:.3f} -> {summary['accuracy_after']:.3f}" in proc.stdout
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2]
+    for key in RL_RECIPES[name]:
+        assert all(math.isfinite(m[key]) for m in lines), key
+    last = lines[-1]
+    assert last["grad_norm"] > 0
+    if name == "t1_entropy_cpu":
+        assert last["kl"] > 0  # the policy moved away from the anchor within the step's mini-batches
+
+
+def test_sft_recipe_runs_through_rltune_sft(tmp_path, demo_assets):
+    model_dir, data_file = demo_assets
+    proc = run(
+        [
+            "sft",
+            str(REPO / "recipes" / "entropy_sft_cpu.yaml"),
+            f"model.path={model_dir}",
+            f"data.path={data_file}",
+            f"train.output_dir={tmp_path / 'sft'}",
+            "train.steps=3",
+        ],
+        cwd=tmp_path,
+    )
+    assert "sft: loss" in proc.stdout
+    first, last = (float(x) for x in proc.stdout.split("sft: loss", 1)[1].split()[0:3:2])
+    assert math.isfinite(first) and math.isfinite(last) and first > 0
