@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= cpu,peft,trl,dev
 
-.PHONY: install test test-fast demo bench lint clean
+.PHONY: install test test-fast mutants demo bench lint clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# Switch features off / flip signs one at a time and check a test fails for each (not part of `make test`).
+mutants: install
+	$(PY) tests/mutants.py
 
 demo: install
 	$(VENV)/bin/rltune demo recipes/demo_cpu.yaml

@@ -416,7 +416,7 @@ MUTANTS = [
         "rltune/trainer.py",
         "self.accelerator.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)",
         "self.accelerator.clip_grad_norm_(self.model.parameters(), float('inf'))",
-        ["tests/test_trainer.py"],
+        [f"{FORMULAS}::test_gradients_are_clipped_to_max_grad_norm"],
     ),
     Mutant(
         "weights never synced into the vLLM engine after a step",

@@ -46,7 +46,9 @@ def test_rl_recipe_runs_through_rltune_demo(tmp_path, demo_assets, name):
     proc = run(["demo", str(REPO / "recipes" / f"{name}.yaml"), *overrides], cwd=tmp_path)
 
     summary = json.loads((out / "demo_summary.json").read_text())
-    assert 0.0 < summary["accuracy_before"] < 1.0 and 0.0 <= summary["accuracy_after"] <= 1.0
+    # the warmed-up model answers about 30% right; two small steps move that by a few points at most
+    assert 0.15 < summary["accuracy_before"] < 0.5
+    assert abs(summary["accuracy_after"] - summary["accuracy_before"]) < 0.25
     assert f"{summary['accuracy_before']:.3f} -> {summary['accuracy_after']:.3f}" in proc.stdout
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2]

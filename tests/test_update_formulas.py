@@ -371,3 +371,16 @@ def test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest(tmp_path
         assert len(rounds) > 1 and kept_before_last < want <= len(kept)
     else:
         assert len(rounds) == 1 and len(kept) < want
+
+
+def test_gradients_are_clipped_to_max_grad_norm(tmp_path, demo_assets):
+    """train.max_grad_norm: the optimizer steps on the gradient scaled to that norm; the logged grad_norm
+    is the norm before clipping."""
+    sections = copy.deepcopy(BASE)
+    sections["train"]["max_grad_norm"] = 1e-3
+    trainer = Trainer(recipe(tmp_path, *demo_assets, **sections))
+    rec = Recorder(trainer)
+    metrics = trainer.train()
+    norms = [float(flat(grads).norm()) for _, grads, _ in rec.steps]
+    assert norms == pytest.approx([1e-3] * len(norms), rel=1e-4)
+    assert metrics["grad_norm"] > 1e-2  # the unclipped norms were far larger
