@@ -16,35 +16,46 @@ ADVANTAGES: Registry = Registry("advantage estimator")
 STD_EPS = 1e-6
 
 
+def is_flat(rewards: torch.Tensor) -> bool:
+    """Every reward of the group equal. Tested exactly: a float32 mean of equal values can be one rounding
+    step off them (eight copies of 1.2), and that residue divided by a ~1e-7 std became an advantage."""
+    return bool((rewards == rewards[0]).all())
+
+
 @ADVANTAGES.register("grpo")
 def grpo(rewards: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
-    """(r - mean) / (std + eps) within each group; std is the sample (n-1) std, as in trl and verl."""
+    """(r - mean) / (std + eps) within each group; std is the sample (n-1) std, as in trl and verl.
+    Group statistics in float64; a flat group gets exactly 0."""
     adv = torch.zeros_like(rewards)
     for idx in groups:
-        r = rewards[idx]
-        if len(idx) > 1:
-            adv[idx] = (r - r.mean()) / (r.std() + STD_EPS)
+        r = rewards[idx].double()
+        if len(idx) > 1 and not is_flat(r):
+            adv[idx] = ((r - r.mean()) / (r.std() + STD_EPS)).to(adv.dtype)
     return adv
 
 
 @ADVANTAGES.register("dr_grpo")
 def dr_grpo(rewards: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
-    """r - mean, no std division (Dr. GRPO, arXiv 2503.20783: removes the question-difficulty bias)."""
+    """r - mean, no std division (Dr. GRPO, arXiv 2503.20783: removes the question-difficulty bias).
+    In float64; a flat group gets exactly 0."""
     adv = torch.zeros_like(rewards)
     for idx in groups:
-        adv[idx] = rewards[idx] - rewards[idx].mean()
+        r = rewards[idx].double()
+        if not is_flat(r):
+            adv[idx] = (r - r.mean()).to(adv.dtype)
     return adv
 
 
 @ADVANTAGES.register("rloo")
 def rloo(rewards: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
-    """r_i - mean of the other samples of the group (REINFORCE leave-one-out, as used by T1)."""
+    """r_i - mean of the other samples of the group (REINFORCE leave-one-out, as used by T1). In float64;
+    a flat group gets exactly 0."""
     adv = torch.zeros_like(rewards)
     for idx in groups:
         n = len(idx)
-        if n > 1:
-            r = rewards[idx]
-            adv[idx] = r - (r.sum() - r) / (n - 1)
+        r = rewards[idx].double()
+        if n > 1 and not is_flat(r):
+            adv[idx] = (r - (r.sum() - r) / (n - 1)).to(adv.dtype)
     return adv
 
 

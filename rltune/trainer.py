@@ -24,7 +24,7 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from rltune.advantages import ADVANTAGES, select_per_group
+from rltune.advantages import ADVANTAGES, is_flat, select_per_group
 from rltune.batch import InputLayout, MicroBatch, PolicyOutput, RolloutBatch, pack_rows
 from rltune.checkpoint import (
     list_checkpoints,
@@ -346,7 +346,7 @@ class Trainer:
             spread = (
                 batch.reward_components[algo.dynamic_sampling_reward] if algo.dynamic_sampling_reward else batch.rewards
             )
-            varied = [g for g, idx in enumerate(batch.groups()) if spread[idx].std() > 0]
+            varied = [g for g, idx in enumerate(batch.groups()) if not is_flat(spread[idx])]
             flat_groups = sorted(set(range(batch.num_groups)) - set(varied))
             kept.append(batch.select_groups(varied))
             flat.append(batch.select_groups(flat_groups))
@@ -400,7 +400,7 @@ class Trainer:
             "completion/length_mean": lengths.mean().item(),
             "completion/length_max": lengths.max().item(),
             "completion/truncated_fraction": sum(f == "length" for f in batch.finish_reasons) / len(batch),
-            "groups/zero_std_fraction": sum(bool(batch.rewards[i].std() == 0) for i in groups) / len(groups),
+            "groups/zero_std_fraction": sum(is_flat(batch.rewards[i]) for i in groups) / len(groups),
         }
         for name, values in batch.reward_components.items():
             metrics[f"reward/{name}"] = values.mean().item()

@@ -52,15 +52,15 @@ MUTANTS = [
     Mutant(
         "grpo without std division",
         "rltune/advantages.py",
-        "adv[idx] = (r - r.mean()) / (r.std() + STD_EPS)",
-        "adv[idx] = r - r.mean()",
+        "adv[idx] = ((r - r.mean()) / (r.std() + STD_EPS)).to(adv.dtype)",
+        "adv[idx] = (r - r.mean()).to(adv.dtype)",
         formula_rows("default"),
     ),
     Mutant(
         "rloo baseline includes the sample",
         "rltune/advantages.py",
-        "adv[idx] = r - (r.sum() - r) / (n - 1)",
-        "adv[idx] = r - r.sum() / n",
+        "adv[idx] = (r - (r.sum() - r) / (n - 1)).to(adv.dtype)",
+        "adv[idx] = (r - r.sum() / n).to(adv.dtype)",
         formula_rows("rloo"),
     ),
     Mutant(
@@ -242,7 +242,7 @@ MUTANTS = [
     Mutant(
         "dynamic sampling keeps every group",
         "rltune/trainer.py",
-        "varied = [g for g, idx in enumerate(batch.groups()) if spread[idx].std() > 0]",
+        "varied = [g for g, idx in enumerate(batch.groups()) if not is_flat(spread[idx])]",
         "varied = list(range(batch.num_groups))",
         [f"{FORMULAS}::test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest"],
     ),
