@@ -304,6 +304,13 @@ MUTANTS = [
         ["tests/test_exploration.py", "tests/test_rewards.py"],
     ),
     Mutant(
+        "dense repetition penalises only the first token of a repeated n-gram",
+        "rewards/repetition.py",
+        "            for t in range(start, start + ngram_size):\n                values[t] = penalty",
+        "            values[start] = penalty",
+        ["tests/test_exploration.py"],
+    ),
+    Mutant(
         "thinking efficiency ignores where the answer is first reached",
         "rewards/thinking_efficiency.py",
         'return self.scale * self.reached_fraction(completion.text, str(row["gold"]))',

@@ -104,6 +104,28 @@ def test_stop_point_rescues_a_wrong_trace_and_the_rule_prunes_a_detour():
     )
 
 
+class SumEngine(ScriptedEngine):
+    """Answers a forced prompt with the sum of every number stated in the trace: a segment then matters
+    on its own, and dropping it loses the answer."""
+
+    def generate(self, prompt_ids, rows, sampling) -> RolloutBatch:
+        batch = super().generate(prompt_ids, rows, sampling)
+        for i, ids in enumerate(batch.prompt_ids):
+            text = self.tokenizer.decode(ids)
+            reply = str(sum(int(n) for n in re.findall(r"-?\d+", text[: -len(FORCE)].split("=", 1)[-1]))) + "}"
+            batch.completion_texts[i], batch.completion_ids[i] = reply, self.tokenizer(reply)["input_ids"]
+        return batch
+
+
+def test_the_rule_keeps_a_segment_whose_drop_loses_the_answer():
+    needed = make_item("<think>I get 3. Hmm, and 4.</think>\\boxed{7}", "7")
+    force = AnswerForcer(SumEngine(), TOKENIZER, StopPointConfig(force_suffix=FORCE, samples=2))
+    find_stop_points([needed], force, threshold=0.5)
+    assert needed.stop == 2 and needed.kept == [0, 1]
+    prune_by_rule([needed], force, threshold=0.5)
+    assert needed.kept == [0, 1]  # without "I get 3." the trace answers 4
+
+
 def test_verification_falls_back_to_the_plain_truncation():
     item = make_item("<think>I get 6. Wait, 7.</think>\\boxed{7}", "7")
     find_stop_points([item], forcer(), 0.5)

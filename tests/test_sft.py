@@ -33,6 +33,21 @@ def test_entropy_sft_keeps_the_top_tokens_by_ce_minus_entropy():
     assert sft_loss(logits, labels, SFTLossConfig("ce")).item() == pytest.approx(ce.mean().item())
 
 
+def test_the_entropy_term_changes_which_tokens_are_kept():
+    """Token 0: uniform over 20 (CE 3.00, entropy 3.00, score 0). Token 1: confident in a wrong token (CE 2.13,
+    entropy 0.37, score 1.76). Cross-entropy alone keeps token 0; ce - entropy keeps token 1."""
+    logits = torch.full((1, 2, 20), -30.0)
+    logits[0, 0] = 0.0
+    logits[0, 1, 0], logits[0, 1, 1] = 0.0, -2.0
+    labels = torch.tensor([[1, 1]])
+    ce = torch.nn.functional.cross_entropy(logits[0], labels[0], reduction="none")
+    assert ce[0] > ce[1]
+    loss = sft_loss(logits, labels, SFTLossConfig("entropy_sft", token_ratio=0.5, entropy_coef=1.0))
+    assert loss.item() == pytest.approx(ce[1].item())
+    cross_entropy_only = sft_loss(logits, labels, SFTLossConfig("entropy_sft", token_ratio=0.5, entropy_coef=0.0))
+    assert cross_entropy_only.item() == pytest.approx(ce[0].item())
+
+
 def test_padding_labels_are_never_selected():
     logits = torch.zeros(1, 3, 4)
     labels = torch.tensor([[2, -100, -100]])
