@@ -148,10 +148,10 @@ def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> t
     batch.advantages = torch.randn(args.batch, generator=g)
     # Sampling logprobs from the policy itself, as after a rollout: importance ratios start at 1.
     with torch.no_grad():
-        mb = trainer.collate(batch, list(range(args.batch)))
-        logprobs = trainer.policy_forward(trainer.model, mb).logprobs.float().cpu()
+        mb = trainer.updater.collate(batch, list(range(args.batch)))
+        logprobs = trainer.updater.policy_forward(trainer.model, mb).logprobs.float().cpu()
     batch.sampling_logprobs = [row[:n] for row, n in zip(logprobs.tolist(), lengths)]
-    return trainer.policy, lambda: trainer.update(batch)
+    return trainer.policy, lambda: trainer.updater.update(batch, trainer.step)
 
 
 def child(args) -> None:

@@ -42,7 +42,9 @@ def exact_bootstrap_ci(values: list[float]) -> tuple[float, float]:
 
 def test_reported_pass_maj_mean_and_cis_match_hand_computed_values(tmp_path, tiny_model_dir):
     bench = tmp_path / "known.jsonl"
-    bench.write_text("".join(json.dumps({"question": f"q{i}?", "answer": g}) + "\n" for i, (g, _, _) in enumerate(PROBLEMS)))
+    bench.write_text(
+        "".join(json.dumps({"question": f"q{i}?", "answer": g}) + "\n" for i, (g, _, _) in enumerate(PROBLEMS))
+    )
     out = tmp_path / "eval"
     command = [
         sys.executable,

@@ -38,7 +38,7 @@ def on_policy_batch(tmp_path, demo_assets, **algorithm):
     batch.advantages = torch.zeros(len(batch))
     with torch.no_grad():
         for i in range(len(batch)):
-            lp = trainer.policy_forward(trainer.model, trainer.collate(batch, [i])).logprobs[0]
+            lp = trainer.updater.policy_forward(trainer.model, trainer.updater.collate(batch, [i])).logprobs[0]
             batch.sampling_logprobs[i] = lp.tolist()
     return trainer, batch
 
@@ -48,9 +48,9 @@ def test_on_policy_nft_normalize_1_equals_dr_grpo(tmp_path, demo_assets, aggrega
     trainer, batch = on_policy_batch(tmp_path, demo_assets, loss_aggregation=aggregation, loss_constant=1000)
     rewards = batch.reward_components["math_accuracy"]
     batch.advantages = dr_grpo(rewards, batch.groups())
-    trainer.objective = ClippedSurrogate(trainer.cfg.algorithm)
+    trainer.updater.objective = ClippedSurrogate(trainer.cfg.algorithm)
     expected = grads(trainer, batch, 8)
-    trainer.objective = NegativeAwareFineTuning(trainer.cfg.algorithm, normalize=1)
+    trainer.updater.objective = NegativeAwareFineTuning(trainer.cfg.algorithm, normalize=1)
     batch.extras.pop("nft", None)
     got = grads(trainer, batch, 8)
     assert expected.abs().sum() > 0
@@ -67,9 +67,9 @@ def test_on_policy_nft_normalize_2_equals_std_normalised_grpo(tmp_path, demo_ass
         r = rewards[idx]
         adv[idx] = (r - r.mean()) / r.std(unbiased=False)
     batch.advantages = adv
-    trainer.objective = ClippedSurrogate(trainer.cfg.algorithm)
+    trainer.updater.objective = ClippedSurrogate(trainer.cfg.algorithm)
     expected = grads(trainer, batch, 8)
-    trainer.objective = NegativeAwareFineTuning(trainer.cfg.algorithm, normalize=2)
+    trainer.updater.objective = NegativeAwareFineTuning(trainer.cfg.algorithm, normalize=2)
     got = grads(trainer, batch, 8)
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-8)
 
@@ -82,9 +82,9 @@ def test_rft_learns_from_correct_answers_only(tmp_path, demo_assets):
     for idx in batch.groups():
         adv[idx] = rewards[idx] * (1 - rewards[idx].mean())
     batch.advantages = adv
-    trainer.objective = ClippedSurrogate(trainer.cfg.algorithm)
+    trainer.updater.objective = ClippedSurrogate(trainer.cfg.algorithm)
     expected = grads(trainer, batch, 8)
-    trainer.objective = NegativeAwareFineTuning(trainer.cfg.algorithm, neg_weight=0.0)
+    trainer.updater.objective = NegativeAwareFineTuning(trainer.cfg.algorithm, neg_weight=0.0)
     assert torch.allclose(grads(trainer, batch, 8), expected, rtol=1e-4, atol=1e-8)
 
 
@@ -137,8 +137,8 @@ def test_nft_trains_with_dynamic_sampling_on_accuracy(tmp_path, demo_assets):
     )
     trainer = Trainer(cfg)
     trained = []
-    update = trainer.update
-    trainer.update = lambda batch: trained.append(batch) or update(batch)
+    update = trainer.updater.update
+    trainer.updater.update = lambda batch, step: trained.append(batch) or update(batch, step)
     metrics = trainer.train()
     # r_q by hand from the trained batch's graded answers, clamped into NFT's [0.02, 0.98]
     batch = trained[-1]

@@ -24,9 +24,9 @@ def recipe(tmp_path, model_dir, data_file, **sections):
 def grads(trainer, batch, micro_size):
     trainer.optimizer.zero_grad()
     indices = list(range(len(batch)))
-    norm = trainer.normalizer(batch, indices)
+    norm = trainer.updater.normalizer(batch, indices)
     for start in range(0, len(indices), micro_size):
-        loss, _ = trainer.micro_step(batch, indices[start : start + micro_size], norm)
+        loss, _ = trainer.updater.micro_step(batch, indices[start : start + micro_size], norm)
         loss.backward()
     return torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
 
@@ -38,7 +38,7 @@ def test_gradient_does_not_depend_on_micro_batch_size(tmp_path, demo_assets, mod
     trainer = Trainer(cfg)
     batch, _ = trainer.collect_rollouts()
     batch.advantages = trainer.advantage_fn(batch.rewards, batch.groups())
-    batch.extras["ref_logprobs"] = trainer.reference_logprobs(batch)
+    batch.extras["ref_logprobs"] = trainer.updater.reference_logprobs(batch)
     assert batch.advantages.abs().sum() > 0
     whole = grads(trainer, batch, len(batch))
     split = grads(trainer, batch, 3)
@@ -48,7 +48,7 @@ def test_gradient_does_not_depend_on_micro_batch_size(tmp_path, demo_assets, mod
 
 def test_reference_model_only_when_kl_is_on(tmp_path, demo_assets):
     off = Trainer(recipe(tmp_path, *demo_assets))
-    assert off.ref_model is None and not off.needs_reference
+    assert off.ref_model is None and not off.updater.needs_reference
     on = Trainer(recipe(tmp_path, *demo_assets, algorithm={"kl_coef": 0.1, "mini_batches": 2}))
     metrics = on.train()
     assert on.ref_model is not None
@@ -157,11 +157,11 @@ def test_lora_trains_adapters_and_the_vllm_engine_samples_from_them(tmp_path, de
     HF names, and after the step's sync vLLM's log-probs are the adapted policy's, not the base's."""
     pytest.importorskip("peft")
     pytest.importorskip("vllm")
+    from test_vllm_engine import hf_logprobs
     from transformers import AutoModelForCausalLM
 
     from rltune.rollout import SamplingSettings
     from rltune.rollout.vllm_engine import _export_state_dict
-    from test_vllm_engine import hf_logprobs
 
     model_dir = demo_assets[0]
     cfg = recipe(
@@ -205,8 +205,8 @@ def test_oversampling_trains_on_a_subset_per_group(tmp_path, demo_assets):
     )
     trainer = Trainer(cfg)
     seen = []
-    update = trainer.update
-    trainer.update = lambda batch: seen.append(batch) or update(batch)
+    update = trainer.updater.update
+    trainer.updater.update = lambda batch, step: seen.append(batch) or update(batch, step)
     trainer.train()
     assert len(seen[0]) == 4 * 3 and all(len(idx) == 3 for idx in seen[0].groups())
 
@@ -220,8 +220,12 @@ def test_lm_head_shortcuts_and_packing_change_nothing(tmp_path, tiny_model_dir, 
     entropy's gradient too."""
     terms = {"loss_terms": [{"name": "entropy", "coef": 0.5}]} if entropy_bonus else {}
     trainer = Trainer(recipe(tmp_path, tiny_model_dir, arithmetic_file, algorithm=terms))
-    assert trainer.model_keeps_logits and trainer._fused_head(trainer.model) is not None and trainer.packing
-    assert trainer.needs_entropy_grad == entropy_bonus
+    assert (
+        trainer.updater.model_keeps_logits
+        and trainer.updater._fused_head(trainer.model) is not None
+        and trainer.updater.packing
+    )
+    assert trainer.updater.needs_entropy_grad == entropy_bonus
     batch, _ = trainer.collect_rollouts()
     batch.prompt_ids[0] = batch.prompt_ids[0] + [5, 6, 7]  # a longer prompt: the others get left padding
     for i in range(1, len(batch), 2):  # short completions: right padding, or room to pack two in a row
@@ -230,10 +234,14 @@ def test_lm_head_shortcuts_and_packing_change_nothing(tmp_path, tiny_model_dir, 
     batch.advantages = torch.linspace(-1, 1, len(batch))
 
     def run(fused: bool, keeps_logits: bool, packing: bool):
-        trainer.cfg.train.fused_lm_head, trainer.model_keeps_logits, trainer.packing = fused, keeps_logits, packing
-        assert (trainer._fused_head(trainer.model) is not None) == fused
-        mb = trainer.collate(batch, list(range(len(batch))))
-        out = trainer.policy_forward(trainer.model, mb, with_entropy_grad=entropy_bonus)
+        trainer.cfg.train.fused_lm_head, trainer.updater.model_keeps_logits, trainer.updater.packing = (
+            fused,
+            keeps_logits,
+            packing,
+        )
+        assert (trainer.updater._fused_head(trainer.model) is not None) == fused
+        mb = trainer.updater.collate(batch, list(range(len(batch))))
+        out = trainer.updater.policy_forward(trainer.model, mb, with_entropy_grad=entropy_bonus)
         rows = mb.input_ids.shape[0]
         return grads(trainer, batch, len(batch)), out.logprobs.detach(), out.entropy.detach(), rows, mb
 
@@ -281,14 +289,14 @@ def test_fused_head_multiplies_in_bf16_under_mixed_precision_like_the_plain_head
 def check_fused_head_equals_plain_head(trainer):
     batch, _ = trainer.collect_rollouts()
     batch.advantages = torch.linspace(-1, 1, len(batch))
-    batch.extras["ref_logprobs"] = trainer.reference_logprobs(batch)
-    mb = trainer.collate(batch, list(range(len(batch))))
+    batch.extras["ref_logprobs"] = trainer.updater.reference_logprobs(batch)
+    mb = trainer.updater.collate(batch, list(range(len(batch))))
     mask = mb.completion_mask.bool()
-    assert torch.equal(mb.ref_logprobs, trainer.policy_forward(trainer.model, mb).logprobs.detach())
+    assert torch.equal(mb.ref_logprobs, trainer.updater.policy_forward(trainer.model, mb).logprobs.detach())
     results = []
     for fused in (False, True):
         trainer.cfg.train.fused_lm_head = fused
-        out = trainer.policy_forward(trainer.model, mb)
+        out = trainer.updater.policy_forward(trainer.model, mb)
         results.append((out.logprobs.detach()[mask], grads(trainer, batch, len(batch))))
     (plain_logprobs, plain_grads), (fused_logprobs, fused_grads) = results
     assert torch.allclose(fused_logprobs, plain_logprobs, atol=1e-4)
@@ -336,14 +344,14 @@ def test_zero_advantage_samples_are_left_out_with_the_same_update(tmp_path, tiny
         adv[[g for group in batch.groups()[1:3] for g in group]] = 0.0  # two flat groups
         batch.advantages = adv
         seen, grads = [], []
-        forward, step = trainer.policy_forward, trainer.optimizer.step
-        trainer.policy_forward = lambda model, mb, seen=seen, forward=forward, **kw: (
+        forward, step = trainer.updater.policy_forward, trainer.optimizer.step
+        trainer.updater.policy_forward = lambda model, mb, seen=seen, forward=forward, **kw: (
             seen.append(len(mb.indices)) or forward(model, mb, **kw)
         )
         trainer.optimizer.step = lambda *a, grads=grads, step=step, trainer=trainer, **kw: (
             grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()])) or step(*a, **kw)
         )
-        metrics = trainer.update(batch)
+        metrics = trainer.updater.update(batch, trainer.step)
         results[skip] = (grads, metrics, sum(seen))
     (g_skip, m_skip, n_skip), (g_all, m_all, n_all) = results[True], results[False]
     assert n_all == 16 and n_skip == 8
@@ -357,10 +365,10 @@ def test_zero_advantage_samples_are_left_out_with_the_same_update(tmp_path, tiny
     with_term = Trainer(
         recipe(tmp_path / "term", tiny_model_dir, arithmetic_file, algorithm={"loss_terms": [{"name": "entropy"}]})
     )
-    assert with_term.trained_samples(batch, list(range(16))) == list(range(16))
-    assert Trainer(recipe(tmp_path / "flat", tiny_model_dir, arithmetic_file)).trained_samples(batch, [4, 5, 6, 7]) == [
-        4
-    ]  # all flat: one sample still runs, so every process takes part in the backward pass
+    assert with_term.updater.trained_samples(batch, list(range(16))) == list(range(16))
+    assert Trainer(recipe(tmp_path / "flat", tiny_model_dir, arithmetic_file)).updater.trained_samples(
+        batch, [4, 5, 6, 7]
+    ) == [4]  # all flat: one sample still runs, so every process takes part in the backward pass
 
 
 @pytest.mark.parametrize("packing", [False, True])
@@ -378,7 +386,7 @@ def test_token_budget_groups_samples_by_length_with_the_same_update(tmp_path, ti
             algorithm={"mini_batches": 1},
         )
         trainer = Trainer(cfg)
-        assert trainer.packing == packing
+        assert trainer.updater.packing == packing
         batch, _ = trainer.collect_rollouts()
         for i in range(len(batch)):  # completions of 1 to 12 tokens in no particular order, prompts of 3 to 14
             keep = 1 + (i * 5) % 12
@@ -387,14 +395,14 @@ def test_token_budget_groups_samples_by_length_with_the_same_update(tmp_path, ti
             batch.sampling_logprobs[i] = (batch.sampling_logprobs[i] * 12)[:keep]
         batch.advantages = torch.linspace(-1, 1, len(batch))
         shapes, grads = [], []
-        forward, step = trainer.policy_forward, trainer.optimizer.step
-        trainer.policy_forward = lambda model, mb, shapes=shapes, forward=forward, **kw: (
+        forward, step = trainer.updater.policy_forward, trainer.optimizer.step
+        trainer.updater.policy_forward = lambda model, mb, shapes=shapes, forward=forward, **kw: (
             shapes.append((len(mb.indices), *mb.input_ids.shape)) or forward(model, mb, **kw)
         )
         trainer.optimizer.step = lambda *a, grads=grads, step=step, trainer=trainer, **kw: (
             grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()])) or step(*a, **kw)
         )
-        metrics = trainer.update(batch)
+        metrics = trainer.updater.update(batch, trainer.step)
         results[budget] = (shapes, grads[0], metrics)
     (whole_shapes, whole_grad, whole_metrics), (shapes, grad, metrics) = results[None], results[60]
     assert len(whole_shapes) == 1 and len(shapes) > 1
@@ -444,7 +452,7 @@ def test_fused_optimizer_takes_the_loop_optimizers_step(tmp_path, demo_assets):
     batch.advantages = trainers[True].advantage_fn(batch.rewards, batch.groups())
     assert batch.advantages.abs().sum() > 0
     for trainer in trainers.values():
-        trainer.update(batch)
+        trainer.updater.update(batch, trainer.step)
     fused, loop = ([p.detach() for p in trainer.policy.parameters()] for trainer in trainers.values())
     moved = max((a - s).abs().max().item() for a, s in zip(fused, start))
     assert moved > 1e-4
@@ -457,6 +465,6 @@ def test_update_counts_the_tokens_it_trains_on(tmp_path, demo_assets):
     trainer = Trainer(cfg)
     batch, _ = trainer.collect_rollouts()
     batch.advantages = trainer.advantage_fn(batch.rewards, batch.groups())
-    metrics = trainer.update(batch)
+    metrics = trainer.updater.update(batch, trainer.step)
     sample_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
     assert metrics["trained_tokens"] == 2 * sample_tokens

@@ -15,11 +15,11 @@ import math
 
 import pytest
 import torch
+from test_trainer import recipe
 from transformers import AutoModelForCausalLM
 
 from conftest import deep_merge
 from plugins.my_rewards import variety, variety_on_odd_sums
-from test_trainer import recipe
 from rltune.trainer import Trainer
 
 BASE = {
@@ -46,8 +46,8 @@ class Recorder:
         pending: list[int] = []
         collect, update, micro_step, step = (
             trainer.collect_rollouts,
-            trainer.update,
-            trainer.micro_step,
+            trainer.updater.update,
+            trainer.updater.micro_step,
             trainer.optimizer.step,
         )
         params = dict(trainer.policy.named_parameters())
@@ -57,9 +57,9 @@ class Recorder:
             self.scored = copy.copy(batch)
             return batch, metrics
 
-        def spy_update(batch):
+        def spy_update(batch, step):
             self.trained = batch
-            return update(batch)
+            return update(batch, step)
 
         def spy_micro_step(batch, indices, norm):
             pending.extend(indices)
@@ -72,7 +72,8 @@ class Recorder:
             pending.clear()
             return step(*args, **kwargs)
 
-        trainer.collect_rollouts, trainer.update, trainer.micro_step = collect_rollouts, spy_update, spy_micro_step
+        trainer.collect_rollouts = collect_rollouts
+        trainer.updater.update, trainer.updater.micro_step = spy_update, spy_micro_step
         trainer.optimizer.step = spy_step
 
 
@@ -235,7 +236,10 @@ SETTINGS = {
     "dual_clip": ({"dual_clip": 1.02, "clip_low": 0.9, "clip_high": 5.0}, {"clip_low": 0.9, "clip_high": 5.0}),
     "seq_mean_token_mean": ({"loss_aggregation": "seq_mean_token_mean"}, {}),
     "constant": ({"loss_aggregation": "constant", "loss_constant": 7}, {}),
-    "constant_default_divisor": ({"loss_aggregation": "constant"}, {"loss_aggregation": "constant", "loss_constant": 7}),
+    "constant_default_divisor": (
+        {"loss_aggregation": "constant"},
+        {"loss_aggregation": "constant", "loss_constant": 7},
+    ),
     "sum": ({"loss_aggregation": "sum", "loss_constant": 50}, {}),
     "kl": ({"kl_coef": 0.5}, {}),
     "entropy_bonus": ({"loss_terms": [{"name": "entropy", "coef": 0.05}]}, {}),
@@ -342,9 +346,9 @@ def test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest(tmp_path
     )
     trainer = Trainer(cfg)
     rounds, trained = [], []
-    generate, update = trainer.generate, trainer.update
+    generate, update = trainer.generate, trainer.updater.update
     trainer.generate = lambda round_index=0: rounds.append(generate(round_index)) or rounds[-1]
-    trainer.update = lambda batch: trained.append(batch) or update(batch)
+    trainer.updater.update = lambda batch, step: trained.append(batch) or update(batch, step)
     metrics = trainer.train()
 
     def group_key(batch, g):
