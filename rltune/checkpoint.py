@@ -108,3 +108,22 @@ def load_state(path: Path) -> dict[str, Any]:
         return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise RLTuneError(f"cannot read {path / STATE_FILE}: {exc}; pick another checkpoint") from exc
+
+
+def claim_output_dir(output_dir: Path, overwrite: bool, accelerator) -> None:
+    """Refuse to start a new run on top of another one in `output_dir`, unless told to replace it."""
+    previous = list_checkpoints(output_dir)
+    metrics = output_dir / "metrics.jsonl"
+    if not previous and not (metrics.is_file() and metrics.stat().st_size > 0):
+        return
+    if not overwrite:
+        raise RLTuneError(
+            f"train.output_dir {str(output_dir)!r} holds another run ({len(previous)} checkpoints, "
+            "metrics.jsonl): continue it with train.resume_from=latest, choose another output_dir, or set "
+            "train.overwrite_output_dir=true to replace it"
+        )
+    if accelerator.is_main_process:
+        for path in [*previous, *output_dir.glob(".checkpoint-*.tmp"), output_dir / "tensorboard", output_dir / "eval"]:
+            shutil.rmtree(path, ignore_errors=True)
+        metrics.unlink(missing_ok=True)
+    accelerator.wait_for_everyone()

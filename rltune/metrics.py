@@ -22,6 +22,48 @@ CONSOLE_KEYS = (
 )
 
 
+def rollout_metrics(batch, reward_errors: int) -> dict[str, float]:
+    """Rewards (total and each component), lengths and flat groups of a scored RolloutBatch."""
+    from rltune.advantages import is_flat
+
+    lengths = batch.completion_lengths()
+    groups = batch.groups()
+    metrics = {
+        "reward/total": batch.rewards.mean().item(),
+        "reward/total_std": batch.rewards.std().item() if len(batch) > 1 else 0.0,
+        "completion/length_mean": lengths.mean().item(),
+        "completion/length_max": lengths.max().item(),
+        "completion/truncated_fraction": sum(f == "length" for f in batch.finish_reasons) / len(batch),
+        "groups/zero_std_fraction": sum(is_flat(batch.rewards[i]) for i in groups) / len(groups),
+    }
+    for name, values in batch.reward_components.items():
+        metrics[f"reward/{name}"] = values.mean().item()
+    metrics["reward/errors"] = float(reward_errors)
+    return metrics
+
+
+def reduce_over_processes(metrics: dict[str, float], accelerator) -> dict[str, float]:
+    """The same numbers on every process, over the global batch: maxima and wall times are the largest,
+    throughputs, error counts and loss shares add up, everything else is the mean over processes."""
+    if accelerator.num_processes == 1:
+        return metrics
+    import torch
+    import torch.distributed as dist
+
+    keys = sorted(metrics)
+    largest = [k.endswith("_max") or k.startswith("time/") for k in keys]
+    # each process's "loss" is its share of the global mini-batch loss
+    summed = [k.startswith("throughput/") or k in ("reward/errors", "loss") for k in keys]
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    maxima = values.clone()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
+    return {
+        k: float(maxima[i] if largest[i] else values[i] if summed[i] else values[i] / accelerator.num_processes)
+        for i, k in enumerate(keys)
+    }
+
+
 def training_flops(num_params: int, tokens: int) -> float:
     """Model FLOPs of training on `tokens` tokens: 2 per parameter and token forward, 4 backward (attention
     left out). Divided by the update's seconds and the hardware's peak, the update's MFU."""

@@ -1,19 +1,19 @@
 """The GRPO-style online RL trainer.
 
-One step, top to bottom (`Trainer.step`):
+One step, top to bottom (`Trainer.train_step`):
   prompts -> rollout engine -> rewards -> (dynamic sampling) -> advantages
-  -> [reference logprobs] -> policy updates over mini-batches -> sync weights into the engine -> log.
+  -> [reference logprobs] -> policy updates over mini-batches (rltune.update) -> sync weights into the engine
+  -> log.
 Every stage is a plug-in resolved from the recipe; the trainer only moves the batch between them.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import yaml
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from rltune.advantages import ADVANTAGES, is_flat, select_per_group
 from rltune.batch import RolloutBatch
 from rltune.checkpoint import (
-    list_checkpoints,
+    claim_output_dir,
     load_state,
     resolve_checkpoint,
     rng_state,
@@ -33,8 +33,8 @@ from rltune.checkpoint import (
 )
 from rltune.config import RecipeConfig
 from rltune.data import PromptSource
-from rltune.errors import ConfigError, RLTuneError
-from rltune.metrics import MetricsLogger, training_flops
+from rltune.errors import ConfigError
+from rltune.metrics import MetricsLogger, reduce_over_processes, rollout_metrics, training_flops
 from rltune.models import load_tokenizer
 from rltune.reward_pipeline import RewardPipeline
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
@@ -62,15 +62,10 @@ class Trainer:
         # FSDP and DeepSpeed shard the weights: only the model's own forward gathers them, and every
         # process must run the same forwards.
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-        if self.sharded and t.micro_batch_tokens is not None:
-            raise RLTuneError(
-                "train.micro_batch_tokens is not supported under FSDP/DeepSpeed: every process must run the same "
-                "number of forwards. Remove it and set train.micro_batch_size."
-            )
 
         checkpoint = resolve_checkpoint(t.resume_from, self.output_dir) if t.resume_from else None
         if checkpoint is None:
-            self._claim_output_dir()
+            claim_output_dir(self.output_dir, t.overwrite_output_dir, self.accelerator)
         self.tokenizer = load_tokenizer(str(checkpoint or cfg.model.path), cfg.model.trust_remote_code)
         context = cfg.rollout.vllm.max_model_len if cfg.rollout.engine == "vllm" else None
         self.data = PromptSource(
@@ -93,8 +88,15 @@ class Trainer:
         self.model, self.optimizer, self.scheduler, self.ref_model = u.model, u.optimizer, u.scheduler, u.ref_model
         self.step = 0
 
-        self.max_model_len = self.data.max_prompt_length + cfg.rollout.max_tokens
-        self.engine = self._build_engine()
+        self.engine = engine_from_recipe(
+            cfg.rollout,
+            cfg.model,
+            seed=t.seed + self.rank,
+            max_model_len=self.data.max_prompt_length + cfg.rollout.max_tokens,
+            policy=self.policy,
+            tokenizer=self.tokenizer,
+            sync_dir=str(self.output_dir / "weight-sync"),
+        )
         if checkpoint:
             self._restore(checkpoint)
         self.metrics = MetricsLogger(
@@ -110,58 +112,15 @@ class Trainer:
             self.periodic_eval = PeriodicEval(cfg)
             self.callbacks.append(self.periodic_eval)
 
-    # ----------------------------------------------------------------------------------------------
-    # construction helpers
-
-    def _build_engine(self):
-        return engine_from_recipe(
-            self.cfg.rollout,
-            self.cfg.model,
-            seed=self.cfg.train.seed + self.rank,
-            max_model_len=self.max_model_len,
-            policy=self.policy,
-            tokenizer=self.tokenizer,
-            sync_dir=str(self.output_dir / "weight-sync"),
-        )
-
-    def _claim_output_dir(self) -> None:
-        """Refuse to start a new run on top of another one, unless told to replace it."""
-        previous = list_checkpoints(self.output_dir)
-        metrics = self.output_dir / "metrics.jsonl"
-        if not previous and not (metrics.is_file() and metrics.stat().st_size > 0):
-            return
-        if not self.cfg.train.overwrite_output_dir:
-            raise RLTuneError(
-                f"train.output_dir {str(self.output_dir)!r} holds another run ({len(previous)} checkpoints, "
-                "metrics.jsonl): continue it with train.resume_from=latest, choose another output_dir, or set "
-                "train.overwrite_output_dir=true to replace it"
-            )
-        if self.accelerator.is_main_process:
-            for path in [
-                *previous,
-                *self.output_dir.glob(".checkpoint-*.tmp"),
-                self.output_dir / "tensorboard",
-                self.output_dir / "eval",
-            ]:
-                shutil.rmtree(path, ignore_errors=True)
-            metrics.unlink(missing_ok=True)
-        self.accelerator.wait_for_everyone()
-
     @property
     def policy(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
     def _restore(self, checkpoint: Path) -> None:
         state = load_state(checkpoint)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.updater.load_state_dict(state)
         self.data.load_state_dict(state["data"])
         self.step = state["step"]
-        for (_, term), term_state in zip(self.updater.loss_terms, state.get("loss_terms", [])):
-            if term_state is not None:
-                term.load_state_dict(term_state)
-        if "reference" in state:
-            self.ref_model.load_state_dict(state["reference"])
         set_rng_state(state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0])
         self.engine.sync_weights(self.policy)
         log.info("resumed from %s at step %d", checkpoint, self.step)
@@ -225,7 +184,7 @@ class Trainer:
         update_s = time.perf_counter() - update_started
         self.engine.sync_weights(self.policy)
         step_s = time.perf_counter() - started
-        return self.reduce_metrics(
+        return reduce_over_processes(
             {
                 **rollout_metrics,
                 **update_metrics,
@@ -240,28 +199,9 @@ class Trainer:
                 "throughput/update_tflops": training_flops(self.updater.num_params, update_metrics["trained_tokens"])
                 / max(update_s, 1e-9)
                 / 1e12,
-            }
+            },
+            self.accelerator,
         )
-
-    def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        """The same numbers on every process, over the global batch: maxima and wall times are the
-        largest, throughputs, error counts and loss shares add up, everything else is the mean over processes."""
-        if self.world_size == 1:
-            return metrics
-        import torch.distributed as dist
-
-        keys = sorted(metrics)
-        largest = [k.endswith("_max") or k.startswith("time/") for k in keys]
-        # each process's "loss" is its share of the global mini-batch loss
-        summed = [k.startswith("throughput/") or k in ("reward/errors", "loss") for k in keys]
-        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
-        maxima = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
-        return {
-            k: float(maxima[i] if largest[i] else values[i] if summed[i] else values[i] / self.world_size)
-            for i, k in enumerate(keys)
-        }
 
     # ----------------------------------------------------------------------------------------------
     # rollouts
@@ -299,7 +239,7 @@ class Trainer:
         else:
             batch = scored[0]
         all_scored = RolloutBatch.concat(scored) if len(scored) > 1 else scored[0]
-        metrics = self.rollout_metrics(all_scored)
+        metrics = rollout_metrics(all_scored, self.rewards.errors)
         if algo.dynamic_sampling:
             metrics["dynamic_sampling/rounds"] = rounds
             metrics["dynamic_sampling/kept_groups"] = min(n_kept, want)
@@ -329,25 +269,6 @@ class Trainer:
             on_this_thread=True,
         )
 
-    def rollout_metrics(self, batch: RolloutBatch) -> dict[str, float]:
-        lengths = batch.completion_lengths()
-        groups = batch.groups()
-        metrics = {
-            "reward/total": batch.rewards.mean().item(),
-            "reward/total_std": batch.rewards.std().item() if len(batch) > 1 else 0.0,
-            "completion/length_mean": lengths.mean().item(),
-            "completion/length_max": lengths.max().item(),
-            "completion/truncated_fraction": sum(f == "length" for f in batch.finish_reasons) / len(batch),
-            "groups/zero_std_fraction": sum(is_flat(batch.rewards[i]) for i in groups) / len(groups),
-        }
-        for name, values in batch.reward_components.items():
-            metrics[f"reward/{name}"] = values.mean().item()
-        metrics["reward/errors"] = float(self.rewards.errors)
-        return metrics
-
-    # ----------------------------------------------------------------------------------------------
-    # policy update
-
     # ----------------------------------------------------------------------------------------------
     # checkpoints
 
@@ -358,32 +279,18 @@ class Trainer:
             from accelerate.utils import gather_object
 
             rngs = gather_object(rngs)
-        weights = None
-        if self.sharded:
-            # Sharded weights: every process takes part in gathering the full state dict.
-            weights = self.accelerator.get_state_dict(self.model)
+        # Sharded weights: every process takes part in gathering the full state dict.
+        weights = self.accelerator.get_state_dict(self.model) if self.sharded else None
         if not self.accelerator.is_main_process:
             return None
-        state: dict[str, Any] = {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "data": self.data.state_dict(),
-            "rng": rngs,
-            "loss_terms": [
-                term.state_dict() if hasattr(term, "state_dict") else None for _, term in self.updater.loss_terms
-            ],
-        }
-        if self.updater.updates_reference:
-            state["reference"] = self.ref_model.state_dict()
-        recipe_text = yaml.safe_dump(asdict(self.cfg), sort_keys=False)
+        state = {"step": self.step, **self.updater.state_dict(), "data": self.data.state_dict(), "rng": rngs}
         return save_checkpoint(
             self.output_dir,
             self.step,
             self.policy,
             self.tokenizer,
             state,
-            recipe_text,
+            yaml.safe_dump(asdict(self.cfg), sort_keys=False),
             self.cfg.train.keep_checkpoints,
             weights=weights,
         )

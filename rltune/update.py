@@ -15,6 +15,7 @@ import logging
 import math
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -56,6 +57,11 @@ class PolicyUpdate:
         self.sharded = sharded
         self.world_size = accelerator.num_processes
         t = cfg.train
+        if sharded and t.micro_batch_tokens is not None:
+            raise RLTuneError(
+                "train.micro_batch_tokens is not supported under FSDP/DeepSpeed: every process must run the same "
+                "number of forwards. Remove it and set train.micro_batch_size."
+            )
         try:
             self.objective = OBJECTIVES.get(cfg.algorithm.objective)(cfg.algorithm, **cfg.algorithm.objective_kwargs)
         except TypeError as exc:
@@ -111,6 +117,27 @@ class PolicyUpdate:
     @property
     def policy(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the update: optimizer, scheduler, the loss terms' states, and the
+        reference when a loss term moves it (the policy's weights are saved as the model itself)."""
+        state: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loss_terms": [term.state_dict() if hasattr(term, "state_dict") else None for _, term in self.loss_terms],
+        }
+        if self.updates_reference:
+            state["reference"] = self.ref_model.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for (_, term), term_state in zip(self.loss_terms, state.get("loss_terms", [])):
+            if term_state is not None:
+                term.load_state_dict(term_state)
+        if "reference" in state:
+            self.ref_model.load_state_dict(state["reference"])
 
     def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
         """Optimizer steps on `batch` (advantages set) at RL step `step` (0-based); the mean of each metric."""

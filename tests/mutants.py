@@ -363,7 +363,7 @@ MUTANTS = [
     ),
     Mutant(
         "resume skips the optimizer state",
-        "rltune/trainer.py",
+        "rltune/update.py",
         '        self.optimizer.load_state_dict(state["optimizer"])\n',
         "",
         ["tests/test_trainer.py::test_resume_continues_exactly"],
