@@ -144,6 +144,11 @@ class MicroBatch:
     """[B, T] advantages broadcast to tokens."""
     indices: list[int]
     rollout: RolloutBatch
+    old_logprobs: torch.Tensor | None = None
+    """[B, T] the old policy of the importance ratio: the trainer's own logprobs before the update
+    (algorithm.old_logprobs: recompute), else the sampler's (filled in from `sampling_logprobs`)."""
+    is_weights: torch.Tensor | None = None
+    """[B, T] stop-gradient importance weights pi_trainer / pi_sampler (algorithm.is_correction), or None."""
     ref_logprobs: torch.Tensor | None = None
     """[B, T] logprobs of the reference model, when a loss term needs it."""
     position_ids: torch.Tensor | None = None
@@ -151,6 +156,10 @@ class MicroBatch:
     scored_at: tuple[torch.Tensor, torch.Tensor] | None = None
     """(rows, columns) in `input_ids` of the positions whose next-token distribution scores each completion
     token, in `completion_mask`'s row-major order (sample by sample)."""
+
+    def __post_init__(self) -> None:
+        if self.old_logprobs is None:
+            self.old_logprobs = self.sampling_logprobs
 
 
 @dataclass

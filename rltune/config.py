@@ -168,7 +168,8 @@ class AlgorithmConfig:
     advantage: str = "grpo"
     """'grpo' (group mean/std), 'dr_grpo' (mean only, Dr. GRPO arXiv 2503.20783), 'rloo' (leave-one-out)."""
     objective: str = "clipped"
-    """Policy objective: 'clipped' (PPO-style surrogate), 'nft' (negative-aware fine-tuning) or an import path."""
+    """Policy objective: 'clipped' (PPO-style surrogate), 'nft' (negative-aware fine-tuning), 'gspo' (sequence
+    ratio, sequence clip), 'cispo' (clipped detached IS weight times the log-prob) or an import path."""
     objective_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the objective (e.g. nft: neg_weight, normalize, clamp_negative)."""
     clip_low: float = 0.2
@@ -212,6 +213,18 @@ class AlgorithmConfig:
     NFT filter on accuracy: 'math_accuracy'."""
     max_sampling_rounds: int = 4
     """Upper bound on generation rounds per step with dynamic sampling (verl max_num_gen_batches: 10)."""
+    old_logprobs: Literal["sampler", "recompute"] = "sampler"
+    """The old policy of the importance ratio: the rollout engine's log-probs of the sampled tokens (no extra
+    pass), or the trainer's own, from a no-grad pass over the batch before the update (recompute: the ratio
+    then holds no sampler/trainer kernel mismatch; needed by is_correction)."""
+    is_correction: Literal["none", "tis", "mis", "seq_mask"] = "none"
+    """Correct the objective for the sampler/trainer mismatch with a stop-gradient importance weight
+    w = pi_trainer / pi_sampler per token (Yao et al. 2025, "Your efficient RL framework secretly brings you
+    off-policy RL training"): tis, min(w, is_cap) (truncated IS); mis, w where w <= is_cap and 0 elsewhere
+    (masked IS); seq_mask, drop the sequences whose geometric-mean w leaves [1/is_cap, is_cap] (trl's
+    sequence_mask). Needs old_logprobs: recompute."""
+    is_cap: float | None = None
+    """C of is_correction; None: 2 for tis and mis (Yao et al.), 3 for seq_mask."""
 
 
 @dataclass
@@ -253,6 +266,14 @@ class TrainConfig:
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
+    sync_check: bool = True
+    """Check every step that the rollout engine samples from the trainer's weights: the mean absolute
+    difference of the engine's and the trainer's log-probs of the sampled tokens (mismatch/log_ratio_abs_mean,
+    measured before the update changes anything) must stay within sync_check_tolerance, or the run stops
+    with "the rollout engine samples from stale weights". Free: it reuses the update's first forward."""
+    sync_check_tolerance: float | None = None
+    """Largest allowed mean |log pi_engine - log pi_trainer| per token; None: 0.02 in float32, 0.1 under
+    bf16/fp16 (weights or train.mixed_precision), well above the kernels' own mismatch (benchmarks/RESULTS.md)."""
     max_bad_updates: int = 3
     """Updates with a non-finite gradient norm are skipped; this many in a row stop the run."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -468,6 +489,18 @@ def validate(cfg: RecipeConfig, source: str) -> None:
         f"must be between 1 and rollout.group_size ({cfg.rollout.group_size})",
     )
     need(cfg.algorithm.max_sampling_rounds >= 1, "algorithm.max_sampling_rounds", "must be >= 1")
+    need(
+        cfg.algorithm.is_correction == "none" or cfg.algorithm.old_logprobs == "recompute",
+        "algorithm.is_correction",
+        f"({cfg.algorithm.is_correction}) weighs the trainer's log-probs against the sampler's: set "
+        "algorithm.old_logprobs=recompute too",
+    )
+    need(cfg.algorithm.is_cap is None or cfg.algorithm.is_cap > 1, "algorithm.is_cap", "must be > 1")
+    need(
+        cfg.train.sync_check_tolerance is None or cfg.train.sync_check_tolerance > 0,
+        "train.sync_check_tolerance",
+        "must be > 0 (or null: by dtype)",
+    )
     need(cfg.train.steps >= 1, "train.steps", "must be >= 1")
     need(cfg.train.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1")
     need(cfg.train.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1")

@@ -27,6 +27,7 @@ from rltune.errors import ConfigError, RLTuneError
 from rltune.lm_head import token_scores
 from rltune.loss_terms import LOSS_TERMS
 from rltune.losses import Normalizer, aggregate, masked_mean, token_entropy
+from rltune.mismatch import SYNC_TOLERANCE, check_sync, importance_weights, mismatch_metrics
 from rltune.models import (
     base_model,
     compile_decoder_layers,
@@ -144,6 +145,14 @@ class PolicyUpdate:
         algo, t = self.cfg.algorithm, self.cfg.train
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
+        # The sampler/trainer mismatch, from the recompute pass or else from the first mini-batch's forwards
+        # (the policy has not moved yet there): logged, and checked against the sync tolerance.
+        measured: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        if algo.old_logprobs == "recompute":
+            prepared = self.score_old_policy(batch)
+            self.check_sync(prepared, step)
+        else:
+            measured, prepared = [], {}
         generator = torch.Generator().manual_seed(t.seed * 7919 + step)
         skipped = 0
         trained_tokens = 0  # sample tokens through forward and backward (pads not counted)
@@ -159,7 +168,7 @@ class PolicyUpdate:
                 for i, micro in enumerate(micro_batches):
                     last = i == len(micro_batches) - 1
                     with nullcontext() if last else self.accelerator.no_sync(self.model):
-                        loss, metrics = self.micro_step(batch, micro, norm)
+                        loss, metrics = self.micro_step(batch, micro, norm, measure=measured)
                         self.accelerator.backward(loss)
                     mini_loss += metrics.pop("loss")  # shares of the mini-batch loss add up
                     for key, value in metrics.items():
@@ -167,6 +176,10 @@ class PolicyUpdate:
                         counts[key] = counts.get(key, 0) + 1
                 sums["loss"] = sums.get("loss", 0.0) + mini_loss
                 counts["loss"] = counts.get("loss", 0) + 1
+                if measured is not None:
+                    prepared = mismatch_metrics(measured)
+                    self.check_sync(prepared, step)
+                    measured = None
                 grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), t.max_grad_norm))
                 # The norm is computed on all-reduced gradients, so every process skips together.
                 if math.isfinite(grad_norm):
@@ -191,6 +204,7 @@ class PolicyUpdate:
                 self.optimizer.zero_grad(set_to_none=True)
         return {
             **{key: sums[key] / counts[key] for key in sums},
+            **prepared,
             "skipped_updates": float(skipped),
             "trained_tokens": float(trained_tokens),
         }
@@ -246,10 +260,16 @@ class PolicyUpdate:
             tokens=counts[0].item(), sequences=counts[1].item(), constant=float(constant), world_size=self.world_size
         )
 
-    def micro_step(self, batch: RolloutBatch, indices: list[int], norm: Normalizer):
+    def micro_step(self, batch: RolloutBatch, indices: list[int], norm: Normalizer, measure: list | None = None):
+        """This micro-batch's share of the mini-batch loss (not yet backpropagated) and its metrics; with
+        `measure`, appends (trainer logprobs, sampler logprobs, mask) to it for the mismatch metrics."""
         mb = self.collate(batch, indices)
         out = self.policy_forward(self.model, mb, with_entropy_grad=self.needs_entropy_grad)
+        if measure is not None:
+            measure.append((out.logprobs.detach(), mb.sampling_logprobs, mb.completion_mask))
         per_token, metrics = self.objective(mb, out)
+        if mb.is_weights is not None:  # the importance weight corrects the objective, not the loss terms
+            per_token = per_token * mb.is_weights
         for coef, term in self.loss_terms:
             term_loss, term_metrics = term(mb, out)
             per_token = per_token + coef * term_loss
@@ -290,9 +310,11 @@ class PolicyUpdate:
         completion_mask = torch.tensor(cmask, device=device, dtype=torch.float32)
         adv = batch.advantages[indices].to(device)
         advantages = adv[:, None].expand(-1, c_width) if adv.dim() == 1 else adv[:, :c_width]
-        ref = None
-        if "ref_logprobs" in batch.extras:
-            ref = torch.stack([batch.extras["ref_logprobs"][i][:c_width] for i in indices]).to(device)
+        per_sample = {  # [N, W] tensors of the whole batch, from the passes before the update
+            key: torch.stack([batch.extras[key][i][:c_width] for i in indices]).to(device)
+            for key in ("ref_logprobs", "old_logprobs", "is_weights")
+            if key in batch.extras
+        }
         return MicroBatch(
             input_ids=torch.tensor(ids, device=device),
             attention_mask=attention_mask,
@@ -301,7 +323,9 @@ class PolicyUpdate:
             advantages=advantages.float(),
             indices=list(indices),
             rollout=batch,
-            ref_logprobs=ref,
+            ref_logprobs=per_sample.get("ref_logprobs"),
+            old_logprobs=per_sample.get("old_logprobs"),
+            is_weights=per_sample.get("is_weights"),
             position_ids=position_ids,
             scored_at=(torch.tensor(rows, device=device, dtype=torch.long), torch.tensor(cols, device=device)),
         )
@@ -370,19 +394,62 @@ class PolicyUpdate:
         return base.get_decoder(), head
 
     @torch.no_grad()
-    def reference_logprobs(self, batch: RolloutBatch) -> list[torch.Tensor]:
-        """Per-sample logprobs under the frozen reference, padded to the batch's longest completion."""
+    def batch_logprobs(self, batch: RolloutBatch, reference: bool = False) -> torch.Tensor:
+        """[N, W] logprobs of every sample under the policy (or the frozen reference), zero-padded to the
+        batch's longest completion, from no-grad forwards."""
         width = max(len(c) for c in batch.completion_ids)
         out = torch.zeros(len(batch), width)
         for indices in self.micro_batches(batch, list(range(len(batch)))):
             mb = self.collate(batch, indices)
-            if self.ref_model is not None:
+            if not reference:
+                lp = self.policy_forward(self.model, mb).logprobs
+            elif self.ref_model is not None:
                 lp = self.policy_forward(self.ref_model, mb).logprobs
             else:
                 with self.policy.disable_adapter():
                     lp = self.policy_forward(self.model, mb).logprobs
             out[indices, : lp.shape[1]] = lp.float().cpu()
-        return list(out)
+        return out
+
+    def reference_logprobs(self, batch: RolloutBatch) -> list[torch.Tensor]:
+        """Per-sample logprobs under the frozen reference, padded to the batch's longest completion."""
+        return list(self.batch_logprobs(batch, reference=True))
+
+    def score_old_policy(self, batch: RolloutBatch) -> dict[str, float]:
+        """algorithm.old_logprobs=recompute: the trainer's own logprobs before the update become the old
+        policy, and with algorithm.is_correction the importance weights against the sampler's; returns the
+        mismatch (and weight) metrics over the whole batch."""
+        old = self.batch_logprobs(batch)
+        sampler = torch.zeros_like(old)
+        mask = torch.zeros_like(old)
+        for i, lp in enumerate(batch.sampling_logprobs):
+            sampler[i, : len(lp)] = torch.tensor(lp)
+            mask[i, : len(lp)] = 1.0
+        batch.extras["old_logprobs"] = list(old)
+        metrics = mismatch_metrics([(old, sampler, mask)])
+        algo = self.cfg.algorithm
+        if algo.is_correction != "none":
+            weights, weight_metrics = importance_weights(old, sampler, mask, algo.is_correction, algo.is_cap)
+            batch.extras["is_weights"] = list(weights)
+            metrics.update(weight_metrics)
+        return metrics
+
+    def check_sync(self, mismatch: dict[str, float], step: int) -> None:
+        """train.sync_check: the engine's logprobs of its samples must be the trainer's, up to the kernels."""
+        t = self.cfg.train
+        if not t.sync_check:
+            return
+        vllm_dtype = self.cfg.rollout.vllm.dtype
+        half = (
+            t.mixed_precision in ("bf16", "fp16")
+            or self.cfg.model.dtype in ("bfloat16", "float16")
+            or (
+                self.cfg.rollout.engine.startswith("vllm")
+                and (vllm_dtype in ("bfloat16", "float16") or (vllm_dtype == "auto" and torch.cuda.is_available()))
+            )
+        )
+        tolerance = t.sync_check_tolerance or SYNC_TOLERANCE["half" if half else "float32"]
+        check_sync(mismatch["mismatch/log_ratio_abs_mean"], tolerance, self.cfg.rollout.engine, step)
 
 
 def _chunks(items: list[int], parts: int) -> list[list[int]]:

@@ -61,9 +61,9 @@ class Recorder:
             self.trained = batch
             return update(batch, step)
 
-        def spy_micro_step(batch, indices, norm):
+        def spy_micro_step(batch, indices, norm, **kwargs):
             pending.extend(indices)
-            return micro_step(batch, indices, norm)
+            return micro_step(batch, indices, norm, **kwargs)
 
         def spy_step(*args, **kwargs):
             weights = {n: p.detach().clone() for n, p in params.items()}
@@ -135,8 +135,9 @@ def sample_scores(model, prompt: list[int], completion: list[int], temperature: 
     return picked, entropy
 
 
-def reference_gradient(model, weights, batch, samples, adv, algo, recipe_cfg, ref_model=None):
-    """The gradient of one optimizer step over `samples` (indices of `batch`) from the formulas."""
+def reference_gradient(model, weights, batch, samples, adv, algo, recipe_cfg, ref_model=None, recomputed=None):
+    """The gradient of one optimizer step over `samples` (indices of `batch`) from the formulas;
+    `recomputed`: the trainer-side old logprobs of every sample (algorithm.old_logprobs: recompute)."""
     missing, unexpected = model.load_state_dict(weights, strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}  # tied to the embeddings
     model.zero_grad()
@@ -156,10 +157,20 @@ def reference_gradient(model, weights, batch, samples, adv, algo, recipe_cfg, re
     for i, lp, ent in rows:
         n = len(lp)
         a = adv[i].expand(n) if adv[i].dim() == 0 else adv[i][:n]
-        old = torch.tensor(batch.sampling_logprobs[i])
+        sampler = torch.tensor(batch.sampling_logprobs[i])
+        old = recomputed[i] if algo.get("old_logprobs") == "recompute" else sampler
         ratio = torch.exp((lp - old).clamp(-20, 20))
         objective = algo.get("objective", "clipped")
-        if objective == "clipped":
+        if objective == "gspo":
+            kw = algo.get("objective_kwargs", {})
+            s = torch.exp((lp - old).mean())
+            seq = torch.maximum(-a[0] * s, -a[0] * s.clamp(1 - kw.get("clip_low", 3e-4), 1 + kw.get("clip_high", 4e-4)))
+            loss = seq.expand(n)
+        elif objective == "cispo":
+            kw = algo.get("objective_kwargs", {})
+            weight = ratio.detach().clamp(1 - kw.get("clip_low", 1.0), 1 + kw.get("clip_high", 3.0))
+            loss = -weight * a * lp
+        elif objective == "clipped":
             lo, hi = algo["clip_low"], algo["clip_high"]
             loss = torch.maximum(-a * ratio, -a * ratio.clamp(1 - lo, 1 + hi))
             if algo.get("dual_clip"):
@@ -177,6 +188,18 @@ def reference_gradient(model, weights, batch, samples, adv, algo, recipe_cfg, re
                 proxy = (1 - r_q * R) / (1 - r_q)
                 floored = proxy + (proxy.clamp(min=1.0) - proxy).detach()  # value floor 1, gradient kept
                 loss = -kw["neg_weight"] * torch.log(floored) * weight
+        correction = algo.get("is_correction", "none")
+        if correction != "none":
+            w = torch.exp(old - sampler)
+            cap = algo.get("is_cap") or {"tis": 2.0, "mis": 2.0, "seq_mask": 3.0}[correction]
+            if correction == "tis":
+                w = w.clamp(max=cap)
+            elif correction == "mis":
+                w = torch.where(w > cap, torch.zeros_like(w), w)
+            else:
+                g = torch.exp((old - sampler).mean())
+                w = torch.ones_like(w) * float(1 / cap <= g <= cap)
+            loss = loss * w
         for term in terms:
             if term["name"] == "kl":
                 with torch.no_grad():
@@ -225,8 +248,9 @@ def kept_samples(scored, trained) -> list[int]:
     return out
 
 
+PERTURBED = {"rollout": {"engine": "plugins.engines:PerturbedEngine"}, "train": {"sync_check": False}}
 # name: (the setting, the settings its gradient must differ from: the default's, or the same without the
-# feature where the setting only acts beside another one)
+# feature where the setting only acts beside another one[, other recipe sections])
 SETTINGS = {
     "default": ({}, None),
     "dr_grpo": ({"advantage": "dr_grpo"}, {}),
@@ -252,6 +276,32 @@ SETTINGS = {
     "mini_batches": ({"mini_batches": 2}, None),  # these two change the steps themselves: checked as such
     "epochs": ({"epochs": 3}, None),
     "token_level_reward": ("rewards", {}),
+    "gspo": (
+        {
+            "objective": "gspo",
+            "objective_kwargs": {"clip_low": 0.01, "clip_high": 0.02},
+            "loss_aggregation": "seq_mean_token_mean",
+        },
+        {"loss_aggregation": "seq_mean_token_mean"},
+    ),
+    "cispo": ({"objective": "cispo", "objective_kwargs": {"clip_high": 0.1}}, {}),
+    # A sampler whose weights carry noise: the trainer's own log-probs as the old policy, then each correction
+    "recompute": ({"old_logprobs": "recompute"}, {}, PERTURBED),
+    "tis": (
+        {"old_logprobs": "recompute", "is_correction": "tis", "is_cap": 1.05},
+        {"old_logprobs": "recompute"},
+        PERTURBED,
+    ),
+    "mis": (
+        {"old_logprobs": "recompute", "is_correction": "mis", "is_cap": 1.05},
+        {"old_logprobs": "recompute"},
+        PERTURBED,
+    ),
+    "seq_mask": (
+        {"old_logprobs": "recompute", "is_correction": "seq_mask", "is_cap": 1.02},
+        {"old_logprobs": "recompute"},
+        PERTURBED,
+    ),
 }
 TOKEN_REWARD = {"name": "plugins.my_rewards:TokenResidue", "weight": 2.0}
 
@@ -260,7 +310,9 @@ TOKEN_REWARD = {"name": "plugins.my_rewards:TokenResidue", "weight": 2.0}
 def test_update_gradient_follows_the_formulas(tmp_path, demo_assets, name):
     sections = copy.deepcopy(BASE)
     algo = copy.deepcopy(DEFAULT_ALGO)
-    setting, without = SETTINGS[name]
+    setting, without, *others = SETTINGS[name]
+    for other in others:
+        deep_merge(sections, copy.deepcopy(other))
     if setting == "rewards":
         sections["rewards"].append(TOKEN_REWARD)
     else:
@@ -298,15 +350,27 @@ def test_update_gradient_follows_the_formulas(tmp_path, demo_assets, name):
         assert all(len(p) in (n // algo["mini_batches"], -(-n // algo["mini_batches"])) for p in parts)
 
     model = AutoModelForCausalLM.from_pretrained(demo_assets[0])
+    recomputed = None
+    if algo.get("old_logprobs") == "recompute":  # the trainer's logprobs at the step's start weights
+        model.load_state_dict(rec.steps[0][0], strict=False)
+        with torch.no_grad():
+            recomputed = [
+                sample_scores(model, p, c, cfg.rollout.temperature)[0]
+                for p, c in zip(scored.prompt_ids, scored.completion_ids)
+            ]
+        sampler_gap = max(
+            float((r - torch.tensor(s)).abs().max()) for r, s in zip(recomputed, scored.sampling_logprobs)
+        )
+        assert sampler_gap > 0.01  # the perturbed sampler disagrees with the trainer
     differs = []
     for weights, grads, trained in rec.steps:
         chosen = [samples[i] for i in trained]
-        want = reference_gradient(model, weights, scored, chosen, adv_t, algo, cfg, reference_model)
+        want = reference_gradient(model, weights, scored, chosen, adv_t, algo, cfg, reference_model, recomputed)
         got = flat(grads)
         assert got.abs().sum() > 0
         assert relative(got, flat(want)) < MATCH, name
         if without is not None:
-            other = reference_gradient(model, weights, scored, chosen, adv_default_t, baseline, cfg)
+            other = reference_gradient(model, weights, scored, chosen, adv_default_t, baseline, cfg, None, recomputed)
             differs.append(relative(flat(want), flat(other)))
     if without is not None:
         assert max(differs) > DIFFERS, (name, differs)

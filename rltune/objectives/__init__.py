@@ -10,6 +10,14 @@ the trainer then leaves such samples out of the update (train.skip_zero_advantag
 
 from rltune.registry import Registry
 
-OBJECTIVES: Registry = Registry("objective", builtin_modules=("rltune.objectives.clipped", "rltune.objectives.nft"))
+OBJECTIVES: Registry = Registry(
+    "objective",
+    builtin_modules=(
+        "rltune.objectives.clipped",
+        "rltune.objectives.nft",
+        "rltune.objectives.gspo",
+        "rltune.objectives.cispo",
+    ),
+)
 
 __all__ = ["OBJECTIVES"]

@@ -25,7 +25,7 @@ class ClippedSurrogate:
     def __call__(self, mb: MicroBatch, out: PolicyOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return clipped_policy_loss(
             out.logprobs,
-            mb.sampling_logprobs,
+            mb.old_logprobs,
             mb.advantages,
             mb.completion_mask,
             self.clip_low,

@@ -80,7 +80,7 @@ class NegativeAwareFineTuning:
         if "nft" not in mb.rollout.extras:  # once per rollout batch
             mb.rollout.extras["nft"] = question_accuracy(mb.rollout, self.correct_reward)
         correct, accuracy = (t[mb.indices].to(out.logprobs.device)[:, None] for t in mb.rollout.extras["nft"])
-        ratio = torch.exp((out.logprobs - mb.sampling_logprobs).clamp(max=self.max_log_ratio))
+        ratio = torch.exp((out.logprobs - mb.old_logprobs).clamp(max=self.max_log_ratio))
         positive = -torch.log(clamp_preserve_grad(ratio, self.clamp_positive))
         proxy = (1.0 - accuracy * ratio) / (1.0 - accuracy)
         negative = -torch.log(clamp_preserve_grad(proxy, self.clamp_negative))
