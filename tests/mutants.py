@@ -238,6 +238,63 @@ MUTANTS = [
         "batch.rewards = sum(batch.reward_components[c.name]",
         formula_rows("default"),
     ),
+    Mutant(
+        "flat groups keep a rounding-error advantage",
+        "rltune/advantages.py",
+        "        if len(idx) > 1 and not is_flat(r):\n            adv[idx] = ((r - r.mean())",
+        "        if len(idx) > 1:\n            adv[idx] = ((r - r.mean())",
+        ["tests/test_advantages.py"],
+    ),
+    # --- the learning signal: old log-probs, importance weights, sync check ------------------------------
+    Mutant(
+        "recomputed old log-probs ignored",
+        "rltune/update.py",
+        'for key in ("ref_logprobs", "old_logprobs", "is_weights")',
+        'for key in ("ref_logprobs", "is_weights")',
+        formula_rows("recompute", "tis"),
+    ),
+    Mutant(
+        "importance weights not applied",
+        "rltune/update.py",
+        "per_token = per_token * mb.is_weights",
+        "per_token = per_token",
+        formula_rows("tis", "mis", "seq_mask"),
+    ),
+    Mutant(
+        "truncated IS without the cap",
+        "rltune/mismatch.py",
+        "weights = ratio.clamp(max=cap)",
+        "weights = ratio",
+        formula_rows("tis") + ["tests/test_signal.py"],
+    ),
+    Mutant(
+        "sync check never stops the run",
+        "rltune/update.py",
+        '        check_sync(mismatch["mismatch/log_ratio_abs_mean"], tolerance, self.cfg.rollout.engine, step)\n',
+        "",
+        ["tests/test_signal.py"],
+    ),
+    Mutant(
+        "mismatch measured against the old policy instead of the sampler",
+        "rltune/update.py",
+        "measure.append((out.logprobs.detach(), mb.sampling_logprobs, mb.completion_mask))",
+        "measure.append((out.logprobs.detach(), out.logprobs.detach(), mb.completion_mask))",
+        ["tests/test_signal.py"],
+    ),
+    Mutant(
+        "GSPO ratio not length-normalised",
+        "rltune/objectives/gspo.py",
+        "log_ratio = ((out.logprobs - mb.old_logprobs) * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)",
+        "log_ratio = ((out.logprobs - mb.old_logprobs) * mask).sum(-1)",
+        formula_rows("gspo"),
+    ),
+    Mutant(
+        "CISPO weight keeps its gradient",
+        "rltune/objectives/cispo.py",
+        "torch.exp((out.logprobs - mb.old_logprobs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)).detach()",
+        "torch.exp((out.logprobs - mb.old_logprobs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))",
+        formula_rows("cispo"),
+    ),
     # --- DAPO dynamic sampling ----------------------------------------------------------------------
     Mutant(
         "dynamic sampling keeps every group",

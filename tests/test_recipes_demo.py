@@ -24,6 +24,10 @@ RL_RECIPES = {
     "t1_entropy_cpu": ["entropy_bonus/scale", "kl", "reward/overlong"],
     "cosine_length_cpu": ["reward/cosine_length"],
     "thinking_efficiency_cpu": ["reward/thinking_efficiency"],
+    # the README's overrides for the objectives that have no recipe of their own
+    "demo_cpu algorithm.objective=gspo algorithm.loss_aggregation=seq_mean_token_mean": ["gspo/seq_ratio_mean"],
+    "demo_cpu algorithm.objective=cispo": ["cispo/clip_fraction"],
+    "demo_cpu algorithm.old_logprobs=recompute algorithm.is_correction=tis": ["is/weight_mean", "mismatch/kl"],
 }
 
 
@@ -40,7 +44,8 @@ def run(args, cwd):
 def test_rl_recipe_runs_through_rltune_demo(tmp_path, demo_assets, name):
     model_dir, data_file = demo_assets
     out = tmp_path / "run"
-    overrides = [f"model.path={model_dir}", f"data.path={data_file}", f"train.output_dir={out}", *SHORT]
+    name, *extra = name.split()
+    overrides = [f"model.path={model_dir}", f"data.path={data_file}", f"train.output_dir={out}", *SHORT, *extra]
     if name == "t1_entropy_cpu":  # keep_per_group 8 of group_size 16 is the recipe's own; fewer samples per prompt
         overrides += ["rollout.group_size=8", "algorithm.keep_per_group=4"]
     proc = run(["demo", str(REPO / "recipes" / f"{name}.yaml"), *overrides], cwd=tmp_path)
@@ -52,7 +57,7 @@ def test_rl_recipe_runs_through_rltune_demo(tmp_path, demo_assets, name):
     assert f"{summary['accuracy_before']:.3f} -> {summary['accuracy_after']:.3f}" in proc.stdout
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2]
-    for key in RL_RECIPES[name]:
+    for key in RL_RECIPES[" ".join([name, *extra])]:
         assert all(math.isfinite(m[key]) for m in lines), key
     last = lines[-1]
     assert last["grad_norm"] > 0

@@ -120,6 +120,17 @@ def test_grpo_steps_through_the_server(server, tmp_path):
             expected = hf_logprobs(trainer.policy, batch.prompt_ids[i], batch.completion_ids[i], 1.0)
             assert torch.allclose(expected, torch.tensor(batch.sampling_logprobs[i]), atol=1e-3)
         assert (tmp_path / "run" / "weight-sync" / "current" / "model.safetensors").is_file()
+        assert last["mismatch/log_ratio_abs_mean"] < 1e-4  # the sync check held at every step
+
+        # A sync that never reaches the server: the step after it stops the run.
+        trainer.engine.sync_weights = lambda model: None
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = 1e-2  # a step large enough to move the policy past the tolerance at once
+        trainer.train_step()
+        trainer.step += 1
+        with pytest.raises(RLTuneError, match="samples from stale weights: at step 5 the 'vllm_server' engine"):
+            trainer.train_step()
     finally:
+        trainer.engine.__dict__.pop("sync_weights", None)
         trainer.engine.sync_weights(AutoModelForCausalLM.from_pretrained(model_dir))
         trainer.close()
