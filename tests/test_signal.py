@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from test_trainer import recipe
 
 from rltune.errors import RLTuneError
 from rltune.mismatch import importance_weights, mismatch_metrics
 from rltune.trainer import Trainer
-from test_trainer import recipe
 
 # two sequences, the second one token shorter; d = trainer - sampler per token
 TRAINER = torch.tensor([[-1.0, -2.0, -0.5], [-0.2, -3.0, 0.0]])
