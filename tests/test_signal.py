@@ -88,3 +88,24 @@ def test_is_correction_needs_recomputed_old_logprobs(tmp_path, demo_assets):
 
     with pytest.raises(ConfigError, match="algorithm.is_correction.*set algorithm.old_logprobs=recompute"):
         recipe(tmp_path, *demo_assets, algorithm={"is_correction": "tis"})
+
+
+def test_a_sampler_with_other_weights_is_measured_and_weighted(tmp_path, demo_assets):
+    """A real model sampling with a perturbed copy of the weights: the mismatch metrics see it, the sync
+    check (at its default tolerance) stops the run, and with the check off and truncated IS the weights
+    move off 1 and the largest are cut."""
+    perturbed = {"rollout": {"engine": "plugins.engines:PerturbedEngine"}}
+    with pytest.raises(RLTuneError, match="stale weights: at step 1"):
+        Trainer(recipe(tmp_path / "checked", *demo_assets, **perturbed)).train()
+    metrics = Trainer(
+        recipe(
+            tmp_path / "corrected",
+            *demo_assets,
+            **perturbed,
+            algorithm={"old_logprobs": "recompute", "is_correction": "tis", "is_cap": 1.2},
+            train={"sync_check": False},
+        )
+    ).train()
+    assert metrics["mismatch/log_ratio_abs_mean"] > 0.02 and metrics["mismatch/kl"] > 0
+    assert metrics["mismatch/seq_ratio_max"] > 1.05
+    assert metrics["is/cut_fraction"] > 0 and metrics["is/weight_mean"] != pytest.approx(1.0, abs=1e-3)
