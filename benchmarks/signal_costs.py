@@ -15,33 +15,19 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 
-# name: recipe overrides (section -> fields)
+# name: key=value overrides of recipes/demo_cpu.yaml
 VARIANTS = {
-    "default (sampler old logprobs, sync check on)": {},
-    "sync check off": {"train": {"sync_check": False}},
-    "old_logprobs=recompute": {"algorithm": {"old_logprobs": "recompute"}},
-    "recompute + is_correction=tis": {"algorithm": {"old_logprobs": "recompute", "is_correction": "tis"}},
-    "hf engine, float32": {"rollout": {"engine": "hf"}},
-    "hf engine, train.mixed_precision=bf16": {"rollout": {"engine": "hf"}, "train": {"mixed_precision": "bf16"}},
-    "vllm bfloat16, trainer float32": {"rollout": {"vllm": {"dtype": "bfloat16"}}, "train": {"sync_check": False}},
-    "vllm bfloat16, trainer bf16 autocast": {
-        "rollout": {"vllm": {"dtype": "bfloat16"}},
-        "train": {"mixed_precision": "bf16"},
-    },
+    "default (sampler old logprobs, sync check on)": [],
+    "sync check off": ["train.sync_check=false"],
+    "old_logprobs=recompute": ["algorithm.old_logprobs=recompute"],
+    "recompute + is_correction=tis": ["algorithm.old_logprobs=recompute", "algorithm.is_correction=tis"],
+    "hf engine, float32": ["rollout.engine=hf"],
+    "hf engine, train.mixed_precision=bf16": ["rollout.engine=hf", "train.mixed_precision=bf16"],
+    "vllm bfloat16, trainer float32": ["rollout.vllm.dtype=bfloat16", "train.sync_check=false"],
+    "vllm bfloat16, trainer bf16 autocast": ["rollout.vllm.dtype=bfloat16", "train.mixed_precision=bf16"],
 }
-
-
-def merge(dst: dict, src: dict) -> dict:
-    for key, value in src.items():
-        if isinstance(value, dict) and isinstance(dst.get(key), dict):
-            merge(dst[key], value)
-        else:
-            dst[key] = value
-    return dst
 
 
 def main() -> None:
@@ -52,25 +38,31 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="variants whose names contain one of these")
     args = parser.parse_args()
 
-    from rltune.config import RecipeConfig, from_dict
+    from accelerate.state import AcceleratorState
+
+    from rltune.config import load_recipe
     from rltune.trainer import Trainer
 
     rows = []
     for name, overrides in VARIANTS.items():
         if args.only and not any(o in name for o in args.only):
             continue
-        recipe = yaml.safe_load((REPO / "recipes" / "demo_cpu.yaml").read_text())
         with tempfile.TemporaryDirectory() as out:
-            merge(
-                recipe,
-                {
-                    "model": {"path": args.model},
-                    "data": {"path": args.data},
-                    "train": {"steps": args.steps, "output_dir": out, "progress_bar": False, "tensorboard": False},
-                },
+            cfg = load_recipe(
+                REPO / "recipes" / "demo_cpu.yaml",
+                [
+                    f"model.path={args.model}",
+                    f"data.path={args.data}",
+                    f"train.steps={args.steps}",
+                    f"train.output_dir={out}",
+                    "train.progress_bar=false",
+                    "train.tensorboard=false",
+                    *overrides,
+                ],
             )
-            merge(recipe, overrides)
-            trainer = Trainer(from_dict(RecipeConfig, recipe, "signal_costs"))
+            # accelerate keeps one mixed-precision setting per process; each variant sets its own
+            AcceleratorState._reset_state(reset_partial_state=True)
+            trainer = Trainer(cfg)
             try:
                 trainer.train()
             finally:
