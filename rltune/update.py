@@ -5,8 +5,13 @@ scheduler, the objective, the loss terms and the reference model. `update` runs 
 the batch, each split into `mini_batches` optimizer steps; every mini-batch runs as micro-batches
 (`micro_batches`: by count, and by token budget) laid out as model inputs by `collate` (packed rows or
 padded rows), scored by `policy_forward` (the fused LM head, or the plain one), turned into per-token
-losses by the objective plus the loss terms, and aggregated once (`rltune.losses.aggregate`) under the
-mini-batch's normaliser.
+losses by the objective (times the importance weights of algorithm.is_correction) plus the loss terms,
+and aggregated once (`rltune.losses.aggregate`) under the mini-batch's normaliser.
+
+Before the first optimizer step the sampler/trainer mismatch is measured (`rltune.mismatch`): from a
+no-grad pass over the whole batch with algorithm.old_logprobs=recompute (whose logprobs then are the old
+policy), else from the first mini-batch's own forwards; train.sync_check stops the run there when the
+engine's logprobs are not the policy's.
 """
 
 from __future__ import annotations
