@@ -272,7 +272,7 @@ class TrainConfig:
     measured before the update changes anything) must stay within sync_check_tolerance, or the run stops
     with "the rollout engine samples from stale weights". Free: it reuses the update's first forward."""
     sync_check_tolerance: float | None = None
-    """Largest allowed mean |log pi_engine - log pi_trainer| per token; None: 0.02 in float32, 0.1 under
+    """Largest allowed mean |log pi_engine - log pi_trainer| per token; None: 0.005 in float32, 0.1 under
     bf16/fp16 (weights or train.mixed_precision), well above the kernels' own mismatch (benchmarks/RESULTS.md)."""
     max_bad_updates: int = 3
     """Updates with a non-finite gradient norm are skipped; this many in a row stop the run."""

@@ -18,7 +18,7 @@ from rltune.errors import RLTuneError
 DEFAULT_IS_CAP = {"tis": 2.0, "mis": 2.0, "seq_mask": 3.0}
 """Yao et al. 2025 truncate token weights at 2; trl's sequence mask keeps [1/3, 3]."""
 
-SYNC_TOLERANCE = {"float32": 0.02, "half": 0.1}
+SYNC_TOLERANCE = {"float32": 0.005, "half": 0.1}
 """Mean |d| per token above which the engine is taken to sample from other weights than the trainer's."""
 
 
