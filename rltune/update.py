@@ -454,7 +454,10 @@ class PolicyUpdate:
             )
         )
         tolerance = t.sync_check_tolerance or SYNC_TOLERANCE["half" if half else "float32"]
-        check_sync(mismatch["mismatch/log_ratio_abs_mean"], tolerance, self.cfg.rollout.engine, step)
+        drift = torch.tensor(mismatch["mismatch/log_ratio_abs_mean"], device=self.accelerator.device)
+        if self.world_size > 1:  # every process decides on the same number, so all stop together
+            drift = self.accelerator.reduce(drift, reduction="mean")
+        check_sync(float(drift), tolerance, self.cfg.rollout.engine, step)
 
 
 def _chunks(items: list[int], parts: int) -> list[list[int]]:
