@@ -83,6 +83,11 @@ def is_hedged(response: str) -> bool:
 
 
 _SCI_NOTATION = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\d.])")
+# A thin space, `{,}` or a plain space between a digit and a group of exactly three digits: a thousands
+# separator. Read as anything else, `12\,345` became 12 x 345 or 12 + 345.
+_DIGIT_GROUP = re.compile(r"(?<=\d)(?:\\,|\\ |\{,\}|\s)(?=\d{3}(?!\d))")
+# A sentence's full stop or comma left inside the box after a number or a closing bracket: `\boxed{42.}`.
+_TRAILING_PUNCTUATION = re.compile(r"(?<=[\d})\]])\s*[.,;]\s*$")
 # Below this magnitude math-verify's 6-decimal numeric comparison can no longer tell numbers apart.
 _TINY = 1e-3
 
@@ -93,7 +98,10 @@ def normalize_answer(text: str) -> str:
     - `4.5e33` -> `4.5\\times10^{33}`: math-verify reads e-notation as Euler's e (Minerva golds).
     - `\\mathrm{e}` -> `e`: math-verify truncates expressions at `\\mathrm{e}`, so `1-1/e` and
       `1+1/e` both parse as 1.
+    - `12\\,345`, `12{,}345`, `12 345` -> `12345`: thousands separators (before exactly three digits).
+    - `42.` -> `42`: a trailing full stop or comma after a number or a closing bracket.
     """
+    text = _TRAILING_PUNCTUATION.sub("", _DIGIT_GROUP.sub("", text.strip()))
     text = _SCI_NOTATION.sub(lambda m: f"{m.group(1)}\\times10^{{{m.group(2)}}}", text)
     return text.replace("\\mathrm{e}", "e").replace("\\operatorname{e}", "e")
 

@@ -112,3 +112,35 @@ def test_normalize_answer():
     assert normalize_answer("4.5e33") == "4.5\\times10^{33}"
     assert normalize_answer("x2e3") == "x2e3"
     assert normalize_answer("\\frac{1}{\\mathrm{e}}") == "\\frac{1}{e}"
+
+
+# Thousands separators and a sentence's punctuation inside the box: the false positives first (groups
+# read as a product or a sum), then the false negatives.
+SEPARATORS = [
+    (r"\boxed{12\,345}", "357", False),  # was True: 12 x 345... or 12 + 345
+    (r"\boxed{1\,000\,000}", "0", False),
+    (r"\boxed{12\,345}", "4140", False),
+    (r"\boxed{10\,000}", "10000", True),
+    (r"\boxed{1{,}000}", "1000", True),
+    (r"\boxed{1\,000\,000}", "1000000", True),
+    (r"\boxed{10 000}", "10000", True),
+    (r"\boxed{12345}", r"12\,345", True),  # a gold written with separators
+    (r"\boxed{42.}", "42", True),
+    (r"\boxed{42,}", "42", True),
+    (r"\boxed{\frac{1}{3}.}", r"\frac{1}{3}", True),
+    (r"\boxed{42.}", "43", False),
+    (r"\boxed{1\,23}", "123", False),  # two digits after the space: no thousands group
+]
+
+
+@pytest.mark.parametrize("response, gold, expected", SEPARATORS)
+def test_thousands_separators_and_trailing_punctuation(response, gold, expected):
+    assert grade(response, gold) is expected
+
+
+def test_normalize_answer_separators():
+    assert normalize_answer(r"12\,345\,678") == "12345678"
+    assert normalize_answer("3.14") == "3.14"  # decimals untouched
+    assert normalize_answer("(1, 2)") == "(1, 2)"
+    assert normalize_answer(r"\frac{1}{3}.") == r"\frac{1}{3}"
+    assert normalize_answer("1, 2, 3, \\ldots") == "1, 2, 3, \\ldots"
