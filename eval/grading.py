@@ -25,46 +25,56 @@ DEFAULT_TIMEOUT_S = 10.0
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
+# The answer is at the end of a response: only this many characters before its end (after `</think>`) are
+# searched for boxes, so that a pathological response cannot stall the caller.
+MAX_SCAN_CHARS = 20_000
+_BOX_START = re.compile(r"\\(?:boxed|fbox)")
+_SPACE_TOKEN = re.compile(r"\s*([^\s$]+)")
+
+
 def _after_think(text: str) -> str:
     return text.rsplit("</think>", 1)[1] if "</think>" in text else text
 
 
+def _answer_region(text: str) -> str:
+    return _after_think(text)[-MAX_SCAN_CHARS:]
+
+
 def _boxes(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, content) of every `\\boxed{...}` / `\\fbox{...}` (brace-balanced) and `\\boxed 5`."""
-    found = []
-    pos = 0
-    while True:
-        hits = [(i, cmd) for cmd in _BOX_COMMANDS if (i := text.find(cmd, pos)) >= 0]
-        if not hits:
-            return found
-        start, cmd = min(hits)
-        i = start + len(cmd)
+    """(start, end, content) of every `\\boxed{...}` / `\\fbox{...}` (brace-balanced) and `\\boxed 5`, in one
+    pass over the text (boxes nested in a box are part of its content)."""
+    found: list[tuple[int, int, str]] = []
+    inside_until = 0
+    for match in _BOX_START.finditer(text):
+        start, i = match.start(), match.end()
+        if start < inside_until:
+            continue
         if text.startswith(" ", i):  # `\\boxed 5`: one token, up to a space or `$`
-            token = text[i + 1 :].split("$", 1)[0].split()
+            token = _SPACE_TOKEN.match(text, i + 1)
             if token:
-                found.append((start, i + 1 + len(token[0]), token[0]))
-            pos = i + 1
+                found.append((start, token.end(), token.group(1)))
             continue
         if not text.startswith("{", i):
-            pos = i
             continue
         depth = 0
         for j in range(i, len(text)):
             depth += {"{": 1, "}": -1}.get(text[j], 0)
             if depth == 0:
                 found.append((start, j + 1, text[i + 1 : j].strip()))
+                inside_until = j + 1
                 break
         else:  # unbalanced: nothing after this can be a complete box
             return found
-        pos = found[-1][1]
+    return found
 
 
 def extract_boxed(text: str) -> str | None:
-    """Content of the last brace-balanced `\\boxed{...}` or `\\fbox{...}`; after `</think>` if present.
+    """Content of the last brace-balanced `\\boxed{...}` or `\\fbox{...}`; after `</think>` if present, within
+    the last MAX_SCAN_CHARS characters.
 
     `\\boxed 5` (no braces) yields '5'. Returns None when there is no box.
     """
-    boxes = _boxes(_after_think(text))
+    boxes = _boxes(_answer_region(text))
     return boxes[-1][2] if boxes else None
 
 
@@ -74,7 +84,7 @@ _HEDGE_GAP = 16
 
 def is_hedged(response: str) -> bool:
     """The final answer is one of several boxed candidates offered side by side."""
-    text = _after_think(response)
+    text = _answer_region(response)
     boxes = _boxes(text)
     if len(boxes) < 2:
         return False

@@ -144,3 +144,24 @@ def test_normalize_answer_separators():
     assert normalize_answer("(1, 2)") == "(1, 2)"
     assert normalize_answer(r"\frac{1}{3}.") == r"\frac{1}{3}"
     assert normalize_answer("1, 2, 3, \\ldots") == "1, 2, 3, \\ldots"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\\boxed 5 " * 40000, "\\boxed{1}" * 40000, "\\boxedx" * 50000, "\\boxed{" * 50000, "\\fbox{2} " * 40000],
+    ids=["spaced", "closed", "no-brace", "open", "fbox"],
+)
+def test_box_search_is_linear_on_pathological_responses(text):
+    """These took 14-63 s each when every box rescanned the rest of the text; the whole text is searched
+    here (not only the answer region extract_boxed reads), within the issue's 5 s per call."""
+    import time
+
+    from rltune.eval.grading import _boxes
+
+    started = time.perf_counter()
+    boxes = _boxes(text)
+    assert time.perf_counter() - started < 5.0
+    started = time.perf_counter()
+    extract_boxed(text), is_hedged(text)
+    assert time.perf_counter() - started < 5.0
+    assert (len(boxes) > 1000) == (not text.startswith(("\\boxedx", "\\boxed{\\boxed")))
