@@ -98,6 +98,9 @@ _SCI_NOTATION = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\d.])")
 _DIGIT_GROUP = re.compile(r"(?<=\d)(?:\\,|\\ |\{,\}|\s)(?=\d{3}(?!\d))")
 # A sentence's full stop or comma left inside the box after a number or a closing bracket: `\boxed{42.}`.
 _TRAILING_PUNCTUATION = re.compile(r"(?<=[\d})\]])\s*[.,;]\s*$")
+# The same punctuation at the end of a math span of an unboxed response (`$1/3.$`): math-verify failed to
+# parse the span and read its first number instead (1).
+_PUNCTUATION_ENDING_MATH = re.compile(r"(?<=[\d})\]])\s*[.,;]\s*(?=\$|\\\]|\\\))")
 # Below this magnitude math-verify's 6-decimal numeric comparison can no longer tell numbers apart.
 _TINY = 1e-3
 
@@ -144,6 +147,8 @@ def _verify(answer: str, gold: str, whole_text: bool = False) -> bool:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
     answer, gold = normalize_answer(answer), normalize_answer(gold)
+    if whole_text:
+        answer = _PUNCTUATION_ENDING_MATH.sub("", answer)
     if "%" in gold:
         # A percent gold accepts the bare number too (never a blanket x100 rule).
         answer, gold = answer.replace("\\%", "").replace("%", ""), gold.replace("\\%", "").replace("%", "")

@@ -165,3 +165,18 @@ def test_box_search_is_linear_on_pathological_responses(text):
     extract_boxed(text), is_hedged(text)
     assert time.perf_counter() - started < 5.0
     assert (len(boxes) > 1000) == (not text.startswith(("\\boxedx", "\\boxed{\\boxed")))
+
+
+@pytest.mark.parametrize(
+    "response, gold, expected",
+    [
+        ("The answer is $1/3.$", "1", False),  # was True: the first number of the unparsed span
+        ("The answer is $1/3.$", "1/3", True),
+        ("The answer is $2^{10}.$", "2", False),
+        ("The answer is $2^{10}.$", "1024", True),
+        (r"so it is \[\frac{1}{3}.\]", r"\frac{1}{3}", True),
+        ("The final answer is 7.", "7", True),
+    ],
+)
+def test_unboxed_fallback_reads_the_whole_expression(response, gold, expected):
+    assert grade(response, gold, fallback=True) is expected
