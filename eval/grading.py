@@ -92,6 +92,39 @@ def is_hedged(response: str) -> bool:
     return prev != last and len(text[end:start].strip()) <= _HEDGE_GAP
 
 
+# What may stand between the boxes of one answer listing several values: `\boxed{2} and \boxed{3}`,
+# `\boxed{1},\boxed{2}` (never "or", which offers candidates).
+_LIST_JOINER = re.compile(r"^[\s,;$&]*(?:and[\s,;$]*)?$")
+
+
+def listed_answer(response: str) -> str | None:
+    """The values of the final run of boxes joined by commas, semicolons, `$` or `and` (`2, 3` from
+    `\\boxed{2} and \\boxed{3}`), or None when the response ends in fewer than two such boxes."""
+    text = _answer_region(response)
+    boxes = _boxes(text)
+    run = boxes[-1:]
+    for prev, box in zip(reversed(boxes[:-1]), reversed(boxes)):
+        gap = re.sub(r"\\text\{([^}]*)\}", r"\1", text[prev[1] : box[0]])
+        if not _LIST_JOINER.match(gap):
+            break
+        run.insert(0, prev)
+    return ", ".join(content for _, _, content in run) if len(run) >= 2 else None
+
+
+def is_multi_valued(gold: str) -> bool:
+    """The gold lists several values: a comma outside any bracket, once an enclosing set brace is removed
+    (`2, 3`, `\\{1,2,3\\}`; not the point `(1, 2)` or the interval `[0, 1)`)."""
+    text = gold.strip().replace("\\left", "").replace("\\right", "")
+    if text.startswith("\\{") and text.endswith("\\}"):
+        text = text[2:-2]
+    depth = 0
+    for char in text:
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            return True
+    return False
+
+
 _SCI_NOTATION = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\d.])")
 # A thin space, `{,}` or a plain space between a digit and a group of exactly three digits: a thousands
 # separator. Read as anything else, `12\,345` became 12 x 345 or 12 + 345.
@@ -289,6 +322,10 @@ def grade(response: str, gold: str, pool: GradingPool | None = None, fallback: b
     A check that hangs past the pool's timeout is wrong (and logged).
     """
     pool = pool or default_pool()
+    if is_multi_valued(str(gold)):  # several boxes may answer together, as one list of values
+        listed = listed_answer(response)
+        if listed is not None:
+            return pool.check(listed, str(gold))
     answer = extract_boxed(response)
     if answer is None and fallback:
         return pool.check(_after_think(response), str(gold), whole_text=True)

@@ -180,3 +180,31 @@ def test_box_search_is_linear_on_pathological_responses(text):
 )
 def test_unboxed_fallback_reads_the_whole_expression(response, gold, expected):
     assert grade(response, gold, fallback=True) is expected
+
+
+@pytest.mark.parametrize(
+    "response, gold, expected",
+    [
+        (r"The roots are \boxed{2} and \boxed{3}.", "2, 3", True),
+        (r"\boxed{1},\boxed{2},\boxed{3}", r"\{1,2,3\}", True),
+        (r"\boxed{3}, \boxed{1} and \boxed{2}", r"\{1,2,3\}", True),  # a set: any order
+        (r"$\boxed{2}$ and $\boxed{3}$", "2, 3", True),
+        (r"\boxed{2} and \boxed{4}", "2, 3", False),
+        (r"\boxed{2}", "2, 3", False),  # half the answer
+        (r"\boxed{2} or \boxed{3}", "2, 3", False),  # offered as alternatives
+        (r"\boxed{1} or \boxed{3}", "3", False),  # the hedge guard for a single value stays
+        (r"first \boxed{7}, then after much more work we find \boxed{2} and \boxed{3}", "2, 3", True),
+        (r"\boxed{2} and \boxed{3}", "(2, 3)", False),  # a point is one value: the last box alone
+    ],
+)
+def test_several_boxes_answer_a_multi_valued_gold_together(response, gold, expected):
+    assert grade(response, gold) is expected
+
+
+def test_multi_valued_golds():
+    from rltune.eval.grading import is_multi_valued, listed_answer
+
+    assert is_multi_valued("2, 3") and is_multi_valued(r"\{1,2,3\}") and is_multi_valued(r"\left\{1, 2\right\}")
+    assert not is_multi_valued("(1, 2)") and not is_multi_valued("[0, 1)") and not is_multi_valued(r"\frac{1}{2}")
+    assert listed_answer(r"\boxed{1} and \boxed{2}") == "1, 2"
+    assert listed_answer(r"\boxed{1} or \boxed{2}") is None and listed_answer(r"\boxed{1}") is None
