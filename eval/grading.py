@@ -321,6 +321,8 @@ def grade(response: str, gold: str, pool: GradingPool | None = None, fallback: b
     math-verify extracts an answer from the unboxed text ('the final answer is', 'answer:', last LaTeX).
     A check that hangs past the pool's timeout is wrong (and logged).
     """
+    if gold is None or str(gold).strip() in ("", "None"):  # a missing gold (or one stringified from null)
+        return False
     pool = pool or default_pool()
     if is_multi_valued(str(gold)):  # several boxes may answer together, as one list of values
         listed = listed_answer(response)

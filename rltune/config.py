@@ -69,6 +69,9 @@ class DataConfig:
     """Longest prompt allowed (also bounded by rollout.vllm.max_model_len minus rollout.max_tokens)."""
     long_prompts: Literal["skip", "fail"] = "skip"
     """Prompts over the limit: skip them with a counted warning, or stop with an error naming the row."""
+    missing_answers: Literal["fail", "skip"] = "fail"
+    """Rows whose answer is null or empty (after answer_after): stop with an error naming the row, or skip
+    them with a counted warning. Such a row would otherwise be graded against the text "None"."""
     limit: int | None = None
     """Keep only the first N rows (after loading, before shuffling)."""
 

@@ -65,21 +65,31 @@ class PromptSource:
             rows = rows.select(range(min(cfg.limit, len(rows))))
         self.rows: list[dict[str, Any]] = []
         self.prompt_ids: list[list[int]] = []
-        dropped = 0
+        dropped = missing = 0
         limit, limit_source = cfg.max_prompt_tokens, "data.max_prompt_tokens"
         if context_limit is not None and (limit is None or context_limit < limit):
             limit, limit_source = context_limit, "the rollout engine's context minus rollout.max_tokens"
-        for row in rows:
+        for index, row in enumerate(rows):
             item = dict(row)
-            item["prompt"] = self.format_prompt(item)
-            item["gold"] = str(item[cfg.answer_column])
+            answer = item[cfg.answer_column]
+            gold = "" if answer is None else str(answer)
             if cfg.answer_after:
-                item["gold"] = item["gold"].rsplit(cfg.answer_after, 1)[-1].strip()
+                gold = gold.rsplit(cfg.answer_after, 1)[-1].strip()
+            if not gold.strip():
+                if cfg.missing_answers == "fail":
+                    raise RLTuneError(
+                        f"dataset {cfg.path!r} row {index} (0-based): its answer ({cfg.answer_column!r}) is "
+                        f"{'null' if answer is None else 'empty'}; fix the row or set data.missing_answers=skip"
+                    )
+                missing += 1
+                continue
+            item["gold"] = gold
+            item["prompt"] = self.format_prompt(item)
             ids = tokenizer(item["prompt"], add_special_tokens=False)["input_ids"]
             if limit is not None and len(ids) > limit:
                 if cfg.long_prompts == "fail":
                     raise RLTuneError(
-                        f"dataset {cfg.path!r} row {len(self.rows) + dropped}: its prompt has {len(ids)} tokens, over "
+                        f"dataset {cfg.path!r} row {index}: its prompt has {len(ids)} tokens, over "
                         f"the limit of {limit} ({limit_source}); raise the limit or set data.long_prompts=skip"
                     )
                 dropped += 1
@@ -88,6 +98,10 @@ class PromptSource:
             self.prompt_ids.append(ids)
         if dropped:
             log.warning("skipped %d prompts longer than %d tokens (%s)", dropped, limit, limit_source)
+        if missing:
+            log.warning(
+                "skipped %d rows of %r with a null or empty answer (data.missing_answers=skip)", missing, cfg.path
+            )
         if not self.rows:
             raise RLTuneError(f"dataset {cfg.path!r} has no usable rows (after limit/max_prompt_tokens)")
         self.epoch = 0

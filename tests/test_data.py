@@ -100,3 +100,32 @@ def test_long_prompts_are_skipped_with_a_count_or_fail_naming_the_row(caplog):
         RLTuneError, match=r"row 1: its prompt has 5 tokens, over the limit of 4 \(data.max_prompt_tokens\)"
     ):
         PromptSource(DataConfig(**base, max_prompt_tokens=4, long_prompts="fail"), build_tokenizer(), dataset=ds)
+
+
+def test_null_or_empty_answers_fail_naming_the_row_or_are_skipped_and_counted(tmp_path, caplog):
+    """A null answer used to become the gold "None", which `\\boxed{None}` then matched."""
+    path = tmp_path / "golds.jsonl"
+    lines = [
+        {"question": "1+1=", "answer": "2"},
+        {"question": "2+2=", "answer": None},
+        {"question": "3+3=", "answer": " "},
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    base = dict(path=str(path), instruction="{question}", use_chat_template=False, shuffle=False)
+    with pytest.raises(RLTuneError, match=r"golds.jsonl' row 1 \(0-based\): its answer \('answer'\) is null; fix"):
+        PromptSource(DataConfig(**base), build_tokenizer())
+    source = PromptSource(DataConfig(**base, missing_answers="skip"), build_tokenizer())
+    assert [r["gold"] for r in source.rows] == ["2"]
+    assert "skipped 2 rows" in caplog.text
+    gsm8k_style = tmp_path / "gsm8k.jsonl"
+    gsm8k_style.write_text(json.dumps({"question": "q", "answer": "work but no final line ####"}) + "\n")
+    with pytest.raises(RLTuneError, match="row 0 .* is empty"):
+        PromptSource(DataConfig(path=str(gsm8k_style), answer_after="####", use_chat_template=False), build_tokenizer())
+
+
+def test_a_missing_gold_is_never_matched():
+    from rltune.eval.grading import grade
+
+    assert grade(r"\boxed{None}", "None") is False
+    assert grade(r"\boxed{}", "") is False
+    assert grade(r"\boxed{0}", None) is False
