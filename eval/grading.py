@@ -209,13 +209,24 @@ def _serve() -> None:
         sys.stdout.flush()
 
 
+# The worker's entry: the working folder (first on the path of `python -c`) is dropped before anything
+# imports, so that a file of the user's named like a library (math_verify.py, sympy.py) cannot replace it.
+_WORKER_MAIN = (
+    "import os, sys\n"
+    "if sys.path and sys.path[0] in ('', os.getcwd()):\n"
+    "    del sys.path[0]\n"
+    "from rltune.eval.grading import _serve\n"
+    "_serve()\n"
+)
+
+
 class _Worker:
     """A separate Python process (not multiprocessing: no re-import of the caller's main module, no
     fork of a process holding torch threads)."""
 
     def __init__(self):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "rltune.eval.grading"],
+            [sys.executable, "-c", _WORKER_MAIN],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -251,6 +262,8 @@ class GradingPool:
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
         self.timeouts = 0
+        self.errors = 0
+        """Checks that failed instead of answering: math-verify raised, or the worker died."""
 
     def _take(self) -> _Worker:
         with self._lock:
@@ -276,6 +289,7 @@ class GradingPool:
             # The first check of a fresh worker also pays for importing math-verify.
             result = worker.ask([answer, gold, whole_text], self.timeout_s)
         except (EOFError, OSError, ValueError):
+            self.errors += 1
             log.warning("grading worker died (counted wrong): answer=%r gold=%r", answer[:200], gold[:200])
             self._replace(worker)
             return False
@@ -291,7 +305,14 @@ class GradingPool:
             return False
         self._idle.put(worker)
         if isinstance(result, str):
-            log.debug("math-verify raised %s for answer=%r gold=%r", result, answer[:200], gold[:200])
+            self.errors += 1
+            log.warning(
+                "grading failed (counted wrong, %d so far): %s; answer=%r gold=%r",
+                self.errors,
+                result,
+                answer[:200],
+                gold[:200],
+            )
             return False
         return result
 
@@ -304,6 +325,11 @@ class GradingPool:
 
 
 _pool: GradingPool | None = None
+
+
+def grading_failures() -> int:
+    """Checks of the process's grading pool that raised, crashed or timed out so far (0 before any)."""
+    return 0 if _pool is None else _pool.errors + _pool.timeouts
 
 
 def default_pool() -> GradingPool:
@@ -349,6 +375,3 @@ def grade_many(
     with ThreadPoolExecutor(max_workers=pool.size) as executor:
         return list(executor.map(lambda pair: grade(pair[0], pair[1], pool, fallback), zip(responses, golds)))
 
-
-if __name__ == "__main__":
-    _serve()

@@ -22,7 +22,7 @@ from rltune.config import DEFAULT_INSTRUCTION, DataConfig
 from rltune.data import PromptSource
 from rltune.errors import RLTuneError
 from rltune.eval.benchmarks import get_benchmark
-from rltune.eval.grading import default_pool, equivalent, extract_boxed, grade_many
+from rltune.eval.grading import default_pool, equivalent, extract_boxed, grade_many, grading_failures
 from rltune.eval.metrics import answer_classes, bootstrap_ci, majority_is_correct, mean_at_n, pass_at_k
 from rltune.rollout import RolloutEngine, SamplingSettings
 
@@ -96,11 +96,11 @@ def evaluate(
         )
         cache = _Cache(cache_dir / f"{bench.name}.jsonl" if cache_dir else None)
         samples = _sample(engine, prompts, settings, cache, model_id, progress, bench.name)
+        failures = grading_failures()
         problems = _grade(prompts.rows, samples, settings)
-        out["benchmarks"][bench.name] = {
-            "metrics": summarize(problems, settings, time.perf_counter() - started),
-            "problems": problems,
-        }
+        metrics = summarize(problems, settings, time.perf_counter() - started)
+        metrics["grader_errors"] = grading_failures() - failures  # checks that failed; counted wrong
+        out["benchmarks"][bench.name] = {"metrics": metrics, "problems": problems}
     return out
 
 

@@ -25,6 +25,7 @@ CONSOLE_KEYS = (
 def rollout_metrics(batch, reward_errors: int) -> dict[str, float]:
     """Rewards (total and each component), lengths and flat groups of a scored RolloutBatch."""
     from rltune.advantages import is_flat
+    from rltune.eval.grading import grading_failures
 
     lengths = batch.completion_lengths()
     groups = batch.groups()
@@ -39,6 +40,7 @@ def rollout_metrics(batch, reward_errors: int) -> dict[str, float]:
     for name, values in batch.reward_components.items():
         metrics[f"reward/{name}"] = values.mean().item()
     metrics["reward/errors"] = float(reward_errors)
+    metrics["reward/grader_errors"] = float(grading_failures())  # answers the grader could not check
     return metrics
 
 
@@ -53,7 +55,7 @@ def reduce_over_processes(metrics: dict[str, float], accelerator) -> dict[str, f
     keys = sorted(metrics)
     largest = [k.endswith("_max") or k.startswith("time/") for k in keys]
     # each process's "loss" is its share of the global mini-batch loss
-    summed = [k.startswith("throughput/") or k in ("reward/errors", "loss") for k in keys]
+    summed = [k.startswith("throughput/") or k in ("reward/errors", "reward/grader_errors", "loss") for k in keys]
     values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device)
     maxima = values.clone()
     dist.all_reduce(values, op=dist.ReduceOp.SUM)

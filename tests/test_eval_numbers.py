@@ -87,6 +87,7 @@ def test_reported_pass_maj_mean_and_cis_match_hand_computed_values(tmp_path, tin
     metrics, problems = result["metrics"], result["problems"]
 
     assert [p["correct"] for p in problems] == CORRECT
+    assert metrics["grader_errors"] == 0
     means = [c / N for c in CORRECT]
     assert metrics[f"mean@{N}"] == pytest.approx(sum(means) / len(means))
     for j, k in enumerate(KS):

@@ -208,3 +208,36 @@ def test_multi_valued_golds():
     assert not is_multi_valued("(1, 2)") and not is_multi_valued("[0, 1)") and not is_multi_valued(r"\frac{1}{2}")
     assert listed_answer(r"\boxed{1} and \boxed{2}") == "1, 2"
     assert listed_answer(r"\boxed{1} or \boxed{2}") is None and listed_answer(r"\boxed{1}") is None
+
+
+def test_a_library_named_file_in_the_working_folder_cannot_replace_the_graders(tmp_path):
+    """A math_verify.py beside the user's script made every answer wrong, silently: the workers imported it."""
+    import subprocess
+    import sys
+
+    (tmp_path / "math_verify.py").write_text("raise ImportError('not the real math-verify')\n")
+    code = "from rltune.eval.grading import grade; print(grade(r'\\boxed{\\frac{1}{2}}', '0.5'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
+def test_grading_failures_are_counted_and_logged_at_warning(tmp_path, caplog):
+    """When the workers cannot check answers (here: a broken math_verify put on their path on purpose),
+    every failed check is counted and logged at WARNING."""
+    import os
+
+    from rltune.eval.grading import GradingPool
+
+    (tmp_path / "math_verify.py").write_text("raise ImportError('broken on purpose')\n")
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), old]))
+    pool = GradingPool(workers=1)
+    try:
+        assert grade(r"\boxed{2}", "2", pool=pool) is False
+        assert grade(r"\boxed{3}", "3", pool=pool) is False
+    finally:
+        pool.close()
+        os.environ.pop("PYTHONPATH") if old is None else os.environ.__setitem__("PYTHONPATH", old)
+    assert pool.errors == 2
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "grading failed" in r.getMessage()]
+    assert len(warnings) == 2 and "broken on purpose" in warnings[0].getMessage()
