@@ -134,6 +134,8 @@ _TRAILING_PUNCTUATION = re.compile(r"(?<=[\d})\]])\s*[.,;]\s*$")
 # The same punctuation at the end of a math span of an unboxed response (`$1/3.$`): math-verify failed to
 # parse the span and read its first number instead (1).
 _PUNCTUATION_ENDING_MATH = re.compile(r"(?<=[\d})\]])\s*[.,;]\s*(?=\$|\\\]|\\\))")
+# A number and its unit both inside \text{...}: math-verify parses `5\text{ cm}` but not `\text{5 cm}`.
+_NUMBER_IN_TEXT = re.compile(r"\\(?:text|mbox|mathrm)\{\s*(-?\d[\d.,]*)\s+([A-Za-z][A-Za-z ]*)\}")
 # Below this magnitude math-verify's 6-decimal numeric comparison can no longer tell numbers apart.
 _TINY = 1e-3
 
@@ -146,9 +148,12 @@ def normalize_answer(text: str) -> str:
       `1+1/e` both parse as 1.
     - `12\\,345`, `12{,}345`, `12 345` -> `12345`: thousands separators (before exactly three digits).
     - `42.` -> `42`: a trailing full stop or comma after a number or a closing bracket.
+    - `\\text{5 cm}` -> `5\\text{ cm}`, and `\\varnothing` -> `\\emptyset`.
     """
     text = _TRAILING_PUNCTUATION.sub("", _DIGIT_GROUP.sub("", text.strip()))
     text = _SCI_NOTATION.sub(lambda m: f"{m.group(1)}\\times10^{{{m.group(2)}}}", text)
+    text = _NUMBER_IN_TEXT.sub(lambda m: f"{m.group(1)}\\text{{ {m.group(2)}}}", text)
+    text = text.replace("\\varnothing", "\\emptyset")
     return text.replace("\\mathrm{e}", "e").replace("\\operatorname{e}", "e")
 
 
@@ -374,4 +379,3 @@ def grade_many(
     pool = pool or default_pool()
     with ThreadPoolExecutor(max_workers=pool.size) as executor:
         return list(executor.map(lambda pair: grade(pair[0], pair[1], pool, fallback), zip(responses, golds)))
-

@@ -241,3 +241,19 @@ def test_grading_failures_are_counted_and_logged_at_warning(tmp_path, caplog):
     assert pool.errors == 2
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and "grading failed" in r.getMessage()]
     assert len(warnings) == 2 and "broken on purpose" in warnings[0].getMessage()
+
+
+def test_the_agreement_benchmark_cases_all_hold():
+    """benchmarks/grader_agreement.py's cases (every class of grader error found so far), as a regression."""
+    import importlib.util
+
+    from conftest import REPO
+    from rltune.eval.grading import grade_many
+
+    spec = importlib.util.spec_from_file_location("grader_agreement", REPO / "benchmarks" / "grader_agreement.py")
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    for table, fallback in ((cases.CASES, False), (cases.FALLBACK_CASES, True)):
+        got = grade_many([r for r, _, _ in table], [g for _, g, _ in table], fallback=fallback)
+        wrong = [(r, g, e) for (r, g, e), v in zip(table, got) if v is not e]
+        assert not wrong
