@@ -108,3 +108,10 @@ def test_trainer_runs_periodic_eval(tmp_path, demo_assets):
         assert line["eval/arithmetic/mean@4"] == pytest.approx(sum(correct) / 40)
         assert line["eval/arithmetic/maj@4"] == pytest.approx(sum(p["maj"]["4"] for p in problems) / 10)
     assert "eval/arithmetic/pass@1" not in lines[1]
+    first, last = (
+        json.loads((tmp_path / "run" / "eval" / f"step-{s}.json").read_text())["benchmarks"]["arithmetic"]["metrics"]
+        for s in (0, 2)
+    )
+    lo, hi = first["pass@4_ci"]
+    fired = first["pass@4"] - last["pass@4"] > (hi - lo) / 2 and last["pass@1"] > first["pass@1"]
+    assert lines[2]["eval/arithmetic/alarm_pass_at_k_collapse"] == float(fired)

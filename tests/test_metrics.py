@@ -59,3 +59,21 @@ def test_bootstrap_ci_brackets_the_mean():
     lo, hi = bootstrap_ci(values, resamples=2000, seed=1)
     assert lo < 0.7 < hi and 0.55 < lo and hi < 0.85
     assert bootstrap_ci([0.5] * 10) == (0.5, 0.5)
+
+
+def _results(pass1: float, passk: float, ci: tuple[float, float]) -> dict:
+    return {"benchmarks": {"math": {"metrics": {"pass@1": pass1, "pass@8": passk, "pass@8_ci": list(ci)}}}}
+
+
+def test_pass_at_k_collapse_alarm_on_recorded_results(caplog):
+    from rltune.eval.hook import collapse_alarms
+
+    first = _results(0.30, 0.90, (0.84, 0.96))  # CI half-width 0.06
+    key = "eval/math/alarm_pass_at_k_collapse"
+    assert collapse_alarms(first, _results(0.50, 0.80, (0.7, 0.9)), 40) == {key: 1.0}
+    assert "pass@8 fell 0.900 -> 0.800" in caplog.text and "step 40" in caplog.text
+    assert collapse_alarms(first, _results(0.50, 0.86, (0.8, 0.9)), 40) == {key: 0.0}  # within the CI
+    assert collapse_alarms(first, _results(0.25, 0.70, (0.6, 0.8)), 40) == {key: 0.0}  # pass@1 fell too
+    assert collapse_alarms(first, first, 0) == {key: 0.0}
+    single_k = {"benchmarks": {"math": {"metrics": {"pass@1": 0.5}}}}
+    assert collapse_alarms(single_k, single_k, 0) == {}
