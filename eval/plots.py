@@ -29,7 +29,13 @@ def load_results(run: str | Path) -> dict[str, Any]:
     path = path / "results.json" if path.is_dir() else path
     if not path.is_file():
         raise RLTuneError(f"{run}: no results.json there (run `rltune eval ... --out {run}` first)")
-    return json.loads(path.read_text())
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RLTuneError(f"{path} is not valid JSON ({exc}); run `rltune eval` again with that --out") from None
+    if not isinstance(results, dict) or not isinstance(results.get("benchmarks"), dict) or "settings" not in results:
+        raise RLTuneError(f"{path} is not an rltune eval results file (no settings/benchmarks)")
+    return results
 
 
 def _panels(count: int, height: float):

@@ -105,16 +105,38 @@ def evaluate(
 
 
 class _Cache:
-    """Completions per (prompt, sampling settings, model) key, appended as jsonl lines."""
+    """Completions per (prompt, sampling settings, model weights) key, appended as jsonl lines. Lines that
+    are truncated or garbled (a killed run) are reported by the file's name, dropped from the file, and
+    their problems sampled again."""
 
     def __init__(self, path: Path | None):
         self.path = path
         self.entries: dict[str, list[dict[str, Any]]] = {}
-        if path is not None and path.is_file():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    self.entries.setdefault(record["key"], []).extend(record["samples"])
+        if path is None or not path.is_file():
+            return
+        good, bad = [], []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                key, samples = record["key"], record["samples"]
+                if not isinstance(samples, list) or not all(isinstance(x, dict) and "text" in x for x in samples):
+                    raise ValueError("samples without texts")
+            except (ValueError, KeyError, TypeError):
+                bad.append(number)
+                continue
+            good.append(line)
+            self.entries.setdefault(key, []).extend(samples)
+        if bad:
+            log.warning(
+                "eval cache %s: line(s) %s are truncated or garbled; dropped, and those problems are sampled again",
+                path,
+                ", ".join(map(str, bad)),
+            )
+            partial = path.with_suffix(".jsonl.tmp")
+            partial.write_text("".join(line + "\n" for line in good))
+            partial.replace(path)
 
     def add(self, key: str, samples: list[dict[str, Any]]) -> None:
         self.entries.setdefault(key, []).extend(samples)
@@ -122,6 +144,23 @@ class _Cache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(json.dumps({"key": key, "samples": samples}) + "\n")
+
+
+def model_fingerprint(model: str) -> str:
+    """What the eval cache keys completions on: for a local model folder its path and a sha256 over its
+    weight, config and tokenizer files (so a model replaced at the same path is sampled again); for a hub
+    id, the id."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    digest = hashlib.sha256()
+    for file in sorted(folder.iterdir()):
+        if file.is_file() and (file.suffix in (".safetensors", ".bin", ".json", ".model", ".tiktoken", ".txt")):
+            digest.update(file.name.encode() + b"\0")
+            with file.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(block)
+    return f"{model} (sha256 {digest.hexdigest()[:16]})"
 
 
 def _key(prompt: str, settings: EvalSettings, model_id: str) -> str:

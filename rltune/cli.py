@@ -151,7 +151,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Sample, grade and score a model on benchmarks; writes results.json, the cache and a pass@k plot."""
     from rltune.config import ModelConfig
     from rltune.eval.plots import plot_pass_at_k
-    from rltune.eval.runner import EvalSettings, evaluate, format_table
+    from rltune.eval.runner import EvalSettings, evaluate, format_table, model_fingerprint
     from rltune.models import load_causal_lm, load_tokenizer
     from rltune.rollout import build_engine
 
@@ -187,7 +187,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     started = time.perf_counter()
     try:
-        results = evaluate(engine, tokenizer, settings, cache_dir=out / "cache", model_id=args.model)
+        results = evaluate(engine, tokenizer, settings, cache_dir=out / "cache", model_id=model_fingerprint(args.model))
     finally:
         engine.close()
     results["seconds"] = round(time.perf_counter() - started, 1)

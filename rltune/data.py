@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from pathlib import Path
@@ -13,6 +14,23 @@ from rltune.errors import RLTuneError
 log = logging.getLogger(__name__)
 
 _FILE_TYPES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def _check_json_lines(file: Path) -> None:
+    """A .jsonl file's lines each hold one JSON object; the first that does not is named by its number
+    (the datasets loader reports only a byte offset, or nothing)."""
+    if file.suffix != ".jsonl":
+        return
+    with file.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RLTuneError(f"{file} line {number}: not valid JSON ({exc.msg}); fix or remove the line") from None
+            if not isinstance(record, dict):
+                raise RLTuneError(f"{file} line {number}: a JSON {type(record).__name__}, not an object with columns")
 
 
 def load_rows(path: str, split: str = "train", subset: str | None = None):
@@ -27,12 +45,15 @@ def load_rows(path: str, split: str = "train", subset: str | None = None):
                 raise RLTuneError(
                     f"data file {path!r}: unsupported type {local.suffix!r}; use {', '.join(_FILE_TYPES)}"
                 )
+            _check_json_lines(local)
             return datasets.load_dataset(builder, data_files=str(local), split="train")
         if local.is_dir():
             files = [p for p in sorted(local.iterdir()) if p.suffix in _FILE_TYPES]
             matching = [p for p in files if split in p.stem] or files
             if not matching:
                 raise RLTuneError(f"data folder {path!r} holds no {'/'.join(_FILE_TYPES)} files")
+            for file in matching:
+                _check_json_lines(file)
             builder = _FILE_TYPES[matching[0].suffix]
             return datasets.load_dataset(builder, data_files=[str(p) for p in matching], split="train")
         return datasets.load_dataset(path, subset, split=split)

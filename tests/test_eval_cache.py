@@ -1,0 +1,95 @@
+"""`rltune eval` results a user can rely on: the cache follows the weights, survives a torn file, and bad
+files (results, benchmark lines) are named in the error."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from rltune.demo import build_tiny_model, build_tokenizer
+
+
+def rltune(*args, cwd, ok=True):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rltune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def eval_args(model, bench, out):
+    return [
+        "eval", "--model", str(model), "--benchmarks", f"{bench}:question:answer", "--n", "2", "--k", "1,2",
+        "--engine", "hf", "--max-tokens", "4", "--no-chat-template", "--out", str(out),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def bench(tmp_path):
+    path = tmp_path / "sums.jsonl"
+    path.write_text("".join(json.dumps({"question": f"{a}+{a}=", "answer": str(2 * a)}) + "\n" for a in range(4)))
+    return path
+
+
+def write_model(folder, seed):
+    tokenizer = build_tokenizer()
+    build_tiny_model(len(tokenizer), seed=seed, max_positions=256).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def test_the_cache_follows_the_weights_not_the_path(tmp_path, bench):
+    model, out = tmp_path / "model", tmp_path / "eval"
+    write_model(model, seed=0)
+    first = rltune(*eval_args(model, bench, out), cwd=tmp_path)
+    again = rltune(*eval_args(model, bench, out), cwd=tmp_path)
+    assert "answered from the cache" in again.stderr and "answered from the cache" not in first.stderr
+    texts = [
+        s["text"]
+        for p in json.loads((out / "results.json").read_text())["benchmarks"]["sums"]["problems"]
+        for s in p["samples"]
+    ]
+
+    shutil.rmtree(model)
+    write_model(model, seed=1)  # another model at the same path
+    replaced = rltune(*eval_args(model, bench, out), cwd=tmp_path)
+    assert "answered from the cache" not in replaced.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert "sha256" in results["model"]
+    new_texts = [s["text"] for p in results["benchmarks"]["sums"]["problems"] for s in p["samples"]]
+    assert new_texts != texts
+
+
+def test_a_torn_cache_line_is_reported_dropped_and_sampled_again(tmp_path, tiny_model_dir, bench):
+    out = tmp_path / "eval"
+    rltune(*eval_args(tiny_model_dir, bench, out), cwd=tmp_path)
+    cache = out / "cache" / "sums.jsonl"
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:-1] + [lines[-1][: len(lines[-1]) // 2]]) + "\n")  # a killed write
+    proc = rltune(*eval_args(tiny_model_dir, bench, out), cwd=tmp_path)
+    assert f"eval cache {cache}: line(s) 4 are truncated or garbled" in proc.stderr
+    assert "3 of 4 problems answered from the cache" in proc.stderr
+    assert all(json.loads(line) for line in cache.read_text().splitlines())  # the file is whole again
+    assert len(json.loads((out / "results.json").read_text())["benchmarks"]["sums"]["problems"]) == 4
+
+
+def test_a_corrupt_results_file_is_named(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text('{"settings": {"n": 4}, "benchm')
+    proc = rltune("eval", "compare", str(run), "--out", str(tmp_path / "c.png"), cwd=tmp_path, ok=False)
+    assert proc.returncode != 0 and f"{run / 'results.json'} is not valid JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_malformed_benchmark_line_is_named_by_number(tmp_path, tiny_model_dir, bench):
+    bench.write_text(bench.read_text() + '{"question": "9+9=", "answer": \n')
+    proc = rltune(*eval_args(tiny_model_dir, bench, tmp_path / "eval"), cwd=tmp_path, ok=False)
+    assert proc.returncode != 0 and f"{bench} line 5: not valid JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr
