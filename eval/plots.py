@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rltune.errors import RLTuneError
-from rltune.eval.metrics import pass_at_k
+from rltune.eval.metrics import bootstrap_ci, pass_at_k
 
 
 def curve_ks(n: int) -> list[int]:
@@ -22,6 +22,35 @@ def curve_ks(n: int) -> list[int]:
 def pass_at_k_curve(problems: list[dict[str, Any]], n: int) -> tuple[list[int], list[float]]:
     ks = curve_ks(n)
     return ks, [sum(pass_at_k(p["n"], p["correct"], k) for p in problems) / len(problems) for k in ks]
+
+
+def pass_at_k_bands(problems: list[dict[str, Any]], n: int, seed: int = 0) -> list[tuple[float, float]]:
+    """The 95% bootstrap CI over problems of each point of `pass_at_k_curve`."""
+    return [bootstrap_ci([pass_at_k(p["n"], p["correct"], k) for p in problems], seed=seed) for k in curve_ks(n)]
+
+
+COMPARED_SETTINGS = ("n", "temperature", "top_p", "max_tokens")
+"""Sampling settings two runs must share for their pass@k curves to be compared."""
+
+
+def run_differences(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """What differs between eval runs beyond the model: sampling settings, and the problems of a benchmark
+    they share (by count and by question)."""
+    differences = []
+    for key in COMPARED_SETTINGS:
+        values = {label: results["settings"].get(key) for label, results in runs}
+        if len(set(map(json.dumps, values.values()))) > 1:
+            differences.append(f"{key} ({', '.join(f'{label}: {v}' for label, v in values.items())})")
+    for name in sorted({b for _, results in runs for b in results["benchmarks"]}):
+        sets = {
+            label: [p["question"] for p in results["benchmarks"][name]["problems"]]
+            for label, results in runs
+            if name in results["benchmarks"]
+        }
+        if len(sets) > 1 and len({json.dumps(q) for q in sets.values()}) > 1:
+            counts = ", ".join(f"{label}: {len(q)}" for label, q in sets.items())
+            differences.append(f"the {name} problems ({counts} problems, not the same questions)")
+    return differences
 
 
 def load_results(run: str | Path) -> dict[str, Any]:
@@ -63,19 +92,30 @@ def _finish(fig, axes, out_path: str | Path) -> Path:
 
 
 def plot_pass_at_k(runs: list[tuple[str, dict[str, Any]]], out_path: str | Path) -> Path:
+    """One panel per benchmark: each run's pass@k over k (the k values on the axis) with its 95% bootstrap
+    CI as a band; the legend gives each run's n, temperature and problem count."""
     names = sorted({b for _, results in runs for b in results["benchmarks"]})
     fig, axes = _panels(len(names), 3.8)
     for ax, name in zip(axes[0], names):
+        all_ks: set[int] = set()
         for label, results in runs:
             bench = results["benchmarks"].get(name)
             if bench is None:
                 continue
-            ks, values = pass_at_k_curve(bench["problems"], results["settings"]["n"])
-            ax.plot(ks, [100 * v for v in values], marker="o", label=label)
+            settings = results["settings"]
+            ks, values = pass_at_k_curve(bench["problems"], settings["n"])
+            bands = pass_at_k_bands(bench["problems"], settings["n"], settings.get("seed", 0))
+            legend = f"{label} (n={settings['n']}, T={settings['temperature']}, {len(bench['problems'])} problems)"
+            (line,) = ax.plot(ks, [100 * v for v in values], marker="o", label=legend)
+            ax.fill_between(
+                ks, [100 * lo for lo, _ in bands], [100 * hi for _, hi in bands], color=line.get_color(), alpha=0.15
+            )
+            all_ks.update(ks)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(all_ks), [str(k) for k in sorted(all_ks)])
         ax.set_title(name)
         ax.set_xlabel("k")
-        ax.set_ylabel("pass@k (%)")
+        ax.set_ylabel("pass@k (%), 95% CI")
     return _finish(fig, axes[0], out_path)
 
 

@@ -200,10 +200,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_compare(args: argparse.Namespace) -> int:
-    from rltune.eval.plots import load_results, plot_pass_at_k
+    from rltune.eval.plots import load_results, plot_pass_at_k, run_differences
     from rltune.eval.runner import format_table
 
     runs = [(Path(run).name, load_results(run)) for run in args.runs]
+    differences = run_differences(runs)
+    if differences and not args.force:
+        raise RLTuneError(
+            "these runs are not comparable: they differ in " + "; ".join(differences) + ". Evaluate them with the "
+            "same settings and problems, or pass --force to plot them anyway (the differences are printed)"
+        )
+    for difference in differences:
+        print(f"note: the runs differ in {difference}")
     for label, results in runs:
         print(f"== {label}\n{format_table(results)}\n")
     print(f"plot: {plot_pass_at_k(runs, args.out)}")
@@ -299,6 +307,9 @@ def build_compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rltune eval compare", description="pass@k curves of several eval runs")
     parser.add_argument("runs", nargs="+", help="eval output folders (or results.json files)")
     parser.add_argument("--out", default="pass_at_k_compare.png")
+    parser.add_argument(
+        "--force", action="store_true", help="plot runs that differ in sampling settings or problems (noted)"
+    )
     parser.set_defaults(func=cmd_eval_compare)
     return parser
 

@@ -93,3 +93,31 @@ def test_a_malformed_benchmark_line_is_named_by_number(tmp_path, tiny_model_dir,
     proc = rltune(*eval_args(tiny_model_dir, bench, tmp_path / "eval"), cwd=tmp_path, ok=False)
     assert proc.returncode != 0 and f"{bench} line 5: not valid JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_compare_refuses_runs_with_other_settings_or_problems_unless_forced(tmp_path, tiny_model_dir, bench):
+    base, hot, fewer = tmp_path / "base", tmp_path / "hot", tmp_path / "fewer"
+    rltune(*eval_args(tiny_model_dir, bench, base), cwd=tmp_path)
+    rltune(*eval_args(tiny_model_dir, bench, hot), "--temperature", "1.0", cwd=tmp_path)
+    rltune(*eval_args(tiny_model_dir, bench, fewer), "--limit", "3", cwd=tmp_path)
+
+    proc = rltune("eval", "compare", str(base), str(hot), "--out", str(tmp_path / "x.png"), cwd=tmp_path, ok=False)
+    assert proc.returncode != 0 and "not comparable: they differ in temperature (base: 0.6, hot: 1.0)" in proc.stderr
+    proc = rltune("eval", "compare", str(base), str(fewer), "--out", str(tmp_path / "x.png"), cwd=tmp_path, ok=False)
+    assert "the sums problems (base: 4, fewer: 3 problems" in proc.stderr
+    assert not (tmp_path / "x.png").exists()
+
+    forced = rltune("eval", "compare", str(base), str(hot), "--force", "--out", str(tmp_path / "f.png"), cwd=tmp_path)
+    assert "note: the runs differ in temperature" in forced.stdout and (tmp_path / "f.png").stat().st_size > 1000
+    same = rltune("eval", "compare", str(base), str(base), "--out", str(tmp_path / "s.png"), cwd=tmp_path)
+    assert "note:" not in same.stdout
+
+
+def test_pass_at_k_bands_bracket_the_curve():
+    from rltune.eval.plots import pass_at_k_bands, pass_at_k_curve
+
+    problems = [{"n": 4, "correct": c} for c in (0, 1, 2, 4, 3, 0)]
+    ks, values = pass_at_k_curve(problems, 4)
+    bands = pass_at_k_bands(problems, 4)
+    assert ks == [1, 2, 4] and len(bands) == 3
+    assert all(lo <= v <= hi and lo < hi for v, (lo, hi) in zip(values, bands))
