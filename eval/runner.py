@@ -75,6 +75,7 @@ def evaluate(
     """Run every benchmark; returns {'settings', 'benchmarks': {name: {'metrics', 'problems'}}}."""
     settings.check()
     out: dict[str, Any] = {"settings": asdict(settings), "model": model_id, "benchmarks": {}}
+    context = getattr(engine, "context_length", None)
     for spec in settings.benchmarks:
         bench = get_benchmark(spec)
         started = time.perf_counter()
@@ -93,6 +94,8 @@ def evaluate(
             ),
             tokenizer,
             dataset=datasets.Dataset.from_list(rows),
+            # prompts with no room for max_tokens in the engine's context are skipped and counted
+            context_limit=None if context is None else context - settings.max_tokens,
         )
         cache = _Cache(cache_dir / f"{bench.name}.jsonl" if cache_dir else None)
         samples = _sample(engine, prompts, settings, cache, model_id, progress, bench.name)

@@ -56,6 +56,15 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
+def context_length(path: str, trust_remote_code: bool = False) -> int | None:
+    """Positions the model at `path` takes, prompt and completion together (its config's
+    max_position_embeddings; None when the config names none)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).get_text_config()
+    return getattr(config, "max_position_embeddings", None)
+
+
 def load_causal_lm(path: str, cfg: ModelConfig) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 

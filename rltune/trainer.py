@@ -35,7 +35,7 @@ from rltune.config import RecipeConfig
 from rltune.data import PromptSource
 from rltune.errors import ConfigError
 from rltune.metrics import MetricsLogger, reduce_over_processes, rollout_metrics, training_flops
-from rltune.models import load_tokenizer
+from rltune.models import context_length, load_tokenizer
 from rltune.reward_pipeline import RewardPipeline
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
 from rltune.update import PolicyUpdate
@@ -68,6 +68,7 @@ class Trainer:
             claim_output_dir(self.output_dir, t.overwrite_output_dir, self.accelerator)
         self.tokenizer = load_tokenizer(str(checkpoint or cfg.model.path), cfg.model.trust_remote_code)
         context = cfg.rollout.vllm.max_model_len if cfg.rollout.engine == "vllm" else None
+        context = context or context_length(str(checkpoint or cfg.model.path), cfg.model.trust_remote_code)
         self.data = PromptSource(
             cfg.data,
             self.tokenizer,

@@ -121,3 +121,32 @@ def test_pass_at_k_bands_bracket_the_curve():
     bands = pass_at_k_bands(problems, 4)
     assert ks == [1, 2, 4] and len(bands) == 3
     assert all(lo <= v <= hi and lo < hi for v, (lo, hi) in zip(values, bands))
+
+
+def test_prompts_longer_than_the_context_are_skipped_and_counted_with_every_engine(tmp_path, bench):
+    """A model of 64 positions: the short prompts fit with max_tokens 16, a long one does not. rltune eval
+    skips it with a counted warning (the hf engine used to generate past the context); calling the engine
+    directly with it is refused in one line."""
+    from rltune.errors import RLTuneError
+    from rltune.rollout import SamplingSettings, build_engine
+
+    tokenizer = build_tokenizer()
+    model = tmp_path / "short"
+    build_tiny_model(len(tokenizer), seed=0, max_positions=64).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    bench.write_text(bench.read_text() + json.dumps({"question": "1+" * 30 + "1=", "answer": "31"}) + "\n")
+    args = eval_args(model, bench, tmp_path / "eval")
+    args[args.index("--max-tokens") + 1] = "16"
+    proc = rltune(*args, cwd=tmp_path)
+    assert "skipped 1 prompts longer than 48 tokens" in proc.stderr
+    assert (
+        json.loads((tmp_path / "eval" / "results.json").read_text())["benchmarks"]["sums"]["metrics"]["problems"] == 4
+    )
+
+    from rltune.config import ModelConfig
+    from rltune.models import load_causal_lm
+
+    engine = build_engine("hf", model=load_causal_lm(str(model), ModelConfig(path=str(model))), tokenizer=tokenizer)
+    long_prompt = tokenizer("1+" * 30 + "1=")["input_ids"]
+    with pytest.raises(RLTuneError, match=r"cannot take a prompt of \d+ tokens with max_tokens 16: the model holds 64"):
+        engine.generate([long_prompt], [{}], SamplingSettings(n=1, max_tokens=16))

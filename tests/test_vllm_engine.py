@@ -50,6 +50,13 @@ def test_vllm_logprobs_match_the_policy_before_and_after_a_weight_sync(demo_asse
         check_engine_follows_the_policy(
             engine, model, tokenizer, SamplingSettings(n=4, temperature=0.8, max_tokens=12, seed=0)
         )
+        # a prompt with no room for max_tokens: one line, not vLLM's validation traceback
+        from rltune.errors import RLTuneError
+
+        with pytest.raises(
+            RLTuneError, match="cannot take a prompt of 60 tokens with max_tokens 12: the model holds 64"
+        ):
+            engine.generate([[5] * 60], [{}], SamplingSettings(n=1, max_tokens=12))
     finally:
         engine.close()
 

@@ -37,6 +37,18 @@ class SamplingSettings:
         return [None if self.seed is None else self.seed + i for i in range(count)]
 
 
+def check_context(prompt_ids: list[list[int]], max_tokens: int, context: int | None, engine: str) -> None:
+    """Refuse, in one line, prompts that leave no room for `max_tokens` in the model's `context` positions
+    (the prompt source skips or refuses them earlier, per data.long_prompts; this guards direct callers)."""
+    longest = max((len(ids) for ids in prompt_ids), default=0)
+    if context is not None and longest + max_tokens > context:
+        raise RLTuneError(
+            f"the {engine} engine cannot take a prompt of {longest} tokens with max_tokens {max_tokens}: the model "
+            f"holds {context} positions. Lower data.max_prompt_tokens (or max_tokens), or set "
+            "data.long_prompts=skip to leave such prompts out"
+        )
+
+
 class RolloutEngine(Protocol):
     def generate(
         self, prompt_ids: list[list[int]], rows: list[dict[str, Any]], sampling: SamplingSettings

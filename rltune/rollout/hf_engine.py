@@ -16,7 +16,7 @@ import torch
 
 from rltune.batch import RolloutBatch
 from rltune.models import keeps_logits
-from rltune.rollout.base import ENGINES, SamplingSettings
+from rltune.rollout.base import ENGINES, SamplingSettings, check_context
 
 
 @ENGINES.register("hf")
@@ -35,10 +35,17 @@ class HFEngine:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
 
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model takes, prompt and completion together (its config's max_position_embeddings)."""
+        config = self.model.config.get_text_config()
+        return getattr(config, "max_position_embeddings", None)
+
     @torch.no_grad()
     def generate(
         self, prompt_ids: list[list[int]], rows: list[dict[str, Any]], sampling: SamplingSettings
     ) -> RolloutBatch:
+        check_context(prompt_ids, sampling.max_tokens, self.context_length, "hf")
         was_training = self.model.training
         self.model.eval()
         batch = RolloutBatch([], [], [], [], [], [], list(rows))

@@ -11,7 +11,7 @@ import torch
 
 from rltune.batch import RolloutBatch
 from rltune.errors import RLTuneError
-from rltune.rollout.base import ENGINES, SamplingSettings
+from rltune.rollout.base import ENGINES, SamplingSettings, check_context
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ class VLLMEngine:
         # weights; that is expected, and once per step it would drown the training log.
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
 
+    @property
+    def context_length(self) -> int:
+        """The engine's max_model_len: prompt and completion together."""
+        return self.llm.llm_engine.model_config.max_model_len
+
     def generate(
         self, prompt_ids: list[list[int]], rows: list[dict[str, Any]], sampling: SamplingSettings
     ) -> RolloutBatch:
@@ -82,6 +87,7 @@ class VLLMEngine:
                 "the vLLM engine is asleep and has dropped its weights (rollout.vllm.sleep): "
                 "sync_weights(policy) wakes it with the policy's weights; call it before generate"
             )
+        check_context(prompt_ids, sampling.max_tokens, self.context_length, "vllm")
         params = [
             SamplingParams(
                 n=sampling.n,
