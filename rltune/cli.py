@@ -1,5 +1,6 @@
 """Command line: `rltune train RECIPE [key=value ...]`, `rltune demo [RECIPE] [key=value ...]`,
-`rltune eval --model PATH --benchmarks ... --out DIR`, `rltune eval compare RUN [RUN ...] --out PNG`."""
+`rltune eval --model PATH --benchmarks ... --out DIR`, `rltune eval compare RUN [RUN ...] --out PNG`,
+`rltune export CHECKPOINT OUT`."""
 
 from __future__ import annotations
 
@@ -152,6 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rltune.config import ModelConfig
     from rltune.eval.plots import plot_pass_at_k
     from rltune.eval.runner import EvalSettings, evaluate, format_table, model_fingerprint
+    from rltune.export import is_lora_checkpoint, merge_lora_checkpoint
     from rltune.models import load_causal_lm, load_tokenizer
     from rltune.rollout import build_engine
 
@@ -171,15 +173,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     settings.check()
     out = Path(args.out)
-    tokenizer = load_tokenizer(args.model)
+    model_path = args.model
+    if is_lora_checkpoint(model_path):  # a LoRA run's checkpoint: its adapters merged into their base
+        model_path = str(merge_lora_checkpoint(model_path, out / "merged-model"))
+    tokenizer = load_tokenizer(model_path)
     if args.engine == "hf":
         dtype = "float32" if args.dtype == "auto" else args.dtype
-        model = load_causal_lm(args.model, ModelConfig(path=args.model, dtype=dtype))
+        model = load_causal_lm(model_path, ModelConfig(path=model_path, dtype=dtype))
         engine = build_engine("hf", model=model, tokenizer=tokenizer)
     else:
         engine = build_engine(
             "vllm",
-            model_path=args.model,
+            model_path=model_path,
             dtype=args.dtype,
             seed=args.seed,
             kv_cache_gib=args.kv_cache_gib,
@@ -187,7 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     started = time.perf_counter()
     try:
-        results = evaluate(engine, tokenizer, settings, cache_dir=out / "cache", model_id=model_fingerprint(args.model))
+        results = evaluate(engine, tokenizer, settings, cache_dir=out / "cache", model_id=model_fingerprint(model_path))
     finally:
         engine.close()
     results["seconds"] = round(time.perf_counter() - started, 1)
@@ -215,6 +220,13 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
     for label, results in runs:
         print(f"== {label}\n{format_table(results)}\n")
     print(f"plot: {plot_pass_at_k(runs, args.out)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rltune.export import export_checkpoint
+
+    print(f"exported {args.checkpoint} to {export_checkpoint(args.checkpoint, args.out)}")
     return 0
 
 
@@ -300,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--keys", default="reward/total,entropy,completion/length_mean")
     plot.add_argument("--out", default="curves.png")
     plot.set_defaults(func=cmd_plot)
+    export = sub.add_parser(
+        "export", help="a checkpoint as a standalone model folder (LoRA adapters merged) with a model card"
+    )
+    export.add_argument("checkpoint", help="a checkpoint-<step> folder of a training run")
+    export.add_argument("out", help="a new folder for the model")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

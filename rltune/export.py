@@ -1,0 +1,121 @@
+"""Checkpoints as standalone models: LoRA adapters merged into their base, and a model card.
+
+A run with `model.lora` saves only `adapter/` (plus the tokenizer, recipe and trainer state) in each
+checkpoint. `merge_lora_checkpoint` loads the adapter's base model, merges the adapters into its weights
+and writes a plain Hugging Face model folder, which any engine loads. `export_checkpoint` does that (or
+copies a full fine-tuning checkpoint's model files) and adds a README.md model card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import yaml
+
+from rltune.errors import RLTuneError
+
+log = logging.getLogger(__name__)
+
+# What a full fine-tuning checkpoint's model is made of (the trainer state and the recipe stay behind)
+_MODEL_FILES = (".safetensors", ".json", ".model", ".tiktoken", ".txt", ".jinja")
+
+
+def is_lora_checkpoint(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / "adapter" / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
+
+
+def lora_base(checkpoint: Path) -> str:
+    """The base model the checkpoint's adapters were trained on: the adapter config's, else the recipe's."""
+    config = json.loads((checkpoint / "adapter" / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if not base and (checkpoint / "recipe.yaml").is_file():
+        base = (yaml.safe_load((checkpoint / "recipe.yaml").read_text()) or {}).get("model", {}).get("path")
+    if not base:
+        raise RLTuneError(f"{checkpoint}: its adapter names no base model (adapter_config.json, recipe.yaml)")
+    return base
+
+
+def merge_lora_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the checkpoint's adapters merged into their base model, with its tokenizer, to `out`."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    base = lora_base(checkpoint)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base)
+    except OSError as exc:
+        raise RLTuneError(
+            f"{checkpoint}: cannot load its base model {base!r} to merge the adapters into: {exc}"
+        ) from exc
+    merged = PeftModel.from_pretrained(model, str(checkpoint / "adapter")).merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out)
+    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(out)
+    log.info("merged the LoRA adapters of %s into %s: %s", checkpoint, base, out)
+    return out
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """A standalone model folder at `out` from a training checkpoint, with a README.md model card."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    if not checkpoint.is_dir():
+        raise RLTuneError(f"{checkpoint} is not a checkpoint folder")
+    if out.exists() and any(out.iterdir()):
+        raise RLTuneError(f"{out} exists and is not empty; choose a new folder to export to")
+    if is_lora_checkpoint(checkpoint):
+        merge_lora_checkpoint(checkpoint, out)
+        base = lora_base(checkpoint)
+    elif (checkpoint / "config.json").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for file in checkpoint.iterdir():
+            if file.is_file() and file.suffix in _MODEL_FILES:
+                shutil.copy2(file, out / file.name)
+        base = None
+    else:
+        raise RLTuneError(f"{checkpoint} holds neither a model (config.json) nor LoRA adapters (adapter/)")
+    (out / "README.md").write_text(model_card(checkpoint, base))
+    return out
+
+
+def model_card(checkpoint: Path, lora_base_model: str | None) -> str:
+    """Markdown: the base model, the steps trained, the last logged metrics, the latest eval, the recipe."""
+    recipe_text = (checkpoint / "recipe.yaml").read_text() if (checkpoint / "recipe.yaml").is_file() else ""
+    recipe = yaml.safe_load(recipe_text) or {}
+    step = checkpoint.name.rsplit("-", 1)[-1]
+    base = lora_base_model or recipe.get("model", {}).get("path", "unknown")
+    lines = [
+        f"# {checkpoint.parent.name}/{checkpoint.name}",
+        "",
+        f"Trained with rltune from **{base}** for {step} RL steps"
+        + (" (LoRA adapters, merged into the base weights)." if lora_base_model else " (full fine-tuning)."),
+        "",
+    ]
+    metrics_file = checkpoint.parent / "metrics.jsonl"
+    if metrics_file.is_file():
+        logged = [json.loads(x) for x in metrics_file.read_text().splitlines() if x.strip()]
+        at_step = [m for m in logged if str(m.get("step")) == step] or logged[-1:]
+        if at_step:
+            shown = {k: v for k, v in at_step[-1].items() if k.startswith(("reward/", "eval/")) or k in ("loss", "kl")}
+            lines += ["## Metrics at this step", "", "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {v:.4g} |" for k, v in shown.items()] + [""]
+    # the latest training-time eval up to this checkpoint's step
+    evals = sorted(
+        (
+            p
+            for p in (checkpoint.parent / "eval").glob("step-*.json")
+            if not step.isdigit() or int(p.stem[5:]) <= int(step)
+        ),
+        key=lambda p: int(p.stem[5:]),
+    )
+    if evals:
+        from rltune.eval.runner import format_table
+
+        lines += [f"## Eval ({evals[-1].stem})", "", "```", format_table(json.loads(evals[-1].read_text())), "```", ""]
+    if recipe_text:
+        lines += ["## Recipe", "", "```yaml", recipe_text.rstrip(), "```", ""]
+    return "\n".join(lines)
