@@ -410,6 +410,42 @@ MUTANTS = [
         'metrics[f"pass@{k}_ci"] = bootstrap_ci(means, seed=settings.seed)',
         ["tests/test_eval_numbers.py"],
     ),
+    # --- the grader and eval results -------------------------------------------------------------------
+    Mutant(
+        "grader reads thousands separators as operators",
+        "eval/grading.py",
+        'text = _TRAILING_PUNCTUATION.sub("", _DIGIT_GROUP.sub("", text.strip()))',
+        'text = _TRAILING_PUNCTUATION.sub("", text.strip())',
+        ["tests/test_grading.py"],
+    ),
+    Mutant(
+        "several boxes graded by the last one alone",
+        "eval/grading.py",
+        "        if listed is not None:\n",
+        "        if False:\n",
+        ["tests/test_grading.py"],
+    ),
+    Mutant(
+        "grading workers import from the working folder",
+        "eval/grading.py",
+        "    \"if sys.path and sys.path[0] in ('', os.getcwd()):\\n\"",
+        "    \"if False:\\n\"",
+        ["tests/test_grading.py::test_a_library_named_file_in_the_working_folder_cannot_replace_the_graders"],
+    ),
+    Mutant(
+        "eval cache keyed on the model path",
+        "eval/runner.py",
+        'return f"{model} (sha256 {digest.hexdigest()[:16]})"',
+        "return model",
+        ["tests/test_eval_cache.py::test_the_cache_follows_the_weights_not_the_path"],
+    ),
+    Mutant(
+        "eval compare plots runs that are not comparable",
+        "rltune/cli.py",
+        "    if differences and not args.force:",
+        "    if False:",
+        ["tests/test_eval_cache.py::test_compare_refuses_runs_with_other_settings_or_problems_unless_forced"],
+    ),
     # --- checkpoints, resume and weight sync --------------------------------------------------------
     Mutant(
         "resume does not sync the engine",

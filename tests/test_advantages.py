@@ -57,14 +57,16 @@ def test_select_per_group_rules():
     assert select_per_group(adv, groups, 4, "balanced", g) == [0, 1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "rloo"])
 @pytest.mark.parametrize("size", [2, 3, 5, 7, 8, 16, 33, 64])
 @pytest.mark.parametrize("value", [0.1, 0.7, 1.2, 12.3, 1e6, -3.7, -0.3, 1.0 + 0.2, 0.1 * 3])
-def test_a_group_of_equal_rewards_gets_exactly_zero_advantage(estimator, size, value):
+def test_a_group_of_equal_rewards_gets_exactly_zero_advantage(estimator, size, value, dtype):
     """Eight float32 copies of 1.2 have a float32 mean one rounding step off 1.2; that residue over a ~1e-7
-    std was a 0.1 advantage. Flat groups are exactly 0 beside a varied group, whatever the value."""
-    flat = torch.full((size,), value, dtype=torch.float32)
-    varied = torch.tensor([value, value + 1.0, value - 0.5], dtype=torch.float32)
+    std was a 0.1 advantage. Flat groups are exactly 0 beside a varied group, whatever the value, also for
+    float64 rewards (whose own mean rounds too)."""
+    flat = torch.full((size,), value, dtype=dtype)
+    varied = torch.tensor([value, value + 1.0, value - 0.5], dtype=dtype)
     rewards = torch.cat([flat, varied])
     groups = [list(range(size)), list(range(size, size + 3))]
     adv = ADVANTAGES.get(estimator)(rewards, groups)
