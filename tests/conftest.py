@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,22 @@ def demo_assets(tmp_path_factory) -> tuple[Path, Path]:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_rltune(*args: str, cwd: Path, ok: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`python -m rltune ARGS` in a subprocess from `cwd`; with `ok`, it must exit 0 (its stderr is shown if not)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rltune", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 def deep_merge(dst: dict, src: dict) -> dict:

@@ -429,7 +429,7 @@ MUTANTS = [
         "grading workers import from the working folder",
         "eval/grading.py",
         "    \"if sys.path and sys.path[0] in ('', os.getcwd()):\\n\"",
-        "    \"if False:\\n\"",
+        '    "if False:\\n"',
         ["tests/test_grading.py::test_a_library_named_file_in_the_working_folder_cannot_replace_the_graders"],
     ),
     Mutant(

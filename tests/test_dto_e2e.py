@@ -6,26 +6,14 @@ preference margin of the trained model on the pairs."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, run_rltune
 
 pytestmark = pytest.mark.slow
-
-
-def rltune(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "rltune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout
 
 
 def mean_margin(model_dir: Path, pairs) -> float:
@@ -55,7 +43,7 @@ def test_prune_then_prefer_on_the_thinking_demo(tmp_path):
     from datasets import load_from_disk
 
     root = tmp_path / "dto-demo"
-    rltune("demo-model", str(root), "--thinking", "--warmup-steps", "400", cwd=tmp_path)
+    run_rltune("demo-model", str(root), "--thinking", "--warmup-steps", "400", cwd=tmp_path)
     overrides = [
         f"model.path={root / 'model'}",
         f"data.path={root / 'arithmetic.jsonl'}",
@@ -64,7 +52,7 @@ def test_prune_then_prefer_on_the_thinking_demo(tmp_path):
         "prefer.steps=20",
     ]
     recipe = str(REPO / "recipes" / "dto_cpu.yaml")
-    rltune("prune", recipe, *overrides, cwd=tmp_path)
+    run_rltune("prune", recipe, *overrides, cwd=tmp_path)
     summary = json.loads((root / "pairs" / "summary.json").read_text())
     assert summary["pairs"] >= 50, summary
     assert summary["rescued"] >= 10, summary
@@ -73,7 +61,7 @@ def test_prune_then_prefer_on_the_thinking_demo(tmp_path):
     pairs = load_from_disk(str(root / "pairs" / "dataset"))
     assert all(row["chosen_tokens"] < row["rejected_tokens"] or not row["rejected_correct"] for row in pairs)
 
-    out = rltune("prefer", recipe, *overrides, cwd=tmp_path)
+    out = run_rltune("prefer", recipe, *overrides, cwd=tmp_path).stdout
     result = json.loads(out.split("rltune prefer (simpo): ", 1)[1].split("; model saved", 1)[0])
     assert result["loss_last"] < result["loss_first"], result
     sample = pairs.select(range(40))

@@ -4,24 +4,12 @@ files (results, benchmark lines) are named in the error."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_rltune
 from rltune.demo import build_tiny_model, build_tokenizer
-
-
-def rltune(*args, cwd, ok=True):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "rltune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    if ok:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def eval_args(model, bench, out):
@@ -47,8 +35,8 @@ def write_model(folder, seed):
 def test_the_cache_follows_the_weights_not_the_path(tmp_path, bench):
     model, out = tmp_path / "model", tmp_path / "eval"
     write_model(model, seed=0)
-    first = rltune(*eval_args(model, bench, out), cwd=tmp_path)
-    again = rltune(*eval_args(model, bench, out), cwd=tmp_path)
+    first = run_rltune(*eval_args(model, bench, out), cwd=tmp_path)
+    again = run_rltune(*eval_args(model, bench, out), cwd=tmp_path)
     assert "answered from the cache" in again.stderr and "answered from the cache" not in first.stderr
     texts = [
         s["text"]
@@ -58,7 +46,7 @@ def test_the_cache_follows_the_weights_not_the_path(tmp_path, bench):
 
     shutil.rmtree(model)
     write_model(model, seed=1)  # another model at the same path
-    replaced = rltune(*eval_args(model, bench, out), cwd=tmp_path)
+    replaced = run_rltune(*eval_args(model, bench, out), cwd=tmp_path)
     assert "answered from the cache" not in replaced.stderr
     results = json.loads((out / "results.json").read_text())
     assert "sha256" in results["model"]
@@ -68,11 +56,11 @@ def test_the_cache_follows_the_weights_not_the_path(tmp_path, bench):
 
 def test_a_torn_cache_line_is_reported_dropped_and_sampled_again(tmp_path, tiny_model_dir, bench):
     out = tmp_path / "eval"
-    rltune(*eval_args(tiny_model_dir, bench, out), cwd=tmp_path)
+    run_rltune(*eval_args(tiny_model_dir, bench, out), cwd=tmp_path)
     cache = out / "cache" / "sums.jsonl"
     lines = cache.read_text().splitlines()
     cache.write_text("\n".join(lines[:-1] + [lines[-1][: len(lines[-1]) // 2]]) + "\n")  # a killed write
-    proc = rltune(*eval_args(tiny_model_dir, bench, out), cwd=tmp_path)
+    proc = run_rltune(*eval_args(tiny_model_dir, bench, out), cwd=tmp_path)
     assert f"eval cache {cache}: line(s) 4 are truncated or garbled" in proc.stderr
     assert "3 of 4 problems answered from the cache" in proc.stderr
     assert all(json.loads(line) for line in cache.read_text().splitlines())  # the file is whole again
@@ -83,33 +71,37 @@ def test_a_corrupt_results_file_is_named(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "results.json").write_text('{"settings": {"n": 4}, "benchm')
-    proc = rltune("eval", "compare", str(run), "--out", str(tmp_path / "c.png"), cwd=tmp_path, ok=False)
+    proc = run_rltune("eval", "compare", str(run), "--out", str(tmp_path / "c.png"), cwd=tmp_path, ok=False)
     assert proc.returncode != 0 and f"{run / 'results.json'} is not valid JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_a_malformed_benchmark_line_is_named_by_number(tmp_path, tiny_model_dir, bench):
     bench.write_text(bench.read_text() + '{"question": "9+9=", "answer": \n')
-    proc = rltune(*eval_args(tiny_model_dir, bench, tmp_path / "eval"), cwd=tmp_path, ok=False)
+    proc = run_rltune(*eval_args(tiny_model_dir, bench, tmp_path / "eval"), cwd=tmp_path, ok=False)
     assert proc.returncode != 0 and f"{bench} line 5: not valid JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_compare_refuses_runs_with_other_settings_or_problems_unless_forced(tmp_path, tiny_model_dir, bench):
     base, hot, fewer = tmp_path / "base", tmp_path / "hot", tmp_path / "fewer"
-    rltune(*eval_args(tiny_model_dir, bench, base), cwd=tmp_path)
-    rltune(*eval_args(tiny_model_dir, bench, hot), "--temperature", "1.0", cwd=tmp_path)
-    rltune(*eval_args(tiny_model_dir, bench, fewer), "--limit", "3", cwd=tmp_path)
+    run_rltune(*eval_args(tiny_model_dir, bench, base), cwd=tmp_path)
+    run_rltune(*eval_args(tiny_model_dir, bench, hot), "--temperature", "1.0", cwd=tmp_path)
+    run_rltune(*eval_args(tiny_model_dir, bench, fewer), "--limit", "3", cwd=tmp_path)
 
-    proc = rltune("eval", "compare", str(base), str(hot), "--out", str(tmp_path / "x.png"), cwd=tmp_path, ok=False)
+    proc = run_rltune("eval", "compare", str(base), str(hot), "--out", str(tmp_path / "x.png"), cwd=tmp_path, ok=False)
     assert proc.returncode != 0 and "not comparable: they differ in temperature (base: 0.6, hot: 1.0)" in proc.stderr
-    proc = rltune("eval", "compare", str(base), str(fewer), "--out", str(tmp_path / "x.png"), cwd=tmp_path, ok=False)
+    proc = run_rltune(
+        "eval", "compare", str(base), str(fewer), "--out", str(tmp_path / "x.png"), cwd=tmp_path, ok=False
+    )
     assert "the sums problems (base: 4, fewer: 3 problems" in proc.stderr
     assert not (tmp_path / "x.png").exists()
 
-    forced = rltune("eval", "compare", str(base), str(hot), "--force", "--out", str(tmp_path / "f.png"), cwd=tmp_path)
+    forced = run_rltune(
+        "eval", "compare", str(base), str(hot), "--force", "--out", str(tmp_path / "f.png"), cwd=tmp_path
+    )
     assert "note: the runs differ in temperature" in forced.stdout and (tmp_path / "f.png").stat().st_size > 1000
-    same = rltune("eval", "compare", str(base), str(base), "--out", str(tmp_path / "s.png"), cwd=tmp_path)
+    same = run_rltune("eval", "compare", str(base), str(base), "--out", str(tmp_path / "s.png"), cwd=tmp_path)
     assert "note:" not in same.stdout
 
 
@@ -137,7 +129,7 @@ def test_prompts_longer_than_the_context_are_skipped_and_counted_with_every_engi
     bench.write_text(bench.read_text() + json.dumps({"question": "1+" * 30 + "1=", "answer": "31"}) + "\n")
     args = eval_args(model, bench, tmp_path / "eval")
     args[args.index("--max-tokens") + 1] = "16"
-    proc = rltune(*args, cwd=tmp_path)
+    proc = run_rltune(*args, cwd=tmp_path)
     assert "skipped 1 prompts longer than 48 tokens" in proc.stderr
     assert (
         json.loads((tmp_path / "eval" / "results.json").read_text())["benchmarks"]["sums"]["metrics"]["problems"] == 4

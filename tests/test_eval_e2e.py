@@ -2,23 +2,11 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import demo_recipe
+from conftest import demo_recipe, run_rltune
 from rltune.trainer import Trainer
-
-
-def rltune(*args, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "rltune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
 
 
 @pytest.mark.slow
@@ -45,7 +33,7 @@ def test_eval_cli_with_vllm_results_cache_and_plots(tmp_path, tiny_model_dir, be
         "16",
         "--no-chat-template",
     ]
-    first = rltune(*common, "--k", "1,2", cwd=tmp_path)
+    first = run_rltune(*common, "--k", "1,2", cwd=tmp_path)
     results = json.loads((out / "results.json").read_text())
     assert set(results["benchmarks"]) == {"gsm8k", "math500"}
     for bench in results["benchmarks"].values():
@@ -57,7 +45,7 @@ def test_eval_cli_with_vllm_results_cache_and_plots(tmp_path, tiny_model_dir, be
     cache = (out / "cache" / "gsm8k.jsonl").read_text()
 
     # A larger k on the same samples is answered from the cache: nothing is sampled again.
-    second = rltune(*common, "--k", "1,2,4", cwd=tmp_path)
+    second = run_rltune(*common, "--k", "1,2,4", cwd=tmp_path)
     assert (out / "cache" / "gsm8k.jsonl").read_text() == cache
     assert "answered from the cache" in second.stderr
     again = json.loads((out / "results.json").read_text())
@@ -67,7 +55,7 @@ def test_eval_cli_with_vllm_results_cache_and_plots(tmp_path, tiny_model_dir, be
         == results["benchmarks"]["gsm8k"]["problems"][0]["samples"]
     )
 
-    rltune("eval", "compare", str(out), str(out), "--out", str(tmp_path / "cmp.png"), cwd=tmp_path)
+    run_rltune("eval", "compare", str(out), str(out), "--out", str(tmp_path / "cmp.png"), cwd=tmp_path)
     assert (tmp_path / "cmp.png").stat().st_size > 1000
 
 

@@ -4,9 +4,6 @@ standalone model folder with a model card; a full fine-tuning checkpoint exports
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,17 +11,8 @@ from test_trainer import recipe
 from test_vllm_engine import hf_logprobs
 from transformers import AutoModelForCausalLM
 
+from conftest import run_rltune
 from rltune.trainer import Trainer
-
-
-def rltune(*args, cwd, ok=True):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "rltune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    if ok:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def test_a_lora_checkpoint_exports_merged_and_evaluates_directly(tmp_path, demo_assets):
@@ -37,7 +25,7 @@ def test_a_lora_checkpoint_exports_merged_and_evaluates_directly(tmp_path, demo_
     assert (checkpoint / "adapter").is_dir() and not (checkpoint / "config.json").exists()
 
     out = tmp_path / "exported"
-    rltune("export", str(checkpoint), str(out), cwd=tmp_path)
+    run_rltune("export", str(checkpoint), str(out), cwd=tmp_path)
     merged = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     prompt, completion = trainer.tokenizer("3+4=")["input_ids"], trainer.tokenizer("\\boxed{7}")["input_ids"]
@@ -51,14 +39,14 @@ def test_a_lora_checkpoint_exports_merged_and_evaluates_directly(tmp_path, demo_
     bench = tmp_path / "sums.jsonl"
     bench.write_text("".join(json.dumps({"question": f"{a}+{a}=", "answer": str(2 * a)}) + "\n" for a in range(3)))
     args = ["eval", "--model", str(checkpoint), "--benchmarks", f"{bench}:question:answer", "--n", "2"]
-    rltune(
+    run_rltune(
         *args, "--engine", "hf", "--max-tokens", "8", "--no-chat-template", "--out", str(tmp_path / "ev"), cwd=tmp_path
     )
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert results["benchmarks"]["sums"]["metrics"]["problems"] == 3
     assert str(tmp_path / "ev" / "merged-model") in results["model"]
 
-    refused = rltune("export", str(checkpoint), str(out), cwd=tmp_path, ok=False)
+    refused = run_rltune("export", str(checkpoint), str(out), cwd=tmp_path, ok=False)
     assert refused.returncode != 0 and "exists and is not empty" in refused.stderr
 
 
@@ -66,7 +54,7 @@ def test_a_full_checkpoint_exports_its_model_files_and_a_card(tmp_path, demo_ass
     Trainer(recipe(tmp_path, *demo_assets, train={"steps": 1})).train()
     checkpoint = tmp_path / "run" / "checkpoint-1"
     out = tmp_path / "exported"
-    rltune("export", str(checkpoint), str(out), cwd=tmp_path)
+    run_rltune("export", str(checkpoint), str(out), cwd=tmp_path)
     assert not (out / "trainer_state.pt").exists() and (out / "model.safetensors").is_file()
     exported = AutoModelForCausalLM.from_pretrained(out).state_dict()
     saved = AutoModelForCausalLM.from_pretrained(checkpoint).state_dict()

@@ -4,13 +4,10 @@ one warmed-up demo model; each run checks the metrics its method writes."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_rltune
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +28,6 @@ RL_RECIPES = {
 }
 
 
-def run(args, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "rltune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
-
-
 @pytest.mark.parametrize("name", list(RL_RECIPES))
 def test_rl_recipe_runs_through_rltune_demo(tmp_path, demo_assets, name):
     model_dir, data_file = demo_assets
@@ -48,7 +36,7 @@ def test_rl_recipe_runs_through_rltune_demo(tmp_path, demo_assets, name):
     overrides = [f"model.path={model_dir}", f"data.path={data_file}", f"train.output_dir={out}", *SHORT, *extra]
     if name == "t1_entropy_cpu":  # keep_per_group 8 of group_size 16 is the recipe's own; fewer samples per prompt
         overrides += ["rollout.group_size=8", "algorithm.keep_per_group=4"]
-    proc = run(["demo", str(REPO / "recipes" / f"{name}.yaml"), *overrides], cwd=tmp_path)
+    proc = run_rltune("demo", REPO / "recipes" / f"{name}.yaml", *overrides, cwd=tmp_path)
 
     summary = json.loads((out / "demo_summary.json").read_text())
     # the warmed-up model answers about 30% right; two small steps move that by a few points at most
@@ -67,15 +55,13 @@ def test_rl_recipe_runs_through_rltune_demo(tmp_path, demo_assets, name):
 
 def test_sft_recipe_runs_through_rltune_sft(tmp_path, demo_assets):
     model_dir, data_file = demo_assets
-    proc = run(
-        [
-            "sft",
-            str(REPO / "recipes" / "entropy_sft_cpu.yaml"),
-            f"model.path={model_dir}",
-            f"data.path={data_file}",
-            f"train.output_dir={tmp_path / 'sft'}",
-            "train.steps=3",
-        ],
+    proc = run_rltune(
+        "sft",
+        REPO / "recipes" / "entropy_sft_cpu.yaml",
+        f"model.path={model_dir}",
+        f"data.path={data_file}",
+        f"train.output_dir={tmp_path / 'sft'}",
+        "train.steps=3",
         cwd=tmp_path,
     )
     assert "sft: loss" in proc.stdout
