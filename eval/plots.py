@@ -19,14 +19,18 @@ def curve_ks(n: int) -> list[int]:
     return ks + [n]
 
 
+def _per_problem(problems: list[dict[str, Any]], k: int) -> list[float]:
+    return [pass_at_k(p["n"], p["correct"], k) for p in problems]
+
+
 def pass_at_k_curve(problems: list[dict[str, Any]], n: int) -> tuple[list[int], list[float]]:
     ks = curve_ks(n)
-    return ks, [sum(pass_at_k(p["n"], p["correct"], k) for p in problems) / len(problems) for k in ks]
+    return ks, [sum(_per_problem(problems, k)) / len(problems) for k in ks]
 
 
 def pass_at_k_bands(problems: list[dict[str, Any]], n: int, seed: int = 0) -> list[tuple[float, float]]:
     """The 95% bootstrap CI over problems of each point of `pass_at_k_curve`."""
-    return [bootstrap_ci([pass_at_k(p["n"], p["correct"], k) for p in problems], seed=seed) for k in curve_ks(n)]
+    return [bootstrap_ci(_per_problem(problems, k), seed=seed) for k in curve_ks(n)]
 
 
 COMPARED_SETTINGS = ("n", "temperature", "top_p", "max_tokens")

@@ -22,18 +22,26 @@ SYNC_TOLERANCE = {"float32": 0.005, "half": 0.1}
 """Mean |d| per token above which the engine is taken to sample from other weights than the trainer's."""
 
 
+def log_ratios(
+    trainer: torch.Tensor, sampler: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(d [B, T], zero on padding; each sequence's mean d [B]; the float mask) from [B, T] logprobs."""
+    mask = mask.float()
+    d = (trainer.float() - sampler.float()) * mask
+    return d, d.sum(-1) / mask.sum(-1).clamp(min=1.0), mask
+
+
 def mismatch_metrics(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
     """The metrics above over (trainer logprobs, sampler logprobs, completion mask) [B, T] parts."""
     abs_sum = k3_sum = tokens = 0.0
     seq_max = 0.0
     for trainer, sampler, mask in parts:
-        mask = mask.float()
-        d = (trainer.float() - sampler.float()) * mask
+        d, per_seq, mask = log_ratios(trainer, sampler, mask)
         abs_sum += float(d.abs().sum())
         k3_sum += float(((torch.exp(d) - 1 - d) * mask).sum())
         tokens += float(mask.sum())
         if len(d):
-            seq_max = max(seq_max, float((d.sum(-1) / mask.sum(-1).clamp(min=1.0)).abs().max()))
+            seq_max = max(seq_max, float(per_seq.abs().max()))
     tokens = max(tokens, 1.0)
     return {
         "mismatch/log_ratio_abs_mean": abs_sum / tokens,
@@ -47,8 +55,7 @@ def importance_weights(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """[B, T] stop-gradient weights pi_trainer / pi_sampler per algorithm.is_correction, and their metrics."""
     cap = cap if cap is not None else DEFAULT_IS_CAP[mode]
-    mask = mask.float()
-    d = (trainer.float() - sampler.float()) * mask
+    d, per_seq, mask = log_ratios(trainer, sampler, mask)
     ratio = torch.exp(d.clamp(max=math.log(1e6)))
     if mode == "tis":
         weights = ratio.clamp(max=cap)
@@ -57,8 +64,8 @@ def importance_weights(
         cut = ratio > cap
         weights = torch.where(cut, torch.zeros_like(ratio), ratio)
     elif mode == "seq_mask":
-        per_seq = torch.exp(d.sum(-1) / mask.sum(-1).clamp(min=1.0))
-        dropped = (per_seq > cap) | (per_seq < 1.0 / cap)
+        geometric = torch.exp(per_seq)
+        dropped = (geometric > cap) | (geometric < 1.0 / cap)
         cut = dropped[:, None].expand_as(ratio)
         weights = (~cut).float()
     else:

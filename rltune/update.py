@@ -119,6 +119,7 @@ class PolicyUpdate:
         if t.packing and not self.packing:
             log.info("train.packing: %s does not read packed rows; samples are padded", type(model).__name__)
         self.bad_updates = 0
+        self.sync_tolerance = sync_tolerance(cfg) if t.sync_check else None
 
     @property
     def policy(self) -> torch.nn.Module:
@@ -441,23 +442,26 @@ class PolicyUpdate:
 
     def check_sync(self, mismatch: dict[str, float], step: int) -> None:
         """train.sync_check: the engine's logprobs of its samples must be the trainer's, up to the kernels."""
-        t = self.cfg.train
-        if not t.sync_check:
+        if self.sync_tolerance is None:
             return
-        vllm_dtype = self.cfg.rollout.vllm.dtype
-        half = (
-            t.mixed_precision in ("bf16", "fp16")
-            or self.cfg.model.dtype in ("bfloat16", "float16")
-            or (
-                self.cfg.rollout.engine.startswith("vllm")
-                and (vllm_dtype in ("bfloat16", "float16") or (vllm_dtype == "auto" and torch.cuda.is_available()))
-            )
-        )
-        tolerance = t.sync_check_tolerance or SYNC_TOLERANCE["half" if half else "float32"]
         drift = torch.tensor(mismatch["mismatch/log_ratio_abs_mean"], device=self.accelerator.device)
         if self.world_size > 1:  # every process decides on the same number, so all stop together
             drift = self.accelerator.reduce(drift, reduction="mean")
-        check_sync(float(drift), tolerance, self.cfg.rollout.engine, step)
+        check_sync(float(drift), self.sync_tolerance, self.cfg.rollout.engine, step)
+
+
+def sync_tolerance(cfg: RecipeConfig) -> float:
+    """train.sync_check_tolerance, or its default by the precision the trainer and the engine compute in."""
+    t, vllm_dtype = cfg.train, cfg.rollout.vllm.dtype
+    half = (
+        t.mixed_precision in ("bf16", "fp16")
+        or cfg.model.dtype in ("bfloat16", "float16")
+        or (
+            cfg.rollout.engine.startswith("vllm")
+            and (vllm_dtype in ("bfloat16", "float16") or (vllm_dtype == "auto" and torch.cuda.is_available()))
+        )
+    )
+    return t.sync_check_tolerance or SYNC_TOLERANCE["half" if half else "float32"]
 
 
 def _chunks(items: list[int], parts: int) -> list[list[int]]:

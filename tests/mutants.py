@@ -270,7 +270,7 @@ MUTANTS = [
     Mutant(
         "sync check never stops the run",
         "rltune/update.py",
-        "        check_sync(float(drift), tolerance, self.cfg.rollout.engine, step)\n",
+        "        check_sync(float(drift), self.sync_tolerance, self.cfg.rollout.engine, step)\n",
         "",
         ["tests/test_signal.py"],
     ),
