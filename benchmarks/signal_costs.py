@@ -56,7 +56,7 @@ def main() -> None:
                     f"train.steps={args.steps}",
                     f"train.output_dir={out}",
                     "train.progress_bar=false",
-                    "train.tensorboard=false",
+                    "train.report_to=[]",
                     *overrides,
                 ],
             )

@@ -122,7 +122,7 @@ def rltune_step(model_dir: Path, data: Path, args, variant: str, out: Path) -> t
             "lr": 1e-6,
             "output_dir": str(out),
             "overwrite_output_dir": True,
-            "tensorboard": False,
+            "report_to": [],
             "progress_bar": False,
             "fused_lm_head": variant != "rltune-unfused",
             "compile": {"rltune-compile": True, "rltune-compile-head": "lm_head"}.get(variant, False),

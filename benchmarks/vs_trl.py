@@ -24,7 +24,7 @@ alternating runs of every side, and the range of the ratio).
   end tokens (in the generation config, which both trainers read), so a completion ends with probability
   about 1/64 a token: geometric lengths, median about 44, about a third reaching C=64.
 - `gsm8k`: a real model and real prompts instead (`--model DIR`, a local transformers model with a chat
-  template, e.g. SmolLM2-135M-Instruct from benchmarks/smollm2_to_hf.py; `--data-dir` holding
+  template, e.g. SmolLM2-135M-Instruct from `rltune demo-model --smollm2`; `--data-dir` holding
   gsm8k/test.jsonl): GSM8K test questions in the model's chat template, the same text for both sides.
 
     python benchmarks/vs_trl.py --workload gsm8k --model runs/smollm2-135m-instruct \
@@ -188,7 +188,7 @@ def run_rltune(
             "lr": 1e-6,
             "output_dir": str(out),
             "overwrite_output_dir": True,
-            "tensorboard": False,
+            "report_to": [],
             "progress_bar": False,
         },
     }

@@ -125,12 +125,20 @@ def plot_pass_at_k(runs: list[tuple[str, dict[str, Any]]], out_path: str | Path)
 
 def plot_training_curves(runs: list[tuple[str, Path]], keys: list[str], out_path: str | Path) -> Path:
     """One panel per metric key from each run's metrics.jsonl, one line per run, over RL steps."""
-    fig, axes = _panels(len(keys), 3.5)
+    logged = []
     for label, run in runs:
         path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
         if not path.is_file():
             raise RLTuneError(f"{run}: no metrics.jsonl there")
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        logged.append((label, [json.loads(line) for line in path.read_text().splitlines() if line.strip()]))
+    available = sorted({key for _, rows in logged for row in rows for key in row} - {"step"})
+    missing = [key for key in keys if key not in available]
+    if missing:
+        raise RLTuneError(
+            f"no run logged {', '.join(map(repr, missing))}; the runs logged: {', '.join(available) or 'nothing'}"
+        )
+    fig, axes = _panels(len(keys), 3.5)
+    for label, rows in logged:
         for ax, key in zip(axes[0], keys):
             points = [(r["step"], r[key]) for r in rows if key in r]
             if points:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from tqdm.auto import tqdm
 
 from rltune.config import DEFAULT_INSTRUCTION, DataConfig
 from rltune.data import PromptSource
@@ -184,10 +183,12 @@ def _sample(
     todo = sum(len(v) for v in by_have.values())
     if todo < len(keys):
         log.info("%s: %d of %d problems answered from the cache", name, len(keys) - todo, len(keys))
-    bar = tqdm(total=todo, desc=f"sampling {name}", disable=not progress or todo == 0)
+    calls = sum(-(-len(indices) // settings.batch_size) for indices in by_have.values())
+    call = 0
     for have, indices in sorted(by_have.items()):
         for start in range(0, len(indices), settings.batch_size):
             chunk = indices[start : start + settings.batch_size]
+            call += 1
             # A different seed per already-cached count, so extra samples are fresh draws.
             sampling = SamplingSettings(
                 n=settings.n - have,
@@ -195,6 +196,7 @@ def _sample(
                 top_p=settings.top_p,
                 max_tokens=settings.max_tokens,
                 seed=settings.seed + have,
+                progress=(f"sampling {name}" + (f" ({call}/{calls})" if calls > 1 else "")) if progress else None,
             )
             batch = engine.generate([prompts.prompt_ids[i] for i in chunk], [prompts.rows[i] for i in chunk], sampling)
             for g, idx in enumerate(batch.groups()):
@@ -209,8 +211,6 @@ def _sample(
                         for j in idx
                     ],
                 )
-            bar.update(len(chunk))
-    bar.close()
     return [cache.entries[key][: settings.n] for key in keys]
 
 

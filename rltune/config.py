@@ -156,6 +156,9 @@ class RewardSpec:
     weight: float = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the reward's constructor (when it is a class)."""
+    function: Any = None
+    """Python API only: the reward itself (a function, a class, or a callable object), used instead of
+    looking `name` up; `name` then only labels it (default: the function's name)."""
 
 
 @dataclass
@@ -307,8 +310,35 @@ class TrainConfig:
     (without it, starting a new run there is refused)."""
     resume_from: str | None = None
     """A checkpoint folder, or 'latest' for the newest one in output_dir."""
-    tensorboard: bool = True
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers, through accelerate's integrations: tensorboard (in output_dir/tensorboard),
+    wandb, mlflow, trackio, comet_ml, aim, clearml, dvclive, swanlab (each needs its package; set them up
+    the usual way: WANDB_MODE/WANDB_PROJECT, MLFLOW_TRACKING_URI, ...). [] for none. metrics.jsonl is
+    always written."""
+    project: str = "rltune"
+    """The trackers' project (W&B project, MLflow experiment, TensorBoard subfolder)."""
+    run_name: str | None = None
+    """The trackers' run name (default: the output_dir's folder name)."""
+    log_completions_every: int = 10
+    """Every N steps, write the prompts, completions, reward components, advantages and lengths of the
+    step's batch to output_dir/completions.jsonl and to the trackers as a table (W&B Table, TensorBoard
+    text, MLflow table); 0: never."""
+    log_completions_max: int = 64
+    """Rows (completions) per logged step, the first groups of the global batch."""
+    push_to_hub: bool = False
+    """Upload every checkpoint's model (or LoRA adapters) and its model card to the Hugging Face Hub
+    (needs a token: `hf auth login` or HF_TOKEN)."""
+    hub_model_id: str | None = None
+    """The Hub repository ('user/name'); required with push_to_hub."""
+    hub_private: bool = True
+    """Create the Hub repository as private (when it does not exist yet)."""
     progress_bar: bool = True
+    """Progress bars of long loops on the main process (demo warm-up, evals); each training step is one
+    log line either way."""
+
+
+# accelerate's tracker integrations (accelerate.utils.LoggerType)
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio", "comet_ml", "aim", "clearml", "dvclive", "swanlab")
 
 
 @dataclass
@@ -346,6 +376,16 @@ class RecipeConfig:
     eval: EvalHookConfig = field(default_factory=EvalHookConfig)
 
 
+def recipe_yaml(cfg: Any) -> str:
+    """The recipe as YAML; a reward given as a Python object is written as its import path."""
+    raw = dataclasses.asdict(cfg)
+    for spec in raw.get("rewards", []):
+        function = spec.pop("function", None)
+        if function is not None and not spec["name"]:
+            spec["name"] = f"{function.__module__}:{getattr(function, '__qualname__', type(function).__qualname__)}"
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), cls: type = RecipeConfig) -> Any:
     """Load and validate a recipe of dataclass `cls` (an RL RecipeConfig unless told otherwise)."""
     path = Path(path)
@@ -370,6 +410,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), c
 
 
 def apply_override(raw: dict, item: str) -> None:
+    """Apply one `section.key=value` override; a number indexes a list (`rewards.0.weight=0.5`), and the
+    index one past the end appends (`rewards.2.name=format`)."""
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {item!r} must look like 'section.key=value'")
@@ -377,13 +419,30 @@ def apply_override(raw: dict, item: str) -> None:
         parsed = yaml.safe_load(value) if value else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from exc
-    target = raw
     parts = key.split(".")
-    for part in parts[:-1]:
-        target = target.setdefault(part, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"override {item!r}: {part!r} is not a section")
-    target[parts[-1]] = parsed
+    target: Any = raw
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[:depth]) or "the recipe"
+        if isinstance(target, list):
+            if not part.isdigit() or int(part) > len(target):
+                raise ConfigError(
+                    f"override {item!r}: {where} is a list of {len(target)}; index it with 0..{len(target) - 1} "
+                    f"(or {len(target)} to append), not {part!r}"
+                )
+            index = int(part)
+            if index == len(target):
+                target.append(parsed if last else {})
+            elif last:
+                target[index] = parsed
+            target = target[index]
+        elif isinstance(target, dict):
+            if last:
+                target[part] = parsed
+            else:
+                target = target.setdefault(part, {})
+        else:
+            raise ConfigError(f"override {item!r}: {where} is a value ({target!r}), not a section or a list")
 
 
 def from_dict(cls: type, data: Any, source: str, prefix: str = "") -> Any:
@@ -479,7 +538,8 @@ def validate(cfg: RecipeConfig, source: str) -> None:
     need(cfg.rollout.max_tokens >= 1, "rollout.max_tokens", "must be >= 1")
     need(len(cfg.rewards) >= 1, "rewards", "must name at least one reward")
     for i, spec in enumerate(cfg.rewards):
-        need(bool(spec.name), f"rewards[{i}].name", "is required")
+        need(bool(spec.name) or spec.function is not None, f"rewards[{i}].name", "is required")
+        need(spec.function is None or callable(spec.function), f"rewards[{i}].function", "must be callable")
     need(0 <= cfg.algorithm.clip_low < 1, "algorithm.clip_low", "must be in [0, 1)")
     need(cfg.algorithm.clip_high >= 0, "algorithm.clip_high", "must be >= 0")
     need(cfg.algorithm.dual_clip is None or cfg.algorithm.dual_clip > 1, "algorithm.dual_clip", "must be > 1")
@@ -513,6 +573,15 @@ def validate(cfg: RecipeConfig, source: str) -> None:
         "must be >= 1 (or null: micro_batch_size alone)",
     )
     need(cfg.train.lr > 0, "train.lr", "must be > 0")
+    unknown = sorted(set(cfg.train.report_to) - set(TRACKERS))
+    need(not unknown, "train.report_to", f"names unknown trackers {unknown}; known: {', '.join(TRACKERS)}")
+    need(cfg.train.log_completions_every >= 0, "train.log_completions_every", "must be >= 0 (0: never)")
+    need(cfg.train.log_completions_max >= 1, "train.log_completions_max", "must be >= 1")
+    need(
+        not cfg.train.push_to_hub or bool(cfg.train.hub_model_id),
+        "train.hub_model_id",
+        "is required with train.push_to_hub (the repository, 'user/name')",
+    )
     need(len(cfg.train.betas) == 2, "train.betas", "must be two numbers [beta1, beta2]")
     need(cfg.eval.every >= 0, "eval.every", "must be >= 0")
     need(cfg.eval.n >= 1 and all(k >= 1 for k in cfg.eval.k), "eval.n / eval.k", "must be >= 1")

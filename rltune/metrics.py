@@ -1,25 +1,49 @@
-"""Metric sinks: one line per step on the console, metrics.jsonl, and TensorBoard."""
+"""Metric sinks: one line per step on the console, metrics.jsonl, completions.jsonl, and the trackers."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import time
 from pathlib import Path
+
+import yaml
 
 log = logging.getLogger("rltune")
 
-# Shown on the console line, in this order, when present.
+# Shown on the console line after the rewards, in this order, when present.
 CONSOLE_KEYS = (
-    "reward/total",
-    "reward/math_accuracy",
+    "loss",
     "kl",
     "entropy",
     "clip_fraction",
     "completion/length_mean",
-    "time/step_s",
     "throughput/gen_tokens_per_s",
 )
+
+
+def step_line(step: int, total: int, metrics: dict[str, float], seconds_per_step: float | None) -> str:
+    """One console line per step: progress, every reward component (custom ones too), the main signals."""
+    rewards = [k for k in metrics if k.startswith("reward/") and not k.endswith("_std")]
+    rewards.sort(key=lambda k: (k != "reward/total", k))
+    shown = [k for k in rewards if not k.endswith("errors") or metrics[k] > 0]
+    shown += [k for k in CONSOLE_KEYS if k in metrics]
+    parts = [f"step {step}/{total}"]
+    parts += [
+        f"{k.removeprefix('reward/').replace('/', '.') if k.startswith('reward/') else k.split('/')[-1]}="
+        f"{metrics[k]:.4g}"
+        for k in shown
+    ]
+    if seconds_per_step:
+        parts.append(f"{seconds_per_step:.1f}s/step eta {_duration(seconds_per_step * (total - step))}")
+    return " ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def rollout_metrics(batch, reward_errors: int) -> dict[str, float]:
@@ -87,21 +111,65 @@ def trim_metrics(path: Path, last_step: int) -> None:
     tmp.replace(path)
 
 
-class MetricsLogger:
-    def __init__(self, output_dir: Path, tensorboard: bool, enabled: bool = True, resume_step: int | None = None):
-        """`resume_step`: the checkpoint's step when resuming; later lines of metrics.jsonl are dropped."""
-        self.enabled = enabled
-        self.writer = None
-        if not enabled:
-            return
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None and (output_dir / "metrics.jsonl").is_file():
-            trim_metrics(output_dir / "metrics.jsonl", resume_step)
-        self.jsonl = (output_dir / "metrics.jsonl").open("a")
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+def tracker_options(train) -> dict:
+    """Accelerator arguments for the recipe's trackers; a tracker whose package is missing stops here,
+    before any model is loaded."""
+    if not train.report_to:
+        return {}
+    import accelerate.utils
+    from accelerate.utils import ProjectConfiguration
 
-            self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+    from rltune.errors import ConfigError
+
+    missing = [name for name in train.report_to if not getattr(accelerate.utils, f"is_{name}_available")()]
+    if missing:
+        packages = " ".join("mlflow-skinny" if name == "mlflow" else name for name in missing)
+        raise ConfigError(
+            f"train.report_to names {', '.join(missing)}, which is not installed: pip install {packages} "
+            "(or remove it from train.report_to)"
+        )
+    output_dir = Path(train.output_dir)
+    config = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "tensorboard"))
+    return {"log_with": list(train.report_to), "project_config": config}
+
+
+class MetricsLogger:
+    """metrics.jsonl, completions.jsonl, the recipe's trackers (through accelerate) and the console line.
+
+    Files and trackers are written by the main process only; `log_completions` is called on every
+    process (it gathers the rows)."""
+
+    def __init__(self, output_dir: Path, accelerator, cfg, resume_step: int | None = None):
+        """`resume_step`: the checkpoint's step when resuming; later lines of the jsonl files are dropped."""
+        self.accelerator = accelerator
+        self.enabled = accelerator.is_main_process
+        self.train = cfg.train
+        self.started: tuple[int, float] | None = None  # (step, time) of the first step logged here
+        if self.enabled:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("metrics.jsonl", "completions.jsonl"):
+                if resume_step is not None and (output_dir / name).is_file():
+                    trim_metrics(output_dir / name, resume_step)
+            self.jsonl = (output_dir / "metrics.jsonl").open("a")
+            self.completions_path = output_dir / "completions.jsonl"
+        if cfg.train.report_to:
+            from rltune.config import recipe_yaml
+            from rltune.errors import RLTuneError
+
+            run_name = cfg.train.run_name or output_dir.resolve().name
+            init_kwargs = {
+                "wandb": {"name": run_name, "dir": str(output_dir)},
+                "mlflow": {"run_name": run_name},
+                "trackio": {"name": run_name},
+            }
+            config = _flat(yaml.safe_load(recipe_yaml(cfg)))
+            try:
+                accelerator.init_trackers(cfg.train.project, config=config, init_kwargs=init_kwargs)
+            except Exception as exc:  # a tracker's own setup (server, store, login): say which and why
+                raise RLTuneError(
+                    f"starting the trackers {cfg.train.report_to} (train.report_to) failed: {type(exc).__name__}: "
+                    f"{exc}"
+                ) from exc
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -109,15 +177,90 @@ class MetricsLogger:
         clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
         self.jsonl.write(json.dumps({"step": step, **clean}) + "\n")
         self.jsonl.flush()
-        if self.writer is not None:
-            for key, value in clean.items():
-                self.writer.add_scalar(key, value, step)
-            self.writer.flush()
-        shown = " ".join(f"{k.split('/')[-1]}={clean[k]:.4g}" for k in CONSOLE_KEYS if k in clean)
-        log.info("step %d %s", step, shown)
+        if self.train.report_to:
+            self.accelerator.log(clean, step=step)
+        now = time.perf_counter()
+        if self.started is None:
+            self.started = (step, now)
+        first_step, first_time = self.started
+        per_step = (now - first_time) / (step - first_step) if step > first_step else metrics.get("time/step_s")
+        log.info(step_line(step, self.train.steps, clean, per_step))
+
+    def log_completions(self, step: int, batch) -> None:
+        """The step's prompts, completions, reward components, advantages and lengths (all processes)."""
+        rows = completion_rows(batch)
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)
+        if not self.enabled:
+            return
+        rows = rows[: self.train.log_completions_max]
+        with self.completions_path.open("a") as f:
+            f.writelines(json.dumps({"step": step, **row}) + "\n" for row in rows)
+        if not rows or not self.train.report_to:
+            return
+        columns = list(rows[0])
+        data = [[row[c] for c in columns] for row in rows]
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "wandb":
+                tracker.log_table("completions", columns=columns, data=data, step=step)
+            elif tracker.name == "tensorboard":
+                tracker.writer.add_text("completions", _markdown_table(columns, data), step)
+                tracker.writer.flush()
+            elif tracker.name == "mlflow":
+                import mlflow
+
+                table = {c: [row[c] for row in rows] for c in columns}
+                mlflow.log_table(data=table, artifact_file=f"completions/step_{step:06d}.json")
 
     def close(self) -> None:
         if self.enabled:
             self.jsonl.close()
-            if self.writer is not None:
-                self.writer.close()
+        # each tracker's own finish: accelerate's end_training would also tear down the process group,
+        # which vLLM's engine still holds until it is closed
+        for tracker in self.accelerator.trackers if self.enabled else []:
+            tracker.finish()
+
+
+def completion_rows(batch) -> list[dict]:
+    """One dict per completion: prompt, completion, total reward, each component, advantage, length."""
+    advantages = batch.advantages
+    if advantages is not None and advantages.dim() == 2:  # token-level: the mean over generated tokens
+        lengths = batch.completion_lengths().clamp(min=1).to(advantages.dtype)
+        advantages = advantages.sum(dim=1) / lengths
+    rows = []
+    for i in range(len(batch)):
+        row = {
+            "group": batch.group_ids[i],
+            "prompt": batch.rows[batch.group_ids[i]].get("prompt", ""),
+            "completion": batch.completion_texts[i],
+            "reward": float(batch.rewards[i]),
+        }
+        row.update({f"reward/{name}": float(values[i]) for name, values in batch.reward_components.items()})
+        row["advantage"] = None if advantages is None else float(advantages[i])
+        row["length"] = len(batch.completion_ids[i])
+        row["finish_reason"] = batch.finish_reasons[i]
+        rows.append(row)
+    return rows
+
+
+def _markdown_table(columns: list[str], data: list[list]) -> str:
+    def cell(value) -> str:
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", "<br>")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in data]
+    return "\n".join(lines)
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    """A nested recipe as flat 'section.key' -> scalar (trackers take scalars; lists become strings)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+    return flat

@@ -2,13 +2,20 @@
 
 Every plug-in point (rewards, advantage estimators, objectives, loss terms, rollout engines) has one
 `Registry`. A recipe names an entry either by its registered name or by an import path
-`package.module:attr`, so user code plugs in without being registered anywhere.
+`package.module:attr` (looked up in the working folder too) or a file path `path/to/file.py:attr`,
+so user code plugs in without being registered anywhere.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Generic, TypeVar
 
 from rltune.errors import ConfigError
@@ -54,22 +61,63 @@ class Registry(Generic[T]):
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
                 f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}; "
-                f"or give an import path 'package.module:attr'."
+                f"or give an import path 'package.module:attr' or 'path/to/file.py:attr'."
             )
         return self._entries[name]
 
 
 def import_object(path: str, kind: str = "object") -> Any:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"{kind} import path {path!r} must look like 'package.module:attr'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import module {module_name!r} for {kind} {path!r}: {exc}") from exc
+    """The object named by 'package.module:attr' or 'path/to/file.py:attr'.
+
+    Modules resolve from the working folder too, whichever way rltune was started (the `rltune` console
+    script, unlike `python -m`, does not put it on the import path)."""
+    module_name, sep, attr = path.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{kind} import path {path!r} must look like 'package.module:attr' or 'path/to/file.py:attr'")
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        module = _import_file(Path(module_name), kind, path)
+    else:
+        cwd = os.getcwd()
+        if cwd not in sys.path and "" not in sys.path:
+            sys.path.append(cwd)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"cannot import module {module_name!r} for {kind} {path!r}: {exc} (modules are looked up in the "
+                f"working folder {cwd} and the installed packages; a file elsewhere can be named "
+                "'path/to/file.py:attr')"
+            ) from exc
+        except Exception as exc:  # the user's module itself is broken: say so instead of a traceback
+            raise ConfigError(
+                f"importing {module_name!r} for {kind} {path!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ConfigError(f"module {module_name!r} has no attribute {attr!r} (for {kind} {path!r})")
+            raise ConfigError(f"{module_name!r} has no attribute {attr!r} (for {kind} {path!r})")
         obj = getattr(obj, part)
     return obj
+
+
+def _import_file(file: Path, kind: str, path: str) -> ModuleType:
+    """Import a Python file as a module named after its resolved path, once per file."""
+    file = file.expanduser().resolve()
+    if not file.is_file():
+        raise ConfigError(f"{kind} {path!r}: no file {str(file)!r}")
+    # a stable name per file: the same file is the same module (pickling and `isinstance` work),
+    # two files with the same stem do not replace each other
+    name = f"rltune_plugin_{file.stem}_{hashlib.sha1(str(file).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{kind} {path!r}: {str(file)!r} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ConfigError(f"{kind} {path!r}: importing {str(file)!r} failed: {type(exc).__name__}: {exc}") from exc
+    return module

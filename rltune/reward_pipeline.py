@@ -57,19 +57,20 @@ class RewardPipeline:
         self.max_threads = max_threads
         self.components: list[_Component] = []
         for spec in specs:
-            obj = REWARDS.get(spec.name)
+            obj = spec.function if spec.function is not None else REWARDS.get(spec.name)
+            label = spec.name or getattr(obj, "__name__", type(obj).__name__)
             if inspect.isclass(obj):
                 try:
                     fn = obj(**spec.kwargs)
                 except TypeError as exc:
-                    raise ConfigError(f"reward {spec.name!r}: bad kwargs {spec.kwargs}: {exc}") from exc
+                    raise ConfigError(f"reward {label!r}: bad kwargs {spec.kwargs}: {exc}") from exc
             elif callable(obj):
                 if spec.kwargs:
-                    raise ConfigError(f"reward {spec.name!r} is a function and takes no kwargs (got {spec.kwargs})")
+                    raise ConfigError(f"reward {label!r} is a function and takes no kwargs (got {spec.kwargs})")
                 fn = obj
             else:
-                raise ConfigError(f"reward {spec.name!r} resolved to {obj!r}, which is not callable")
-            name = spec.name.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+                raise ConfigError(f"reward {label!r} resolved to {obj!r}, which is not callable")
+            name = label.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
             taken = {c.name for c in self.components}
             unique, k = name, 2
             while unique in taken:
@@ -77,7 +78,7 @@ class RewardPipeline:
             group = bool(getattr(fn, "group", False) or getattr(obj, "group", False))
             token_level = bool(getattr(fn, "token_level", False))
             if token_level and group:
-                raise ConfigError(f"reward {spec.name!r} cannot be both a group and a token-level reward")
+                raise ConfigError(f"reward {label!r} cannot be both a group and a token-level reward")
             gamma = float(getattr(fn, "gamma", 1.0))
             self.components.append(_Component(unique, fn, spec.weight, group, _is_async(fn), token_level, gamma))
         for position, comp in enumerate(self.components):

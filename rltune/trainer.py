@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
-from tqdm.auto import tqdm
 
 from rltune.advantages import ADVANTAGES, is_flat, select_per_group
 from rltune.batch import RolloutBatch
@@ -31,10 +28,12 @@ from rltune.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from rltune.config import RecipeConfig
+from rltune.config import RecipeConfig, recipe_yaml
+from rltune.console import preflight
 from rltune.data import PromptSource
 from rltune.errors import ConfigError
-from rltune.metrics import MetricsLogger, reduce_over_processes, rollout_metrics, training_flops
+from rltune.export import check_hub_access, model_card, push_checkpoint
+from rltune.metrics import MetricsLogger, reduce_over_processes, rollout_metrics, tracker_options, training_flops
 from rltune.models import context_length, load_tokenizer
 from rltune.reward_pipeline import RewardPipeline
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
@@ -54,7 +53,11 @@ class Trainer:
         t = cfg.train
         # cpu=True on a machine without CUDA: accelerate only sets up multi-process CPU training
         # (gloo) when told so; otherwise each launched process would silently train alone.
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(
+            mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available(), **tracker_options(t)
+        )
+        if t.push_to_hub:  # before anything is loaded
+            check_hub_access(t.hub_model_id)
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
         set_seed(t.seed + self.rank)
@@ -100,12 +103,9 @@ class Trainer:
         )
         if checkpoint:
             self._restore(checkpoint)
-        self.metrics = MetricsLogger(
-            self.output_dir,
-            t.tensorboard,
-            enabled=self.accelerator.is_main_process,
-            resume_step=self.step if checkpoint else None,
-        )
+        self.metrics = MetricsLogger(self.output_dir, self.accelerator, cfg, self.step if checkpoint else None)
+        if self.accelerator.is_main_process:
+            log.info(preflight(cfg, self.world_size, self.updater.num_params, cfg.rollout.engine))
         self.periodic_eval = None
         if cfg.eval.every > 0 or cfg.eval.at_start:
             from rltune.eval.hook import PeriodicEval
@@ -132,12 +132,6 @@ class Trainer:
     def train(self) -> dict[str, float]:
         t = self.cfg.train
         last: dict[str, float] = {}
-        bar = tqdm(
-            total=t.steps,
-            initial=self.step,
-            desc="rl steps",
-            disable=not (t.progress_bar and self.accelerator.is_main_process),
-        )
         if self.periodic_eval is not None and self.periodic_eval.at_start and self.step == 0:
             self.metrics.log(0, self.periodic_eval.run(self, 0))
         while self.step < t.steps:
@@ -150,12 +144,11 @@ class Trainer:
                 callback(self, self.step, metrics)
             if self.step % t.log_every == 0 or self.step == t.steps:
                 self.metrics.log(self.step, metrics)
+            if t.log_completions_every and self.step % t.log_completions_every == 0:
+                self.metrics.log_completions(self.step, self.last_batch)
             if (t.save_every and self.step % t.save_every == 0) or self.step == t.steps:
                 self.save()
-            bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward/total']:.3f}")
             last = metrics
-        bar.close()
         self.metrics.close()
         return last
 
@@ -171,6 +164,7 @@ class Trainer:
         if batch.token_returns is not None:  # token-level reward streams refine the advantage per token
             adv = (adv[:, None] if adv.dim() == 1 else adv) + batch.token_returns
         batch.advantages = adv
+        self.last_batch = batch  # the batch as trained, for the completions log
         if self.cfg.algorithm.keep_per_group is not None:
             generator = torch.Generator().manual_seed(self.cfg.train.seed * 104_729 + self.step)
             keep = select_per_group(
@@ -178,6 +172,7 @@ class Trainer:
             )
             batch = batch.select_samples(keep)
             adv = batch.advantages
+            self.last_batch = batch
         if self.updater.needs_reference:
             batch.extras["ref_logprobs"] = self.updater.reference_logprobs(batch)
         update_started = time.perf_counter()
@@ -285,16 +280,21 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return None
         state = {"step": self.step, **self.updater.state_dict(), "data": self.data.state_dict(), "rng": rngs}
-        return save_checkpoint(
-            self.output_dir,
-            self.step,
-            self.policy,
-            self.tokenizer,
-            state,
-            yaml.safe_dump(asdict(self.cfg), sort_keys=False),
-            self.cfg.train.keep_checkpoints,
-            weights=weights,
+        recipe, lora_base = recipe_yaml(self.cfg), self.cfg.model.path if self.cfg.model.lora else None
+        card = model_card(self.output_dir, self.step, recipe, lora_base, merged=False)
+        t = self.cfg.train
+        folder = save_checkpoint(
+            self.output_dir, self.step, self.policy, self.tokenizer, state, recipe, t.keep_checkpoints, weights, card
         )
+        if t.push_to_hub:
+            push_checkpoint(folder, t.hub_model_id, t.hub_private)
+        return folder
 
     def close(self) -> None:
         self.engine.close()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -86,7 +86,7 @@ def demo_recipe(tmp_path: Path, model_dir: Path, data_file: Path, sections: dict
     base = {
         "model": {"path": str(model_dir)},
         "data": {"path": str(data_file)},
-        "train": {"output_dir": str(tmp_path / "run"), "progress_bar": False, "tensorboard": False},
+        "train": {"output_dir": str(tmp_path / "run"), "progress_bar": False, "report_to": []},
     }
     return load_recipe(write_recipe(tmp_path, deep_merge(base, sections or {})))
 

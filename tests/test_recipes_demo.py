@@ -11,7 +11,7 @@ from conftest import REPO, run_rltune
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["train.steps=2", "train.prompts_per_step=4", "train.progress_bar=false", "train.tensorboard=false"]
+SHORT = ["train.steps=2", "train.prompts_per_step=4", "train.progress_bar=false", "train.report_to=[]"]
 
 # recipe: metrics its method must log, each a finite number (and what else must hold of them)
 RL_RECIPES = {

@@ -86,7 +86,7 @@ def test_sigkills_anywhere_then_resume_reproduce_the_uninterrupted_run(tmp_path,
             "save_every": 1,
             "keep_checkpoints": 10,
             "progress_bar": False,
-            "tensorboard": False,
+            "report_to": [],
         },
     }
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}

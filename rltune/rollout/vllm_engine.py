@@ -67,6 +67,8 @@ class VLLMEngine:
             # seed is prefilled in chunks; whole-prompt prefill keeps per-request seeds usable on CPU.
             enable_chunked_prefill=None if torch.cuda.is_available() else False,
             enable_sleep_mode=sleep,
+            # the weight-loading bar follows vLLM's log level (quiet by default on the command line)
+            use_tqdm_on_load=logging.getLogger("vllm").isEnabledFor(logging.INFO),
         )
         # Every in-place reload warns that rotary embeddings (a computed buffer, not a weight) got no
         # weights; that is expected, and once per step it would drown the training log.
@@ -99,7 +101,9 @@ class VLLMEngine:
             )
             for seed in sampling.seeds(len(prompt_ids))
         ]
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        # vLLM's own bar advances as requests finish; the label replaces its "Processed prompts"
+        bar = (lambda **kw: sampling.progress_bar(kw["total"], "prompt")) if sampling.progress else False
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=bar)
         batch = RolloutBatch([], [], [], [], [], [], list(rows))
         for group, (ids, out) in enumerate(zip(prompt_ids, outputs)):
             for completion in out.outputs:
