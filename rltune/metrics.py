@@ -167,8 +167,7 @@ class MetricsLogger:
                 accelerator.init_trackers(cfg.train.project, config=config, init_kwargs=init_kwargs)
             except Exception as exc:  # a tracker's own setup (server, store, login): say which and why
                 raise RLTuneError(
-                    f"starting the trackers {cfg.train.report_to} (train.report_to) failed: {type(exc).__name__}: "
-                    f"{exc}"
+                    f"starting the trackers {cfg.train.report_to} (train.report_to) failed: {type(exc).__name__}: {exc}"
                 ) from exc
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
