@@ -119,7 +119,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model_dir, data_file = Path(cfg.model.path), Path(cfg.data.path)
     if not (model_dir / "config.json").is_file() or not data_file.is_file():
         log.info("building the warmed-up tiny model in %s (%s warm-up)", model_dir, args.warmup_loss)
-        write_demo_assets(model_dir, data_file, loss=SFTLossConfig(args.warmup_loss, token_ratio=0.8, entropy_coef=0.8))
+        loss = SFTLossConfig(args.warmup_loss, token_ratio=0.8, entropy_coef=0.8)
+        write_demo_assets(model_dir, data_file, loss=loss, progress=cfg.train.progress_bar)
     warmup_s = time.perf_counter() - started
     settings = accuracy_settings(data_file)
     tokenizer = load_tokenizer(str(model_dir))

@@ -191,6 +191,7 @@ class AnswerForcer:
             top_p=cfg.top_p,
             max_tokens=cfg.answer_max_tokens,
             seed=self.seed + 7919 * self.calls,
+            progress="forcing answers",
         )
         batch = self.engine.generate(ids, [{} for _ in ids], sampling)
         self.samples_drawn += len(batch)
@@ -363,6 +364,7 @@ def build_pairs(recipe: DTORecipe) -> dict[str, Any]:
                 top_p=r.top_p,
                 max_tokens=r.max_tokens,
                 seed=recipe.pairs.seed,
+                progress="sampling traces",
             )
             batch = engine.generate(data.prompt_ids, data.rows, sampling)
             texts, groups = batch.completion_texts, batch.group_ids

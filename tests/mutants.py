@@ -25,6 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FORMULAS = "tests/test_update_formulas.py"
+ENTRY_POINTS = "tests/test_day_one.py::test_plugins_resolve_from_the_working_folder_under_every_entry_point"
 
 
 @dataclass
@@ -41,6 +42,42 @@ def formula_rows(*settings: str) -> list[str]:
 
 
 MUTANTS = [
+    # --- day-one conveniences -----------------------------------------------------------------------
+    Mutant(
+        "plug-ins not looked up in the working folder",
+        "rltune/registry.py",
+        "            sys.path.append(cwd)",
+        "            pass",
+        [f"{ENTRY_POINTS}[console script]"],
+    ),
+    Mutant(
+        "completions of other processes not gathered",
+        "rltune/metrics.py",
+        "            rows = gather_object(rows)",
+        "            rows = list(rows)",
+        [f"{ENTRY_POINTS}[accelerate launch]"],
+    ),
+    Mutant(
+        "libraries not quieted",
+        "rltune/cli.py",
+        "        quiet_libraries()",
+        "        pass",
+        ["tests/test_day_one.py::test_console_is_quiet_with_a_preflight_block_and_one_line_per_step"],
+    ),
+    Mutant(
+        "no model card in checkpoints",
+        "rltune/checkpoint.py",
+        '        (tmp / "README.md").write_text(card)',
+        "        pass",
+        ["tests/test_day_one.py::test_checkpoints_carry_a_model_card_and_push_to_the_hub"],
+    ),
+    Mutant(
+        "trainer state pushed to the Hub",
+        "rltune/export.py",
+        "            ignore_patterns=[STATE_FILE],",
+        "            ignore_patterns=[],",
+        ["tests/test_day_one.py::test_checkpoints_carry_a_model_card_and_push_to_the_hub"],
+    ),
     # --- the trainer honours every algorithm setting ------------------------------------------------
     Mutant(
         "advantage always grpo",

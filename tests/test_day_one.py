@@ -79,7 +79,9 @@ def test_plugins_resolve_from_the_working_folder_under_every_entry_point(
     entry, tmp_path, tiny_model_dir, arithmetic_file
 ):
     recipe = _plugin_folder(tmp_path, tiny_model_dir, arithmetic_file)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # the working folder only reaches the import path through rltune itself
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != tmp_path]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     proc = subprocess.run(
         [*ENTRY_POINTS[entry], "train", str(recipe)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
