@@ -3,15 +3,23 @@
 A checkpoint is a folder `checkpoint-<step>` holding the model (`save_pretrained`; LoRA runs keep
 the adapter in `adapter/`), the tokenizer, the recipe, and `trainer_state.pt` (step, optimizer,
 scheduler, data position, RNG states). It is written into a temporary folder and renamed into
-place, so a crash never leaves a half-written checkpoint under the final name.
+place, so a crash never leaves a half-written checkpoint under the final name. `manifest.json` holds the
+sha256 of every file, written inside the rename and checked at resume, so bytes changed afterwards are
+found. Weights that are not finite are never saved.
+
+A run holds `output_dir/.lock` (pid and host) while it trains, so a second run cannot write into it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import random
 import re
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,10 @@ from rltune.errors import RLTuneError
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+# What resuming needs from trainer_state.pt
+STATE_KEYS = ("step", "optimizer", "scheduler", "data", "rng")
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -62,6 +74,14 @@ def save_checkpoint(
 ) -> Path:
     """`weights`: the full state dict when the model is sharded (FSDP, ZeRO-3); else the model's own.
     `card`: the model card, written as README.md (the folder uploads to the Hub as it is)."""
+    tensors = weights if weights is not None else model.state_dict()
+    damaged = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if damaged:
+        previous = list_checkpoints(output_dir)
+        raise RLTuneError(
+            f"not saving checkpoint-{step}: {len(damaged)} weight tensors hold NaN/inf (first {damaged[0]!r}); the "
+            f"run diverged. The last good checkpoint is {previous[-1] if previous else 'none'}; lower train.lr"
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
@@ -77,6 +97,7 @@ def save_checkpoint(
     if card:
         (tmp / "README.md").write_text(card)
     torch.save(state, tmp / STATE_FILE)
+    (tmp / MANIFEST).write_text(json.dumps(file_digests(tmp), indent=1))
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -106,12 +127,157 @@ def resolve_checkpoint(resume_from: str, output_dir: Path) -> Path:
     return path
 
 
+def file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder` (but the manifest), by relative path."""
+    digests = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest = hashlib.sha256()
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digests[file.relative_to(folder).as_posix()] = digest.hexdigest()
+    return digests
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Every file as the manifest recorded it at save (checkpoints written before manifests pass)."""
+    if not (path / MANIFEST).is_file():
+        log.warning("%s has no %s (written by an older rltune): its files cannot be verified", path, MANIFEST)
+        return
+    try:
+        recorded = json.loads((path / MANIFEST).read_text())
+    except json.JSONDecodeError as exc:
+        raise RLTuneError(f"{path / MANIFEST} is damaged ({exc}); resume from another checkpoint") from exc
+    found = file_digests(path)
+    changed = sorted(name for name, digest in recorded.items() if found.get(name) != digest)
+    if changed:
+        others = [p for p in list_checkpoints(path.parent) if p != path]
+        hint = f"resume from {others[-1]}" if others else "no other checkpoint is left; start the run again"
+        raise RLTuneError(
+            f"{path}: {', '.join(changed)} changed or vanished since the checkpoint was saved (sha256 differs from "
+            f"{MANIFEST}); the checkpoint is damaged: {hint} (train.resume_from=<folder>)"
+        )
+
+
 def load_state(path: Path) -> dict[str, Any]:
+    """The trainer state of checkpoint `path`, its files verified against the manifest."""
+    verify_checkpoint(path)
     try:
         # weights_only: a checkpoint cannot run code when it is loaded.
-        return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise RLTuneError(f"cannot read {path / STATE_FILE}: {exc}; pick another checkpoint") from exc
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise RLTuneError(
+            f"{path / STATE_FILE} is damaged: it has no {', '.join(missing)}; resume from another checkpoint"
+        )
+    if not isinstance(state["rng"], list) or not state["rng"] or not all(isinstance(r, dict) for r in state["rng"]):
+        raise RLTuneError(f"{path / STATE_FILE} is damaged: its RNG states are not a list of states per process")
+    return state
+
+
+def restore_rng(state: dict[str, Any], path: Path) -> None:
+    try:
+        set_rng_state(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise RLTuneError(
+            f"{path / STATE_FILE} is damaged: its RNG state cannot be restored ({type(exc).__name__}: {exc}); "
+            "resume from another checkpoint"
+        ) from exc
+
+
+# Recipe keys a resumed run cannot change: the checkpoint's weights, data position, RNG streams and
+# loss-term states only mean something under the values they were saved with.
+FIXED_ON_RESUME = ("model.path", "model.lora", "data.path", "data.subset", "data.split", "data.shuffle", "train.seed",
+                   "algorithm.loss_terms")  # fmt: skip
+# Keys that name where and how to resume rather than what is trained
+RESUME_KEYS = ("train.output_dir", "train.resume_from", "train.overwrite_output_dir")
+
+
+def recipe_changes(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(key, saved value, current value) of every setting that differs between two recipes."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        old, new, name = saved.get(key), current.get(key), prefix + key
+        if isinstance(old, dict) and isinstance(new, dict) and not name.startswith(FIXED_ON_RESUME):
+            changes += recipe_changes(old, new, name + ".")
+        elif old != new and name not in RESUME_KEYS:
+            changes.append((name, old, new))
+    return changes
+
+
+def check_resume_recipe(checkpoint: Path, current_yaml: str) -> list[tuple[str, Any, Any]]:
+    """Refuse changes a resume cannot apply; return the others (they apply from the next step)."""
+    import yaml
+
+    saved_file = checkpoint / "recipe.yaml"
+    if not saved_file.is_file():
+        return []
+    changes = recipe_changes(yaml.safe_load(saved_file.read_text()) or {}, yaml.safe_load(current_yaml) or {})
+    fixed = [c for c in changes if c[0].startswith(FIXED_ON_RESUME)]
+    if fixed:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in fixed)
+        raise RLTuneError(
+            f"resuming {checkpoint} with a recipe that changes what it was trained with ({listed}): a resumed run "
+            "keeps these; put them back, or start a new run (another train.output_dir)"
+        )
+    return changes
+
+
+class OutputLock:
+    """`output_dir/.lock` while a run trains there: a second run (another pid, or another host sharing the
+    folder) is refused and told who holds it. A lock left by a process that died on this host is taken over."""
+
+    def __init__(self, output_dir: Path):
+        self.path = output_dir / LOCK
+        self.held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and not self._stale(holder):
+                    raise RLTuneError(
+                        f"{self.path.parent} is in use by another run (pid {holder.get('pid')} on host "
+                        f"{holder.get('host')}): wait for it, stop it, or choose another train.output_dir "
+                        f"(if that process is gone, delete {self.path})"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # its holder died: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # half-written or vanished: treat as stale
+
+    @staticmethod
+    def _stale(holder: dict) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return False  # another machine's process cannot be checked from here
+        if holder.get("pid") == os.getpid():
+            return True  # this process's earlier trainer (a notebook cell run again)
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return False
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
 
 
 def claim_output_dir(output_dir: Path, overwrite: bool, accelerator) -> None:

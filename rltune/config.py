@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -272,6 +273,7 @@ class TrainConfig:
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
+    """Clip the gradient's global norm to this; 0: no clipping (the norm is still computed and logged)."""
     sync_check: bool = True
     """Check every step that the rollout engine samples from the trainer's weights: the mean absolute
     difference of the engine's and the trainer's log-probs of the sampled tokens (mismatch/log_ratio_abs_mean,
@@ -376,6 +378,49 @@ class RecipeConfig:
     eval: EvalHookConfig = field(default_factory=EvalHookConfig)
 
 
+# Ranges of numeric settings by field name, for every recipe kind (RL, SFT, DTO): a value outside stops
+# the load naming the key. Settings with a rule of their own are checked in `validate`.
+_POSITIVE = {
+    "lr", "timeout_s", "connect_timeout_s", "kv_cache_gib", "steps", "batch_size", "n", "prompts_per_step",
+    "micro_batch_size", "micro_batch_tokens", "log_every", "epochs", "mini_batches", "max_sampling_rounds",
+    "max_bad_updates", "kl_anchor_update_every", "loss_constant", "max_prompt_tokens", "max_model_len", "limit",
+    "samples", "judge_max_tokens", "answer_max_tokens", "max_tokens", "server_workers", "max_concurrency", "r",
+    "alpha", "gradient_accumulation_steps", "logging_steps", "max_length", "max_boundaries", "log_completions_max",
+    "sync_check_tolerance", "k", "save_on_signal_s",
+}  # fmt: skip
+_NON_NEGATIVE = {
+    "weight_decay", "max_grad_norm", "warmup_steps", "save_every", "keep_checkpoints", "kl_coef", "clip_low",
+    "clip_high", "log_completions_every", "every", "seed", "temperature", "entropy_coef", "sft_weight", "warmup",
+}  # fmt: skip
+_FRACTION = {"top_p", "gpu_memory_utilization", "token_ratio", "threshold"}  # in (0, 1]
+_UNIT = {"kl_anchor_decay", "dropout", "betas"}  # in [0, 1)
+
+
+def check_ranges(config: Any, source: str, prefix: str = "") -> None:
+    """Every numeric setting of a recipe (any kind) inside its range; lists are checked element by element."""
+    for f in dataclasses.fields(config):
+        value, key = getattr(config, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, source, key + ".")
+            continue
+        if isinstance(value, list) and value and all(dataclasses.is_dataclass(v) for v in value):
+            for i, item in enumerate(value):
+                check_ranges(item, source, f"{key}[{i}].")
+            continue
+        numbers = value if isinstance(value, list) else [value]
+        numbers = [v for v in numbers if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        rules = [
+            (_POSITIVE, lambda v: v > 0, "must be > 0"),
+            (_NON_NEGATIVE, lambda v: v >= 0, "must be >= 0"),
+            (_FRACTION, lambda v: 0 < v <= 1, "must be in (0, 1]"),
+            (_UNIT, lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        ]
+        for names, ok, message in rules:
+            bad = [v for v in numbers if f.name in names and not ok(v)]
+            if bad:
+                raise ConfigError(f"{source}: {key} {message}, got {bad[0]!r}")
+
+
 def recipe_yaml(cfg: Any) -> str:
     """The recipe as YAML; a reward given as a Python object is written as its import path."""
     raw = dataclasses.asdict(cfg)
@@ -403,6 +448,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), c
     if cls is RecipeConfig:
         validate(config, source=str(path))
     else:
+        check_ranges(config, str(path))
         for section in ("model", "data"):
             if hasattr(config, section) and not getattr(config, section).path:
                 raise ConfigError(f"{path}: {section}.path is required")
@@ -497,16 +543,19 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
         return float(value)
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads '1e-6' as a string
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{source}: {key} must be of type {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
 
 
-def validate(cfg: RecipeConfig, source: str) -> None:
-    """Value checks that types alone cannot express."""
+def validate(cfg: RecipeConfig, source: str = "recipe") -> None:
+    """Value checks that types alone cannot express (the Trainer runs them on recipes built in Python too)."""
+    check_ranges(cfg, source)
 
     def need(ok: bool, key: str, msg: str) -> None:
         if not ok:

@@ -113,7 +113,7 @@ def run_sft(recipe: SFTRecipe) -> dict[str, float]:
         ids, attention, labels = sft_batch(prompt_ids, responses, tokenizer.pad_token_id)
         loss = sft_loss(model(input_ids=ids, attention_mask=attention).logits, labels, recipe.sft)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf)  # 0: no clipping
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())

@@ -21,14 +21,16 @@ from accelerate.utils import DistributedType, set_seed
 from rltune.advantages import ADVANTAGES, is_flat, select_per_group
 from rltune.batch import RolloutBatch
 from rltune.checkpoint import (
+    OutputLock,
+    check_resume_recipe,
     claim_output_dir,
     load_state,
     resolve_checkpoint,
+    restore_rng,
     rng_state,
     save_checkpoint,
-    set_rng_state,
 )
-from rltune.config import RecipeConfig, recipe_yaml
+from rltune.config import RecipeConfig, recipe_yaml, validate
 from rltune.console import preflight
 from rltune.data import PromptSource
 from rltune.errors import ConfigError
@@ -48,6 +50,7 @@ Callback = Callable[["Trainer", int, dict[str, float]], None]
 
 class Trainer:
     def __init__(self, cfg: RecipeConfig, callbacks: list[Callback] | None = None, dataset=None):
+        validate(cfg)  # recipes built in Python get the checks of load_recipe
         self.cfg = cfg
         self.callbacks = list(callbacks or [])
         t = cfg.train
@@ -66,6 +69,9 @@ class Trainer:
         # process must run the same forwards.
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
+        self.lock = OutputLock(self.output_dir)
+        if self.accelerator.is_main_process:
+            self.lock.acquire()
         checkpoint = resolve_checkpoint(t.resume_from, self.output_dir) if t.resume_from else None
         if checkpoint is None:
             claim_output_dir(self.output_dir, t.overwrite_output_dir, self.accelerator)
@@ -119,12 +125,17 @@ class Trainer:
 
     def _restore(self, checkpoint: Path) -> None:
         state = load_state(checkpoint)
-        self.updater.load_state_dict(state)
+        changes = check_resume_recipe(checkpoint, recipe_yaml(self.cfg))
+        self.updater.load_state_dict(state, str(checkpoint))
         self.data.load_state_dict(state["data"])
         self.step = state["step"]
-        set_rng_state(state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0])
+        restore_rng(state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0], checkpoint)
         self.engine.sync_weights(self.policy)
         log.info("resumed from %s at step %d", checkpoint, self.step)
+        for key, old, new in changes:
+            log.warning(
+                "resumed with a changed recipe: %s %r -> %r (applies from step %d)", key, old, new, self.step + 1
+            )
 
     # ----------------------------------------------------------------------------------------------
     # the loop
@@ -292,6 +303,7 @@ class Trainer:
 
     def close(self) -> None:
         self.engine.close()
+        self.lock.release()
 
     def __enter__(self) -> Trainer:
         return self

@@ -29,6 +29,7 @@ from transformers import get_scheduler
 from rltune.batch import InputLayout, MicroBatch, PolicyOutput, RolloutBatch, pack_rows
 from rltune.config import LossTermSpec, RecipeConfig
 from rltune.errors import ConfigError, RLTuneError
+from rltune.guards import CollapseGuard, check_optimizer_state, weight_norm
 from rltune.lm_head import token_scores
 from rltune.loss_terms import LOSS_TERMS
 from rltune.losses import Normalizer, aggregate, masked_mean, token_entropy
@@ -119,6 +120,8 @@ class PolicyUpdate:
         if t.packing and not self.packing:
             log.info("train.packing: %s does not read packed rows; samples are padded", type(model).__name__)
         self.bad_updates = 0
+        self.collapse = CollapseGuard(model.config.vocab_size, t.max_bad_updates)
+        self.last_weight_norm = weight_norm(model.parameters())
         self.sync_tolerance = sync_tolerance(cfg) if t.sync_check else None
 
     @property
@@ -137,9 +140,42 @@ class PolicyUpdate:
             state["reference"] = self.ref_model.state_dict()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def apply_recipe_hyperparameters(self) -> None:
+        """After a resume: the recipe's lr, betas and weight decay, not those saved in the optimizer and
+        scheduler state (a changed train.lr would otherwise be ignored while recipe.yaml records it). The
+        schedule's progress is kept: the lr is rescaled by new / saved base lr."""
+        t = self.cfg.train
+        scheduler = getattr(self.scheduler, "scheduler", self.scheduler)  # accelerate wraps it
+        ratio = t.lr / scheduler.base_lrs[0]
+        scheduler.base_lrs = [base * ratio for base in scheduler.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+            group["betas"] = tuple(t.betas)
+            group["weight_decay"] = t.weight_decay
+
+    def check_weights(self, step: int) -> None:
+        """Stop at once when an optimizer step left NaN/inf weights: nothing after it could be trusted."""
+        norm = weight_norm(self.model.parameters())
+        if self.sharded:  # each process holds a shard: all stop together
+            bad = torch.tensor([0.0 if math.isfinite(norm) else 1.0], device=self.accelerator.device)
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+            norm = norm if bad.item() == 0 else math.nan
+        if not math.isfinite(norm):
+            raise RLTuneError(
+                f"the weights became non-finite (NaN/inf) in the update of step {step + 1}, from a finite gradient: "
+                "the learning rate is far too large for this model (train.lr). Nothing of this step was saved; "
+                "lower train.lr and resume from the last checkpoint (train.resume_from)"
+            )
+        self.last_weight_norm = norm
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        if not self.sharded:
+            check_optimizer_state(self.optimizer, state["optimizer"], source)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.apply_recipe_hyperparameters()
         for (_, term), term_state in zip(self.loss_terms, state.get("loss_terms", [])):
             if term_state is not None:
                 term.load_state_dict(term_state)
@@ -186,11 +222,15 @@ class PolicyUpdate:
                     prepared = mismatch_metrics(measured)
                     self.check_sync(prepared, step)
                     measured = None
-                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), t.max_grad_norm))
+                # max_grad_norm 0: no clipping (an infinite bound only measures the norm)
+                bound = t.max_grad_norm or math.inf
+                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), bound))
                 # The norm is computed on all-reduced gradients, so every process skips together.
                 if math.isfinite(grad_norm):
                     self.optimizer.step()
-                    self.bad_updates = 0
+                    self.check_weights(step)
+                    if grad_norm > 0:  # an update without signal (all groups flat) proves nothing either way
+                        self.bad_updates = 0
                     sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
                     counts["grad_norm"] = counts.get("grad_norm", 0) + 1
                 else:
@@ -208,9 +248,12 @@ class PolicyUpdate:
                         )
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+        metrics = {key: sums[key] / counts[key] for key in sums}
+        self.collapse.check(step + 1, metrics.get("entropy"))
         return {
-            **{key: sums[key] / counts[key] for key in sums},
+            **metrics,
             **prepared,
+            "weight_norm": self.last_weight_norm,
             "skipped_updates": float(skipped),
             "trained_tokens": float(trained_tokens),
         }
