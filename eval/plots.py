@@ -140,7 +140,7 @@ def plot_training_curves(runs: list[tuple[str, Path]], keys: list[str], out_path
     fig, axes = _panels(len(keys), 3.5)
     for label, rows in logged:
         for ax, key in zip(axes[0], keys):
-            points = [(r["step"], r[key]) for r in rows if key in r]
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
             if points:
                 ax.plot(*zip(*points), label=label)
     for ax, key in zip(axes[0], keys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -71,8 +72,9 @@ class DataConfig:
     long_prompts: Literal["skip", "fail"] = "skip"
     """Prompts over the limit: skip them with a counted warning, or stop with an error naming the row."""
     missing_answers: Literal["fail", "skip"] = "fail"
-    """Rows whose answer is null or empty (after answer_after): stop with an error naming the row, or skip
-    them with a counted warning. Such a row would otherwise be graded against the text "None"."""
+    """Rows whose question or answer is null or empty (the answer after answer_after): stop with an error
+    naming the row, or skip them with a counted warning. Such a row would otherwise train on the text
+    "None"."""
     limit: int | None = None
     """Keep only the first N rows (after loading, before shuffling)."""
 
@@ -551,6 +553,35 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{source}: {key} must be of type {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def looks_local(path: str) -> bool:
+    """A path meant as a local file or folder rather than a hub id ('org/name'): it starts with / . ~, names
+    a file type, has more than one '/', or its first part is a folder here."""
+    if path.startswith(("/", ".", "~")) or Path(path).suffix in (".json", ".jsonl", ".parquet", ".csv", ".txt"):
+        return True
+    parts = path.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
+
+
+def check_before_loading(cfg: RecipeConfig, source: str = "recipe") -> None:
+    """What can be checked before anything heavy is imported or loaded: the recipe's values, local model
+    and data paths that do not exist (instead of minutes of hub retries), an output_dir that cannot be
+    written."""
+    validate(cfg, source)
+    for key, path in (("model.path", cfg.model.path), ("data.path", cfg.data.path)):
+        if looks_local(path) and not Path(path).expanduser().exists():
+            raise ConfigError(f"{source}: {key} {path!r} does not exist (a local path; a hub id looks like 'org/name')")
+    out = Path(cfg.train.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{source}: train.output_dir {str(out)!r} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{source}: train.output_dir {str(out)!r} cannot be written: {exc.strerror or exc}") from exc
 
 
 def validate(cfg: RecipeConfig, source: str = "recipe") -> None:

@@ -40,6 +40,8 @@ def load_rows(path: str, split: str = "train", subset: str | None = None):
     local = Path(path).expanduser()
     try:
         if local.is_file():
+            if local.stat().st_size == 0:
+                raise RLTuneError(f"data file {path!r} is empty")
             builder = _FILE_TYPES.get(local.suffix)
             if builder is None:
                 raise RLTuneError(
@@ -92,15 +94,24 @@ class PromptSource:
             limit, limit_source = context_limit, "the rollout engine's context minus rollout.max_tokens"
         for index, row in enumerate(rows):
             item = dict(row)
-            answer = item[cfg.answer_column]
+            answer, question = item[cfg.answer_column], item[cfg.question_column]
             gold = "" if answer is None else str(answer)
             if cfg.answer_after:
                 gold = gold.rsplit(cfg.answer_after, 1)[-1].strip()
-            if not gold.strip():
+            blank = [
+                (role, column, value)
+                for role, column, value in (
+                    ("question", cfg.question_column, question),
+                    ("answer", cfg.answer_column, answer),
+                )
+                if value is None or not str(value).strip() or (role == "answer" and not gold.strip())
+            ]
+            if blank:
+                role, column, value = blank[0]
                 if cfg.missing_answers == "fail":
                     raise RLTuneError(
-                        f"dataset {cfg.path!r} row {index} (0-based): its answer ({cfg.answer_column!r}) is "
-                        f"{'null' if answer is None else 'empty'}; fix the row or set data.missing_answers=skip"
+                        f"dataset {cfg.path!r} row {index} (0-based): its {role} ({column!r}) is "
+                        f"{'null' if value is None else 'empty'}; fix the row or set data.missing_answers=skip"
                     )
                 missing += 1
                 continue
@@ -121,7 +132,9 @@ class PromptSource:
             log.warning("skipped %d prompts longer than %d tokens (%s)", dropped, limit, limit_source)
         if missing:
             log.warning(
-                "skipped %d rows of %r with a null or empty answer (data.missing_answers=skip)", missing, cfg.path
+                "skipped %d rows of %r with a null or empty question or answer (data.missing_answers=skip)",
+                missing,
+                cfg.path,
             )
         if not self.rows:
             raise RLTuneError(f"dataset {cfg.path!r} has no usable rows (after limit/max_prompt_tokens)")

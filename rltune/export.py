@@ -142,7 +142,11 @@ def model_card(run_dir: Path, step: int | str, recipe_text: str, lora_base_model
         logged = [json.loads(x) for x in metrics_file.read_text().splitlines() if x.strip()]
         at_step = [m for m in logged if str(m.get("step")) == step] or logged[-1:]
         if at_step:
-            shown = {k: v for k, v in at_step[-1].items() if k.startswith(("reward/", "eval/")) or k in ("loss", "kl")}
+            shown = {
+                k: v
+                for k, v in at_step[-1].items()
+                if (k.startswith(("reward/", "eval/")) or k in ("loss", "kl")) and isinstance(v, (int, float))
+            }
             lines += ["## Metrics at this step", "", "| metric | value |", "|---|---|"]
             lines += [f"| {k} | {v:.4g} |" for k, v in shown.items()] + [""]
     # the latest training-time eval up to this step

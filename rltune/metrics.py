@@ -173,8 +173,12 @@ class MetricsLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        self.jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+        values = {k: None if v is None else float(v) for k, v in metrics.items()}
+        clean = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
+        broken = sorted(k for k, v in values.items() if v is not None and not math.isfinite(v))
+        if broken:  # written as null (JSON has no NaN), never dropped unseen
+            log.warning("step %d: non-finite metrics %s", step, ", ".join(f"{k}={values[k]}" for k in broken))
+        self.jsonl.write(json.dumps({"step": step, **clean, **{k: None for k in broken}}) + "\n")
         self.jsonl.flush()
         if self.train.report_to:
             self.accelerator.log(clean, step=step)

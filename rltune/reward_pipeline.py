@@ -1,6 +1,7 @@
 """RewardPipeline: runs every configured reward over a RolloutBatch and sums them with weights.
 
-Per-sample rewards run first (sync ones in a thread pool, async ones concurrently on an event loop),
+Per-sample rewards run first (sync ones each on a daemon thread, async ones concurrently on an event loop of
+their own),
 then group rewards, one call per group. Every component is kept unweighted in
 `batch.reward_components` for logging; `batch.rewards` is the weighted sum.
 """
@@ -8,13 +9,16 @@ then group rewards, one call per group. Every component is kept unweighted in
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 import math
+import numbers
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from rltune.batch import RolloutBatch
@@ -46,15 +50,30 @@ def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     return returns
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:80]}{'...' if len(text) > 80 else ''} ({type(value).__name__})"
+
+
+def _number(comp: "_Component", value: Any, label: str = "a completion") -> float:
+    """A reward value as a float; anything but a real number (or a one-element tensor/array) stops the run
+    naming the reward: a wrong return type is a bug in the reward, not a sample that scores 0."""
+    if isinstance(value, (numbers.Real, np.generic)) or (isinstance(value, torch.Tensor) and value.numel() == 1):
+        return float(value)
+    raise RLTuneError(
+        f"reward {comp.name!r} returned {_shown(value)} for {label}; a reward returns a number (a group reward: one "
+        "number per completion; a token-level reward: one per token)"
+    )
+
+
 def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
 class RewardPipeline:
-    def __init__(self, specs: list[RewardSpec], on_error: str = "zero", timeout_s: float = 30.0, max_threads: int = 8):
+    def __init__(self, specs: list[RewardSpec], on_error: str = "zero", timeout_s: float = 30.0):
         self.on_error = on_error
         self.timeout_s = timeout_s
-        self.max_threads = max_threads
         self.components: list[_Component] = []
         for spec in specs:
             obj = spec.function if spec.function is not None else REWARDS.get(spec.name)
@@ -138,7 +157,15 @@ class RewardPipeline:
             if isinstance(result, BaseException):
                 self._failure(comp, result, repr(completion.text[:200]))
                 continue
-            values = [0.0 if v is None else float(v) for v in result]
+            if not isinstance(result, (list, tuple, torch.Tensor)):
+                raise RLTuneError(
+                    f"token-level reward {comp.name!r} returned {_shown(result)} for {completion.text[:80]!r}; it "
+                    "returns a list with one number per generated token"
+                )
+            values = [0.0 if v is None else _number(comp, v) for v in result]
+            if not all(math.isfinite(v) for v in values):
+                self._failure(comp, ValueError(f"non-finite token rewards {values}"), repr(completion.text[:200]))
+                continue
             if len(values) != len(completion.token_ids):
                 raise RLTuneError(
                     f"token-level reward {comp.name!r} returned {len(values)} values for "
@@ -153,7 +180,7 @@ class RewardPipeline:
 
     def _run(self, comp: _Component, calls: list[tuple]) -> list:
         if comp.is_async:
-            return asyncio.run(self._gather_async(comp.fn, calls))
+            return self._gather_async(comp, calls)
         return self._gather_threads(comp.fn, calls)
 
     def _check(self, comp: _Component, result: Any, label: str, size: int) -> dict[str, list[float]]:
@@ -168,8 +195,13 @@ class RewardPipeline:
             raise RLTuneError(f"reward {comp.name!r} returned a dict without a 'score' entry: {sorted(named)}")
         out = {}
         for key, value in named.items():
+            if comp.group and not isinstance(value, (list, tuple, torch.Tensor)):
+                raise RLTuneError(
+                    f"group reward {comp.name!r} returned {_shown(value)} as its {key} for {label}; a group reward "
+                    f"returns a list of {size} numbers, one per completion of the group"
+                )
             values = value if comp.group else [value]
-            scores = [0.0 if v is None else float(v) for v in values]
+            scores = [_number(comp, v, label) for v in values]
             if not all(math.isfinite(v) for v in scores):
                 self._failure(comp, ValueError(f"non-finite {key} {scores}"), label)
                 return {"score": [0.0] * size}
@@ -187,27 +219,52 @@ class RewardPipeline:
         log.warning("reward %r %s on %s; scored 0", comp.name, kind, label)
 
     def _gather_threads(self, fn: Callable, calls: list[tuple]) -> list:
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_threads)
-        futures = [executor.submit(fn, *args) for args in calls]
-        results: list[Any] = []
-        for future in futures:
-            try:
-                results.append(future.result(timeout=self.timeout_s))
-            except concurrent.futures.TimeoutError:
-                results.append(TimeoutError())
-            except Exception as exc:
-                results.append(exc)
-        # A hung sync reward cannot be killed from here; don't wait for it.
-        executor.shutdown(wait=False, cancel_futures=True)
-        return results
+        """Every call on its own daemon thread, all started at once, all given `timeout_s` together: a hung
+        reward costs one timeout per batch, not one per sample, and cannot keep the process alive at exit
+        (daemon threads are not joined; a thread pool's workers would be)."""
+        results: list[Any] = [None] * len(calls)
+        finished = [threading.Event() for _ in calls]
 
-    async def _gather_async(self, fn: Callable, calls: list[tuple]) -> list:
-        async def one(args: tuple) -> Any:
+        def run(i: int) -> None:
             try:
-                return await asyncio.wait_for(fn(*args), timeout=self.timeout_s)
+                results[i] = fn(*calls[i])
+            except Exception as exc:
+                results[i] = exc
+            finally:
+                finished[i].set()
+
+        for i in range(len(calls)):
+            threading.Thread(target=run, args=(i,), daemon=True, name=f"reward-{i}").start()
+        deadline = time.monotonic() + self.timeout_s
+        for event in finished:
+            event.wait(max(0.0, deadline - time.monotonic()))
+        return [result if done.is_set() else TimeoutError() for result, done in zip(results, finished)]
+
+    def _gather_async(self, comp: _Component, calls: list[tuple]) -> list:
+        """The calls of an `async def` reward concurrently on an event loop of their own, in a daemon thread:
+        a reward that blocks the loop (time.sleep instead of asyncio.sleep) times out instead of hanging."""
+        results: list[Any] = [TimeoutError()] * len(calls)
+
+        async def one(i: int) -> None:
+            try:
+                results[i] = await asyncio.wait_for(comp.fn(*calls[i]), timeout=self.timeout_s)
             except asyncio.TimeoutError:
-                return TimeoutError()
+                results[i] = TimeoutError()
             except Exception as exc:
-                return exc
+                results[i] = exc
 
-        return await asyncio.gather(*(one(args) for args in calls))
+        async def every() -> None:
+            await asyncio.gather(*(one(i) for i in range(len(calls))))
+
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (asyncio.run(every()), done.set()), daemon=True, name="async-rewards")
+        thread.start()
+        # wait_for fires at timeout_s on a running loop; past that (plus scheduling slack) the loop is blocked
+        if not done.wait(self.timeout_s * 1.1 + 1.0):
+            log.warning(
+                "async reward %r blocked its event loop for over %.0fs: it calls blocking code (time.sleep, a "
+                "blocking request); await asyncio.sleep / an async client, or make it a plain def",
+                comp.name,
+                self.timeout_s,
+            )
+        return list(results)

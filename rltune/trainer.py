@@ -30,7 +30,7 @@ from rltune.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from rltune.config import RecipeConfig, recipe_yaml, validate
+from rltune.config import RecipeConfig, check_before_loading, recipe_yaml
 from rltune.console import preflight
 from rltune.data import PromptSource
 from rltune.errors import ConfigError
@@ -50,7 +50,7 @@ Callback = Callable[["Trainer", int, dict[str, float]], None]
 
 class Trainer:
     def __init__(self, cfg: RecipeConfig, callbacks: list[Callback] | None = None, dataset=None):
-        validate(cfg)  # recipes built in Python get the checks of load_recipe
+        check_before_loading(cfg)  # recipes built in Python get the checks of load_recipe
         self.cfg = cfg
         self.callbacks = list(callbacks or [])
         t = cfg.train
