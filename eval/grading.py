@@ -236,6 +236,9 @@ class _Worker:
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
+            # out of the terminal's process group: Ctrl-C reaches the trainer, which stops them; they also
+            # end when their stdin closes (the trainer exited)
+            start_new_session=True,
         )
 
     def ask(self, job: list, timeout_s: float) -> bool | str | None:

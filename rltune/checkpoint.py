@@ -12,6 +12,7 @@ A run holds `output_dir/.lock` (pid and host) while it trains, so a second run c
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -87,17 +88,30 @@ def save_checkpoint(
     tmp = output_dir / f".checkpoint-{step}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(tmp / "adapter", state_dict=weights)
-    else:
-        model.save_pretrained(tmp, state_dict=weights)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "recipe.yaml").write_text(recipe_text)
-    if card:
-        (tmp / "README.md").write_text(card)
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / MANIFEST).write_text(json.dumps(file_digests(tmp), indent=1))
+    try:
+        tmp.mkdir()
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(tmp / "adapter", state_dict=weights)
+        else:
+            model.save_pretrained(tmp, state_dict=weights)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "recipe.yaml").write_text(recipe_text)
+        if card:
+            (tmp / "README.md").write_text(card)
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / MANIFEST).write_text(json.dumps(file_digests(tmp), indent=1))
+    except (OSError, RuntimeError) as exc:  # safetensors and torch.save report a full disk as RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        if getattr(exc, "errno", None) != errno.ENOSPC and "No space left" not in str(exc):
+            raise
+        # weights, plus about two optimizer moments of the trained ones in float32
+        need = sum(t.numel() * t.element_size() for t in tensors.values()) * 3
+        free = shutil.disk_usage(output_dir).free
+        raise RLTuneError(
+            f"no space left on the device of {output_dir} while writing checkpoint-{step}: {free / 1e9:.2f} GB free, "
+            f"a checkpoint needs about {need / 1e9:.2f} GB. Free space there (or lower train.keep_checkpoints) and "
+            "continue with train.resume_from=latest"
+        ) from exc
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

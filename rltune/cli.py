@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from rltune.errors import RLTuneError
+from rltune.errors import RLTuneError, Stopped
 
 log = logging.getLogger("rltune")
 
@@ -467,9 +467,15 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return args.func(args)
+    except Stopped as exc:
+        print(f"rltune: {exc}", file=sys.stderr)
+        return exc.exit_code
     except RLTuneError as exc:
         print(f"rltune: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (loading, eval): one line, no traceback
+        print("rltune: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

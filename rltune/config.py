@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -122,6 +123,9 @@ class VLLMServerConfig:
     """How long to wait for the server's /health at start."""
     max_concurrency: int = 64
     """Requests in flight at once (one per prompt)."""
+    api_key_env: str | None = None
+    """The name of an environment variable holding the server's API key (`vllm serve --api-key`), sent as
+    a bearer token; the key is never written to the recipe, the logs or checkpoints."""
 
 
 @dataclass
@@ -312,6 +316,9 @@ class TrainConfig:
     overwrite_output_dir: bool = False
     """Replace the checkpoints, metrics, TensorBoard and eval files of an earlier run in output_dir
     (without it, starting a new run there is refused)."""
+    save_on_signal_s: float = 60.0
+    """On SIGINT (Ctrl-C) or SIGTERM: finish the step in progress and save a checkpoint if that takes at most
+    this many seconds, else exit without one (a second signal exits at once)."""
     resume_from: str | None = None
     """A checkpoint folder, or 'latest' for the newest one in output_dir."""
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
@@ -423,9 +430,45 @@ def check_ranges(config: Any, source: str, prefix: str = "") -> None:
                 raise ConfigError(f"{source}: {key} {message}, got {bad[0]!r}")
 
 
+_ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def resolve_env(config: Any, source: str) -> None:
+    """Replace `${env:NAME}` in the recipe's text values (reward kwargs, URLs, ...) with the environment's
+    NAME, after validation, so a secret never appears in an error. The placeholders are remembered on the
+    recipe: `recipe_yaml` writes them, never the values, into checkpoints and trackers."""
+    placeholders: dict[tuple, str] = {}
+
+    def resolve(value: Any, path: tuple) -> Any:
+        if isinstance(value, str) and _ENV_REFERENCE.search(value):
+            missing = [name for name in _ENV_REFERENCE.findall(value) if name not in os.environ]
+            if missing:
+                where = ".".join(map(str, path))
+                raise ConfigError(f"{source}: {where} names the environment variable {missing[0]}, which is not set")
+            placeholders[path] = value
+            return _ENV_REFERENCE.sub(lambda m: os.environ[m.group(1)], value)
+        if isinstance(value, dict):
+            return {k: resolve(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, (*path, i)) for i, v in enumerate(value)]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                setattr(value, f.name, resolve(getattr(value, f.name), (*path, f.name)))
+        return value
+
+    resolve(config, ())
+    config.__dict__["env_placeholders"] = placeholders  # not a field: asdict and from_dict never see it
+
+
 def recipe_yaml(cfg: Any) -> str:
-    """The recipe as YAML; a reward given as a Python object is written as its import path."""
+    """The recipe as YAML; a reward given as a Python object is written as its import path, and values read
+    from `${env:NAME}` as the placeholder."""
     raw = dataclasses.asdict(cfg)
+    for path, placeholder in getattr(cfg, "env_placeholders", {}).items():
+        target = raw
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = placeholder
     for spec in raw.get("rewards", []):
         function = spec.pop("function", None)
         if function is not None and not spec["name"]:
@@ -454,6 +497,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), c
         for section in ("model", "data"):
             if hasattr(config, section) and not getattr(config, section).path:
                 raise ConfigError(f"{path}: {section}.path is required")
+    resolve_env(config, str(path))
     return config
 
 

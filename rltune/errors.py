@@ -10,3 +10,11 @@ class RLTuneError(Exception):
 
 class ConfigError(RLTuneError):
     """A recipe that does not validate: unknown key, wrong type, bad value."""
+
+
+class Stopped(RLTuneError):
+    """The run stopped on a signal after saving a checkpoint; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

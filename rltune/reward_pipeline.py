@@ -82,10 +82,10 @@ class RewardPipeline:
                 try:
                     fn = obj(**spec.kwargs)
                 except TypeError as exc:
-                    raise ConfigError(f"reward {label!r}: bad kwargs {spec.kwargs}: {exc}") from exc
+                    raise ConfigError(f"reward {label!r}: bad kwargs {sorted(spec.kwargs)}: {exc}") from exc
             elif callable(obj):
                 if spec.kwargs:
-                    raise ConfigError(f"reward {label!r} is a function and takes no kwargs (got {spec.kwargs})")
+                    raise ConfigError(f"reward {label!r} is a function and takes no kwargs (got {sorted(spec.kwargs)})")
                 fn = obj
             else:
                 raise ConfigError(f"reward {label!r} resolved to {obj!r}, which is not callable")

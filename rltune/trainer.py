@@ -10,6 +10,7 @@ Every stage is a plug-in resolved from the recipe; the trainer only moves the ba
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Callable
@@ -33,12 +34,13 @@ from rltune.checkpoint import (
 from rltune.config import RecipeConfig, check_before_loading, recipe_yaml
 from rltune.console import preflight
 from rltune.data import PromptSource
-from rltune.errors import ConfigError
+from rltune.errors import ConfigError, Stopped
 from rltune.export import check_hub_access, model_card, push_checkpoint
 from rltune.metrics import MetricsLogger, reduce_over_processes, rollout_metrics, tracker_options, training_flops
 from rltune.models import context_length, load_tokenizer
 from rltune.reward_pipeline import RewardPipeline
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
+from rltune.signals import GracefulStop
 from rltune.update import PolicyUpdate
 
 log = logging.getLogger(__name__)
@@ -145,23 +147,41 @@ class Trainer:
         last: dict[str, float] = {}
         if self.periodic_eval is not None and self.periodic_eval.at_start and self.step == 0:
             self.metrics.log(0, self.periodic_eval.run(self, 0))
-        while self.step < t.steps:
-            metrics = self.train_step()
-            self.step += 1
-            for _, term in self.updater.loss_terms:
-                if hasattr(term, "on_step_end"):
-                    term.on_step_end(self, metrics)
-            for callback in self.callbacks:
-                callback(self, self.step, metrics)
-            if self.step % t.log_every == 0 or self.step == t.steps:
-                self.metrics.log(self.step, metrics)
-            if t.log_completions_every and self.step % t.log_completions_every == 0:
-                self.metrics.log_completions(self.step, self.last_batch)
-            if (t.save_every and self.step % t.save_every == 0) or self.step == t.steps:
-                self.save()
-            last = metrics
+        # SIGINT/SIGTERM: the step in progress ends, is checkpointed, and the run stops (rltune.signals)
+        with GracefulStop(t.save_on_signal_s) as stop:
+            stopping = False
+            while self.step < t.steps and not stopping:
+                metrics = self.train_step()
+                self.step += 1
+                for _, term in self.updater.loss_terms:
+                    if hasattr(term, "on_step_end"):
+                        term.on_step_end(self, metrics)
+                for callback in self.callbacks:
+                    callback(self, self.step, metrics)
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    self.metrics.log(self.step, metrics)
+                if t.log_completions_every and self.step % t.log_completions_every == 0:
+                    self.metrics.log_completions(self.step, self.last_batch)
+                stopping = self._stop_requested(stop)
+                if (t.save_every and self.step % t.save_every == 0) or self.step == t.steps or stopping:
+                    self.save()
+                last = metrics
         self.metrics.close()
+        if stopping:
+            raise Stopped(
+                f"stopped by {signal.Signals(stop.signum or signal.SIGTERM).name} after step {self.step}, its "
+                "checkpoint saved; continue with train.resume_from=latest",
+                stop.exit_code,
+            )
         return last
+
+    def _stop_requested(self, stop: GracefulStop) -> bool:
+        """A signal reached some process: all of them stop after the same step."""
+        if self.world_size == 1:
+            return stop.requested
+        flag = torch.tensor([float(stop.requested)], device=self.accelerator.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
     def train_step(self) -> dict[str, float]:
         started = time.perf_counter()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -49,6 +50,13 @@ class VLLMServerEngine:
         self.cfg = server
         self.url = server.url.rstrip("/")
         self.session = requests.Session()
+        if server.api_key_env:  # the key itself never enters the recipe, the logs or a checkpoint
+            key = os.environ.get(server.api_key_env)
+            if not key:
+                raise RLTuneError(
+                    f"rollout.server.api_key_env names {server.api_key_env}, which is not set in the environment"
+                )
+            self.session.headers["Authorization"] = f"Bearer {key}"
         self.sync_dir = Path(server.sync_dir or sync_dir or "weight-sync")
         self.transfer = None
         self.model_id = self._wait_until_healthy()
