@@ -289,6 +289,10 @@ class TrainConfig:
     """Largest allowed mean |log pi_engine - log pi_trainer| per token; None: 0.005 in float32, 0.1 under
     bf16/fp16 (weights or train.mixed_precision), well above the kernels' own mismatch (benchmarks/RESULTS.md)."""
     max_bad_updates: int = 3
+    max_weight_growth: float = 3.0
+    """Stop the run when the weights' global norm exceeds this multiple of its value at the start (or the
+    resume): updates that large have wrecked the model (a learning rate orders of magnitude too high).
+    Healthy runs move the norm by a few percent at most."""
     """Updates with a non-finite gradient norm are skipped; this many in a row stop the run."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     fused_lm_head: bool = True
@@ -395,7 +399,7 @@ _POSITIVE = {
     "max_bad_updates", "kl_anchor_update_every", "loss_constant", "max_prompt_tokens", "max_model_len", "limit",
     "samples", "judge_max_tokens", "answer_max_tokens", "max_tokens", "server_workers", "max_concurrency", "r",
     "alpha", "gradient_accumulation_steps", "logging_steps", "max_length", "max_boundaries", "log_completions_max",
-    "sync_check_tolerance", "k", "save_on_signal_s",
+    "sync_check_tolerance", "k", "save_on_signal_s", "max_weight_growth",
 }  # fmt: skip
 _NON_NEGATIVE = {
     "weight_decay", "max_grad_norm", "warmup_steps", "save_every", "keep_checkpoints", "kl_coef", "clip_low",
@@ -418,6 +422,8 @@ def check_ranges(config: Any, source: str, prefix: str = "") -> None:
             continue
         numbers = value if isinstance(value, list) else [value]
         numbers = [v for v in numbers if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not all(math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
         rules = [
             (_POSITIVE, lambda v: v > 0, "must be > 0"),
             (_NON_NEGATIVE, lambda v: v >= 0, "must be >= 0"),

@@ -25,7 +25,13 @@ def load_pairs(path: str):
         folder = folder / "dataset"
     if not folder.is_dir():
         raise RLTuneError(f"no pairs dataset at {path!r}: run `rltune prune RECIPE` first (pairs.output_dir)")
-    pairs = load_from_disk(str(folder))
+    try:
+        pairs = load_from_disk(str(folder))
+        pairs[len(pairs) - 1] if len(pairs) else None  # reads the last record: a truncated file fails here
+    except Exception as exc:  # arrow/json errors of a cut or damaged file
+        raise RLTuneError(
+            f"the pairs dataset at {str(folder)!r} is damaged ({type(exc).__name__}: {exc}); run `rltune prune` again"
+        ) from exc
     missing = {"prompt", "chosen", "rejected"} - set(pairs.column_names)
     if missing:
         raise RLTuneError(f"pairs dataset {path!r} lacks the columns {sorted(missing)}")

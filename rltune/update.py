@@ -121,7 +121,7 @@ class PolicyUpdate:
             log.info("train.packing: %s does not read packed rows; samples are padded", type(model).__name__)
         self.bad_updates = 0
         self.collapse = CollapseGuard(model.config.vocab_size, t.max_bad_updates)
-        self.last_weight_norm = weight_norm(model.parameters())
+        self.initial_weight_norm = self.last_weight_norm = weight_norm(model.parameters())
         self.sync_tolerance = sync_tolerance(cfg) if t.sync_check else None
 
     @property
@@ -166,6 +166,14 @@ class PolicyUpdate:
             raise RLTuneError(
                 f"the weights became non-finite (NaN/inf) in the update of step {step + 1}, from a finite gradient: "
                 "the learning rate is far too large for this model (train.lr). Nothing of this step was saved; "
+                "lower train.lr and resume from the last checkpoint (train.resume_from)"
+            )
+        growth = norm / max(self.initial_weight_norm, 1e-12)
+        if growth > self.cfg.train.max_weight_growth:
+            raise RLTuneError(
+                f"the weights' norm grew from {self.initial_weight_norm:.4g} to {norm:.4g} (x{growth:.1f}, over "
+                f"train.max_weight_growth={self.cfg.train.max_weight_growth:g}) by the update of step {step + 1}: the "
+                "updates are far too large (train.lr) and have wrecked the model. Nothing of this step was saved; "
                 "lower train.lr and resume from the last checkpoint (train.resume_from)"
             )
         self.last_weight_norm = norm

@@ -351,17 +351,22 @@ def test_console_is_quiet_with_a_preflight_block_and_one_line_per_step(tmp_path,
     assert "WARNING" in verbose.stderr and "vllm" in verbose.stderr  # the libraries' chatter is back on request
 
 
-def test_eval_progress_advances_within_a_call(tiny_model_dir, capsys):
+@pytest.mark.parametrize("engine_name", ["hf", "vllm"])
+def test_eval_progress_advances_within_a_call(engine_name, tiny_model_dir, capsys):
     from rltune.config import ModelConfig
     from rltune.models import load_causal_lm, load_tokenizer
     from rltune.rollout import SamplingSettings, build_engine
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    model = load_causal_lm(str(tiny_model_dir), ModelConfig(path=str(tiny_model_dir)))
-    engine = build_engine("hf", model=model, tokenizer=tokenizer, batch_size=4)
+    if engine_name == "hf":
+        model = load_causal_lm(str(tiny_model_dir), ModelConfig(path=str(tiny_model_dir)))
+        engine = build_engine("hf", model=model, tokenizer=tokenizer, batch_size=4)
+    else:
+        engine = build_engine("vllm", model_path=str(tiny_model_dir), seed=0, kv_cache_gib=1)
     ids = [tokenizer("1+2=", add_special_tokens=False)["input_ids"]] * 3
     engine.generate(ids, [{}] * 3, SamplingSettings(n=4, max_tokens=3, seed=0, progress="sampling test"))
     err = capsys.readouterr().err
     assert "sampling test" in err and "12/12" in err
     engine.generate(ids, [{}] * 3, SamplingSettings(n=4, max_tokens=3, seed=0))
     assert "sampling" not in capsys.readouterr().err
+    engine.close()

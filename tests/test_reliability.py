@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+import yaml
 from test_rewards import make_batch
 from test_trainer import recipe
 
@@ -161,7 +162,7 @@ def test_a_resumed_run_drops_metrics_after_its_checkpoint_and_half_written_lines
 
 
 def test_bad_inputs_say_what_to_fix(tmp_path, demo_assets, arithmetic_file):
-    with pytest.raises(RLTuneError, match="cannot load a tokenizer from '/no/such/model' \\(model.path\\)"):
+    with pytest.raises(RLTuneError, match="model.path '/no/such/model' does not exist"):
         Trainer(recipe(tmp_path, "/no/such/model", arithmetic_file))
     empty = tmp_path / "empty.jsonl"
     empty.write_text(json.dumps({"question": "1+1=", "answer": "2"}) + "\n")
@@ -194,3 +195,374 @@ def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
     expected = (random.random(), float(np.random.rand()), torch.rand(1).item())
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), float(np.random.rand()), torch.rand(1).item()) == expected
+
+
+# --- the adversarial probes of 2026-12 (issue: reliability, round 2) ------------------------------------
+
+
+def _load(tmp_path, demo_assets, *overrides, base="recipes/demo_cpu.yaml"):
+    """The demo recipe on the demo assets with CLI-style overrides, as `rltune train` would load it."""
+    from rltune.config import load_recipe
+
+    path = write_recipe(tmp_path, {"model": {"path": str(demo_assets[0])}, "data": {"path": str(demo_assets[1])}}, base)
+    return load_recipe(path, list(overrides))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_grad_norm=-1", "train.max_grad_norm must be >= 0"),
+        ("train.lr=.inf", "train.lr must be a finite number"),
+        ("train.lr=.nan", "train.lr must be a finite number"),
+        ("train.lr=-1e-3", "train.lr must be > 0"),
+        ("train.betas=[0.9, 1.5]", r"train.betas must be in \[0, 1\)"),
+        ("train.weight_decay=-0.1", "train.weight_decay must be >= 0"),
+        ("train.log_every=0", "train.log_every must be > 0"),
+        ("reward_options.timeout_s=0", "reward_options.timeout_s must be > 0"),
+        ("rollout.top_p=1.5", r"rollout.top_p must be in \(0, 1\]"),
+        ("rollout.vllm.gpu_memory_utilization=0", r"gpu_memory_utilization must be in \(0, 1\]"),
+        ("algorithm.kl_anchor_decay=1", r"kl_anchor_decay must be in \[0, 1\)"),
+        ("train.save_on_signal_s=-5", "train.save_on_signal_s must be > 0"),
+    ],
+)
+def test_numeric_settings_are_finite_and_in_range(tmp_path, demo_assets, override, message):
+    from rltune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, demo_assets, override)
+
+
+def test_other_recipe_kinds_and_python_built_recipes_are_range_checked(tmp_path, demo_assets):
+    from rltune.config import RecipeConfig, load_recipe
+    from rltune.dto import DTORecipe
+    from rltune.errors import ConfigError
+
+    dto = write_recipe(
+        tmp_path / "dto",
+        {"model": {"path": str(demo_assets[0])}, "data": {"path": str(demo_assets[1])}},
+        "recipes/dto_pairs.yaml",
+    )
+    with pytest.raises(ConfigError, match="prefer.lr must be > 0"):
+        load_recipe(dto, ["prefer.lr=-1"], cls=DTORecipe)
+    cfg = _load(tmp_path, demo_assets)
+    cfg.train.lr = float("inf")
+    assert isinstance(cfg, RecipeConfig)
+    with pytest.raises(ConfigError, match="train.lr"):
+        Trainer(cfg)
+
+
+def test_max_grad_norm_zero_means_no_clipping(tmp_path, demo_assets):
+    one = {"mini_batches": 1}  # one optimizer step: both measure the same gradient
+    clipped = Trainer(recipe(tmp_path / "a", *demo_assets, algorithm=one, train={"steps": 1, "max_grad_norm": 1e-6}))
+    unclipped = Trainer(recipe(tmp_path / "b", *demo_assets, algorithm=one, train={"steps": 1, "max_grad_norm": 0}))
+    before = {k: v.clone() for k, v in unclipped.policy.state_dict().items()}
+    small, big = clipped.train(), unclipped.train()
+    assert big["grad_norm"] == pytest.approx(small["grad_norm"], rel=1e-4)  # the same gradient, measured
+    moved = max((v - before[k]).abs().max().item() for k, v in unclipped.policy.state_dict().items())
+    assert moved > 1e-4  # a zero bound would have zeroed every update
+    clipped.close()
+    unclipped.close()
+
+
+def test_a_diverging_run_stops_before_saving_wrecked_weights(tmp_path, demo_assets, caplog):
+    """lr=1 collapses the demo policy to one degenerate answer within a step (every group flat, reward 0,
+    exit 0 before): the weight-growth guard stops it, and nothing after the last good checkpoint is saved."""
+    trainer = Trainer(recipe(tmp_path, *demo_assets, train={"steps": 5, "lr": 1.0, "save_every": 1}))
+    with pytest.raises(RLTuneError, match=r"weights' norm grew from .* over train.max_weight_growth=3"):
+        trainer.train()
+    trainer.close()
+    assert list_checkpoints(tmp_path / "run") == []
+
+
+def test_nan_weights_are_never_checkpointed_and_stop_the_run(tmp_path, demo_assets):
+    from rltune.checkpoint import save_checkpoint
+
+    trainer = Trainer(recipe(tmp_path, *demo_assets, train={"steps": 1}))
+    with torch.no_grad():
+        next(trainer.policy.parameters())[0, 0] = float("nan")
+    with pytest.raises(
+        RLTuneError,
+        match=r"not saving checkpoint-7: \d+ weight tensors hold NaN/inf \(first 'model.embed_tokens.weight'\)",
+    ):
+        save_checkpoint(tmp_path / "run", 7, trainer.policy, trainer.tokenizer, {}, "", 2)
+    assert not list((tmp_path / "run").glob("*checkpoint-7*"))
+    with pytest.raises(RLTuneError, match="weights became non-finite"):
+        trainer.updater.check_weights(0)
+    trainer.close()
+
+
+def test_entropy_collapse_to_uniform_stops_the_run():
+    from rltune.guards import CollapseGuard
+
+    guard = CollapseGuard(vocab_size=100, steps_in_a_row=2)
+    guard.check(1, 0.5)
+    guard.check(2, 4.5)  # ln 100 = 4.6: uniform
+    with pytest.raises(RLTuneError, match="collapsed at step 3"):
+        guard.check(3, 4.6)
+    untrained = CollapseGuard(vocab_size=100, steps_in_a_row=2)
+    for step in range(1, 5):
+        untrained.check(step, 4.6)  # started uniform (an untrained model): not a collapse
+
+
+def test_hung_sync_rewards_time_out_together_and_never_keep_the_process_alive(tmp_path):
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path[:0] = [{str(REPO / 'tests')!r}]\n"
+        "from test_rewards import make_batch\n"
+        "from rltune.config import RewardSpec\n"
+        "from rltune.reward_pipeline import RewardPipeline\n"
+        "def hang(completion, row):\n"
+        "    time.sleep(1000)\n"
+        "batch = make_batch([[str(i) for i in range(8)] for _ in range(4)])\n"
+        "pipeline = RewardPipeline([RewardSpec(function=hang, name='hang')], timeout_s=2.0)\n"
+        "started = time.monotonic()\n"
+        "pipeline.score(batch)\n"
+        "print(round(time.monotonic() - started, 1), pipeline.errors, flush=True)\n"
+    )
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seconds, errors = proc.stdout.split()
+    assert int(errors) == 32 and float(seconds) < 4.0  # 32 timeouts at once, not 32 x 2 s
+    assert time.monotonic() - started < 30  # and the process exited with 32 threads still asleep
+
+
+def test_an_async_reward_that_blocks_its_event_loop_times_out(caplog):
+    async def blocking(completion, row):
+        time.sleep(4)  # blocks the loop: asyncio.wait_for can never fire
+        return 1.0
+
+    batch = make_batch([["a", "b"]])
+    pipeline = RewardPipeline([RewardSpec(function=blocking, name="blocking")], timeout_s=1.0)
+    started = time.monotonic()
+    pipeline.score(batch)
+    assert time.monotonic() - started < 3.5 and pipeline.errors == 2
+    assert "blocked its event loop" in caplog.text
+
+
+def test_token_level_nan_rewards_are_failures_and_nan_metrics_are_written_as_null(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from rltune.metrics import MetricsLogger
+
+    class NaNTokens:
+        token_level = True
+
+        def __call__(self, completion, row):
+            return [float("nan")] * len(completion.token_ids)
+
+    batch = make_batch([["ab", "cd"]])
+    pipeline = RewardPipeline([RewardSpec(function=NaNTokens(), name="nan_tokens")])
+    pipeline.score(batch)
+    assert pipeline.errors == 2 and batch.reward_components["nan_tokens"].tolist() == [0.0, 0.0]
+    accelerator = SimpleNamespace(is_main_process=True, num_processes=1, trackers=[])
+    cfg = SimpleNamespace(train=SimpleNamespace(report_to=[], steps=3, log_completions_max=1))
+    logger = MetricsLogger(tmp_path, accelerator, cfg)
+    logger.log(1, {"loss": float("nan"), "kl": 0.5})
+    logger.close()
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "kl": 0.5, "loss": None}
+    assert "non-finite metrics loss=nan" in caplog.text
+
+
+def _trained_checkpoints(tmp_path, demo_assets, steps=2, **train):
+    trainer = Trainer(recipe(tmp_path, *demo_assets, train={"steps": steps, "save_every": 1, **train}))
+    trainer.train()
+    trainer.close()
+    return tmp_path / "run"
+
+
+def _resume(tmp_path, demo_assets, **train):
+    return Trainer(recipe(tmp_path, *demo_assets, train={"steps": 3, "resume_from": "latest", **train}))
+
+
+def test_changed_bytes_in_a_checkpoint_are_found_at_resume(tmp_path, demo_assets):
+    run = _trained_checkpoints(tmp_path, demo_assets)
+    weights = run / "checkpoint-2" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-64:-60] = bytes([0x3C, 0x00, 0x00, 0x00])  # a finite float32 somewhere in the last tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RLTuneError, match=r"model.safetensors changed .* resume from .*checkpoint-1"):
+        _resume(tmp_path, demo_assets)
+
+
+def _rewrite_state(checkpoint, change):
+    from rltune.checkpoint import MANIFEST, file_digests
+
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+    change(state)
+    torch.save(state, checkpoint / "trainer_state.pt")
+    (checkpoint / MANIFEST).write_text(json.dumps(file_digests(checkpoint)))  # damage the manifest cannot see
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda s: s["optimizer"]["state"][0].update(exp_avg=torch.zeros(4096, 4096)), "has shape \\(4096, 4096\\)"),
+        (lambda s: s.pop("rng"), "it has no rng"),
+        (lambda s: s.pop("optimizer"), "it has no optimizer"),
+        (lambda s: s["rng"][0].update(torch=torch.zeros(3, dtype=torch.uint8)), "RNG state cannot be restored"),
+    ],
+)
+def test_damaged_trainer_state_is_named_not_loaded(tmp_path, demo_assets, damage, message):
+    run = _trained_checkpoints(tmp_path, demo_assets, steps=1)
+    _rewrite_state(run / "checkpoint-1", damage)
+    with pytest.raises(RLTuneError, match=message):
+        _resume(tmp_path, demo_assets)
+
+
+def test_resume_applies_or_refuses_recipe_changes(tmp_path, demo_assets, caplog):
+    run = _trained_checkpoints(tmp_path, demo_assets)
+    with pytest.raises(RLTuneError, match="train.seed: 0 -> 5"):
+        _resume(tmp_path, demo_assets, seed=5)
+    trainer = Trainer(
+        recipe(
+            tmp_path,
+            *demo_assets,
+            rollout={"group_size": 2},
+            train={"steps": 3, "save_every": 1, "resume_from": "latest", "lr": 1e-2},
+        )
+    )
+    assert all(group["lr"] == pytest.approx(1e-2) for group in trainer.optimizer.param_groups)
+    assert "train.lr 0.001 -> 0.01" in caplog.text and "rollout.group_size 4 -> 2" in caplog.text
+    trainer.train()
+    trainer.close()
+    saved = yaml.safe_load((run / "checkpoint-3" / "recipe.yaml").read_text())
+    assert saved["train"]["lr"] == 1e-2 and saved["rollout"]["group_size"] == 2
+    assert len(trainer.last_batch) == 4 * 2  # the new group size applied
+
+
+def test_a_second_run_in_the_same_output_dir_is_refused(tmp_path, demo_assets):
+    import socket
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        with pytest.raises(RLTuneError, match=f"in use by another run \\(pid {holder.pid} on host"):
+            Trainer(recipe(tmp_path, *demo_assets, train={"steps": 1}))
+    finally:
+        holder.kill()
+        holder.wait()
+    trainer = Trainer(recipe(tmp_path, *demo_assets, train={"steps": 1}))  # its holder died: taken over
+    assert json.loads((tmp_path / "run" / ".lock").read_text())["pid"] == os.getpid()
+    trainer.train()
+    trainer.close()
+    assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_demo_refuses_hub_ids_and_writes_nothing(tmp_path):
+    from conftest import run_rltune
+
+    proc = run_rltune("demo", REPO / "recipes" / "grpo_gsm8k_qwen0.5b.yaml", cwd=tmp_path, ok=False)
+    assert proc.returncode == 2 and "looks like a hub id" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_null_questions_and_prompts_over_the_context_are_refused_or_skipped(tmp_path, demo_assets):
+    from rltune.config import DataConfig
+    from rltune.data import PromptSource
+
+    tokenizer = __import__("rltune.models", fromlist=["load_tokenizer"]).load_tokenizer(str(demo_assets[0]))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        json.dumps({"question": None, "answer": "2"}) + "\n" + json.dumps({"question": "1+1=", "answer": "2"}) + "\n"
+    )
+    cfg = DataConfig(path=str(rows), instruction="{question}", use_chat_template=False)
+    with pytest.raises(RLTuneError, match=r"row 0 \(0-based\): its question \('question'\) is null"):
+        PromptSource(cfg, tokenizer)
+    cfg.missing_answers = "skip"
+    assert len(PromptSource(cfg, tokenizer).rows) == 1
+    long = tmp_path / "long.jsonl"
+    long.write_text(
+        json.dumps({"question": "1+" * 5000 + "1=", "answer": "5001"})
+        + "\n"
+        + json.dumps({"question": "1+1=", "answer": "2"})
+        + "\n"
+    )
+    trainer = Trainer(recipe(tmp_path, demo_assets[0], long, train={"steps": 1}))  # hf engine, 256 positions
+    assert len(trainer.data.rows) == 1  # skipped (data.long_prompts=skip), never fed to the model
+    trainer.close()
+
+
+def test_unclear_inputs_fail_fast_with_one_line(tmp_path, demo_assets):
+    from rltune.config import check_before_loading
+    from rltune.errors import ConfigError
+
+    cfg = _load(tmp_path, demo_assets)
+    cfg.model.path = str(tmp_path / "no-model")
+    with pytest.raises(ConfigError, match="model.path .*no-model' does not exist"):
+        check_before_loading(cfg)
+    cfg = _load(tmp_path, demo_assets, "data.path=./missing.jsonl")
+    with pytest.raises(ConfigError, match="data.path './missing.jsonl' does not exist"):
+        check_before_loading(cfg)
+    (tmp_path / "a-file").write_text("")
+    cfg = _load(tmp_path, demo_assets, f"train.output_dir={tmp_path / 'a-file'}")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        check_before_loading(cfg)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(RLTuneError, match="data file .*empty.jsonl' is empty"):
+        Trainer(recipe(tmp_path, demo_assets[0], empty))
+    # a typo is reported before torch is imported
+    path = write_recipe(tmp_path / "typo", {"train": {"lrr": 1}})
+    code = "import sys; from rltune.cli import main; rc = main(sys.argv[1:]); print(rc, 'torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code, "train", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["2", "False"] and "unknown key 'train.lrr' (did you mean 'lr'?)" in proc.stderr
+
+
+def test_a_full_disk_is_named_with_the_space_needed(tmp_path, demo_assets, monkeypatch):
+    import errno
+
+    trainer = Trainer(recipe(tmp_path, *demo_assets, train={"steps": 1}))
+
+    def full(*args, **kwargs):  # a full disk cannot be made here without root: torch.save reports it
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(
+        RLTuneError, match=r"no space left on the device of .*run while writing checkpoint-1: .* GB free"
+    ):
+        trainer.train()
+    trainer.close()
+    assert not list((tmp_path / "run").glob(".checkpoint-*"))
+
+
+def test_truncated_pairs_file_is_named(tmp_path):
+    from datasets import Dataset
+
+    from rltune.preference import load_pairs
+
+    Dataset.from_list([{"prompt": "p", "chosen": "c", "rejected": "r"}] * 50).save_to_disk(tmp_path / "pairs")
+    arrow = next((tmp_path / "pairs").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
+    with pytest.raises(RLTuneError, match="pairs dataset at .* is damaged"):
+        load_pairs(str(tmp_path / "pairs"))
+
+
+def test_env_references_resolve_at_load_and_are_saved_unresolved(tmp_path, demo_assets, monkeypatch):
+    from rltune.config import recipe_yaml
+    from rltune.errors import ConfigError
+
+    monkeypatch.setenv("RLTUNE_TEST_SECRET", "s3cr3t-value")
+    rewards = [{"name": "plugins.my_rewards:Contains", "kwargs": {"needle": "${env:RLTUNE_TEST_SECRET}"}}]
+    path = write_recipe(
+        tmp_path, {"model": {"path": str(demo_assets[0])}, "data": {"path": str(demo_assets[1])}, "rewards": rewards}
+    )
+    from rltune.config import load_recipe
+
+    cfg = load_recipe(path)
+    assert cfg.rewards[0].kwargs["needle"] == "s3cr3t-value"
+    assert "s3cr3t-value" not in recipe_yaml(cfg) and "${env:RLTUNE_TEST_SECRET}" in recipe_yaml(cfg)
+    monkeypatch.delenv("RLTUNE_TEST_SECRET")
+    with pytest.raises(ConfigError, match="rewards.0.kwargs.needle names the environment variable RLTUNE_TEST_SECRET"):
+        load_recipe(path)
+
+
+def test_vllm_server_api_key_comes_from_the_environment_only(monkeypatch):
+    from rltune.config import VLLMServerConfig
+    from rltune.rollout.vllm_server import VLLMServerEngine
+
+    monkeypatch.delenv("RLTUNE_TEST_KEY", raising=False)
+    with pytest.raises(RLTuneError, match="api_key_env names RLTUNE_TEST_KEY, which is not set"):
+        VLLMServerEngine(VLLMServerConfig(url="http://127.0.0.1:9", api_key_env="RLTUNE_TEST_KEY", connect_timeout_s=1))

@@ -1,3 +1,6 @@
+import re
+
+import numpy as np
 import pytest
 import torch
 
@@ -87,9 +90,21 @@ def test_timeout_scores_zero(name):
     assert pipeline.errors == 1
 
 
-def test_none_counts_as_zero():
-    batch, _ = score([RewardSpec(P + "maybe_none")], [["skip", "keep"]])
-    assert batch.rewards.tolist() == [0.0, 2.0]
+def test_wrong_return_types_name_the_reward_and_the_value():
+    """None (trl's 'not applicable') is not silently 0 here: a reward says 0.0 when it means 0."""
+    with pytest.raises(RLTuneError, match=r"reward 'maybe_none' returned None \(NoneType\) for 'skip'"):
+        score([RewardSpec(P + "maybe_none")], [["skip", "keep"]])
+    for returned, shown in [("'high'", "'high' (str)"), ("[1.0]", "[1.0] (list)")]:
+        spec = RewardSpec(function=eval(f"lambda completion, row: {returned}"), name="bad")
+        with pytest.raises(RLTuneError, match=re.escape(f"reward 'bad' returned {shown}")):
+            score([spec], [["a"]])
+    group = RewardSpec(function=type("G", (), {"group": True, "__call__": lambda self, cs, row: 1.0})(), name="g")
+    with pytest.raises(RLTuneError, match=r"group reward 'g' returned 1.0 \(float\).*a list of 2 numbers"):
+        score([group], [["a", "b"]])
+    numpy_and_tensor = [RewardSpec(function=lambda c, row: np.float32(0.5), name="np")]
+    numpy_and_tensor.append(RewardSpec(function=lambda c, row: torch.tensor(0.25), name="pt"))
+    batch, _ = score(numpy_and_tensor, [["a"]])
+    assert batch.rewards.tolist() == [0.75]
 
 
 def test_group_reward_runs_per_group_after_sample_rewards():

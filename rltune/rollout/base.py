@@ -31,11 +31,12 @@ class SamplingSettings:
     progress: str | None = None
     """A label: show a progress bar of the call under it (evals); None: silent (training steps)."""
 
-    def progress_bar(self, total: int, unit: str):
-        """The call's progress bar (disabled without a label), refreshed at most every 2 seconds."""
+    def progress_bar(self, *args, **kwargs):
+        """The call's progress bar (tqdm's arguments; disabled without a label), under the label, refreshed at
+        most every 2 seconds. Also handed to vLLM as its bar factory."""
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=self.progress, unit=unit, disable=self.progress is None, mininterval=2.0)
+        return tqdm(*args, **{**kwargs, "desc": self.progress, "disable": self.progress is None, "mininterval": 2.0})
 
     def seeds(self, count: int) -> list[int | None]:
         if self.prompt_seeds is not None:

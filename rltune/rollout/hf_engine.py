@@ -55,7 +55,7 @@ class HFEngine:
         # Row j of prompt g draws from its own generator, seeded from the prompt's seed: its samples do
         # not depend on which prompts share the batch, and the batch is still generated in one call.
         generators = [_generator(seeds[g], j, device) for g in range(len(prompt_ids)) for j in range(sampling.n)]
-        with sampling.progress_bar(len(flat), "sample") as bar:
+        with sampling.progress_bar(total=len(flat), unit="sample") as bar:
             for start in range(0, len(flat), self.batch_size):
                 chunk = flat[start : start + self.batch_size]
                 self._generate_chunk(chunk, generators[start : start + len(chunk)], sampling, device, batch)

@@ -102,7 +102,7 @@ class VLLMEngine:
             for seed in sampling.seeds(len(prompt_ids))
         ]
         # vLLM's own bar advances as requests finish; the label replaces its "Processed prompts"
-        bar = (lambda **kw: sampling.progress_bar(kw["total"], "prompt")) if sampling.progress else False
+        bar = sampling.progress_bar if sampling.progress else False
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=bar)
         batch = RolloutBatch([], [], [], [], [], [], list(rows))
         for group, (ids, out) in enumerate(zip(prompt_ids, outputs)):

@@ -125,7 +125,7 @@ class VLLMServerEngine:
         seeds = sampling.seeds(len(prompt_ids))
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.cfg.max_concurrency) as pool:
             jobs = pool.map(lambda job: self._complete(job[0], job[1], sampling), zip(prompt_ids, seeds))
-            with sampling.progress_bar(len(prompt_ids), "prompt") as bar:
+            with sampling.progress_bar(total=len(prompt_ids), unit="prompt") as bar:
                 answers = [bar.update(1) or answer for answer in jobs]
         batch = RolloutBatch([], [], [], [], [], [], list(rows))
         for group, (ids, choices) in enumerate(zip(prompt_ids, answers)):
