@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -566,3 +567,101 @@ def test_vllm_server_api_key_comes_from_the_environment_only(monkeypatch):
     monkeypatch.delenv("RLTUNE_TEST_KEY", raising=False)
     with pytest.raises(RLTuneError, match="api_key_env names RLTUNE_TEST_KEY, which is not set"):
         VLLMServerEngine(VLLMServerConfig(url="http://127.0.0.1:9", api_key_env="RLTUNE_TEST_KEY", connect_timeout_s=1))
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize(
+    "engine, signum",
+    [
+        ("hf", signal.SIGTERM),
+        ("hf", signal.SIGINT),
+        pytest.param("vllm", signal.SIGTERM, marks=pytest.mark.slow),
+        pytest.param("vllm", signal.SIGINT, marks=pytest.mark.slow),
+    ],
+)
+def test_a_signal_checkpoints_the_step_in_progress_and_resume_is_exact(tmp_path, demo_assets, engine, signum):
+    from safetensors.torch import load_file
+
+    base = {
+        "model": {"path": str(demo_assets[0])},
+        "data": {"path": str(demo_assets[1])},
+        "rollout": {"engine": engine, "group_size": 4, "vllm": {"max_model_len": 64}},
+        "train": {"steps": 6, "prompts_per_step": 4, "micro_batch_size": 16, "progress_bar": False, "report_to": []},
+    }
+
+    def command(out, *extra):
+        base["train"]["output_dir"] = str(out)
+        return [sys.executable, "-m", "rltune", "train", str(write_recipe(tmp_path / out.name, base)), *extra]
+
+    full = tmp_path / "full"
+    subprocess.run(command(full), check=True, capture_output=True, timeout=600)
+    run = tmp_path / "stopped"
+    proc = subprocess.Popen(command(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) >= 2)
+    children = _children(proc.pid)  # the grader's worker processes
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err and err.count(f"stopped by {signal.Signals(signum).name} after step") == 1
+    stopped_at = int(err.split("after step ")[1].split(",")[0])
+    assert 2 <= stopped_at < 6 and resolve_checkpoint("latest", run).name == f"checkpoint-{stopped_at}"
+    wait_for(lambda: not any(_alive(pid) for pid in children), timeout=10)  # no orphans
+    subprocess.run(command(run, "train.resume_from=latest"), check=True, capture_output=True, timeout=600)
+    expected = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    got = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(expected, got):
+        for key in ("reward/total", "loss", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
+    want = load_file(full / "checkpoint-6" / "model.safetensors")
+    have = load_file(run / "checkpoint-6" / "model.safetensors")
+    assert all(torch.equal(want[k], have[k]) for k in want)
+
+
+def test_a_step_that_cannot_finish_in_the_grace_period_exits_without_a_checkpoint(tmp_path, demo_assets):
+    recipe_path = write_recipe(
+        tmp_path,
+        {
+            "model": {"path": str(demo_assets[0])},
+            "data": {"path": str(demo_assets[1])},
+            "rollout": {"engine": "hf", "group_size": 2},
+            "rewards": [{"name": "plugins.my_rewards:sleeps_10s"}],
+            "reward_options": {"timeout_s": 120},
+            "train": {"steps": 3, "prompts_per_step": 2, "save_on_signal_s": 1, "output_dir": str(tmp_path / "run")},
+        },
+    )
+    mark = tmp_path / "reward-started"
+    env = {
+        **os.environ,
+        "RLTUNE_TEST_MARK": str(mark),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "rltune", "train", str(recipe_path)]
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    wait_for(mark.exists, timeout=120)  # the first step is in its 10 s rewards
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and time.monotonic() - started < 6, err[-3000:]
+    assert "did not end in 1s: exiting without a checkpoint" in err and "Traceback" not in err
+    assert list_checkpoints(tmp_path / "run") == []

@@ -113,3 +113,14 @@ class ConcurrencyProbe:
         await asyncio.sleep(0.05)
         self.in_flight -= 1
         return 1.0
+
+
+def sleeps_10s(completion, row):
+    """Marks $RLTUNE_TEST_MARK (when set) as started, then takes 10 s: a step that outlasts a short grace."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("RLTUNE_TEST_MARK"):
+        Path(os.environ["RLTUNE_TEST_MARK"]).touch()
+    time.sleep(10.0)
+    return 1.0
