@@ -107,6 +107,17 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Warm-up (if the model folder is missing), GRPO, then accuracy before and after."""
     from rltune.config import load_recipe, looks_local
+
+    started = time.perf_counter()
+    if "=" in args.recipe:  # `rltune demo key=value ...`: overrides of the default recipe
+        args.overrides, args.recipe = [args.recipe, *args.overrides], DEFAULT_DEMO_RECIPE
+    cfg = load_recipe(args.recipe, args.overrides)  # before the heavy imports: a typo shows at once
+    for key, path in (("model.path", cfg.model.path), ("data.path", cfg.data.path)):
+        if not looks_local(path):  # the demo writes its toy model and prompts there
+            raise RLTuneError(
+                f"rltune demo builds its toy model and prompts at local paths, and {key}={path!r} looks like a hub "
+                f"id: run {args.recipe} with `rltune train`, or give the demo local paths (runs/...)"
+            )
     from rltune.demo import accuracy_settings, write_demo_assets
     from rltune.eval.runner import evaluate, format_table
     from rltune.models import load_causal_lm, load_tokenizer
@@ -114,16 +125,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rltune.sft import SFTLossConfig
     from rltune.trainer import Trainer
 
-    started = time.perf_counter()
-    if "=" in args.recipe:  # `rltune demo key=value ...`: overrides of the default recipe
-        args.overrides, args.recipe = [args.recipe, *args.overrides], DEFAULT_DEMO_RECIPE
-    cfg = load_recipe(args.recipe, args.overrides)
-    for key, path in (("model.path", cfg.model.path), ("data.path", cfg.data.path)):
-        if not looks_local(path):  # the demo writes its toy model and prompts there
-            raise RLTuneError(
-                f"rltune demo builds its toy model and prompts at local paths, and {key}={path!r} looks like a hub "
-                f"id: run {args.recipe} with `rltune train`, or give the demo local paths (runs/...)"
-            )
     model_dir, data_file = Path(cfg.model.path), Path(cfg.data.path)
     if not (model_dir / "config.json").is_file() or not data_file.is_file():
         log.info("building the warmed-up tiny model in %s (%s warm-up)", model_dir, args.warmup_loss)

@@ -614,12 +614,13 @@ def looks_local(path: str) -> bool:
     return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
 
 
-def check_before_loading(cfg: RecipeConfig, source: str = "recipe") -> None:
+def check_before_loading(cfg: RecipeConfig, source: str = "recipe", data_given: bool = False) -> None:
     """What can be checked before anything heavy is imported or loaded: the recipe's values, local model
     and data paths that do not exist (instead of minutes of hub retries), an output_dir that cannot be
-    written."""
+    written. `data_given`: the prompts come as a dataset object (the Python API), not from data.path."""
     validate(cfg, source)
-    for key, path in (("model.path", cfg.model.path), ("data.path", cfg.data.path)):
+    paths = [("model.path", cfg.model.path)] + ([] if data_given else [("data.path", cfg.data.path)])
+    for key, path in paths:
         if looks_local(path) and not Path(path).expanduser().exists():
             raise ConfigError(f"{source}: {key} {path!r} does not exist (a local path; a hub id looks like 'org/name')")
     out = Path(cfg.train.output_dir).expanduser()

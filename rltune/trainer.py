@@ -52,7 +52,7 @@ Callback = Callable[["Trainer", int, dict[str, float]], None]
 
 class Trainer:
     def __init__(self, cfg: RecipeConfig, callbacks: list[Callback] | None = None, dataset=None):
-        check_before_loading(cfg)  # recipes built in Python get the checks of load_recipe
+        check_before_loading(cfg, data_given=dataset is not None)  # recipes built in Python get them too
         self.cfg = cfg
         self.callbacks = list(callbacks or [])
         t = cfg.train

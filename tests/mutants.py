@@ -42,6 +42,49 @@ def formula_rows(*settings: str) -> list[str]:
 
 
 MUTANTS = [
+    # --- reliability round 2 -------------------------------------------------------------------------
+    Mutant(
+        "checkpoint manifest not verified",
+        "rltune/checkpoint.py",
+        "    verify_checkpoint(path)\n    try:",
+        "    try:",
+        ["tests/test_reliability.py::test_changed_bytes_in_a_checkpoint_are_found_at_resume"],
+    ),
+    Mutant(
+        "weight growth unguarded",
+        "rltune/update.py",
+        "if growth > self.cfg.train.max_weight_growth:",
+        "if False:",
+        ["tests/test_reliability.py::test_a_diverging_run_stops_before_saving_wrecked_weights"],
+    ),
+    Mutant(
+        "resume keeps the saved learning rate",
+        "rltune/update.py",
+        "        self.apply_recipe_hyperparameters()",
+        "        pass",
+        ["tests/test_reliability.py::test_resume_applies_or_refuses_recipe_changes"],
+    ),
+    Mutant(
+        "output_dir never locked",
+        "rltune/trainer.py",
+        "            self.lock.acquire()",
+        "            pass",
+        ["tests/test_reliability.py::test_a_second_run_in_the_same_output_dir_is_refused"],
+    ),
+    Mutant(
+        "stop signals not handled",
+        "rltune/signals.py",
+        "                self._previous[signum] = signal.signal(signum, self._handle)",
+        "                pass",
+        ["tests/test_reliability.py::test_a_signal_checkpoints_the_step_in_progress_and_resume_is_exact[hf-15]"],
+    ),
+    Mutant(
+        "sync rewards awaited one at a time",
+        "rltune/reward_pipeline.py",
+        "            event.wait(max(0.0, deadline - time.monotonic()))",
+        "            event.wait(self.timeout_s)",
+        ["tests/test_reliability.py::test_hung_sync_rewards_time_out_together_and_never_keep_the_process_alive"],
+    ),
     # --- day-one conveniences -----------------------------------------------------------------------
     Mutant(
         "plug-ins not looked up in the working folder",
