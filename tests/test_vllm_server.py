@@ -22,6 +22,9 @@ from rltune.models import load_tokenizer
 from rltune.rollout import SamplingSettings, build_engine
 
 
+KEY_ENV, API_KEY = "RLTUNE_TEST_VLLM_KEY", "test-key-7f3a"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -48,7 +51,8 @@ def test_unreachable_server_fails_fast_with_advice():
 
 @pytest.fixture(scope="module")
 def server(demo_assets, tmp_path_factory):
-    """`vllm serve` of the demo model, as a user would start it (dev mode for the disk weight sync)."""
+    """`vllm serve` of the demo model, as a user would start it (dev mode for the disk weight sync), with an
+    API key that the engine reads from $RLTUNE_TEST_VLLM_KEY (rollout.server.api_key_env)."""
     pytest.importorskip("vllm")
     model_dir, data_file = demo_assets
     port = free_port()
@@ -57,6 +61,8 @@ def server(demo_assets, tmp_path_factory):
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
     cmd += ["--port", str(port), "--max-model-len", "128", "--dtype", "float32", "--enforce-eager"]
     cmd += ["--logprobs-mode", "processed_logprobs", "--gpu-memory-utilization", "0.3", "--no-enable-chunked-prefill"]
+    cmd += ["--api-key", API_KEY]
+    os.environ[KEY_ENV] = API_KEY
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -79,7 +85,9 @@ def test_server_generation_and_disk_weight_sync_match_the_policy(server, tmp_pat
     url, model_dir, _ = server
     tokenizer = load_tokenizer(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    cfg = VLLMServerConfig(url=url, weight_sync="disk", sync_dir=str(tmp_path / "sync"))
+    with pytest.raises(RLTuneError, match="401 Unauthorized .*rollout.server.api_key_env"):
+        build_engine("vllm_server", server=VLLMServerConfig(url=url))
+    cfg = VLLMServerConfig(url=url, weight_sync="disk", sync_dir=str(tmp_path / "sync"), api_key_env=KEY_ENV)
     engine = build_engine("vllm_server", server=cfg)
     prompts = [tokenizer("3+4=")["input_ids"], tokenizer("9+9=")["input_ids"]]
     sampling = SamplingSettings(n=4, temperature=0.8, max_tokens=12, prompt_seeds=[11, 12])
@@ -87,7 +95,7 @@ def test_server_generation_and_disk_weight_sync_match_the_policy(server, tmp_pat
         first = engine.generate(prompts, [{}, {}], sampling)
         assert engine.generate(prompts, [{}, {}], sampling).completion_ids == first.completion_ids  # seeded
         check_engine_follows_the_policy(engine, model, tokenizer, sampling)
-        slow_cfg = VLLMServerConfig(url=url)
+        slow_cfg = VLLMServerConfig(url=url, api_key_env=KEY_ENV)
         slow = build_engine("vllm_server", server=slow_cfg)
         slow_cfg.timeout_s = 1e-4  # after start-up: no completion comes back that fast
         with pytest.raises(RLTuneError, match="no answer in"):
@@ -106,12 +114,17 @@ def test_grpo_steps_through_the_server(server, tmp_path):
         tmp_path,
         model_dir,
         data_file,
-        {"rollout": {"engine": "vllm_server", "server": {"url": url, "weight_sync": "disk"}}, "train": {"steps": 3}},
+        {
+            "rollout": {"engine": "vllm_server", "server": {"url": url, "weight_sync": "disk", "api_key_env": KEY_ENV}},
+            "train": {"steps": 3},
+        },
     )
     trainer = Trainer(cfg)
     try:
         last = trainer.train()
         assert last["completion/length_mean"] > 0
+        saved = (tmp_path / "run" / "checkpoint-3" / "recipe.yaml").read_text()
+        assert KEY_ENV in saved and API_KEY not in saved  # the variable's name is kept, never the key
         # the server now samples from the trained policy
         tokenizer = trainer.tokenizer
         prompt = [tokenizer("3+4=")["input_ids"]]

@@ -79,6 +79,11 @@ class VLLMServerEngine:
                 f"vLLM server {self.url} has no {path} route: weight_sync=disk needs the server started "
                 "with VLLM_SERVER_DEV_MODE=1"
             )
+        if response.status_code == 401:
+            raise RLTuneError(
+                f"vLLM server {self.url} answered 401 Unauthorized ({path}): it was started with --api-key; put the key "
+                "in an environment variable and name that variable in rollout.server.api_key_env"
+            )
         if response.status_code >= 400:
             raise RLTuneError(f"vLLM server {self.url}{path} answered {response.status_code}: {response.text[:500]}")
         return response
