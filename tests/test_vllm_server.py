@@ -21,7 +21,6 @@ from rltune.errors import RLTuneError
 from rltune.models import load_tokenizer
 from rltune.rollout import SamplingSettings, build_engine
 
-
 KEY_ENV, API_KEY = "RLTUNE_TEST_VLLM_KEY", "test-key-7f3a"
 
 

@@ -81,7 +81,7 @@ class VLLMServerEngine:
             )
         if response.status_code == 401:
             raise RLTuneError(
-                f"vLLM server {self.url} answered 401 Unauthorized ({path}): it was started with --api-key; put the key "
+                f"vLLM server {self.url} answered 401 Unauthorized ({path}): it runs with --api-key; put its key "
                 "in an environment variable and name that variable in rollout.server.api_key_env"
             )
         if response.status_code >= 400:
