@@ -29,6 +29,7 @@ REWARDS: Registry = Registry(
         "rltune.rewards.length",
         "rltune.rewards.repetition",
         "rltune.rewards.thinking_efficiency",
+        "rltune.rewards.digit_sum",
     ),
 )
 

@@ -129,3 +129,41 @@ def test_bad_specs_fail_clearly():
         RewardPipeline([RewardSpec(P + "brevity", kwargs={"x": 1})])
     with pytest.raises(ConfigError, match="bad kwargs"):
         RewardPipeline([RewardSpec(P + "Contains", kwargs={"wrong": 1})])
+
+
+def test_digit_sum_accepts_every_right_answer_and_nothing_else():
+    from rltune.rewards.digit_sum import right_answers
+
+    assert [len(right_answers(s)) for s in (1, 9, 10, 18)] == [1, 9, 9, 1]
+    texts = [
+        "\\boxed{27}",
+        "\\boxed{72}",
+        "\\boxed{90}",
+        "\\boxed{28}",
+        "\\boxed{9}",
+        "\\boxed{09}",
+        "27",
+        "\\boxed{108}",
+    ]
+    batch, _ = score([RewardSpec("digit_sum")], [texts], golds=["9"])
+    assert batch.rewards.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_gpt3_arithmetic_splits_are_disjoint_and_right(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = REPO / "benchmarks" / "arithmetic_task.py"
+    subprocess.run(
+        [sys.executable, script, tmp_path, "--train", "300", "--test", "60", "--tasks", "2D+,1DC"], check=True
+    )
+    train, test = (
+        [json.loads(x) for x in (tmp_path / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "test")
+    )
+    assert len(train) == 300 and len(test) == 60 and not {r["question"] for r in train} & {r["question"] for r in test}
+    for row in train + test:
+        expression = row["question"].removeprefix("What is ").removesuffix("?").replace(" plus ", "+")
+        assert eval(expression) == int(row["answer"]) and row["task"] in ("2D+", "1DC")
