@@ -30,6 +30,7 @@ REWARDS: Registry = Registry(
         "rltune.rewards.repetition",
         "rltune.rewards.thinking_efficiency",
         "rltune.rewards.digit_sum",
+        "rltune.rewards.final_number",
     ),
 )
 

@@ -167,3 +167,9 @@ def test_gpt3_arithmetic_splits_are_disjoint_and_right(tmp_path):
     for row in train + test:
         expression = row["question"].removeprefix("What is ").removesuffix("?").replace(" plus ", "+")
         assert eval(expression) == int(row["answer"]) and row["task"] in ("2D+", "1DC")
+
+
+def test_final_number_scores_only_the_last_number():
+    texts = ["48 + 76 = 124", "so \\boxed{124}.", "124 or maybe 125", "1,240 / 10 = 124.0", "no number", "-124"]
+    batch, _ = score([RewardSpec("final_number")], [texts], golds=["124"])
+    assert batch.rewards.tolist() == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]
