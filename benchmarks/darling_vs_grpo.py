@@ -99,7 +99,6 @@ def run(method: str, seed: int, model_dir: Path, data: Path, steps: int, out: Pa
     overrides = [
         f"model.path={model_dir}",
         f"data.path={data}",
-        "data.instruction={question}",
         f"train.steps={steps}",
         "train.prompts_per_step=18",
         f"train.seed={seed}",
