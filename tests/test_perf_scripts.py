@@ -113,3 +113,35 @@ def test_gsm8k_workload_prompts_are_real_questions_in_the_chat_template(tmp_path
         assert prompt.startswith("<user>" + question) and prompt.endswith("\\boxed{}.<assistant>")
     with pytest.raises(SystemExit, match="--data-dir"):
         vs_trl.build_gsm8k_prompts(tmp_path / "model", tmp_path, tmp_path)
+
+
+@pytest.mark.slow
+def test_darling_vs_grpo_and_paired_difference_run(tmp_path):
+    """The two evidence scripts end to end at a toy budget: one seed of each method, then a paired
+    comparison of two eval result files."""
+    out = tmp_path / "darling"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/darling_vs_grpo.py", "--seeds", "1", "--steps", "2", "--warmup-steps", "20"]
+        + ["--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"grpo", "darling"} and all(0 <= r[0]["coverage"] <= 1 for r in results.values())
+    assert "| coverage |" in proc.stdout
+
+    def eval_file(path, correct):
+        problems = [{"correct": c, "n": 4} for c in correct]
+        path.write_text(json.dumps({"settings": {}, "benchmarks": {"t": {"problems": problems, "metrics": {}}}}))
+        return path
+
+    before = eval_file(tmp_path / "before.json", [0, 1, 0, 2])
+    after = eval_file(tmp_path / "after.json", [4, 1, 2, 2])
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/paired_difference.py", before, after], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "mean@n 0.188 -> 0.562, change +0.375" in proc.stdout
