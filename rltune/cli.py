@@ -275,20 +275,20 @@ def cmd_recipe_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# plug-in kind on the command line -> its registry in the public API (rltune/__init__.py)
 REGISTRIES = {
-    "rewards": ("rltune.rewards", "REWARDS"),
-    "advantages": ("rltune.advantages", "ADVANTAGES"),
-    "objectives": ("rltune.objectives", "OBJECTIVES"),
-    "loss-terms": ("rltune.loss_terms", "LOSS_TERMS"),
-    "engines": ("rltune.rollout.base", "ENGINES"),
+    "rewards": "REWARDS",
+    "advantages": "ADVANTAGES",
+    "objectives": "OBJECTIVES",
+    "loss-terms": "LOSS_TERMS",
+    "engines": "ENGINES",
 }
 
 
 def _registry(kind: str):
-    import importlib
+    import rltune
 
-    module, name = REGISTRIES[kind]
-    return getattr(importlib.import_module(module), name)
+    return getattr(rltune, REGISTRIES[kind])
 
 
 def _plugin_names(cfg) -> list[tuple[str, str, str]]:

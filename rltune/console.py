@@ -26,9 +26,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    for category in (FutureWarning, DeprecationWarning, UserWarning):
+    for category in (DeprecationWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=r"(vllm|torch|transformers|accelerate|peft|trl)\b")
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # from any module
 
 
 def preflight(cfg, world_size: int, num_params: int, engine: str) -> str:

@@ -195,7 +195,6 @@ class Trainer:
         if batch.token_returns is not None:  # token-level reward streams refine the advantage per token
             adv = (adv[:, None] if adv.dim() == 1 else adv) + batch.token_returns
         batch.advantages = adv
-        self.last_batch = batch  # the batch as trained, for the completions log
         if self.cfg.algorithm.keep_per_group is not None:
             generator = torch.Generator().manual_seed(self.cfg.train.seed * 104_729 + self.step)
             keep = select_per_group(
@@ -203,7 +202,7 @@ class Trainer:
             )
             batch = batch.select_samples(keep)
             adv = batch.advantages
-            self.last_batch = batch
+        self.last_batch = batch  # the batch as trained, for the completions log
         if self.updater.needs_reference:
             batch.extras["ref_logprobs"] = self.updater.reference_logprobs(batch)
         update_started = time.perf_counter()
