@@ -1,0 +1,329 @@
+"""Every method against plain GRPO over seeds: each paper's claim, the metric that tests it, and a verdict.
+
+Each method runs at the budget of its CPU recipe and its baseline at the same budget, with the same
+seeds (paired runs). A row's difference is method - baseline per seed, with a 95% t-interval over the
+seeds, and its verdict:
+  - a claim of a difference ("higher", "lower"): reproduced when the interval excludes 0 on the claimed
+    side, not reproduced when it excludes 0 on the other side or lies inside +-margin (no practical
+    difference), inconclusive otherwise;
+  - a claim of no loss ("matches": at least as good, within the margin): reproduced when the interval
+    lies above -margin, not reproduced when it lies below -margin, inconclusive otherwise.
+
+Runs are kept under --out (one summary.json per run and seed) and reused, so a rerun with more seeds only
+runs the new ones; `--rows` limits the rows (and so the runs) to some of them.
+
+    python benchmarks/claims.py --seeds 3 --out runs/claims              # table on stdout, claims.json
+    python benchmarks/claims.py --seeds 3 --out runs/claims --rows nft,rft
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import darling_vs_grpo
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+ACCURACY_MARGIN = 0.05  # five points of mean@8: "matches" and "no practical difference" on accuracy
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training (or pruning) run, repeated per seed; `kind` says which driver runs it."""
+
+    kind: str  # "demo" (the demo task, rltune's Trainer), "thinking" (the thinking model), "dto", "darling"
+    recipe: str = ""
+    overrides: tuple[str, ...] = ()
+    warmup_loss: str = "cross_entropy"  # the demo model's warm-up loss (entropy_sft for Light-IF's row)
+
+
+ENTROPY = "algorithm.loss_terms=[{name: entropy, coef: 0.05}]"
+RUNS: dict[str, Run] = {
+    "grpo": Run("demo", "demo_cpu.yaml"),
+    "grpo_dynamic": Run(
+        "demo", "demo_cpu.yaml", ("algorithm.dynamic_sampling=true", "algorithm.dynamic_sampling_reward=math_accuracy")
+    ),
+    # the GRPO that Dr. GRPO corrects: each sequence's loss divided by its own length
+    "grpo_seq_mean": Run("demo", "demo_cpu.yaml", ("algorithm.loss_aggregation=seq_mean_token_mean",)),
+    "dr_grpo": Run("demo", "demo_cpu.yaml", ("algorithm.advantage=dr_grpo", "algorithm.loss_aggregation=constant")),
+    "nft": Run("demo", "nft_cpu.yaml"),
+    "rft": Run("demo", "nft_cpu.yaml", ("algorithm.objective_kwargs.neg_weight=0.0",)),
+    "entropy_bonus": Run("demo", "demo_cpu.yaml", (ENTROPY,)),
+    "ema_anchor": Run(
+        "demo", "demo_cpu.yaml", ("algorithm.kl_coef=0.05", "algorithm.kl_anchor=ema", "algorithm.kl_anchor_decay=0.9")
+    ),
+    "tea": Run("demo", "demo_cpu.yaml", ("algorithm.loss_terms=[{name: tea, coef: 0.05}]",)),
+    "t1_recipe": Run("demo", "t1_entropy_cpu.yaml"),
+    "cosine": Run("demo", "cosine_length_cpu.yaml"),
+    "entropy_sft": Run("demo", "demo_cpu.yaml", warmup_loss="entropy_sft"),
+    "think_accuracy": Run("thinking", "thinking_efficiency_cpu.yaml", ("rewards=[{name: math_accuracy}]",)),
+    "think_efficiency": Run("thinking", "thinking_efficiency_cpu.yaml"),
+    "thinking_model": Run("dto"),  # the warmed-up thinking model itself, evaluated
+    "dto_simpo": Run("dto", "dto_cpu.yaml"),
+    "darling_grpo": Run("darling", overrides=("grpo",)),
+    "darling": Run("darling", overrides=("darling",)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    key: str
+    method: str
+    claim: str  # the paper's claim, in a line
+    paper: str
+    run: str
+    baseline: str
+    metric: str
+    direction: str  # "higher", "lower" or "matches"
+    margin: float
+    metric_doc: str
+
+
+# fmt: off
+CLAIMS = [
+    Claim("darling_quality", "DARLING", "higher quality than GRPO", "arXiv 2509.02534", "darling", "darling_grpo",
+          "quality", "higher", 0.02, "mean@16 on the digit-sum task"),
+    Claim("darling_diversity", "DARLING", "more diverse right answers than GRPO", "arXiv 2509.02534", "darling",
+          "darling_grpo", "coverage", "higher", 0.02, "distinct right answers / possible, 16 samples"),
+    Claim("nft", "NFT", "matches GRPO (DAPO-style filtering on both)", "arXiv 2505.18116", "nft", "grpo_dynamic",
+          "accuracy", "matches", ACCURACY_MARGIN, "mean@8 after RL"),
+    Claim("nft_negatives", "NFT vs RFT", "learning from negatives beats RFT", "arXiv 2505.18116", "nft", "rft",
+          "accuracy", "higher", ACCURACY_MARGIN, "mean@8 after RL"),
+    Claim("rft", "RFT", "below GRPO (positives only)", "arXiv 2505.18116", "rft", "grpo_dynamic",
+          "accuracy", "lower", ACCURACY_MARGIN, "mean@8 after RL"),
+    Claim("dr_grpo_length", "Dr. GRPO", "wrong answers shorter than GRPO's", "arXiv 2503.20783", "dr_grpo",
+          "grpo_seq_mean",
+          "wrong_tokens", "lower", 0.1, "tokens per wrong eval answer"),
+    Claim("dr_grpo_accuracy", "Dr. GRPO", "accuracy kept", "arXiv 2503.20783", "dr_grpo", "grpo",
+          "accuracy", "matches", ACCURACY_MARGIN, "mean@8 after RL"),
+    Claim("dynamic_sampling", "DAPO dynamic sampling", "better accuracy at equal steps", "arXiv 2503.14476",
+          "grpo_dynamic", "grpo", "accuracy", "higher", ACCURACY_MARGIN, "mean@8 after RL"),
+    Claim("entropy_bonus", "entropy bonus (T1)", "entropy kept higher", "arXiv 2501.11651",
+          "entropy_bonus", "grpo", "entropy_end", "higher", 0.005, "token entropy, last 10 steps"),
+    Claim("ema_anchor", "EMA anchor (T1)", "entropy kept higher", "arXiv 2501.11651", "ema_anchor", "grpo",
+          "entropy_end", "higher", 0.005, "token entropy, last 10 steps"),
+    Claim("t1_recipe", "T1 recipe (oversample, RLOO, bonus, anchor)", "entropy kept higher", "arXiv 2501.11651",
+          "t1_recipe", "grpo", "entropy_end", "higher", 0.005, "token entropy, last 10 steps"),
+    Claim("tea", "TEA (Light-IF)", "entropy kept higher", "arXiv 2508.03178", "tea", "grpo", "entropy_end",
+          "higher", 0.005, "token entropy, last 10 steps"),
+    Claim("cosine", "cosine length reward", "length stabilised", "arXiv 2502.03373", "cosine", "grpo",
+          "length_sd", "lower", 0.05, "sd of the mean completion length, steps 51-100"),
+    Claim("entropy_sft_entropy", "Entropy-SFT warm-up (Light-IF)", "RL starts with higher entropy",
+          "arXiv 2508.03178", "entropy_sft", "grpo", "entropy_start", "higher", 0.005, "token entropy, RL steps 1-5"),
+    Claim("entropy_sft_accuracy", "Entropy-SFT warm-up (Light-IF)", "better accuracy after RL", "arXiv 2508.03178",
+          "entropy_sft", "grpo", "accuracy", "higher", ACCURACY_MARGIN, "mean@8 after RL"),
+    Claim("dto_tokens", "DTO pruning + SimPO", "fewer tokens", "arXiv 2505.21765",
+          "dto_simpo", "thinking_model", "tokens", "lower", 1.0, "tokens per eval answer"),
+    Claim("dto_accuracy", "DTO pruning + SimPO", "accuracy kept (or better)", "arXiv 2505.21765", "dto_simpo",
+          "thinking_model", "accuracy", "matches", ACCURACY_MARGIN, "mean@8"),
+    Claim("thinking_efficiency_tokens", "thinking_efficiency reward", "fewer tokens", "arXiv 2505.21765",
+          "think_efficiency", "think_accuracy", "tokens_end", "lower", 1.0, "completion tokens, last 5 steps"),
+    Claim("thinking_efficiency_accuracy", "thinking_efficiency reward", "accuracy kept", "arXiv 2505.21765",
+          "think_efficiency", "think_accuracy", "accuracy", "matches", ACCURACY_MARGIN, "mean@8 after RL"),
+]
+# fmt: on
+
+
+def verdict(direction: str, low: float, high: float, margin: float) -> str:
+    """The rule of the module docstring, on a 95% interval [low, high] of method - baseline."""
+    if math.isnan(low):
+        return "inconclusive"
+    if direction == "matches":
+        if low > -margin:
+            return "reproduced"
+        return "not reproduced" if high < -margin else "inconclusive"
+    sign = 1.0 if direction == "higher" else -1.0
+    low, high = sorted((sign * low, sign * high))  # now "claimed side" means > 0
+    if low > 0:
+        return "reproduced"
+    if high < 0 or (-margin < low and high < margin):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _series(metrics_file: Path, key: str) -> list[float]:
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    return [r[key] for r in rows if r.get(key) is not None]
+
+
+def _eval_summary(results: dict) -> dict[str, float]:
+    bench = next(iter(results["benchmarks"].values()))
+    samples = [s for p in bench["problems"] for s in p["samples"]]
+    wrong = [s["tokens"] for s in samples if not s["correct"]]
+    return {
+        "accuracy": bench["metrics"]["mean@8"],
+        "pass@8": bench["metrics"]["pass@8"],
+        "maj@8": bench["metrics"]["maj@8"],
+        "distinct": bench["metrics"]["distinct_answers"],
+        "tokens": bench["metrics"]["mean_tokens"],
+        "wrong_tokens": statistics.mean(wrong) if wrong else math.nan,
+    }
+
+
+def _training_summary(metrics_file: Path) -> dict[str, float]:
+    entropy = _series(metrics_file, "entropy")
+    length = _series(metrics_file, "completion/length_mean")
+    half = len(length) // 2
+    return {
+        "entropy_start": statistics.mean(entropy[:5]),
+        "entropy_end": statistics.mean(entropy[-10:]),
+        "tokens_end": statistics.mean(length[-5:]),
+        "length_sd": statistics.pstdev(length[half:]),
+    }
+
+
+def demo_model(out: Path, warmup_loss: str, thinking: bool, warmup_steps: int | None) -> tuple[Path, Path]:
+    """The warmed-up demo model (or the thinking model), built once under `out`."""
+    from rltune.demo import write_demo_assets
+    from rltune.sft import SFTLossConfig
+
+    name = "thinking" if thinking else warmup_loss
+    model_dir, data = out / "models" / name, out / "models" / f"{name}.jsonl"
+    if not (model_dir / "config.json").is_file():
+        loss = SFTLossConfig(warmup_loss, token_ratio=0.8, entropy_coef=0.8)
+        steps = warmup_steps or (800 if thinking else 300)
+        write_demo_assets(model_dir, data, warmup_steps=steps, loss=loss, thinking=thinking, progress=False)
+    return model_dir, data
+
+
+def train_and_eval(
+    run: Run, seed: int, model_dir: Path, data: Path, where: Path, max_tokens: int, steps: int | None
+) -> dict:
+    from rltune.config import load_recipe
+    from rltune.demo import accuracy_settings
+    from rltune.eval.runner import evaluate
+    from rltune.trainer import Trainer
+
+    overrides = [
+        f"model.path={model_dir}",
+        f"data.path={data}",
+        f"train.seed={seed}",
+        f"train.output_dir={where}",
+        "train.report_to=[]",
+        "train.log_completions_every=0",
+        "train.overwrite_output_dir=true",
+        "train.progress_bar=false",
+        *run.overrides,
+        *([f"train.steps={steps}"] if steps else []),
+    ]
+    settings = dataclasses.replace(accuracy_settings(data, max_tokens=max_tokens), seed=seed)
+    with Trainer(load_recipe(RECIPES / run.recipe, overrides)) as trainer:
+        trainer.train()
+        results = evaluate(trainer.engine, trainer.tokenizer, settings, progress=False)
+    return {**_eval_summary(results), **_training_summary(where / "metrics.jsonl")}
+
+
+def rltune(*args: str) -> None:
+    command = [sys.executable, "-m", "rltune", *args]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def dto_and_eval(run: Run, seed: int, model_dir: Path, data: Path, where: Path, steps: int | None) -> dict:
+    """Prune + SimPO from the thinking model (or, with no recipe, the thinking model itself), then eval."""
+    model = model_dir
+    if run.recipe:
+        paths = [f"model.path={model_dir}", f"data.path={data}", f"pairs.output_dir={where / 'pairs'}"]
+        paths.append(f"prefer.output_dir={where / 'model'}")
+        rltune("prune", str(RECIPES / run.recipe), *paths, f"pairs.seed={seed}")
+        budget = [f"prefer.steps={steps}"] if steps else []
+        rltune("prefer", str(RECIPES / run.recipe), *paths, f"prefer.seed={seed}", *budget)
+        model = where / "model"
+    rltune(
+        "eval", "--model", str(model), "--benchmarks", f"{data}:question:answer", "--instruction", "{question}",
+        "--no-chat-template", "--temperature", "1.0", "--top-p", "1.0", "--max-tokens", "100", "--n", "8",
+        "--k", "1,8", "--seed", str(seed), "--kv-cache-gib", "1", "--out", str(where / "eval"),
+    )  # fmt: skip
+    return _eval_summary(json.loads((where / "eval" / "results.json").read_text()))
+
+
+def run_once(name: str, seed: int, out: Path, steps: int | None = None, warmup_steps: int | None = None) -> dict:
+    """The summary of run `name` at `seed`, from its summary.json when it has already run."""
+    where = out / name / f"seed{seed}"
+    done = where / "summary.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    run = RUNS[name]
+    print(f"running {name} seed {seed}", flush=True)
+    thinking_model = demo_model(out, "cross_entropy", True, warmup_steps) if run.kind in ("thinking", "dto") else None
+    if run.kind == "demo":
+        model = demo_model(out, run.warmup_loss, False, warmup_steps)
+        summary = train_and_eval(run, seed, *model, where, max_tokens=12, steps=steps)
+    elif run.kind == "thinking":
+        summary = train_and_eval(run, seed, *thinking_model, where, max_tokens=100, steps=steps)
+    elif run.kind == "dto":
+        summary = dto_and_eval(run, seed, *thinking_model, where, steps)
+    else:
+        model_dir, data = darling_vs_grpo.build_task(out / "digit-sum", warmup_steps or 300)
+        summary = darling_vs_grpo.run(run.overrides[0], seed, model_dir, data, steps or 60, out / "digit-sum")
+        summary.pop("warm-up", None)
+    where.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def table(claims: list[Claim], results: dict[str, list[dict]]) -> tuple[str, list[dict]]:
+    lines = [
+        "| method | paper's claim | metric | baseline | baseline value | method value | difference [95% CI] | seeds "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = []
+    for c in claims:
+        method = [r[c.metric] for r in results[c.run]]
+        base = [r[c.metric] for r in results[c.baseline]]
+        diff, low, high = darling_vs_grpo.interval([m - b for m, b in zip(method, base)])
+        row = {
+            **dataclasses.asdict(c),
+            "baseline_value": statistics.mean(base),
+            "method_value": statistics.mean(method),
+            "difference": diff,
+            "ci": [low, high],
+            "seeds": len(method),
+            "verdict": verdict(c.direction, low, high, c.margin),
+        }
+        rows.append(row)
+        lines.append(
+            f"| {c.method} | {c.claim} ({c.paper}) | {c.metric_doc} | {c.baseline} | {row['baseline_value']:.3f} | "
+            f"{row['method_value']:.3f} | {diff:+.3f} [{low:+.3f}, {high:+.3f}] | {len(method)} | {row['verdict']} |"
+        )
+    return "\n".join(lines), rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="seeds per run (paired: seed s of a method and its baseline)"
+    )
+    parser.add_argument("--out", default="runs/claims", help="output folder (runs are reused from it)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps of every run (default: each recipe's)")
+    parser.add_argument("--warmup-steps", type=int, default=None, help="warm-up steps of the models (default: 300/800)")
+    parser.add_argument(
+        "--rows", default="", help=f"comma-separated rows (default all): {', '.join(c.key for c in CLAIMS)}"
+    )
+    args = parser.parse_args(argv)
+    wanted = [r for r in args.rows.split(",") if r]
+    unknown = sorted(set(wanted) - {c.key for c in CLAIMS})
+    if unknown:
+        parser.error(f"unknown rows {unknown}; the rows are {[c.key for c in CLAIMS]}")
+    claims = [c for c in CLAIMS if not wanted or c.key in wanted]
+    out = Path(args.out)
+    names = list(dict.fromkeys(name for c in claims for name in (c.baseline, c.run)))
+    results = {
+        name: [run_once(name, seed, out, args.steps, args.warmup_steps) for seed in range(args.seeds)] for name in names
+    }
+    text, rows = table(claims, results)
+    (out / "claims.json").write_text(json.dumps({"rows": rows, "runs": results}, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
