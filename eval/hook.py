@@ -41,9 +41,8 @@ class PeriodicEval:
         """Evaluate on the main process; returns `eval/<benchmark>/<metric>` scalars."""
         metrics: dict[str, float] = {}
         if trainer.accelerator.is_main_process:
-            results = evaluate(
-                trainer.engine, trainer.tokenizer, self.settings, progress=trainer.cfg.train.progress_bar
-            )
+            with trainer.current_policy_engine() as engine:
+                results = evaluate(engine, trainer.tokenizer, self.settings, progress=trainer.cfg.train.progress_bar)
             out = Path(trainer.cfg.train.output_dir) / "eval" / f"step-{step}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(results, indent=1))

@@ -32,6 +32,9 @@ class RolloutBatch:
     token_returns: torch.Tensor | None = None
     """[N, T] weighted discounted returns of token-level reward streams (None without such rewards);
     added to the sequence advantages token by token."""
+    policy_versions: list[int] | None = None
+    """Per sample, the policy version that sampled it: the number of updates behind its weights (set by the
+    trainer; a batch trained at step s has s - version updates of staleness)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -77,6 +80,7 @@ class RolloutBatch:
             reward_components={k: v[samples] for k, v in self.reward_components.items()},
             advantages=None if self.advantages is None else self.advantages[samples],
             token_returns=None if self.token_returns is None else self.token_returns[samples],
+            policy_versions=None if self.policy_versions is None else [self.policy_versions[i] for i in samples],
         )
 
     @staticmethod
@@ -110,6 +114,7 @@ class RolloutBatch:
             },
             advantages=cat_tensor(lambda b: b.advantages),
             token_returns=_cat_padded([b.token_returns for b in batches]),
+            policy_versions=None if any(b.policy_versions is None for b in batches) else cat("policy_versions"),
         )
 
 

@@ -204,7 +204,7 @@ def restore_rng(state: dict[str, Any], path: Path) -> None:
 # Recipe keys a resumed run cannot change: the checkpoint's weights, data position, RNG streams and
 # loss-term states only mean something under the values they were saved with.
 FIXED_ON_RESUME = ("model.path", "model.lora", "data.path", "data.subset", "data.split", "data.shuffle", "train.seed",
-                   "algorithm.loss_terms")  # fmt: skip
+                   "algorithm.loss_terms", "train.async_steps")  # fmt: skip
 # Keys that name where and how to resume rather than what is trained
 RESUME_KEYS = ("train.output_dir", "train.resume_from", "train.overwrite_output_dir")
 

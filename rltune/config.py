@@ -252,6 +252,14 @@ class RewardsConfig:
 class TrainConfig:
     steps: int = 100
     """RL steps (one rollout batch each)."""
+    async_steps: int = 0
+    """0: on-policy, every batch is sampled from the current weights. k >= 1: asynchronous RL, the batch of
+    step s is sampled from the weights of step s - k (the first k + 1 batches from the initial weights) on a
+    background thread while the trainer updates (k = 1 is verl's one-step-off; rltune.async_rollouts). The
+    importance ratio is then against the sampler's log-probs, the behaviour policy (with
+    algorithm.old_logprobs=recompute and is_correction, against the trainer's weights before the update with a
+    truncated weight to the sampler's); train.sync_check only checks the batches sampled from the current
+    weights. Keeps k + 2 copies of the weights; one process only, not with rollout.vllm.sleep."""
     prompts_per_step: int = 8
     micro_batch_size: int = 8
     """Sequences per forward/backward at most; gradients accumulate over micro-batches. Each mini-batch's
@@ -403,7 +411,7 @@ _POSITIVE = {
 }  # fmt: skip
 _NON_NEGATIVE = {
     "weight_decay", "max_grad_norm", "warmup_steps", "save_every", "keep_checkpoints", "kl_coef", "clip_high",
-    "log_completions_every", "every", "seed", "temperature", "entropy_coef", "sft_weight", "warmup",
+    "log_completions_every", "every", "seed", "async_steps", "temperature", "entropy_coef", "sft_weight", "warmup",
 }  # fmt: skip
 _FRACTION = {"top_p", "gpu_memory_utilization", "token_ratio", "threshold"}  # in (0, 1]
 _UNIT = {"kl_anchor_decay", "dropout", "betas", "clip_low"}  # in [0, 1)
@@ -664,6 +672,12 @@ def validate(cfg: RecipeConfig, source: str = "recipe") -> None:
         not cfg.rollout.vllm.sleep or cfg.rollout.engine == "vllm",
         "rollout.vllm.sleep",
         f"applies to the colocated vllm engine only (rollout.engine is {cfg.rollout.engine!r}); remove it",
+    )
+    need(
+        not (cfg.train.async_steps and cfg.rollout.vllm.sleep),
+        "train.async_steps",
+        "overlaps sampling with the update, and rollout.vllm.sleep frees the engine's memory during the update: "
+        "choose one (async_steps=0, or rollout.vllm.sleep=false)",
     )
     need(len(cfg.rewards) >= 1, "rewards", "must name at least one reward")
     for i, spec in enumerate(cfg.rewards):

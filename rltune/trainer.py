@@ -9,6 +9,7 @@ Every stage is a plug-in resolved from the recipe; the trainer only moves the ba
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -20,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 
 from rltune.advantages import ADVANTAGES, is_flat, select_per_group
+from rltune.async_rollouts import AsyncRollouts, produced_from_state, produced_state
 from rltune.batch import RolloutBatch
 from rltune.checkpoint import (
     OutputLock,
@@ -34,7 +36,7 @@ from rltune.checkpoint import (
 from rltune.config import RecipeConfig, check_before_loading, recipe_yaml
 from rltune.console import preflight
 from rltune.data import PromptSource
-from rltune.errors import ConfigError, Stopped
+from rltune.errors import ConfigError, RLTuneError, Stopped
 from rltune.export import check_hub_access, model_card, push_checkpoint
 from rltune.metrics import MetricsLogger, reduce_over_processes, rollout_metrics, tracker_options, training_flops
 from rltune.models import context_length, load_tokenizer
@@ -70,6 +72,11 @@ class Trainer:
         # FSDP and DeepSpeed shard the weights: only the model's own forward gathers them, and every
         # process must run the same forwards.
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if t.async_steps and (self.world_size > 1 or self.sharded):
+            raise ConfigError(
+                f"train.async_steps={t.async_steps} runs on one process for now ({self.world_size} launched"
+                f"{', sharded' if self.sharded else ''}): launch one process, or set train.async_steps=0"
+            )
 
         self.lock = OutputLock(self.output_dir)
         if self.accelerator.is_main_process:
@@ -99,6 +106,8 @@ class Trainer:
         u = self.updater
         self.model, self.optimizer, self.scheduler, self.ref_model = u.model, u.optimizer, u.scheduler, u.ref_model
         self.step = 0
+        self.rollouts: AsyncRollouts | None = None  # train.async_steps >= 1: the producer thread, from train()
+        self.in_flight: list = []  # batches sampled before a checkpoint and trained after its resume
 
         self.engine = engine_from_recipe(
             cfg.rollout,
@@ -131,6 +140,7 @@ class Trainer:
         self.updater.load_state_dict(state, str(checkpoint))
         self.data.load_state_dict(state["data"])
         self.step = state["step"]
+        self.in_flight = [produced_from_state(p) for p in state.get("in_flight", [])]
         restore_rng(state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0], checkpoint)
         self.engine.sync_weights(self.policy)
         log.info("resumed from %s at step %d", checkpoint, self.step)
@@ -147,6 +157,8 @@ class Trainer:
         last: dict[str, float] = {}
         if self.periodic_eval is not None and self.periodic_eval.at_start and self.step == 0:
             self.metrics.log(0, self.periodic_eval.run(self, 0))
+        if t.async_steps and self.step < t.steps:
+            self.rollouts = AsyncRollouts(self, t.async_steps, self.step, self.in_flight)
         # SIGINT/SIGTERM: the step in progress ends, is checkpointed, and the run stops (rltune.signals)
         with GracefulStop(t.save_on_signal_s) as stop:
             stopping = False
@@ -166,6 +178,10 @@ class Trainer:
                 if (t.save_every and self.step % t.save_every == 0) or self.step == t.steps or stopping:
                     self.save()
                 last = metrics
+        if self.rollouts is not None:  # the engine ends holding the final weights, as in on-policy runs
+            self.rollouts.close()
+            self.rollouts = None
+            self.engine.sync_weights(self.policy)
         self.metrics.close()
         if stopping:
             raise Stopped(
@@ -185,8 +201,15 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         started = time.perf_counter()
-        batch, rollout_metrics = self.collect_rollouts()
-        rollout_s = time.perf_counter() - started
+        if self.rollouts is None:
+            batch, rollout_metrics = self.collect_rollouts(self.step)
+            batch.policy_versions = [self.step] * len(batch)
+            rollout_s = time.perf_counter() - started
+        else:  # sampled ahead, from older weights, while earlier steps updated
+            produced, waited = self.rollouts.take(self.step)
+            batch, rollout_metrics = produced.batch, {**produced.metrics, "async/update_wait_s": waited}
+            rollout_s = rollout_metrics["time/rollout_s"]
+            rollout_metrics.update(self.staleness_metrics(batch))
         if self.cfg.rollout.vllm.sleep:  # vLLM's memory is the update's until sync_weights wakes it
             self.engine.sleep()
         generated = sum(len(c) for c in batch.completion_ids)
@@ -208,7 +231,10 @@ class Trainer:
         update_started = time.perf_counter()
         update_metrics = self.updater.update(batch, self.step)
         update_s = time.perf_counter() - update_started
-        self.engine.sync_weights(self.policy)
+        if self.rollouts is None:
+            self.engine.sync_weights(self.policy)
+        else:
+            self.rollouts.publish(self.step + 1, self.policy)
         step_s = time.perf_counter() - started
         return reduce_over_processes(
             {
@@ -229,11 +255,34 @@ class Trainer:
             self.accelerator,
         )
 
+    def staleness_metrics(self, batch: RolloutBatch) -> dict[str, float]:
+        """Updates between each sample's weights and the current ones; more than train.async_steps is a bug."""
+        staleness = [self.step - v for v in batch.policy_versions]
+        if max(staleness) > self.cfg.train.async_steps or min(staleness) < 0:
+            raise RLTuneError(
+                f"step {self.step + 1} was handed samples of policy versions {sorted(set(batch.policy_versions))}, "
+                f"outside the staleness bound train.async_steps={self.cfg.train.async_steps}"
+            )
+        return {"async/staleness_mean": sum(staleness) / len(staleness), "async/staleness_max": float(max(staleness))}
+
+    @contextlib.contextmanager
+    def current_policy_engine(self):
+        """The rollout engine holding the current weights, for sampling outside the training batches (the
+        periodic eval); with asynchronous rollouts the producer waits meanwhile."""
+        if self.rollouts is None:
+            yield self.engine
+            return
+        with self.rollouts.engine_paused():
+            self.engine.sync_weights(self.policy)
+            yield self.engine
+
     # ----------------------------------------------------------------------------------------------
     # rollouts
 
-    def collect_rollouts(self) -> tuple[RolloutBatch, dict[str, float]]:
-        """Sample and score one batch; with dynamic sampling, keep only groups whose rewards differ."""
+    def collect_rollouts(self, step: int | None = None) -> tuple[RolloutBatch, dict[str, float]]:
+        """Sample and score the batch of `step` (default: the current one); with dynamic sampling, keep only
+        groups whose rewards differ."""
+        step = self.step if step is None else step
         cfg, algo = self.cfg, self.cfg.algorithm
         want = cfg.train.prompts_per_step
         kept: list[RolloutBatch] = []
@@ -242,7 +291,7 @@ class Trainer:
         n_kept = 0
         rounds = 0
         for rounds in range(1, algo.max_sampling_rounds + 1):
-            batch = self.generate(round_index=rounds - 1)
+            batch = self.generate(step, round_index=rounds - 1)
             self.rewards.score(batch)
             scored.append(batch)
             if not algo.dynamic_sampling:
@@ -271,8 +320,8 @@ class Trainer:
             metrics["dynamic_sampling/kept_groups"] = min(n_kept, want)
         return batch, metrics
 
-    def generate(self, round_index: int = 0) -> RolloutBatch:
-        """This process's share of the next prompts, `group_size` completions each."""
+    def generate(self, step: int, round_index: int) -> RolloutBatch:
+        """This process's share of the next prompts, `group_size` completions each, for step `step`."""
         r = self.cfg.rollout
         ids, rows = self.data.next_batch(self.cfg.train.prompts_per_step * self.world_size)
         ids, rows = ids[self.rank :: self.world_size], rows[self.rank :: self.world_size]
@@ -280,7 +329,7 @@ class Trainer:
         # processes sharing that batch.
         base = r.seed if r.seed is not None else self.cfg.train.seed
         seeds = [
-            hash((base, self.step, round_index, self.rank + self.world_size * i)) % (2**31 - 1) for i in range(len(ids))
+            hash((base, step, round_index, self.rank + self.world_size * i)) % (2**31 - 1) for i in range(len(ids))
         ]
         sampling = SamplingSettings(
             n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, prompt_seeds=seeds
@@ -310,6 +359,9 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return None
         state = {"step": self.step, **self.updater.state_dict(), "data": self.data.state_dict(), "rng": rngs}
+        if self.rollouts is not None:  # the batches already sampled for the next steps, and the data after them
+            in_flight, state["data"] = self.rollouts.in_flight(self.step)
+            state["in_flight"] = [produced_state(p) for p in in_flight]
         recipe, lora_base = recipe_yaml(self.cfg), self.cfg.model.path if self.cfg.model.lora else None
         card = model_card(self.output_dir, self.step, recipe, lora_base, merged=False)
         t = self.cfg.train
@@ -321,6 +373,8 @@ class Trainer:
         return folder
 
     def close(self) -> None:
+        if self.rollouts is not None:
+            self.rollouts.close()
         self.engine.close()
         self.lock.release()
 

@@ -198,9 +198,12 @@ class PolicyUpdate:
         # The sampler/trainer mismatch, from the recompute pass or else from the first mini-batch's forwards
         # (the policy has not moved yet there): logged, and checked against the sync tolerance.
         measured: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        # Samples of older weights (train.async_steps) differ from the trainer's by the updates in between.
+        current = batch.policy_versions is None or min(batch.policy_versions) == step
         if algo.old_logprobs == "recompute":
             prepared = self.score_old_policy(batch)
-            self.check_sync(prepared, step)
+            if current:
+                self.check_sync(prepared, step)
         else:
             measured, prepared = [], {}
         generator = torch.Generator().manual_seed(t.seed * 7919 + step)
@@ -228,7 +231,8 @@ class PolicyUpdate:
                 counts["loss"] = counts.get("loss", 0) + 1
                 if measured is not None:
                     prepared = mismatch_metrics(measured)
-                    self.check_sync(prepared, step)
+                    if current:
+                        self.check_sync(prepared, step)
                     measured = None
                 # max_grad_norm 0: no clipping (an infinite bound only measures the norm)
                 bound = t.max_grad_norm or math.inf

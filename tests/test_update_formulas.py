@@ -52,8 +52,8 @@ class Recorder:
         )
         params = dict(trainer.policy.named_parameters())
 
-        def collect_rollouts():
-            batch, metrics = collect()
+        def collect_rollouts(step=None):
+            batch, metrics = collect(step)
             self.scored = copy.copy(batch)
             return batch, metrics
 
@@ -411,7 +411,7 @@ def test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest(tmp_path
     trainer = Trainer(cfg)
     rounds, trained = [], []
     generate, update = trainer.generate, trainer.updater.update
-    trainer.generate = lambda round_index=0: rounds.append(generate(round_index)) or rounds[-1]
+    trainer.generate = lambda step, round_index: rounds.append(generate(step, round_index)) or rounds[-1]
     trainer.updater.update = lambda batch, step: trained.append(batch) or update(batch, step)
     metrics = trainer.train()
 

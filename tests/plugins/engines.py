@@ -1,6 +1,7 @@
 """User-style rollout engine plug-ins used by the tests."""
 
 import copy
+import time
 
 import torch
 
@@ -33,3 +34,11 @@ class PerturbedEngine(HFEngine):
         with torch.no_grad():
             for mine, theirs in zip(self.model.parameters(), model.parameters()):
                 mine.copy_(theirs + noise * torch.randn(theirs.shape, generator=generator))
+
+
+class SlowEngine(HFEngine):
+    """The hf engine, each generate call 0.3 s late: asynchronous rollouts then fall behind the update."""
+
+    def generate(self, prompt_ids, rows, sampling):
+        time.sleep(0.3)
+        return super().generate(prompt_ids, rows, sampling)
