@@ -145,3 +145,68 @@ def test_darling_vs_grpo_and_paired_difference_run(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "mean@n 0.188 -> 0.562, change +0.375" in proc.stdout
+
+
+def test_claims_verdicts_follow_the_interval_and_the_claim():
+    """benchmarks/claims.py's rule: a claimed difference is reproduced when the interval excludes 0 on its side,
+    not reproduced on the other side or inside +-margin, inconclusive otherwise; "matches" needs the interval
+    above -margin."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from claims import verdict
+    finally:
+        sys.path.pop(0)
+    assert verdict("higher", 0.01, 0.2, 0.05) == "reproduced"
+    assert verdict("higher", -0.2, -0.01, 0.05) == "not reproduced"
+    assert verdict("higher", -0.03, 0.04, 0.05) == "not reproduced"  # no practical difference
+    assert verdict("higher", -0.1, 0.2, 0.05) == "inconclusive"
+    assert verdict("lower", -0.2, -0.01, 0.05) == "reproduced"
+    assert verdict("lower", 0.01, 0.2, 0.05) == "not reproduced"
+    assert verdict("matches", -0.04, 0.3, 0.05) == "reproduced"
+    assert verdict("matches", -0.3, -0.06, 0.05) == "not reproduced"
+    assert verdict("matches", -0.1, 0.1, 0.05) == "inconclusive"
+    assert verdict("higher", float("nan"), float("nan"), 0.05) == "inconclusive"  # one seed
+
+
+@pytest.mark.slow
+def test_claims_script_runs_rows_at_a_toy_budget_and_reuses_its_runs(tmp_path):
+    """Two rows (their runs: GRPO, dynamic sampling, TEA) at 2 steps and 2 seeds: the table and claims.json;
+    a second call with a third seed runs only the new seed."""
+    out = tmp_path / "claims"
+
+    def claims(seeds):
+        args = ["--rows", "dynamic_sampling,tea", "--seeds", seeds, "--steps", "2", "--warmup-steps", "20"]
+        proc = subprocess.run(
+            [sys.executable, "benchmarks/claims.py", *args, "--out", str(out)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    claims("2")
+    stdout = claims("3")
+    assert stdout.count("running ") == 3  # seed 2 of the three runs, the others from their summary.json
+    rows = json.loads((out / "claims.json").read_text())["rows"]
+    assert [r["key"] for r in rows] == ["dynamic_sampling", "tea"] and all(r["seeds"] == 3 for r in rows)
+    assert all(r["verdict"] in ("reproduced", "not reproduced", "inconclusive") for r in rows)
+    assert "| DAPO dynamic sampling |" in stdout
+
+
+@pytest.mark.slow
+def test_async_speed_script_runs_sync_and_async_through_a_server(tmp_path):
+    pytest.importorskip("vllm")
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/async_speed.py", "--seeds", "1", "--steps", "2", "--async-steps", "0,1"]
+        + ["--out", str(tmp_path / "async"), "--port", "8317"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "async" / "results.json").read_text())
+    assert set(results) == {"0", "1"} and all(r[0]["steps_per_s"] > 0 for r in results.values())
+    assert results["0"][0]["update_wait_s"] == 0 and results["1"][0]["update_wait_s"] > 0
