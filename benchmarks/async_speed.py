@@ -1,12 +1,13 @@
 """Synchronous against asynchronous RL on the CPU: steps/s and accuracy of the demo recipe through the
-vllm_server engine, train.async_steps = 0, 1, 2, paired seeds.
+vllm_server engine (or a colocated engine), train.async_steps = 0, 1, 2, paired seeds.
 
-A `vllm serve` process of the demo's warmed-up model samples (on its own core where the machine has two or
-more), and this process trains (on another core); weights go to the server by the disk sync after every
-update. Each run starts by loading the base weights into the server. Reported per async_steps: steps per
-second over the whole run, the mean time the update waited for rollouts and the time generation waited for
-weights, mean@8 of the demo problems after training (T=1), and the paired differences against
-async_steps=0 with 95% t-intervals over seeds.
+With the vllm_server engine a `vllm serve` process of the demo's warmed-up model samples (on its own core
+where the machine has two or more), and this process trains (on the other cores); weights go to the server
+by the disk sync after every update, and each run starts by loading the base weights into the server. With
+`--engine vllm` or `hf` the engine lives in the training process and shares its cores. Reported per
+async_steps: steps per second over the whole run, the mean time the update waited for rollouts and the time
+generation waited for weights, mean@8 of the demo problems after training (T=1), and the paired differences
+against async_steps=0 with 95% t-intervals over seeds.
 
     python benchmarks/async_speed.py --seeds 3 --steps 100 --out runs/async-speed
 """
@@ -50,7 +51,9 @@ def start_server(model_dir: Path, port: int, core: int | None, log: Path) -> sub
             time.sleep(1)
 
 
-def run(k: int, seed: int, steps: int, model_dir: Path, data: Path, url: str, out: Path) -> dict[str, float]:
+def run(
+    k: int, seed: int, steps: int, model_dir: Path, data: Path, engine: str, url: str, out: Path
+) -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
     from rltune.config import VLLMServerConfig, load_recipe
@@ -59,18 +62,21 @@ def run(k: int, seed: int, steps: int, model_dir: Path, data: Path, url: str, ou
     from rltune.rollout import build_engine
     from rltune.trainer import Trainer
 
-    where = out / f"async{k}-seed{seed}"
-    server = VLLMServerConfig(url=url, weight_sync="disk", sync_dir=str(out / "sync"))
-    reset = build_engine("vllm_server", server=server)
-    reset.sync_weights(AutoModelForCausalLM.from_pretrained(model_dir))  # every run starts from the base weights
-    reset.close()
-    overrides = [
+    where = out / f"{engine}-async{k}-seed{seed}"
+    overrides = [f"rollout.engine={engine}"]
+    if engine == "vllm_server":
+        server = VLLMServerConfig(url=url, weight_sync="disk", sync_dir=str(out / "sync"))
+        reset = build_engine("vllm_server", server=server)
+        reset.sync_weights(AutoModelForCausalLM.from_pretrained(model_dir))  # every run starts from the base weights
+        reset.close()
+        overrides += [
+            f"rollout.server.url={url}",
+            "rollout.server.weight_sync=disk",
+            f"rollout.server.sync_dir={out / 'sync'}",
+        ]
+    overrides += [
         f"model.path={model_dir}",
         f"data.path={data}",
-        "rollout.engine=vllm_server",
-        f"rollout.server.url={url}",
-        "rollout.server.weight_sync=disk",
-        f"rollout.server.sync_dir={out / 'sync'}",
         f"train.async_steps={k}",
         f"train.steps={steps}",
         f"train.seed={seed}",
@@ -106,6 +112,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (paired across settings)")
     parser.add_argument("--steps", type=int, default=100, help="RL steps per run")
     parser.add_argument("--async-steps", default="0,1,2", help="comma-separated train.async_steps values")
+    parser.add_argument("--engine", choices=["vllm_server", "vllm", "hf"], default="vllm_server", help="rollout engine")
     parser.add_argument("--port", type=int, default=8311, help="port of the vllm serve process")
     parser.add_argument("--out", default="runs/async-speed", help="output folder")
     args = parser.parse_args()
@@ -117,25 +124,32 @@ def main() -> None:
 
         write_demo_assets(model_dir, data, progress=False)
     cores = sorted(os.sched_getaffinity(0))
-    server_core = cores[-1] if len(cores) >= 2 else None
+    server_core = cores[-1] if len(cores) >= 2 and args.engine == "vllm_server" else None
     if server_core is not None:  # the trainer keeps the other cores
         os.sched_setaffinity(0, set(cores[:-1]))
         import torch
 
         torch.set_num_threads(len(cores) - 1)
-    server = start_server(model_dir, args.port, server_core, out / "server.log")
+    url = f"http://127.0.0.1:{args.port}"
+    server = (
+        start_server(model_dir, args.port, server_core, out / "server.log") if args.engine == "vllm_server" else None
+    )
     ks = [int(k) for k in args.async_steps.split(",")]
     try:
         results = {
-            k: [run(k, s, args.steps, model_dir, data, f"http://127.0.0.1:{args.port}", out) for s in range(args.seeds)]
-            for k in ks
+            k: [run(k, s, args.steps, model_dir, data, args.engine, url, out) for s in range(args.seeds)] for k in ks
         }
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=60)
+    (out / f"results-{args.engine}.json").write_text(json.dumps(results, indent=1))
     base = results[ks[0]]
-    print(f"\n{args.seeds} seeds, {args.steps} steps; server core {server_core}, trainer cores {cores[:-1] or cores}")
+    trainer_cores = sorted(os.sched_getaffinity(0))
+    print(
+        f"\n{args.engine}, {args.seeds} seeds, {args.steps} steps; "
+        f"server core {server_core}, trainer cores {trainer_cores}"
+    )
     print("| async_steps | steps/s | speed-up vs sync [95% CI] | update waited (s/step) | generation waited (s/step) | "
           "mean@8 after | accuracy - sync [95% CI] |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")

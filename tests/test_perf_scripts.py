@@ -207,6 +207,6 @@ def test_async_speed_script_runs_sync_and_async_through_a_server(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((tmp_path / "async" / "results.json").read_text())
+    results = json.loads((tmp_path / "async" / "results-vllm_server.json").read_text())
     assert set(results) == {"0", "1"} and all(r[0]["steps_per_s"] > 0 for r in results.values())
     assert results["0"][0]["update_wait_s"] == 0 and results["1"][0]["update_wait_s"] > 0
