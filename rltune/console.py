@@ -48,7 +48,12 @@ def preflight(cfg, world_size: int, num_params: int, engine: str) -> str:
     lines = [
         f"model        {cfg.model.path} ({num_params / 1e6:.1f}M parameters, {precision})"
         + (f", LoRA r={cfg.model.lora.r}" if cfg.model.lora else ""),
-        f"processes    {world_size}; rollout engine {engine}",
+        f"processes    {world_size}; rollout engine {engine}"
+        + (
+            f", asynchronous: batches sampled {t.async_steps} update(s) behind (train.async_steps)"
+            if t.async_steps
+            else ""
+        ),
         f"prompts      {t.prompts_per_step} per process (train.prompts_per_step) x {world_size} = {prompts} per step",
         f"completions  {r.group_size} per prompt = {prompts * r.group_size} per step"
         + (f", {per_group} per prompt trained (algorithm.keep_per_group)" if a.keep_per_group else ""),

@@ -20,6 +20,7 @@ CONSOLE_KEYS = (
     "clip_fraction",
     "completion/length_mean",
     "throughput/gen_tokens_per_s",
+    "async/staleness_max",
 )
 
 
