@@ -4,7 +4,9 @@ One step, top to bottom (`Trainer.train_step`):
   prompts -> rollout engine -> rewards -> (dynamic sampling) -> advantages
   -> [reference logprobs] -> policy updates over mini-batches (rltune.update) -> sync weights into the engine
   -> log.
-Every stage is a plug-in resolved from the recipe; the trainer only moves the batch between them.
+Every stage is a plug-in resolved from the recipe; the trainer only moves the batch between them. With
+train.async_steps = k the first two stages run ahead on a producer thread, from weights k updates old, and
+the sync becomes a hand-over of the new weights to it (rltune.async_rollouts).
 """
 
 from __future__ import annotations
