@@ -159,6 +159,25 @@ def test_async_with_dynamic_sampling_and_a_group_reward(tmp_path, demo_assets):
     assert all(len(set(b.policy_versions)) == 1 for b in trained.values())  # every round from one version
 
 
+def test_async_recompute_measures_the_policy_lag_and_weights_it(tmp_path, demo_assets):
+    """With old_logprobs=recompute the ratio's old policy is the trainer's weights before the update, and the
+    truncated IS weight carries the distance to the (older) sampler: at step 1 (sampled by the current
+    weights) the mismatch is kernel noise, afterwards it is the lag of one update at lr 1e-2."""
+    cfg = recipe(
+        tmp_path,
+        demo_assets,
+        1,
+        algorithm={"old_logprobs": "recompute", "is_correction": "tis"},
+        train={"steps": 4, "lr": 1e-2},
+    )
+    with Trainer(cfg) as trainer:
+        trainer.train()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["mismatch/log_ratio_abs_mean"] < 1e-5
+    assert all(m["mismatch/log_ratio_abs_mean"] > 1e-3 for m in lines[1:])
+    assert all(abs(m["is/weight_mean"] - 1) > 1e-4 for m in lines[1:])
+
+
 def test_a_stuck_engine_stops_an_async_run_with_the_timeout_error(tmp_path, demo_assets):
     cfg = recipe(tmp_path, demo_assets, 1, rollout={"engine": "plugins.my_engines:StuckEngine", "timeout_s": 1.0})
     started = time.monotonic()
