@@ -68,9 +68,7 @@ class AsyncRollouts:
         return max(self.first, step - self.k)
 
     def publish(self, version: int, policy: torch.nn.Module) -> None:
-        """The policy after `version` updates, for the batch of step version + k (if the run has one)."""
-        if version + self.k >= self.steps:
-            return
+        """The policy after `version` updates, for the batch of step version + k."""
         frozen = policy_copy(policy)
         with self.changed:
             self.snapshots[version] = frozen

@@ -41,7 +41,38 @@ def formula_rows(*settings: str) -> list[str]:
     return [f"{FORMULAS}::test_update_gradient_follows_the_formulas[{s}]" for s in settings]
 
 
+ASYNC = "tests/test_async.py"
+
 MUTANTS = [
+    # --- asynchronous rollouts -----------------------------------------------------------------------
+    Mutant(
+        "async batches sampled from the newest weights instead of k updates back",
+        "rltune/async_rollouts.py",
+        "return max(self.first, step - self.k)",
+        "return max(self.first, step - 1)",
+        [f"{ASYNC}::test_each_batch_is_sampled_by_the_weights_k_updates_old"],
+    ),
+    Mutant(
+        "in-flight batches not checkpointed",
+        "rltune/trainer.py",
+        'state["in_flight"] = [produced_state(p) for p in in_flight]',
+        'state["in_flight"] = []',
+        [f"{ASYNC}::test_async_runs_reproduce_and_resume_exactly"],
+    ),
+    Mutant(
+        "engine not reloaded with the batch's weights after an eval",
+        "rltune/async_rollouts.py",
+        "                    self.engine_version = None\n",
+        "                    pass\n",
+        [f"{ASYNC}::test_each_batch_is_sampled_by_the_weights_k_updates_old"],
+    ),
+    Mutant(
+        "sync check applied to batches of older weights",
+        "rltune/update.py",
+        "current = batch.policy_versions is None or min(batch.policy_versions) == step",
+        "current = True",
+        [f"{ASYNC}::test_async_recompute_measures_the_policy_lag_and_weights_it"],
+    ),
     # --- reliability round 2 -------------------------------------------------------------------------
     Mutant(
         "checkpoint manifest not verified",
