@@ -259,7 +259,8 @@ class TrainConfig:
     importance ratio is then against the sampler's log-probs, the behaviour policy (with
     algorithm.old_logprobs=recompute and is_correction, against the trainer's weights before the update with a
     truncated weight to the sampler's); train.sync_check only checks the batches sampled from the current
-    weights. Keeps k + 2 copies of the weights; one process only, not with rollout.vllm.sleep."""
+    weights. Keeps up to k + 1 copies of the weights besides the policy; one process only, not with
+    rollout.vllm.sleep."""
     prompts_per_step: int = 8
     micro_batch_size: int = 8
     """Sequences per forward/backward at most; gradients accumulate over micro-batches. Each mini-batch's

@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 
 from rltune.advantages import ADVANTAGES, is_flat, select_per_group
-from rltune.async_rollouts import AsyncRollouts, produced_from_state, produced_state
+from rltune.async_rollouts import AsyncRollouts, Produced, produced_from_state, produced_state
 from rltune.batch import RolloutBatch
 from rltune.checkpoint import (
     OutputLock,
@@ -109,7 +109,7 @@ class Trainer:
         self.model, self.optimizer, self.scheduler, self.ref_model = u.model, u.optimizer, u.scheduler, u.ref_model
         self.step = 0
         self.rollouts: AsyncRollouts | None = None  # train.async_steps >= 1: the producer thread, from train()
-        self.in_flight: list = []  # batches sampled before a checkpoint and trained after its resume
+        self.in_flight: list[Produced] = []  # batches sampled before a checkpoint and trained after its resume
 
         self.engine = engine_from_recipe(
             cfg.rollout,
