@@ -41,7 +41,7 @@ class Run:
     kind: str  # "demo" (the demo task, rltune's Trainer), "thinking" (the thinking model), "dto", "darling"
     recipe: str = ""
     overrides: tuple[str, ...] = ()
-    warmup_loss: str = "cross_entropy"  # the demo model's warm-up loss (entropy_sft for Light-IF's row)
+    warmup_loss: str = "ce"  # the demo model's warm-up loss: cross-entropy (entropy_sft for Light-IF's row)
 
 
 ENTROPY = "algorithm.loss_terms=[{name: entropy, coef: 0.05}]"
@@ -189,7 +189,10 @@ def demo_model(out: Path, warmup_loss: str, thinking: bool, warmup_steps: int | 
     if not (model_dir / "config.json").is_file():
         loss = SFTLossConfig(warmup_loss, token_ratio=0.8, entropy_coef=0.8)
         steps = warmup_steps or (800 if thinking else 300)
-        write_demo_assets(model_dir, data, warmup_steps=steps, loss=loss, thinking=thinking, progress=False)
+        p_correct = 0.5 if thinking else 0.35  # as `rltune demo-model [--thinking]` builds them
+        write_demo_assets(
+            model_dir, data, warmup_steps=steps, p_correct=p_correct, loss=loss, thinking=thinking, progress=False
+        )
     return model_dir, data
 
 
@@ -253,7 +256,7 @@ def run_once(name: str, seed: int, out: Path, steps: int | None = None, warmup_s
         return json.loads(done.read_text())
     run = RUNS[name]
     print(f"running {name} seed {seed}", flush=True)
-    thinking_model = demo_model(out, "cross_entropy", True, warmup_steps) if run.kind in ("thinking", "dto") else None
+    thinking_model = demo_model(out, "ce", True, warmup_steps) if run.kind in ("thinking", "dto") else None
     if run.kind == "demo":
         model = demo_model(out, run.warmup_loss, False, warmup_steps)
         summary = train_and_eval(run, seed, *model, where, max_tokens=12, steps=steps)

@@ -33,6 +33,10 @@ class SFTLossConfig:
     entropy_coef: float = 1.0
     """lambda in ce - lambda * H (Light-IF code default 1.0; README command 0.8)."""
 
+    def __post_init__(self) -> None:
+        if self.loss not in ("ce", "entropy_sft"):  # anything else would silently train entropy-SFT
+            raise ConfigError(f"sft.loss must be 'ce' or 'entropy_sft', got {self.loss!r}")
+
 
 @dataclass
 class SFTTrainConfig:

@@ -78,3 +78,11 @@ def test_rltune_sft_cli_trains_and_saves(tmp_path, tiny_model_dir, arithmetic_fi
         timeout=300,
     )
     assert bad.returncode == 2 and "sft.loss must be one of" in bad.stderr
+
+
+def test_an_unknown_sft_loss_is_refused_not_trained_as_entropy_sft():
+    from rltune.errors import ConfigError
+    from rltune.sft import SFTLossConfig
+
+    with pytest.raises(ConfigError, match="sft.loss must be 'ce' or 'entropy_sft', got 'cross_entropy'"):
+        SFTLossConfig("cross_entropy")
