@@ -210,9 +210,13 @@ RESUME_KEYS = ("train.output_dir", "train.resume_from", "train.overwrite_output_
 
 
 def recipe_changes(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(key, saved value, current value) of every setting that differs between two recipes."""
+    """(key, saved value, current value) of every setting that differs between two recipes. A setting the saved
+    recipe lacks did not exist when the checkpoint was written; its default keeps the old behaviour, so it
+    is not a change (a checkpoint of an older rltune resumes)."""
     changes = []
     for key in sorted(set(saved) | set(current)):
+        if key not in saved:
+            continue
         old, new, name = saved.get(key), current.get(key), prefix + key
         if isinstance(old, dict) and isinstance(new, dict) and not name.startswith(FIXED_ON_RESUME):
             changes += recipe_changes(old, new, name + ".")

@@ -665,3 +665,14 @@ def test_a_step_that_cannot_finish_in_the_grace_period_exits_without_a_checkpoin
     assert proc.returncode == 128 + signal.SIGTERM and time.monotonic() - started < 6, err[-3000:]
     assert "did not end in 1s: exiting without a checkpoint" in err and "Traceback" not in err
     assert list_checkpoints(tmp_path / "run") == []
+
+
+def test_settings_newer_than_the_checkpoint_are_not_changes():
+    """A checkpoint written before a setting existed (its recipe.yaml lacks the key) resumes: the new
+    setting's default keeps the old behaviour. Keys the saved recipe has are still compared."""
+    from rltune.checkpoint import recipe_changes
+
+    saved = {"train": {"seed": 0, "lr": 1e-3}}
+    current = {"train": {"seed": 0, "lr": 1e-3, "async_steps": 0}}
+    assert recipe_changes(saved, current) == []
+    assert recipe_changes(saved, {"train": {"seed": 1, "lr": 1e-3, "async_steps": 0}}) == [("train.seed", 0, 1)]
