@@ -33,7 +33,6 @@ class VLLMEngine:
     ):
         # The engine must run in this process so that `collective_rpc` reaches the live model.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
         try:
             from vllm import LLM
