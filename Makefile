@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= cpu,peft,trl,dev
 
-.PHONY: install test test-fast mutants demo bench lint clean
+.PHONY: install test test-fast mutants mutation-score demo bench lint clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ test-fast: install
 # Switch features off / flip signs one at a time and check a test fails for each (not part of `make test`).
 mutants: install
 	$(PY) tests/mutants.py
+
+# A seeded sample of cosmic-ray's mutants over rltune/, eval/ and rewards/, each against the tests that
+# cover it (not part of `make test`; results cached in runs/mutation/).
+mutation-score: install
+	$(PY) tests/mutation_score.py
 
 demo: install
 	$(VENV)/bin/rltune demo recipes/demo_cpu.yaml

@@ -1,0 +1,570 @@
+"""`make mutation-score`: mutation testing of rltune/, eval/ and rewards/ with cosmic-ray's operators.
+
+`tests/mutants.py` checks the breakages someone thought of; this checks a seeded random sample of the
+ones nobody chose. cosmic-ray (a maintained mutation tool) supplies the mutation operators and applies
+them to the source; this script adds what a suite of 900 tests on 2 cores needs: a sample weighted by
+lines, only the tests that cover the mutated function, a timeout per mutant and a cache.
+
+1. Coverage map. Every test runs once under coverage with its node id as the context (child processes
+   included); the map records, per test file, which functions of the package each test executed and
+   how long it took. A test file whose text changed, or that is new, is measured again; nothing else is.
+2. Sample. cosmic-ray's operators (comparisons, numbers, True/False, and/or/not, arithmetic and unary
+   operators, for-loops, exceptions, break/continue) plus two of this script's (a call made as a
+   statement removed, a keyword argument left out) enumerate every mutant of each module; each module
+   gets a share of `--sample` by its number of lines, drawn with `--seed` from distinct sites.
+3. Run. Each mutant is written into a copy of the tree (the checkout is never modified) and the tests
+   that executed its function run, fastest first, stopping at the first failure. A mutant outside any
+   function (a default, a constant) runs the tests of its module that name the changed identifier,
+   then the module's others, up to `--module-budget` seconds. killed: a test failed, errored or the run
+   went over its timeout (3x the tests' measured time plus startup); survived: all passed.
+4. Cache. A result is keyed on the module's text, the mutant and the text of the test files it ran, so
+   a rerun costs only what changed. `tests/mutation_equivalent.txt` lists mutants that cannot change
+   behaviour (id and a one-line reason); they are not run or counted.
+
+    python tests/mutation_score.py                      # map (if stale), sample, run, report
+    python tests/mutation_score.py --modules rltune/advantages.py --jobs 1
+    python tests/mutation_score.py --show survived      # diffs of the survivors
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE_DIRS = ("rltune", "eval", "rewards")
+STATE_DIR = REPO / "runs" / "mutation"
+EQUIVALENT_FILE = REPO / "tests" / "mutation_equivalent.txt"
+STARTUP_S = 45.0  # pytest start-up with torch and transformers, added to every mutant's timeout
+PRAGMA = "pragma: no mutate"
+
+
+# --- operators ------------------------------------------------------------------------------------
+
+
+def operators() -> dict[str, object]:
+    """Operator name -> instance: cosmic-ray's own (those that take no arguments) and this script's two."""
+    import parso
+    from cosmic_ray.operators.operator import Example, Operator
+    from cosmic_ray.operators.provider import OperatorProvider
+
+    class RemoveCall(Operator):
+        """A call made as a statement of its own (`self.lock.acquire()`) is dropped."""
+
+        def mutation_positions(self, node):
+            if (
+                node.type == "atom_expr"
+                and node.parent.type == "simple_stmt"
+                and node.children[0].type != "keyword"
+                and node.children[-1].type == "trailer"
+                and node.children[-1].children[0].value == "("
+                and not node.get_code().lstrip().startswith(("log.debug", "logger.debug"))
+            ):
+                yield node.start_pos, node.end_pos
+
+        def mutate(self, node, index):
+            return parso.python.tree.Keyword("None", node.start_pos, prefix=node.get_first_leaf().prefix)
+
+        @classmethod
+        def examples(cls):
+            return (Example("f(x)\n", "None\n"),)
+
+    class DropKeywordArgument(Operator):
+        """One keyword argument of a call is left out, so the callee's default applies."""
+
+        @staticmethod
+        def _keywords(node):
+            if node.type == "arglist" and node.parent.type == "trailer":
+                return [c for c in node.children if c.type == "argument" and c.children[1].type == "operator"
+                        and c.children[1].value == "="]
+            if node.type == "trailer" and len(node.children) == 3 and node.children[1].type == "argument":
+                arg = node.children[1]
+                return [arg] if arg.children[1].type == "operator" and arg.children[1].value == "=" else []
+            return []
+
+        def mutation_positions(self, node):
+            for arg in self._keywords(node):
+                yield arg.start_pos, arg.end_pos
+
+        def mutate(self, node, index):
+            arg = self._keywords(node)[index]
+            children = node.children
+            at = children.index(arg)
+            if node.type == "trailer":
+                del children[at]
+            elif at + 1 < len(children) and children[at + 1].type == "operator" and children[at + 1].value == ",":
+                del children[at : at + 2]
+            else:
+                del children[at - 1 : at + 1]
+            return node
+
+        @classmethod
+        def examples(cls):
+            return (Example("f(a, b=1)", "f(a)"),)
+
+    provider = OperatorProvider()
+    chosen = {}
+    for name in provider:
+        cls = provider[name]
+        if cls.arguments() or name in ("RemoveDecorator",):
+            continue  # decorators: removing @dataclass breaks every import, which says nothing about tests
+        chosen[name] = cls()
+    chosen["RemoveCall"] = RemoveCall()
+    chosen["DropKeywordArgument"] = DropKeywordArgument()
+    return chosen
+
+
+# --- mutants --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Mutant:
+    module: str  # path relative to the repo
+    operator: str
+    occurrence: int
+    line: int
+    function: str | None  # innermost enclosing function's qualified name; None at module or class level
+    id: str = ""
+    diff: str = ""
+
+    def apply(self, source: str, ops: dict) -> str | None:
+        from cosmic_ray.mutating import MutationVisitor
+
+        return MutationVisitor.mutate_code(source, ops[self.operator], self.occurrence)
+
+
+def qualified_function(node) -> str | None:
+    """The dotted names of the functions and classes around a parso node, if a function is among them."""
+    import parso
+
+    names, in_function = [], False
+    while node is not None:
+        if isinstance(node, parso.python.tree.Lambda):
+            pass
+        elif isinstance(node, parso.python.tree.Function):
+            in_function = True
+            names.append(node.name.value)
+        elif isinstance(node, parso.python.tree.Class):
+            names.append(node.name.value)
+        node = node.parent
+    return ".".join(reversed(names)) if in_function else None
+
+
+def source_files() -> list[Path]:
+    return sorted(p for d in SOURCE_DIRS for p in (REPO / d).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def enumerate_mutants(path: Path, ops: dict) -> list[Mutant]:
+    """Every mutant of one module, in cosmic-ray's occurrence order, lines with the pragma left out."""
+    from cosmic_ray.ast import ast_nodes, get_ast
+
+    source = path.read_text()
+    lines = source.splitlines()
+    tree = get_ast(source)
+    nodes = list(ast_nodes(tree))
+    rel = str(path.relative_to(REPO))
+    found = []
+    for name, op in ops.items():
+        occurrence = 0
+        for node in nodes:
+            for start, _ in op.mutation_positions(node):
+                if not is_docstring(node) and PRAGMA not in lines[start[0] - 1]:
+                    found.append(Mutant(rel, name, occurrence, start[0], qualified_function(node)))
+                occurrence += 1
+    return found
+
+
+def compiles(code: str) -> bool:
+    """Whether a mutant is valid Python without warnings (`x is 0` draws a SyntaxWarning: not a real mutant)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            compile(code, "<mutant>", "exec")
+        except (SyntaxError, SyntaxWarning):
+            return False
+    return True
+
+
+def is_docstring(node) -> bool:
+    return node.type == "string" or (node.parent is not None and node.parent.type == "string")
+
+
+def describe(mutant: Mutant, source: str, mutated: str) -> Mutant:
+    """Fill in the diff and a stable id: module, function, operator and the changed lines (not line numbers)."""
+    import difflib
+
+    changed = [
+        d for d in difflib.unified_diff(source.splitlines(), mutated.splitlines(), lineterm="", n=0)
+        if d[:1] in "+-" and not d.startswith(("+++", "---"))
+    ]
+    mutant.diff = "\n".join(changed)
+    digest = hashlib.sha1("\n".join(c.strip() for c in changed).encode()).hexdigest()[:10]
+    mutant.id = f"{mutant.module}:{mutant.function or '<module>'}:{mutant.operator}:{digest}"
+    return mutant
+
+
+def sample(mutants_by_module: dict[str, list[Mutant]], total: int, seed: int) -> list[Mutant]:
+    """`total` mutants shared out by module length, each module's drawn from distinct sites first."""
+    sizes = {m: len((REPO / m).read_text().splitlines()) for m, ms in mutants_by_module.items() if ms}
+    all_lines = sum(sizes.values())
+    chosen = []
+    for module, size in sizes.items():
+        quota = max(1, round(total * size / all_lines))
+        rng = random.Random(f"{seed}:{module}")
+        sites: dict[tuple[int, str | None], list[Mutant]] = {}
+        for m in mutants_by_module[module]:
+            sites.setdefault((m.line, m.function), []).append(m)
+        order = list(sites.values())
+        rng.shuffle(order)
+        for group in order:
+            rng.shuffle(group)
+        picked = []
+        while len(picked) < quota and any(order):
+            for group in order:
+                if group and len(picked) < quota:
+                    picked.append(group.pop())
+        chosen += sorted(picked, key=lambda m: (m.line, m.operator, m.occurrence))
+    return chosen
+
+
+# --- coverage map ---------------------------------------------------------------------------------
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def test_files() -> list[Path]:
+    return sorted((REPO / "tests").glob("test_*.py"))
+
+
+def function_lines(path: Path) -> dict[int, str]:
+    """Line -> the qualified name of the innermost function whose body holds it."""
+    tree = ast.parse(path.read_text())
+    owner: dict[int, str] = {}
+
+    def visit(node, prefix, in_function):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                is_function = not isinstance(child, ast.ClassDef)
+                if is_function or in_function:
+                    for line in range(child.lineno, (child.end_lineno or child.lineno) + 1):
+                        owner[line] = name
+                visit(child, name + ".", in_function or is_function)
+            else:
+                visit(child, prefix, in_function)
+
+    visit(tree, "", False)
+    return owner
+
+
+def collect_coverage(files: list[Path], with_slow: bool) -> dict:
+    """Run `files` once under coverage, one context per test; returns {test file: its map entry}."""
+    from coverage import CoverageData
+
+    work = Path(tempfile.mkdtemp(prefix="rltune-coverage-"))
+    rc = work / "coveragerc"
+    rc.write_text(
+        "[run]\n"
+        f"source = {', '.join(str(REPO / d) for d in SOURCE_DIRS)}\n"
+        "parallel = true\n"
+        "patch = subprocess\n"
+        f"data_file = {work / '.coverage'}\n"
+    )
+    durations = work / "durations.json"
+    env = {**os.environ, "COVERAGE_RCFILE": str(rc), "RLTUNE_MUTATION_DURATIONS": str(durations),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    marker = [] if with_slow else ["-m", "not slow"]
+    cmd = [sys.executable, "-m", "coverage", "run", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           "-p", "mutation_score", *marker, *[str(f.relative_to(REPO)) for f in files]]
+    print(f"coverage map: measuring {len(files)} test files ({'all tiers' if with_slow else 'fast tier'})",
+          flush=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    print("  " + (proc.stdout.strip().splitlines() or ["(no output)"])[-1], flush=True)
+    subprocess.run([sys.executable, "-m", "coverage", "combine", "-q"], cwd=work, env=env, check=True)
+    passed = json.loads(durations.read_text())
+    data = CoverageData(basename=str(work / ".coverage"))
+    data.read()
+    entries = {str(f.relative_to(REPO)): {"hash": file_hash(f), "durations": {}, "covers": {}} for f in files}
+    for nodeid, seconds in passed.items():
+        entries[nodeid.split("::")[0]]["durations"][nodeid] = seconds
+    for measured in data.measured_files():
+        module = str(Path(measured).resolve().relative_to(REPO))
+        owners = function_lines(REPO / module)
+        for line, contexts in data.contexts_by_lineno(measured).items():
+            function = owners.get(line)
+            for context in contexts:
+                nodeid = context.split("|")[0]
+                if nodeid not in passed:
+                    continue  # only tests that passed unmutated can tell a mutant apart
+                covers = entries[nodeid.split("::")[0]]["covers"].setdefault(module, {})
+                covers.setdefault(function or "<module>", set()).add(nodeid)
+    for entry in entries.values():
+        entry["covers"] = {m: {f: sorted(t) for f, t in fs.items()} for m, fs in entry["covers"].items()}
+    return entries
+
+
+def coverage_map(recollect: bool, with_slow: bool) -> dict:
+    path = STATE_DIR / f"coverage-{'all' if with_slow else 'fast'}.json"
+    saved = json.loads(path.read_text()) if path.exists() and not recollect else {}
+    current = {str(f.relative_to(REPO)): f for f in test_files()}
+    saved = {k: v for k, v in saved.items() if k in current}
+    stale = [f for k, f in current.items() if saved.get(k, {}).get("hash") != file_hash(f)]
+    if stale:
+        saved.update(collect_coverage(stale, with_slow))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(saved))
+    return saved
+
+
+# pytest plugin half: loaded with `-p mutation_score` during the coverage run.
+
+_durations: dict[str, float] = {}
+_not_passed: set[str] = set()
+
+
+def pytest_runtest_setup(item):
+    from coverage import Coverage
+
+    cov = Coverage.current()
+    if cov is not None:
+        cov.switch_context(item.nodeid)
+        if "COVERAGE_PROCESS_CONFIG" in os.environ:  # child processes measure under this test's name
+            config = copy.copy(cov.config)
+            config.context = item.nodeid
+            os.environ["COVERAGE_PROCESS_CONFIG"] = config.serialize()
+
+
+def pytest_runtest_logreport(report):
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+    if report.outcome != "passed":
+        _not_passed.add(report.nodeid)
+
+
+def pytest_sessionfinish(session):
+    out = os.environ.get("RLTUNE_MUTATION_DURATIONS")
+    if out:
+        Path(out).write_text(json.dumps({k: v for k, v in _durations.items() if k not in _not_passed}))
+
+
+# --- running mutants ------------------------------------------------------------------------------
+
+
+def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], float, int]:
+    """The tests to run on a mutant, fastest first, their measured seconds, and how many were left out."""
+    durations = {t: s for e in cmap.values() for t, s in e["durations"].items()}
+    by_function: dict[str, set[str]] = {}
+    for entry in cmap.values():
+        for function, tests in entry["covers"].get(mutant.module, {}).items():
+            by_function.setdefault(function, set()).update(tests)
+    if mutant.function is not None:
+        for name in (mutant.function, *parents(mutant.function)):
+            if name in by_function:
+                chosen = sorted(by_function[name], key=lambda t: durations.get(t, 0.0))
+                return chosen, sum(durations.get(t, 0.0) for t in chosen), 0
+        return [], 0.0, 0
+    # Outside any function: the module's tests, those whose file names the changed identifiers first.
+    module_tests = set().union(*by_function.values()) if by_function else set()
+    words = {w for w in identifiers(mutant.diff) if len(w) > 2}
+    texts = {f: (REPO / f).read_text() for f in {t.split("::")[0] for t in module_tests}}
+    ranked = sorted(module_tests, key=lambda t: (not any(w in texts[t.split("::")[0]] for w in words),
+                                                 durations.get(t, 0.0)))
+    chosen, spent = [], 0.0
+    for t in ranked:
+        if spent + durations.get(t, 0.0) > budget_s and chosen:
+            break
+        chosen.append(t)
+        spent += durations.get(t, 0.0)
+    return chosen, spent, len(ranked) - len(chosen)
+
+
+def parents(qualname: str) -> list[str]:
+    parts = qualname.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+
+
+def identifiers(diff: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", diff))
+
+
+def tests_hash(tests: list[str]) -> str:
+    files = sorted({t.split("::")[0] for t in tests}) + ["tests/conftest.py"]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.encode() + (REPO / f).read_bytes())
+    h.update("\n".join(tests).encode())
+    return h.hexdigest()[:16]
+
+
+class Workspace:
+    """A copy of the tree per worker; a mutant is written into the copy, its tests run there, then undone."""
+
+    def __init__(self):
+        from mutants import copy_tree
+
+        self.root = Path(tempfile.mkdtemp(prefix="rltune-mutation-"))
+        copy_tree(self.root)
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.root), os.environ.get("PYTHONPATH", "")])}
+        self.env.pop("COVERAGE_RCFILE", None)
+
+    def run(self, module: str, mutated: str, tests: list[str], timeout: float) -> tuple[str, str]:
+        target = self.root / module
+        original = target.read_text()
+        target.write_text(mutated)
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests],
+                cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return "killed (timeout)", ""
+        finally:
+            target.write_text(original)
+        if proc.returncode == 0:
+            return "survived", ""
+        if proc.returncode in (1, 2, 3):  # a test failed, or the mutated module would not even import
+            failed = [ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
+            return "killed", (failed[0] if failed else proc.stdout.strip().splitlines()[-1:] or [""])[0][:200]
+        return f"error (pytest exit {proc.returncode})", (proc.stdout + proc.stderr)[-1000:]
+
+
+def load_equivalents() -> dict[str, str]:
+    found = {}
+    for line in EQUIVALENT_FILE.read_text().splitlines() if EQUIVALENT_FILE.exists() else []:
+        if line.strip() and not line.startswith("#"):
+            mutant_id, _, reason = line.partition(" ")
+            found[mutant_id] = reason.strip()
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sample", type=int, default=440, help="mutants in all, shared out by module lines")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--modules", nargs="+", help="only these modules (paths), with their share of the sample")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants run at once")
+    parser.add_argument("--module-budget", type=float, default=120.0,
+                        help="measured test seconds for a mutant outside any function")
+    parser.add_argument("--fast-only", action="store_true", help="map and run the fast tier only")
+    parser.add_argument("--recollect", action="store_true", help="measure the coverage of every test file again")
+    parser.add_argument("--show", choices=["survived", "killed", "equivalent", "all"], help="print diffs and exit")
+    parser.add_argument("--min-score", type=float, default=90.0, help="exit 1 below this overall score")
+    args = parser.parse_args()
+
+    ops = operators()
+    by_module = {str(p.relative_to(REPO)): enumerate_mutants(p, ops) for p in source_files()}
+    chosen = sample(by_module, args.sample, args.seed)
+    if args.modules:
+        wanted = {str(Path(m)) for m in args.modules}
+        chosen = [m for m in chosen if m.module in wanted]
+    sources = {m: (REPO / m).read_text() for m in {c.module for c in chosen}}
+    runnable = []
+    for m in chosen:
+        mutated = m.apply(sources[m.module], ops)
+        if mutated is not None and mutated != sources[m.module] and compiles(mutated):
+            runnable.append((describe(m, sources[m.module], mutated), mutated))
+    equivalents = load_equivalents()
+
+    cache_path = STATE_DIR / "results.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    if args.show:
+        for m, _ in runnable:
+            result = cache.get(m.id, {}).get("outcome", "not run")
+            kind = "equivalent" if m.id in equivalents else result.split(" ")[0]
+            if args.show in (kind, "all"):
+                tests = cache.get(m.id, {}).get("tests", "?")
+                print(f"{result:>18}  {m.id}  (line {m.line}, {tests} tests)\n    " + m.diff.replace("\n", "\n    "))
+        return 0
+
+    cmap = coverage_map(args.recollect, with_slow=not args.fast_only)
+    lock = threading.Lock()
+    workspaces = [Workspace() for _ in range(args.jobs)]
+    free = list(workspaces)
+    results: dict[str, dict] = {}
+    todo = []
+    for m, mutated in runnable:
+        if m.id in equivalents:
+            continue
+        tests, seconds, left_out = tests_for(m, cmap, args.module_budget)
+        key = hashlib.sha256(f"{sources[m.module]}{m.id}{tests_hash(tests)}".encode()).hexdigest()
+        if cache.get(m.id, {}).get("key") == key:
+            results[m.id] = cache[m.id]
+        elif not tests:
+            results[m.id] = {"key": key, "outcome": "survived (no test runs it)", "tests": 0, "seconds": 0.0}
+        else:
+            todo.append((m, mutated, tests, seconds, left_out, key))
+    print(f"{len(runnable)} mutants sampled ({sum(m.id in equivalents for m, _ in runnable)} equivalent), "
+          f"{len(results)} known, {len(todo)} to run", flush=True)
+
+    def run_one(job):
+        m, mutated, tests, seconds, left_out, key = job
+        with lock:
+            ws = free.pop()
+        started = time.perf_counter()
+        try:
+            outcome, detail = ws.run(m.module, mutated, tests, timeout=3 * seconds + STARTUP_S)
+        finally:
+            with lock:
+                free.append(ws)
+        entry = {"key": key, "outcome": outcome, "detail": detail, "tests": len(tests), "left_out": left_out,
+                 "seconds": round(time.perf_counter() - started, 1), "module": m.module, "diff": m.diff}
+        with lock:
+            results[m.id] = entry
+            cache[m.id] = entry
+            STATE_DIR.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(cache, indent=1))
+            print(f"{len(results):4d}/{len(runnable)} {outcome:>18} {entry['seconds']:6.1f}s "
+                  f"{len(tests):4d} tests  {m.id}", flush=True)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(run_one, todo))
+
+    return report(runnable, results, equivalents, args.min_score)
+
+
+def report(runnable, results, equivalents, min_score) -> int:
+    rows: dict[str, list[int]] = {}
+    for m, _ in runnable:
+        if m.id in equivalents or m.id not in results:
+            continue
+        outcome = results[m.id]["outcome"]
+        row = rows.setdefault(m.module, [0, 0, 0])
+        row[0] += outcome.startswith("killed")
+        row[1] += outcome.startswith("survived")
+        row[2] += outcome.startswith("error")
+    print(f"\n{'module':40} {'killed':>6} {'survived':>8} {'error':>5} {'score':>6}")
+    for module, (k, s, e) in sorted(rows.items()):
+        print(f"{module:40} {k:6d} {s:8d} {e:5d} {100 * k / max(k + s, 1):5.1f}%")
+    killed = sum(r[0] for r in rows.values())
+    survived = sum(r[1] for r in rows.values())
+    errors = sum(r[2] for r in rows.values())
+    n_equivalent = sum(m.id in equivalents for m, _ in runnable)
+    score = 100 * killed / max(killed + survived, 1)
+    print(f"\n{killed} killed, {survived} survived, {errors} errors, {n_equivalent} equivalent: "
+          f"mutation score {score:.1f}% of {killed + survived} non-equivalent mutants")
+    summary = {"killed": killed, "survived": survived, "errors": errors, "equivalent": n_equivalent,
+               "score": score, "modules": rows}
+    (STATE_DIR / "summary.json").write_text(json.dumps(summary, indent=1))
+    return 0 if score >= min_score and not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
