@@ -129,11 +129,13 @@ class PolicyUpdate:
         return self.accelerator.unwrap_model(self.model)
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint keeps of the update: optimizer, scheduler, the loss terms' states, and the
-        reference when a loss term moves it (the policy's weights are saved as the model itself)."""
+        """What a checkpoint keeps of the update: optimizer, scheduler, the weight norm the run started with,
+        the loss terms' states, and the reference when a loss term moves it (the policy's weights are saved
+        as the model itself)."""
         state: dict[str, Any] = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "initial_weight_norm": self.initial_weight_norm,
             "loss_terms": [term.state_dict() if hasattr(term, "state_dict") else None for _, term in self.loss_terms],
         }
         if self.updates_reference:
@@ -184,6 +186,9 @@ class PolicyUpdate:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.apply_recipe_hyperparameters()
+        # The growth guard measures from the norm the run started with, not the resumed one: a slow drift
+        # split over several resumes is still caught (checkpoints of older rltune lack it).
+        self.initial_weight_norm = state.get("initial_weight_norm", self.initial_weight_norm)
         for (_, term), term_state in zip(self.loss_terms, state.get("loss_terms", [])):
             if term_state is not None:
                 term.load_state_dict(term_state)
