@@ -33,8 +33,11 @@ def pass_at_k_bands(problems: list[dict[str, Any]], n: int, seed: int = 0) -> li
     return [bootstrap_ci(_per_problem(problems, k), seed=seed) for k in curve_ks(n)]
 
 
-COMPARED_SETTINGS = ("n", "temperature", "top_p", "max_tokens")
-"""Sampling settings two runs must share for their pass@k curves to be compared."""
+COMPARED_SETTINGS = (
+    "n", "temperature", "top_p", "max_tokens", "instruction", "use_chat_template", "system_prompt", "answer_fallback"
+)  # fmt: skip
+"""Settings two runs must share for their pass@k curves to be compared: sampling, the prompt's format and how
+answers are graded (the seed may differ: other draws of the same distribution)."""
 
 
 def run_differences(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:

@@ -209,6 +209,11 @@ FIXED_ON_RESUME = ("model.path", "model.lora", "data.path", "data.subset", "data
 RESUME_KEYS = ("train.output_dir", "train.resume_from", "train.overwrite_output_dir")
 
 
+def is_fixed_on_resume(key: str) -> bool:
+    """A key of FIXED_ON_RESUME or one inside it (`model.lora.r`), not one that merely starts alike."""
+    return any(key == fixed or key.startswith(fixed + ".") for fixed in FIXED_ON_RESUME)
+
+
 def recipe_changes(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """(key, saved value, current value) of every setting that differs between two recipes. A setting the saved
     recipe lacks did not exist when the checkpoint was written; its default keeps the old behaviour, so it
@@ -218,7 +223,7 @@ def recipe_changes(saved: dict, current: dict, prefix: str = "") -> list[tuple[s
         if key not in saved:
             continue
         old, new, name = saved.get(key), current.get(key), prefix + key
-        if isinstance(old, dict) and isinstance(new, dict) and not name.startswith(FIXED_ON_RESUME):
+        if isinstance(old, dict) and isinstance(new, dict) and not is_fixed_on_resume(name):
             changes += recipe_changes(old, new, name + ".")
         elif old != new and name not in RESUME_KEYS:
             changes.append((name, old, new))
@@ -233,7 +238,7 @@ def check_resume_recipe(checkpoint: Path, current_yaml: str) -> list[tuple[str, 
     if not saved_file.is_file():
         return []
     changes = recipe_changes(yaml.safe_load(saved_file.read_text()) or {}, yaml.safe_load(current_yaml) or {})
-    fixed = [c for c in changes if c[0].startswith(FIXED_ON_RESUME)]
+    fixed = [c for c in changes if is_fixed_on_resume(c[0])]
     if fixed:
         listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in fixed)
         raise RLTuneError(

@@ -124,3 +124,7 @@ def sleeps_10s(completion, row):
         Path(os.environ["RLTUNE_TEST_MARK"]).touch()
     time.sleep(10.0)
     return 1.0
+
+
+def always_raises(completion, row):
+    raise ValueError("this reward fails on every sample")
