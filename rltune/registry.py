@@ -33,9 +33,24 @@ class Registry(Generic[T]):
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: the object under `name`. A name is taken once: a plug-in cannot replace a built-in or
+        another plug-in (it takes a name of its own, or is named in recipes by its import path). The same
+        object registered again (a module imported again, as in a notebook) is not a clash."""
+        if not isinstance(name, str) or not name.strip() or ":" in name:
+            raise ConfigError(
+                f"{self.kind} name {name!r}: a registered name is a non-empty word without ':' (a ':' marks an "
+                "import path, which needs no registration)"
+            )
+
         def decorator(obj: T) -> T:
-            if name in self._entries and self._entries[name] is not obj:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if getattr(obj, "__module__", None) not in self._builtin_modules:
+                self._load_builtins()  # so that a plug-in's clash with a built-in is found now, not at a lookup
+            held = self._entries.get(name)
+            if held is not None and _qualified_name(held) != _qualified_name(obj):
+                raise ConfigError(
+                    f"{self.kind} {name!r} is registered twice: by {_qualified_name(held)} and by "
+                    f"{_qualified_name(obj)}; register the new one under another name"
+                )
             self._entries[name] = obj
             return obj
 
@@ -64,6 +79,10 @@ class Registry(Generic[T]):
                 f"or give an import path 'package.module:attr' or 'path/to/file.py:attr'."
             )
         return self._entries[name]
+
+
+def _qualified_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
 
 def import_object(path: str, kind: str = "object") -> Any:
