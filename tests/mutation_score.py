@@ -417,12 +417,13 @@ def tests_hash(tests: list[str]) -> str:
 class Workspace:
     """A copy of the tree per worker; a mutant is written into the copy, its tests run there, then undone."""
 
-    def __init__(self):
+    def __init__(self, demo_assets: Path):
         from mutants import copy_tree
 
         self.root = Path(tempfile.mkdtemp(prefix="rltune-mutation-"))
         copy_tree(self.root)
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.root), os.environ.get("PYTHONPATH", "")])}
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.root), os.environ.get("PYTHONPATH", "")]),
+                    "RLTUNE_TEST_DEMO_ASSETS": str(demo_assets)}
         self.env.pop("COVERAGE_RCFILE", None)
 
     def run(self, module: str, mutated: str, tests: list[str], timeout: float) -> tuple[str, str]:
@@ -444,6 +445,22 @@ class Workspace:
             failed = [ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
             return "killed", (failed[0] if failed else proc.stdout.strip().splitlines()[-1:] or [""])[0][:200]
         return f"error (pytest exit {proc.returncode})", (proc.stdout + proc.stderr)[-1000:]
+
+
+def demo_assets() -> Path:
+    """The tests' warmed-up demo model (a minute of training), built once per unmutated tree: a mutant run
+    copies it instead of training it again. Mutants of the warm-up are still run against the tests that
+    call it directly."""
+    digest = hashlib.sha256()
+    for path in source_files():
+        digest.update(str(path).encode() + path.read_bytes())
+    folder = STATE_DIR / f"demo-assets-{digest.hexdigest()[:12]}"
+    if not (folder / "arithmetic.jsonl").is_file():
+        print("warming up the tests' demo model once (a minute)", flush=True)
+        code = "import sys; from pathlib import Path; from rltune.demo import write_demo_assets; " \
+               "write_demo_assets(Path(sys.argv[1]) / 'model', Path(sys.argv[1]) / 'arithmetic.jsonl')"
+        subprocess.run([sys.executable, "-c", code, str(folder)], cwd=REPO, check=True, capture_output=True)
+    return folder
 
 
 def load_equivalents() -> dict[str, str]:
@@ -496,7 +513,8 @@ def main() -> int:
 
     cmap = coverage_map(args.recollect, with_slow=not args.fast_only)
     lock = threading.Lock()
-    workspaces = [Workspace() for _ in range(args.jobs)]
+    assets = demo_assets()
+    workspaces = [Workspace(assets) for _ in range(args.jobs)]
     free = list(workspaces)
     results: dict[str, dict] = {}
     todo = []
