@@ -298,12 +298,16 @@ def collect_coverage(files: list[Path], with_slow: bool) -> dict:
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     print("  " + (proc.stdout.strip().splitlines() or ["(no output)"])[-1], flush=True)
     subprocess.run([sys.executable, "-m", "coverage", "combine", "-q"], cwd=work, env=env, check=True)
-    passed = json.loads(durations.read_text())
+    measured = json.loads(durations.read_text())
+    passed, slow = measured["durations"], set(measured["slow"])
     data = CoverageData(basename=str(work / ".coverage"))
     data.read()
-    entries = {str(f.relative_to(REPO)): {"hash": file_hash(f), "durations": {}, "covers": {}} for f in files}
+    entries = {str(f.relative_to(REPO)): {"hash": file_hash(f), "durations": {}, "slow": [], "covers": {}}
+               for f in files}
     for nodeid, seconds in passed.items():
         entries[nodeid.split("::")[0]]["durations"][nodeid] = seconds
+        if nodeid in slow:
+            entries[nodeid.split("::")[0]]["slow"].append(nodeid)
     for measured in data.measured_files():
         module = str(Path(measured).resolve().relative_to(REPO))
         owners = function_lines(REPO / module)
@@ -337,10 +341,14 @@ def coverage_map(recollect: bool, with_slow: bool) -> dict:
 
 _durations: dict[str, float] = {}
 _not_passed: set[str] = set()
+_slow: set[str] = set()
 
 
 def pytest_runtest_setup(item):
     from coverage import Coverage
+
+    if item.get_closest_marker("slow"):
+        _slow.add(item.nodeid)
 
     cov = Coverage.current()
     if cov is not None:
@@ -360,7 +368,8 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session):
     out = os.environ.get("RLTUNE_MUTATION_DURATIONS")
     if out:
-        Path(out).write_text(json.dumps({k: v for k, v in _durations.items() if k not in _not_passed}))
+        passed = {k: v for k, v in _durations.items() if k not in _not_passed}
+        Path(out).write_text(json.dumps({"durations": passed, "slow": sorted(_slow & set(passed))}))
 
 
 # --- running mutants ------------------------------------------------------------------------------
@@ -373,10 +382,12 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
     for entry in cmap.values():
         for function, tests in entry["covers"].get(mutant.module, {}).items():
             by_function.setdefault(function, set()).update(tests)
+    slow = {t for e in cmap.values() for t in e.get("slow", [])}
     if mutant.function is not None:
         for name in (mutant.function, *parents(mutant.function)):
             if name in by_function:
-                chosen = sorted(by_function[name], key=lambda t: durations.get(t, 0.0))
+                # the fast tests that reach it; the end-to-end ones only where no fast test does
+                chosen = sorted(by_function[name] - slow or by_function[name], key=lambda t: durations.get(t, 0.0))
                 return chosen, sum(durations.get(t, 0.0) for t in chosen), 0
         return [], 0.0, 0
     # Outside any function: the module's tests, those whose file names the changed identifiers first.
@@ -442,8 +453,9 @@ class Workspace:
         if proc.returncode == 0:
             return "survived", ""
         if proc.returncode in (1, 2, 3):  # a test failed, or the mutated module would not even import
-            failed = [ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
-            return "killed", (failed[0] if failed else proc.stdout.strip().splitlines()[-1:] or [""])[0][:200]
+            lines = proc.stdout.strip().splitlines() or [""]
+            failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+            return "killed", (failed or lines[-1:])[0][:200]
         return f"error (pytest exit {proc.returncode})", (proc.stdout + proc.stderr)[-1000:]
 
 
@@ -480,7 +492,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at once")
     parser.add_argument("--module-budget", type=float, default=120.0,
                         help="measured test seconds for a mutant outside any function")
-    parser.add_argument("--fast-only", action="store_true", help="map and run the fast tier only")
+    parser.add_argument("--with-slow", action="store_true",
+                        help="map the end-to-end tier too (a mutant runs them where no fast test reaches it)")
     parser.add_argument("--recollect", action="store_true", help="measure the coverage of every test file again")
     parser.add_argument("--show", choices=["survived", "killed", "equivalent", "all"], help="print diffs and exit")
     parser.add_argument("--min-score", type=float, default=90.0, help="exit 1 below this overall score")
@@ -511,7 +524,7 @@ def main() -> int:
                 print(f"{result:>18}  {m.id}  (line {m.line}, {tests} tests)\n    " + m.diff.replace("\n", "\n    "))
         return 0
 
-    cmap = coverage_map(args.recollect, with_slow=not args.fast_only)
+    cmap = coverage_map(args.recollect, with_slow=args.with_slow)
     lock = threading.Lock()
     assets = demo_assets()
     workspaces = [Workspace(assets) for _ in range(args.jobs)]
