@@ -13,9 +13,10 @@ lines, only the tests that cover the mutated function, a timeout per mutant and 
    statement removed, a keyword argument left out) enumerate every mutant of each module; each module
    gets a share of `--sample` by its number of lines, drawn with `--seed` from distinct sites.
 3. Run. Each mutant is written into a copy of the tree (the checkout is never modified) and the tests
-   that executed its function run, fastest first, stopping at the first failure. A mutant outside any
-   function (a default, a constant) runs the tests of its module that name the changed identifier,
-   then the module's others, up to `--module-budget` seconds. killed: a test failed, errored or the run
+   that executed its function run, stopping at the first failure. A mutant outside any
+   function (a default, a constant) runs the tests of its module that name the changed identifier first.
+   A widely used function is reached by hundreds of tests: the test file named after the module goes
+   first, then the fastest, up to `--budget` measured seconds. killed: a test failed, errored or the run
    went over its timeout (3x the tests' measured time plus startup); survived: all passed.
 4. Cache. A result is keyed on the module's text, the mutant and the text of the test files it ran, so
    a rerun costs only what changed. `tests/mutation_equivalent.txt` lists mutants that cannot change
@@ -376,33 +377,45 @@ def pytest_sessionfinish(session):
 
 
 def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], float, int]:
-    """The tests to run on a mutant, fastest first, their measured seconds, and how many were left out."""
+    """The tests to run on a mutant, their measured seconds, and how many covering tests were left out.
+
+    Covering tests: those that executed the mutated function (for a mutant outside any function, those
+    that executed any of its module, the ones whose file names a changed identifier first). They are
+    ranked by the test file named after the module (tests/test_grading.py for eval/grading.py) first, then
+    by measured time, and taken up to `budget_s` measured seconds (one at least): a widely used function is
+    reached by hundreds of tests, and the first failure ends the run anyway."""
     durations = {t: s for e in cmap.values() for t, s in e["durations"].items()}
+    slow = {t for e in cmap.values() for t in e.get("slow", [])}
     by_function: dict[str, set[str]] = {}
     for entry in cmap.values():
         for function, tests in entry["covers"].get(mutant.module, {}).items():
             by_function.setdefault(function, set()).update(tests)
-    slow = {t for e in cmap.values() for t in e.get("slow", [])}
+    covering: set[str] = set()
     if mutant.function is not None:
         for name in (mutant.function, *parents(mutant.function)):
             if name in by_function:
-                # the fast tests that reach it; the end-to-end ones only where no fast test does
-                chosen = sorted(by_function[name] - slow or by_function[name], key=lambda t: durations.get(t, 0.0))
-                return chosen, sum(durations.get(t, 0.0) for t in chosen), 0
-        return [], 0.0, 0
-    # Outside any function: the module's tests, those whose file names the changed identifiers first.
-    module_tests = set().union(*by_function.values()) if by_function else set()
-    words = {w for w in identifiers(mutant.diff) if len(w) > 2}
-    texts = {f: (REPO / f).read_text() for f in {t.split("::")[0] for t in module_tests}}
-    ranked = sorted(module_tests, key=lambda t: (not any(w in texts[t.split("::")[0]] for w in words),
-                                                 durations.get(t, 0.0)))
+                covering = by_function[name]
+                break
+    elif by_function:
+        covering = set().union(*by_function.values())
+    # the fast tests that reach it; the end-to-end ones only where no fast test does
+    covering = covering - slow or covering
+    own_file = f"tests/test_{Path(mutant.module).stem}.py"
+    words = {w for w in identifiers(mutant.diff) if len(w) > 2} if mutant.function is None else set()
+    texts = {f: (REPO / f).read_text() for f in {t.split("::")[0] for t in covering}} if words else {}
+
+    def rank(test: str) -> tuple:
+        file = test.split("::")[0]
+        names_it = not words or any(w in texts[file] for w in words)
+        return (not names_it, file != own_file, durations.get(test, 0.0), test)
+
     chosen, spent = [], 0.0
-    for t in ranked:
-        if spent + durations.get(t, 0.0) > budget_s and chosen:
+    for test in sorted(covering, key=rank):
+        if chosen and spent + durations.get(test, 0.0) > budget_s:
             break
-        chosen.append(t)
-        spent += durations.get(t, 0.0)
-    return chosen, spent, len(ranked) - len(chosen)
+        chosen.append(test)
+        spent += durations.get(test, 0.0)
+    return chosen, spent, len(covering) - len(chosen)
 
 
 def parents(qualname: str) -> list[str]:
@@ -490,8 +503,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modules", nargs="+", help="only these modules (paths), with their share of the sample")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at once")
-    parser.add_argument("--module-budget", type=float, default=120.0,
-                        help="measured test seconds for a mutant outside any function")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help="measured seconds of covering tests run per mutant (the most relevant first)")
     parser.add_argument("--with-slow", action="store_true",
                         help="map the end-to-end tier too (a mutant runs them where no fast test reaches it)")
     parser.add_argument("--recollect", action="store_true", help="measure the coverage of every test file again")
@@ -534,7 +547,7 @@ def main() -> int:
     for m, mutated in runnable:
         if m.id in equivalents:
             continue
-        tests, seconds, left_out = tests_for(m, cmap, args.module_budget)
+        tests, seconds, left_out = tests_for(m, cmap, args.budget)
         key = hashlib.sha256(f"{sources[m.module]}{m.id}{tests_hash(tests)}".encode()).hexdigest()
         if cache.get(m.id, {}).get("key") == key:
             results[m.id] = cache[m.id]
@@ -563,7 +576,7 @@ def main() -> int:
             STATE_DIR.mkdir(parents=True, exist_ok=True)
             cache_path.write_text(json.dumps(cache, indent=1))
             print(f"{len(results):4d}/{len(runnable)} {outcome:>18} {entry['seconds']:6.1f}s "
-                  f"{len(tests):4d} tests  {m.id}", flush=True)
+                  f"{len(tests):4d} of {len(tests) + left_out:4d} tests  {m.id}", flush=True)
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(run_one, todo))
