@@ -674,7 +674,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rltune-mutants-") as tmp:
         root = Path(tmp)
         copy_tree(root)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+            # the copy has no ../shared beside it: the benchmark data stays where it is
+            "RLTUNE_BENCHDATA": os.environ.get("RLTUNE_BENCHDATA", str(REPO.parent / "shared" / "benchdata")),
+        }
         for m in chosen:
             target = root / m.path
             original = target.read_text()

@@ -298,13 +298,23 @@ def collect_coverage(files: list[Path], with_slow: bool) -> dict:
           flush=True)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     print("  " + (proc.stdout.strip().splitlines() or ["(no output)"])[-1], flush=True)
-    subprocess.run([sys.executable, "-m", "coverage", "combine", "-q"], cwd=work, env=env, check=True)
     measured = json.loads(durations.read_text())
     passed, slow = measured["durations"], set(measured["slow"])
+    # What the test process ran itself, apart from its children: a long-lived child (a grader worker) is
+    # measured under the test that started it, though it served every later test.
+    in_process: set[tuple[str, str]] = set()
+    for file in work.glob(f".coverage.*pid{measured['pid']}.*"):
+        part = CoverageData(basename=str(file))
+        part.read()
+        for measured_file in part.measured_files():
+            module = str(Path(measured_file).resolve().relative_to(REPO))
+            owners = function_lines(REPO / module)
+            in_process |= {(module, owners.get(line) or "<module>") for line in part.lines(measured_file) or []}
+    subprocess.run([sys.executable, "-m", "coverage", "combine", "-q"], cwd=work, env=env, check=True)
     data = CoverageData(basename=str(work / ".coverage"))
     data.read()
-    entries = {str(f.relative_to(REPO)): {"hash": file_hash(f), "durations": {}, "slow": [], "covers": {}}
-               for f in files}
+    entries = {str(f.relative_to(REPO)): {"hash": file_hash(f), "durations": {}, "slow": [], "covers": {},
+                                          "child_only": {}} for f in files}
     for nodeid, seconds in passed.items():
         entries[nodeid.split("::")[0]]["durations"][nodeid] = seconds
         if nodeid in slow:
@@ -320,8 +330,13 @@ def collect_coverage(files: list[Path], with_slow: bool) -> dict:
                     continue  # only tests that passed unmutated can tell a mutant apart
                 covers = entries[nodeid.split("::")[0]]["covers"].setdefault(module, {})
                 covers.setdefault(function or "<module>", set()).add(nodeid)
+    child_only: dict[str, set[str]] = {}
+    for entry in entries.values():
+        for module, functions in entry["covers"].items():
+            child_only.setdefault(module, set()).update(f for f in functions if (module, f) not in in_process)
     for entry in entries.values():
         entry["covers"] = {m: {f: sorted(t) for f, t in fs.items()} for m, fs in entry["covers"].items()}
+        entry["child_only"] = {m: sorted(fs) for m, fs in child_only.items() if fs}
     return entries
 
 
@@ -370,7 +385,7 @@ def pytest_sessionfinish(session):
     out = os.environ.get("RLTUNE_MUTATION_DURATIONS")
     if out:
         passed = {k: v for k, v in _durations.items() if k not in _not_passed}
-        Path(out).write_text(json.dumps({"durations": passed, "slow": sorted(_slow & set(passed))}))
+        Path(out).write_text(json.dumps({"durations": passed, "slow": sorted(_slow & set(passed)), "pid": os.getpid()}))
 
 
 # --- running mutants ------------------------------------------------------------------------------
@@ -390,6 +405,7 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
     for entry in cmap.values():
         for function, tests in entry["covers"].get(mutant.module, {}).items():
             by_function.setdefault(function, set()).update(tests)
+    child_only = {f for e in cmap.values() for f in e.get("child_only", {}).get(mutant.module, [])}
     covering: set[str] = set()
     if mutant.function is not None:
         for name in (mutant.function, *parents(mutant.function)):
@@ -398,6 +414,12 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
                 break
     elif by_function:
         covering = set().union(*by_function.values())
+    attributed = covering
+    if mutant.function is not None and (not covering or mutant.function in child_only):
+        # Run in child processes only, or not measured at all: a long-lived child (a grader worker) is
+        # measured under the test that started it, and one that is killed at the end leaves no data. The
+        # tests that call into the module reach it too.
+        covering = covering.union(*(t for f, t in by_function.items() if f not in child_only))
     # the fast tests that reach it; the end-to-end ones only where no fast test does
     covering = covering - slow or covering
     own_file = f"tests/test_{Path(mutant.module).stem}.py"
@@ -407,7 +429,7 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
     def rank(test: str) -> tuple:
         file = test.split("::")[0]
         names_it = not words or any(w in texts[file] for w in words)
-        return (not names_it, file != own_file, durations.get(test, 0.0), test)
+        return (not names_it, test not in attributed, file != own_file, durations.get(test, 0.0), test)
 
     chosen, spent = [], 0.0
     for test in sorted(covering, key=rank):
@@ -447,7 +469,9 @@ class Workspace:
         self.root = Path(tempfile.mkdtemp(prefix="rltune-mutation-"))
         copy_tree(self.root)
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.root), os.environ.get("PYTHONPATH", "")]),
-                    "RLTUNE_TEST_DEMO_ASSETS": str(demo_assets)}
+                    "RLTUNE_TEST_DEMO_ASSETS": str(demo_assets),
+                    # the copy has no ../shared beside it: the benchmark data stays where it is
+                    "RLTUNE_BENCHDATA": os.environ.get("RLTUNE_BENCHDATA", str(REPO.parent / "shared" / "benchdata"))}
         self.env.pop("COVERAGE_RCFILE", None)
 
     def run(self, module: str, mutated: str, tests: list[str], timeout: float) -> tuple[str, str]:
@@ -503,7 +527,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modules", nargs="+", help="only these modules (paths), with their share of the sample")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at once")
-    parser.add_argument("--budget", type=float, default=20.0,
+    parser.add_argument("--budget", type=float, default=10.0,
                         help="measured seconds of covering tests run per mutant (the most relevant first)")
     parser.add_argument("--with-slow", action="store_true",
                         help="map the end-to-end tier too (a mutant runs them where no fast test reaches it)")
