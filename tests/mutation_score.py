@@ -461,39 +461,94 @@ def tests_hash(tests: list[str]) -> str:
 
 
 class Workspace:
-    """A copy of the tree per worker; a mutant is written into the copy, its tests run there, then undone."""
+    """A copy of the tree per worker; a mutant is written into the copy, its tests run there, then undone.
+
+    The tests run in a fork of a server process that imported torch, transformers and pytest once (rltune
+    itself is imported after the fork, from the copy): a third of a mutant's cost was that start-up."""
 
     def __init__(self, demo_assets: Path):
         from mutants import copy_tree
 
         self.root = Path(tempfile.mkdtemp(prefix="rltune-mutation-"))
         copy_tree(self.root)
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.root), os.environ.get("PYTHONPATH", "")]),
-                    "RLTUNE_TEST_DEMO_ASSETS": str(demo_assets),
-                    # the copy has no ../shared beside it: the benchmark data stays where it is
-                    "RLTUNE_BENCHDATA": os.environ.get("RLTUNE_BENCHDATA", str(REPO.parent / "shared" / "benchdata"))}
-        self.env.pop("COVERAGE_RCFILE", None)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.root), os.environ.get("PYTHONPATH", "")]),
+               "RLTUNE_TEST_DEMO_ASSETS": str(demo_assets),
+               # the copy has no ../shared beside it: the benchmark data stays where it is
+               "RLTUNE_BENCHDATA": os.environ.get("RLTUNE_BENCHDATA", str(REPO.parent / "shared" / "benchdata"))}
+        env.pop("COVERAGE_RCFILE", None)
+        self.server = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve"],
+            cwd=self.root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
 
     def run(self, module: str, mutated: str, tests: list[str], timeout: float) -> tuple[str, str]:
         target = self.root / module
         original = target.read_text()
         target.write_text(mutated)
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests],
-                cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            return "killed (timeout)", ""
+            self.server.stdin.write(json.dumps({"tests": tests, "timeout": timeout}) + "\n")
+            self.server.stdin.flush()
+            reply = json.loads(self.server.stdout.readline())
         finally:
             target.write_text(original)
-        if proc.returncode == 0:
+        code, output = reply["code"], reply["output"]
+        if code is None:
+            return "killed (timeout)", ""
+        if code == 0:
             return "survived", ""
-        if proc.returncode in (1, 2, 3):  # a test failed, or the mutated module would not even import
-            lines = proc.stdout.strip().splitlines() or [""]
+        if code in (1, 2, 3):  # a test failed, or the mutated module would not even import
+            lines = output.strip().splitlines() or [""]
             failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
             return "killed", (failed or lines[-1:])[0][:200]
-        return f"error (pytest exit {proc.returncode})", (proc.stdout + proc.stderr)[-1000:]
+        return f"error (pytest exit {code})", output[-1000:]
+
+    def close(self) -> None:
+        self.server.stdin.close()
+        self.server.wait()
+
+
+def serve() -> int:
+    """`--serve`: run test jobs read from stdin, each in a fork with its own process group, a reply a line."""
+    import signal
+
+    import datasets  # noqa: F401 - imported once here instead of once per mutant
+    import pytest
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+    sys.path.insert(0, os.getcwd())  # the tree copy, as PYTHONPATH has it for child processes
+    for line in sys.stdin:
+        job = json.loads(line)
+        log = Path(tempfile.mkstemp(prefix="mutant-", suffix=".log")[1])
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            fd = os.open(log, os.O_WRONLY | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *job["tests"]])
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(int(code))
+        deadline = time.monotonic() + job["timeout"]
+        code = None
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                break
+            time.sleep(0.05)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # what the tests left running (grader workers, a timed-out run)
+        except ProcessLookupError:
+            pass
+        if code is None:
+            os.waitpid(pid, 0)
+        output = log.read_text(errors="replace")[-4000:]
+        log.unlink()
+        print(json.dumps({"code": code, "output": output}), flush=True)
+    return 0
 
 
 def demo_assets() -> Path:
@@ -534,7 +589,10 @@ def main() -> int:
     parser.add_argument("--recollect", action="store_true", help="measure the coverage of every test file again")
     parser.add_argument("--show", choices=["survived", "killed", "equivalent", "all"], help="print diffs and exit")
     parser.add_argument("--min-score", type=float, default=90.0, help="exit 1 below this overall score")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        return serve()
 
     ops = operators()
     by_module = {str(p.relative_to(REPO)): enumerate_mutants(p, ops) for p in source_files()}
@@ -604,6 +662,8 @@ def main() -> int:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(run_one, todo))
+    for ws in workspaces:
+        ws.close()
 
     return report(runnable, results, equivalents, args.min_score)
 

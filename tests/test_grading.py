@@ -112,6 +112,11 @@ def test_normalize_answer():
     assert normalize_answer("4.5e33") == "4.5\\times10^{33}"
     assert normalize_answer("x2e3") == "x2e3"
     assert normalize_answer("\\frac{1}{\\mathrm{e}}") == "\\frac{1}{e}"
+    assert normalize_answer("\\operatorname{e}^2") == "e^2"
+    # every rewrite the docstring promises: a number written inside text keeps its unit's words
+    assert normalize_answer("\\text{5 cm}") == "5\\text{ cm}"
+    assert normalize_answer("\\mbox{3 apples}") == "3\\text{ apples}"
+    assert normalize_answer("\\varnothing") == "\\emptyset"
 
 
 # Thousands separators and a sentence's punctuation inside the box: the false positives first (groups
