@@ -47,13 +47,32 @@ def test_hard_timeout_kills_and_replaces_the_worker():
     # A fresh worker needs far longer than 10 ms to import math-verify, so the first check times out:
     # the answer counts as wrong, the worker is killed, and the pool keeps working afterwards.
     pool = GradingPool(workers=1, timeout_s=0.01)
+    first = pool._take()
+    pool._idle.put(first)
     try:
         assert pool.check("12", "12") is False
         assert pool.timeouts == 1
+        assert first.process.wait(timeout=5) is not None  # the stuck worker is gone, not left running
         pool.timeout_s = 60
         assert pool.check("12", "12") is True
+        assert pool._all[0] is not first
     finally:
         pool.close()
+
+
+def test_grader_workers_live_in_their_own_session_and_end_with_the_pool():
+    """Ctrl-C in a terminal reaches the terminal's process group: the trainer gets it and stops the
+    workers itself, instead of every worker dying mid-check."""
+    import os
+
+    pool = GradingPool(workers=2)
+    try:
+        assert grade_many(["\\boxed{1}", "\\boxed{2}"], ["1", "3"], pool=pool) == [True, False]
+        workers = list(pool._all)
+        assert workers and all(os.getsid(w.process.pid) != os.getsid(0) for w in workers)
+    finally:
+        pool.close()
+    assert all(w.process.poll() is not None for w in workers)
 
 
 # EVAL_NOTES.md §2.4 and §3, each pitfall with the verdict rltune's grader gives (gold, response, verdict).
