@@ -77,3 +77,60 @@ def test_pass_at_k_collapse_alarm_on_recorded_results(caplog):
     assert collapse_alarms(first, first, 0) == {key: 0.0}
     single_k = {"benchmarks": {"math": {"metrics": {"pass@1": 0.5}}}}
     assert collapse_alarms(single_k, single_k, 0) == {}
+
+
+def test_the_alarm_goes_on_past_a_benchmark_without_a_baseline():
+    from rltune.eval.hook import collapse_alarms
+
+    first = {"benchmarks": {"math": _results(0.30, 0.90, (0.84, 0.96))["benchmarks"]["math"]}}
+    now = {"benchmarks": {"new": _results(0.5, 0.5, (0.4, 0.6))["benchmarks"]["math"],
+                          "math": _results(0.50, 0.80, (0.7, 0.9))["benchmarks"]["math"]}}
+    assert collapse_alarms(first, now, 3) == {"eval/math/alarm_pass_at_k_collapse": 1.0}
+
+
+def test_periodic_eval_alarms_against_the_first_eval_not_the_previous(tmp_path, demo_assets, monkeypatch):
+    """pass@8 slides 0.90 -> 0.87 -> 0.83 while pass@1 rises: no step falls beyond the previous eval's CI,
+    the third falls beyond the first's."""
+    from test_trainer import recipe
+
+    import rltune.eval.hook as hook
+    from rltune.eval.runner import EvalSettings
+    from rltune.trainer import Trainer
+
+    settings = vars(EvalSettings(benchmarks=["math"], n=8, k=[1, 8]))
+
+    def recorded(p1, p8, ci):  # what evaluate returns, with the numbers the alarm reads set
+        metrics = {"problems": 10, "mean@8": p1, "mean@8_ci": [p1, p1], "pass@1": p1, "pass@8": p8, "pass@8_ci": ci,
+                   "maj@1": p1, "maj@8": p1, "distinct_answers": 2.0, "no_answer_fraction": 0.0, "seconds": 1.0}
+        return {"settings": settings, "model": "m", "benchmarks": {"math": {"metrics": metrics, "problems": []}}}
+
+    evals = iter([recorded(0.30, 0.90, [0.85, 0.95]), recorded(0.35, 0.87, [0.70, 1.0]),
+                  recorded(0.40, 0.83, [0.70, 1.0])])
+    monkeypatch.setattr(hook, "evaluate", lambda *args, **kwargs: next(evals))
+    trainer = Trainer(recipe(tmp_path, *demo_assets, train={"steps": 1}))
+    try:
+        periodic = hook.PeriodicEval(trainer.cfg)
+        key = "eval/math/alarm_pass_at_k_collapse"
+        assert [periodic.run(trainer, step)[key] for step in (0, 10, 20)] == [0.0, 0.0, 1.0]
+        assert (tmp_path / "run" / "eval" / "step-20.json").is_file()
+    finally:
+        trainer.close()
+
+
+def test_periodic_eval_takes_every_setting_from_the_recipe(tmp_path, demo_assets):
+    from test_trainer import recipe
+
+    from rltune.eval.hook import PeriodicEval
+
+    cfg = recipe(
+        tmp_path, *demo_assets,
+        eval={"every": 5, "benchmarks": ["math500"], "data_dir": "/data", "n": 3, "k": [1, 3], "limit": 7,
+              "temperature": 0.9, "top_p": 0.7, "max_tokens": 33, "instruction": "Q: {question}"},
+        data={"system_prompt": "Be brief.", "use_chat_template": False}, train={"seed": 4},
+    )  # fmt: skip
+    s = PeriodicEval(cfg).settings
+    assert (s.benchmarks, s.data_dir, s.n, s.k, s.limit) == (["math500"], "/data", 3, [1, 3], 7)
+    assert (s.temperature, s.top_p, s.max_tokens, s.instruction) == (0.9, 0.7, 33, "Q: {question}")
+    assert (s.system_prompt, s.use_chat_template, s.seed) == ("Be brief.", False, 4)
+    unset = PeriodicEval(recipe(tmp_path / "b", *demo_assets, eval={"every": 5})).settings
+    assert unset.max_tokens == cfg.rollout.max_tokens and unset.instruction == cfg.data.instruction
