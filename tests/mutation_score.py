@@ -138,6 +138,7 @@ class Mutant:
     occurrence: int
     line: int
     function: str | None  # innermost enclosing function's qualified name; None at module or class level
+    equivalent: str = ""  # why it cannot change behaviour, when a rule knows (see enumerate_mutants)
     id: str = ""
     diff: str = ""
 
@@ -177,15 +178,35 @@ def enumerate_mutants(path: Path, ops: dict) -> list[Mutant]:
     tree = get_ast(source)
     nodes = list(ast_nodes(tree))
     rel = str(path.relative_to(REPO))
+    # Under postponed evaluation a function's annotations are strings nothing evaluates (dataclass fields'
+    # are evaluated: the recipe loader reads their types).
+    postponed = "from __future__ import annotations" in source
     found = []
     for name, op in ops.items():
         occurrence = 0
         for node in nodes:
             for start, _ in op.mutation_positions(node):
                 if not is_docstring(node) and PRAGMA not in lines[start[0] - 1]:
-                    found.append(Mutant(rel, name, occurrence, start[0], qualified_function(node)))
+                    mutant = Mutant(rel, name, occurrence, start[0], qualified_function(node))
+                    if postponed and in_signature_annotation(node):
+                        mutant.equivalent = "a function annotation: never evaluated (postponed annotations)"
+                    found.append(mutant)
                 occurrence += 1
     return found
+
+
+def in_signature_annotation(node) -> bool:
+    """Whether a parso node lies in a parameter's or a return annotation."""
+    child, parent = node, node.parent
+    while parent is not None:
+        kids = parent.children
+        at = next(i for i, kid in enumerate(kids) if kid is child)
+        if parent.type == "tfpdef" and at >= 2:
+            return True
+        if parent.type == "funcdef" and at > 0 and kids[at - 1].type == "operator" and kids[at - 1].value == "->":
+            return True
+        child, parent = parent, parent.parent
+    return False
 
 
 def compiles(code: str) -> bool:
@@ -607,6 +628,7 @@ def main() -> int:
         if mutated is not None and mutated != sources[m.module] and compiles(mutated):
             runnable.append((describe(m, sources[m.module], mutated), mutated))
     equivalents = load_equivalents()
+    equivalents.update({m.id: m.equivalent for m, _ in runnable if m.equivalent})
 
     cache_path = STATE_DIR / "results.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
