@@ -44,6 +44,63 @@ def formula_rows(*settings: str) -> list[str]:
 ASYNC = "tests/test_async.py"
 
 MUTANTS = [
+    # --- defaults, limits, wiring, variants, registries (issue: tests that bite, round 2) ----------------
+    Mutant(
+        "weight-growth reference reset by every resume",
+        "rltune/update.py",
+        '        self.initial_weight_norm = state.get("initial_weight_norm", self.initial_weight_norm)\n',
+        "        pass\n",
+        ["tests/test_limits.py::test_the_growth_reference_survives_a_resume"],
+    ),
+    Mutant(
+        "sequence mask's default cap 2 instead of 3",
+        "rltune/mismatch.py",
+        '"seq_mask": 3.0}',
+        '"seq_mask": 2.0}',
+        ["tests/test_limits.py::test_sequence_mask_keeps_one_third_to_three_by_default"],
+    ),
+    Mutant(
+        "hedge gap 20 characters instead of 16",
+        "eval/grading.py",
+        "_HEDGE_GAP = 16",
+        "_HEDGE_GAP = 20",
+        ["tests/test_variants.py::test_the_hedge_gap_is_sixteen_characters"],
+    ),
+    Mutant(
+        "collapse alarm compared with the previous eval",
+        "eval/hook.py",
+        "            if self.first is None:\n                self.first = results\n",
+        "            self.first = results\n",
+        ["tests/test_metrics.py::test_periodic_eval_alarms_against_the_first_eval_not_the_previous"],
+    ),
+    Mutant(
+        "resume refuses keys that only start like a fixed one",
+        "rltune/checkpoint.py",
+        'return any(key == fixed or key.startswith(fixed + ".") for fixed in FIXED_ON_RESUME)',
+        "return any(key.startswith(fixed) for fixed in FIXED_ON_RESUME)",
+        ["tests/test_wiring.py::test_resume_refusal_is_by_whole_key_not_by_prefix"],
+    ),
+    Mutant(
+        "reward_options.on_error not passed to the reward pipeline",
+        "rltune/trainer.py",
+        "RewardPipeline(cfg.rewards, cfg.reward_options.on_error, cfg.reward_options.timeout_s)",
+        'RewardPipeline(cfg.rewards, "zero", cfg.reward_options.timeout_s)',
+        ["tests/test_wiring.py::test_reward_options_from_the_recipe_reach_the_reward_pipeline"],
+    ),
+    Mutant(
+        "a plug-in may take a registered name",
+        "rltune/registry.py",
+        "if held is not None and _qualified_name(held) != _qualified_name(obj):",
+        "if False:",
+        ["tests/test_registries.py"],
+    ),
+    Mutant(
+        "a timed-out grader worker is replaced but left running",
+        "eval/grading.py",
+        "    def _replace(self, worker: _Worker) -> None:\n        worker.kill()\n",
+        "    def _replace(self, worker: _Worker) -> None:\n",
+        ["tests/test_grading.py::test_hard_timeout_kills_and_replaces_the_worker"],
+    ),
     # --- asynchronous rollouts -----------------------------------------------------------------------
     Mutant(
         "async batches sampled from the newest weights instead of k updates back",
