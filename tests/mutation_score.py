@@ -653,8 +653,10 @@ def main() -> int:
             continue
         tests, seconds, left_out = tests_for(m, cmap, args.budget)
         key = hashlib.sha256(f"{sources[m.module]}{m.id}{tests_hash(tests)}".encode()).hexdigest()
-        if cache.get(m.id, {}).get("key") == key:
-            results[m.id] = cache[m.id]
+        cached = cache.get(m.id, {})
+        # a timeout is run again: it may have been a machine busy with something else
+        if cached.get("key") == key and cached.get("outcome") != "killed (timeout)":
+            results[m.id] = cached
         elif not tests:
             results[m.id] = {"key": key, "outcome": "survived (no test runs it)", "tests": 0, "seconds": 0.0}
         else:
