@@ -610,6 +610,7 @@ def main() -> int:
     parser.add_argument("--recollect", action="store_true", help="measure the coverage of every test file again")
     parser.add_argument("--show", choices=["survived", "killed", "equivalent", "all"], help="print diffs and exit")
     parser.add_argument("--min-score", type=float, default=90.0, help="exit 1 below this overall score")
+    parser.add_argument("--report", action="store_true", help="report the cached results, run nothing")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -641,6 +642,10 @@ def main() -> int:
                 print(f"{result:>18}  {m.id}  (line {m.line}, {tests} tests)\n    " + m.diff.replace("\n", "\n    "))
         return 0
 
+    if args.report:
+        known = {m.id: cache[m.id] for m, _ in runnable if m.id in cache and m.id not in equivalents}
+        print(f"{len(runnable)} mutants sampled, {len(known)} with results (not checked against changed tests)")
+        return report(runnable, known, equivalents, args.min_score)
     cmap = coverage_map(args.recollect, with_slow=args.with_slow)
     lock = threading.Lock()
     assets = demo_assets()
