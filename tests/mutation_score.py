@@ -517,7 +517,8 @@ class Workspace:
             return "killed (timeout)", ""
         if code == 0:
             return "survived", ""
-        if code in (1, 2, 3):  # a test failed, or the mutated module would not even import
+        if code in (1, 2, 3) or (code == 4 and "while loading conftest" in output):
+            # a test failed, or the mutated package would not even import
             lines = output.strip().splitlines() or [""]
             failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
             return "killed", (failed or lines[-1:])[0][:200]
@@ -659,8 +660,9 @@ def main() -> int:
         tests, seconds, left_out = tests_for(m, cmap, args.budget)
         key = hashlib.sha256(f"{sources[m.module]}{m.id}{tests_hash(tests)}".encode()).hexdigest()
         cached = cache.get(m.id, {})
-        # a timeout is run again: it may have been a machine busy with something else
-        if cached.get("key") == key and cached.get("outcome") != "killed (timeout)":
+        # a timeout or an error is run again: a machine busy with something else, a since fixed harness
+        if cached.get("key") == key and cached.get("outcome") not in ("killed (timeout)", None) \
+                and not cached["outcome"].startswith("error"):
             results[m.id] = cached
         elif not tests:
             results[m.id] = {"key": key, "outcome": "survived (no test runs it)", "tests": 0, "seconds": 0.0}
