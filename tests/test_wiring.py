@@ -8,12 +8,13 @@ and look for it where it acts: the reward pipeline, the eval cache, `rltune eval
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 
 import pytest
 import yaml
 from test_trainer import recipe
 
-from conftest import run_rltune
 from rltune.checkpoint import FIXED_ON_RESUME, check_resume_recipe
 from rltune.config import RewardSpec, recipe_yaml
 from rltune.errors import RLTuneError
@@ -101,10 +102,13 @@ def bench(tmp_path):
     return path
 
 
-def eval_run(tmp_path, model, bench, out, *flags):
+def eval_run(model, bench, out, *flags):
+    """`rltune eval` in this process (a subprocess per run would cost a torch import each)."""
+    from rltune.cli import main
+
     base = ["eval", "--model", str(model), "--benchmarks", f"{bench}:question:answer", "--engine", "hf",
-            "--out", str(out)]  # fmt: skip
-    return run_rltune(*base, *flags, cwd=tmp_path)
+            "--out", str(out), "--verbose"]  # fmt: skip
+    assert main([*base, *flags]) == 0
 
 
 def test_every_eval_flag_reaches_the_results(tmp_path, tiny_model_dir, bench):
@@ -113,7 +117,7 @@ def test_every_eval_flag_reaches_the_results(tmp_path, tiny_model_dir, bench):
         "--n", "3", "--k", "1,3", "--temperature", "0.9", "--top-p", "0.8", "--max-tokens", "5", "--seed", "11",
         "--limit", "4", "--instruction", "Q: {question} A:", "--no-chat-template", "--answer-fallback",
     ]  # fmt: skip
-    eval_run(tmp_path, tiny_model_dir, bench, out, *flags)
+    eval_run(tiny_model_dir, bench, out, *flags)
     results = json.loads((out / "results.json").read_text())
     s = results["settings"]
     assert (s["n"], s["k"], s["temperature"], s["top_p"], s["max_tokens"], s["seed"], s["limit"]) == (
@@ -127,18 +131,28 @@ def test_every_eval_flag_reaches_the_results(tmp_path, tiny_model_dir, bench):
     assert {"pass@1", "pass@3", "maj@3"} <= set(results["benchmarks"]["sums"]["metrics"])
 
 
-@pytest.mark.parametrize(
-    "flags",
-    [("--temperature", "0.9"), ("--top-p", "0.5"), ("--max-tokens", "3"), ("--seed", "5"),
-     ("--instruction", "Q: {question}"), ()],
-    ids=["temperature", "top-p", "max-tokens", "seed", "instruction", "same settings"],
-)  # fmt: skip
-def test_each_setting_of_the_eval_cache_key_misses_the_cache(tmp_path, tiny_model_dir, bench, flags):
-    out = tmp_path / "eval"
+CACHE_KEY_FLAGS = {
+    "temperature": ("--temperature", "0.9"),
+    "top-p": ("--top-p", "0.5"),
+    "max-tokens": ("--max-tokens", "3"),
+    "seed": ("--seed", "5"),
+    "instruction": ("--instruction", "Q: {question}"),
+    "same settings": (),
+}
+
+
+def test_each_setting_of_the_eval_cache_key_misses_the_cache(tmp_path, tiny_model_dir, bench, caplog):
     common = ["--n", "2", "--max-tokens", "4", "--no-chat-template"]
-    eval_run(tmp_path, tiny_model_dir, bench, out, *common)
-    again = eval_run(tmp_path, tiny_model_dir, bench, out, *common, *flags)
-    assert ("answered from the cache" in again.stderr) == (flags == ())
+    eval_run(tiny_model_dir, bench, tmp_path / "first", *common)
+    answered = {}
+    for name, flags in CACHE_KEY_FLAGS.items():
+        out = tmp_path / name
+        shutil.copytree(tmp_path / "first" / "cache", out / "cache")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="rltune"):
+            eval_run(tiny_model_dir, bench, out, *common, *flags)
+        answered[name] = "answered from the cache" in caplog.text
+    assert answered == {name: flags == () for name, flags in CACHE_KEY_FLAGS.items()}
 
 
 # --- rltune eval compare: every setting it promises to check ------------------------------------------
