@@ -13,12 +13,7 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 def last_number(text: str) -> float | None:
     """The last number written in `text` (thousands commas allowed), or None."""
     found = _NUMBER.findall(text)
-    if not found:
-        return None
-    try:
-        return float(found[-1].replace(",", ""))
-    except ValueError:
-        return None
+    return float(found[-1].replace(",", "")) if found else None  # the pattern only matches valid floats
 
 
 @REWARDS.register("final_number")

@@ -40,9 +40,9 @@ def load_pairs(path: str):
     return pairs.select_columns(["prompt", "chosen", "rejected"])
 
 
-def run_preference(recipe: Any) -> dict[str, float]:
-    """Train `recipe.model` on `recipe.pairs.output_dir` with `recipe.prefer`; saves the model and
-    tokenizer to `prefer.output_dir` and returns the first and last logged loss and reward accuracy."""
+def build_preference_trainer(recipe: Any):
+    """trl's DPO (or CPO for SimPO) trainer for `recipe.model` on `recipe.pairs.output_dir` with the
+    settings of `recipe.prefer`, not yet trained."""
     from rltune.models import load_policy, load_tokenizer
 
     cfg = recipe.prefer
@@ -70,11 +70,19 @@ def run_preference(recipe: Any) -> dict[str, float]:
         from trl.experimental.cpo import CPOConfig, CPOTrainer
 
         args = CPOConfig(loss_type="simpo", cpo_alpha=cfg.sft_weight, simpo_gamma=cfg.simpo_gamma, **common)
-        trainer = CPOTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
-    else:
-        from trl import DPOConfig, DPOTrainer
+        return CPOTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
+    from trl import DPOConfig, DPOTrainer
 
-        trainer = DPOTrainer(model=model, args=DPOConfig(**common), train_dataset=pairs, processing_class=tokenizer)
+    return DPOTrainer(model=model, args=DPOConfig(**common), train_dataset=pairs, processing_class=tokenizer)
+
+
+def run_preference(recipe: Any) -> dict[str, float]:
+    """Train with `build_preference_trainer`; saves the model and tokenizer to `prefer.output_dir` and
+    returns the first and last logged loss and reward accuracy."""
+    cfg = recipe.prefer
+    trainer = build_preference_trainer(recipe)
+    tokenizer = trainer.processing_class
+    pairs = trainer.train_dataset
     trainer.train()
     trainer.save_model(cfg.output_dir)
     tokenizer.save_pretrained(cfg.output_dir)

@@ -201,3 +201,34 @@ def test_async_settings_that_cannot_work_are_refused(tmp_path, demo_assets):
     )
     with pytest.raises(RLTuneError, match="train.async_steps"):
         Trainer(changed)
+
+
+def test_a_batch_in_flight_is_saved_and_restored_whole():
+    from rltune.async_rollouts import Produced, produced_from_state, produced_state
+    from rltune.batch import RolloutBatch
+
+    batch = RolloutBatch(
+        prompt_ids=[[1, 2]] * 2, completion_ids=[[3], [4, 5]], completion_texts=["a", "bc"],
+        sampling_logprobs=[[-0.5], [-0.1, -0.2]], finish_reasons=["stop", "length"], group_ids=[0, 0],
+        rows=[{"prompt": "p", "gold": "1"}], rewards=torch.tensor([1.0, 0.0]),
+        reward_components={"acc": torch.tensor([1.0, 0.0]), "fmt": torch.tensor([0.25, 0.25])},
+        token_returns=torch.ones(2, 2), policy_versions=[3, 3],
+    )  # fmt: skip
+    produced = Produced(batch, {"time/rollout_s": 1.5}, {"epoch": 0, "position": 8})
+    state = torch.load(_roundtrip(produced_state(produced)), weights_only=True)
+    back = produced_from_state(state)
+    assert back.metrics == produced.metrics and back.data_after == produced.data_after
+    for name in ("prompt_ids", "completion_ids", "completion_texts", "sampling_logprobs", "finish_reasons",
+                 "group_ids", "rows", "policy_versions"):  # fmt: skip
+        assert getattr(back.batch, name) == getattr(batch, name), name
+    assert torch.equal(back.batch.rewards, batch.rewards) and torch.equal(back.batch.token_returns, batch.token_returns)
+    assert {k: v.tolist() for k, v in back.batch.reward_components.items()} == {"acc": [1.0, 0.0], "fmt": [0.25, 0.25]}
+
+
+def _roundtrip(state):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer

@@ -111,3 +111,40 @@ def test_every_shipped_recipe_builds_its_plug_ins(path):
     OBJECTIVES.get(cfg.algorithm.objective)(cfg.algorithm, **cfg.algorithm.objective_kwargs)
     for spec in cfg.algorithm.loss_terms:
         LOSS_TERMS.get(spec.name)(**spec.kwargs)
+
+
+# one bad value per check of `validate`, each refused by name (a check that is switched off lets it through)
+REFUSED = [
+    ("rollout: {group_size: 1}", "rollout.group_size must be at least 2"),
+    ("rollout: {temperature: 0}", "rollout.temperature must be > 0"),
+    ("rollout: {engine: hf, hf_compile: true}\ntrain: {mixed_precision: bf16}", "rollout.hf_compile does not run"),
+    ("train: {async_steps: 1}\nrollout: {vllm: {sleep: true}}", "train.async_steps overlaps sampling"),
+    ("rewards: []", "rewards must name at least one reward"),
+    ("rewards: [{weight: 1.0}]", r"rewards\[0\].name is required"),
+    ("algorithm: {dual_clip: 1.0}", "algorithm.dual_clip must be > 1"),
+    ("algorithm: {keep_per_group: 9}", r"algorithm.keep_per_group must be between 1 and rollout.group_size \(8\)"),
+    ("algorithm: {is_correction: tis}", "algorithm.is_correction .tis. weighs"),
+    ("algorithm: {is_cap: 1.0, is_correction: tis, old_logprobs: recompute}", "algorithm.is_cap must be > 1"),
+    ("train: {report_to: [tensorbord]}", r"train.report_to names unknown trackers \['tensorbord'\]"),
+    ("train: {push_to_hub: true}", "train.hub_model_id is required with train.push_to_hub"),
+    ("train: {betas: [0.9]}", "train.betas must be two numbers"),
+    ("train: {prompts_per_step: 2}\nalgorithm: {mini_batches: 17}", r"algorithm.mini_batches \(17\) exceeds the 16"),
+]
+
+
+@pytest.mark.parametrize("section, message", REFUSED, ids=[m.split(" ")[0] for _, m in REFUSED])
+def test_each_value_check_refuses_its_bad_value(tmp_path, section, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(write(tmp_path, BASE + section + "\n"))
+
+
+def test_a_reward_given_as_a_python_object_must_be_callable():
+    from rltune.config import RecipeConfig, RewardSpec, validate
+
+    cfg = RecipeConfig()
+    cfg.model.path, cfg.data.path = "m", "d.jsonl"
+    cfg.rewards = [RewardSpec("mine", function=42)]
+    with pytest.raises(ConfigError, match=r"rewards\[0\].function must be callable"):
+        validate(cfg)
+    cfg.rewards = [RewardSpec("mine", function=len)]
+    validate(cfg)

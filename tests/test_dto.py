@@ -209,3 +209,54 @@ def test_bad_dto_settings_are_refused(traces_recipe: Path):
         build_pairs(load_recipe(traces_recipe, ["stop_point.threshold=0"], cls=DTORecipe))
     with pytest.raises(RLTuneError, match="traces_column"):
         build_pairs(load_recipe(traces_recipe, ["pairs.traces_column=nope"], cls=DTORecipe))
+
+
+class HalfRightEngine(ScriptedEngine):
+    """ScriptedEngine whose every second sample of a forced answer is wrong; samples traces itself (the same
+    trace for every prompt) and records each call's sampling settings and whether it was closed."""
+
+    calls: list = []
+    closed: list = []
+    trace = "<think>I get 7. Hmm, 7.</think>\\boxed{7}"
+
+    def generate(self, prompt_ids, rows, sampling) -> RolloutBatch:
+        HalfRightEngine.calls.append(sampling)
+        batch = super().generate(prompt_ids, rows, sampling)
+        for i, ids in enumerate(batch.prompt_ids):
+            if sampling.progress == "sampling traces":
+                reply = self.trace
+            elif self.tokenizer.decode(ids).endswith(FORCE) and i % 2:
+                reply = "9}"
+            else:
+                continue
+            batch.completion_texts[i], batch.completion_ids[i] = reply, self.tokenizer(reply)["input_ids"]
+        return batch
+
+    def close(self) -> None:
+        HalfRightEngine.closed.append(True)
+
+
+def test_forced_answers_are_sampled_with_the_stop_point_settings_and_rated_by_share():
+    HalfRightEngine.calls.clear()
+    cfg = StopPointConfig(force_suffix=FORCE, samples=4, answer_max_tokens=5, temperature=0.7, top_p=0.9)
+    force = AnswerForcer(HalfRightEngine(), TOKENIZER, cfg, seed=3)
+    (forced,) = force(["3+4=<think>I get 7."], ["7"])
+    assert forced.rate == 0.5 and forced.answer == "7}"
+    (sampling,) = HalfRightEngine.calls
+    assert (sampling.n, sampling.max_tokens, sampling.temperature, sampling.top_p) == (4, 5, 0.7, 0.9)
+    assert sampling.seed == 3 + 7919 and sampling.progress == "forcing answers"
+
+
+def test_pairs_sample_their_traces_with_the_rollout_settings_and_close_the_engine(traces_recipe: Path):
+    import importlib
+
+    engine = importlib.import_module("tests.test_dto").HalfRightEngine  # the class the recipe's path loads
+    engine.calls.clear()
+    engine.closed.clear()
+    overrides = ["pairs.traces_column=null", "rollout.engine=tests.test_dto:HalfRightEngine", "rollout.group_size=3",
+                 "rollout.temperature=0.8", "pairs.seed=9", "stop_point.threshold=0.5"]  # fmt: skip
+    summary = build_pairs(load_recipe(traces_recipe, overrides, cls=DTORecipe))
+    traces = engine.calls[0]
+    assert traces.progress == "sampling traces"
+    assert (traces.n, traces.temperature, traces.max_tokens, traces.seed) == (3, 0.8, 64, 9)
+    assert summary["traces"] == 4 * 3 and engine.closed == [True]

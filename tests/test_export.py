@@ -60,3 +60,42 @@ def test_a_full_checkpoint_exports_its_model_files_and_a_card(tmp_path, demo_ass
     saved = AutoModelForCausalLM.from_pretrained(checkpoint).state_dict()
     assert all(torch.equal(exported[k], saved[k]) for k in saved)
     assert "for 1 RL steps (full fine-tuning)" in (out / "README.md").read_text()
+
+
+def _adapter_folder(tmp_path, base: str | None, recipe_text: str | None):
+    checkpoint = tmp_path / "run" / "checkpoint-4"
+    (checkpoint / "adapter").mkdir(parents=True)
+    (checkpoint / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
+    if recipe_text is not None:
+        (checkpoint / "recipe.yaml").write_text(recipe_text)
+    return checkpoint
+
+
+def test_the_lora_base_comes_from_the_adapter_then_the_recipe(tmp_path):
+    from rltune.errors import RLTuneError
+    from rltune.export import is_lora_checkpoint, lora_base, merge_lora_checkpoint
+
+    checkpoint = _adapter_folder(tmp_path / "a", "org/base", "model: {path: other}\n")
+    assert is_lora_checkpoint(checkpoint) and lora_base(checkpoint) == "org/base"
+    assert lora_base(_adapter_folder(tmp_path / "b", None, "model: {path: from/recipe}\n")) == "from/recipe"
+    for folder, recipe_text in [("c", None), ("d", "")]:
+        with pytest.raises(RLTuneError, match="its adapter names no base model"):
+            lora_base(_adapter_folder(tmp_path / folder, "", recipe_text))
+    missing = _adapter_folder(tmp_path / "e", str(tmp_path / "gone"), None)
+    with pytest.raises(RLTuneError, match="cannot load its base model .*gone.* to merge the adapters into"):
+        merge_lora_checkpoint(missing, tmp_path / "out")
+
+
+def test_the_model_card_shows_the_last_metrics_logged_at_its_step(tmp_path):
+    from rltune.export import model_card
+
+    run = tmp_path / "run"
+    run.mkdir()
+    logged = [{"step": 3, "reward/total": 0.1, "loss": 2.0}, {"step": 3, "reward/total": 0.25, "loss": 1.5},
+              {"step": 4, "reward/total": 0.9, "loss": 1.0}]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in logged))
+    card = model_card(run, 3, "", None, merged=True)  # a resumed run logged step 3 twice: the later one counts
+    assert "| reward/total | 0.25 |" in card and "| loss | 1.5 |" in card and "0.9" not in card
+    assert "base_model: unknown" in card and "for 3 RL steps (full fine-tuning)." in card
+    card = model_card(run, 9, "model: {path: org/m}\n", None, merged=True)  # no line for step 9: the last one
+    assert "| reward/total | 0.9 |" in card and "base_model: org/m" in card

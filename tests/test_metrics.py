@@ -134,3 +134,14 @@ def test_periodic_eval_takes_every_setting_from_the_recipe(tmp_path, demo_assets
     assert (s.system_prompt, s.use_chat_template, s.seed) == ("Be brief.", False, 4)
     unset = PeriodicEval(recipe(tmp_path / "b", *demo_assets, eval={"every": 5})).settings
     assert unset.max_tokens == cfg.rollout.max_tokens and unset.instruction == cfg.data.instruction
+
+
+def test_the_step_line_puts_the_total_reward_first_then_the_components_by_name():
+    from rltune.metrics import step_line
+
+    metrics = {"reward/format": 0.2, "reward/total": 0.75, "reward/accuracy": 0.5, "reward/total_std": 0.1,
+               "reward/errors": 0.0, "loss": 0.0123, "kl": 0.001, "reward/my_reward/errors": 2.0}  # fmt: skip
+    line = step_line(3, 10, metrics, 2.0)
+    assert line == ("step 3/10 total=0.75 accuracy=0.5 format=0.2 my_reward.errors=2 loss=0.0123 kl=0.001 "
+                    "2.0s/step eta 0m14s")  # fmt: skip
+    assert step_line(3, 10, {"reward/total": 1.0}, None) == "step 3/10 total=1"

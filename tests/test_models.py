@@ -69,3 +69,37 @@ def test_packed_rows_keep_their_sequences_apart(tmp_path):
     torch.testing.assert_close(picked, alone, rtol=1e-5, atol=1e-5)
     for g, alone_g in zip(packed_grads, (p.grad for p in model.parameters()), strict=True):
         torch.testing.assert_close(g, alone_g, rtol=1e-4, atol=1e-6)
+
+
+def test_the_reference_model_is_frozen_in_eval_mode_and_the_policy_trains(tiny_model_dir):
+    from rltune.models import load_policy, load_reference
+
+    cfg = ModelConfig(path=str(tiny_model_dir))
+    reference = load_reference(cfg)
+    assert not reference.training and not any(p.requires_grad for p in reference.parameters())
+    assert not any(m.training for m in reference.modules())
+    policy = load_policy(cfg)
+    assert policy.training and all(p.requires_grad for p in policy.parameters())
+
+
+def test_lora_without_peft_says_how_to_install_it(tiny_model_dir, monkeypatch):
+    import sys
+
+    import pytest
+
+    from rltune.config import LoraConfig
+    from rltune.errors import RLTuneError
+    from rltune.models import load_policy
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if it were not installed
+    with pytest.raises(RLTuneError, match=r"model.lora needs peft: pip install 'rltune\[peft\]'"):
+        load_policy(ModelConfig(path=str(tiny_model_dir), lora=LoraConfig()))
+
+
+def test_compiling_wraps_every_decoder_layer(tiny_model_dir):
+    from rltune.models import compile_decoder_layers
+
+    model = load_causal_lm(str(tiny_model_dir), ModelConfig(path=str(tiny_model_dir)))
+    compile_decoder_layers(model)
+    layers = model.model.layers
+    assert len(layers) == 2 and all(layer._compiled_call_impl is not None for layer in layers)

@@ -86,6 +86,8 @@ def test_thinking_efficiency_rewards_stopping_once_the_answer_is_reached():
         "<think>I get 6. Wait, 7.</think>\\boxed{7}",  # a correction: reached only at the end
         "<think>I get 7. Wait, 8.</think>\\boxed{8}",  # wrong: nothing
         "<think>I get 17. So \\boxed{7}. Wait, 7.</think>\\boxed{7}",  # 17 is not 7; a box counts
+        "<think>Let me add them up. Hmm, done.</think>\\boxed{7}",  # never stated while thinking: full score
+        "<think>I get 7, So sure. Wait, 7.</think>\\boxed{7}",  # a cue inside a sentence does not cut it (default)
     ]
     specs = [RewardSpec("math_accuracy"), RewardSpec("thinking_efficiency", 0.5, {"cues": ["Wait", "Hmm", "So"]})]
     batch, _ = score(specs, [texts], golds=["7"])
@@ -93,4 +95,6 @@ def test_thinking_efficiency_rewards_stopping_once_the_answer_is_reached():
     assert got[0] == 1.0 and got[2] == 1.0 and got[3] == 0.0
     assert abs(got[1] - 8 / 25) < 1e-6
     assert abs(got[4] - len("I get 17. So \\boxed{7}.") / len("I get 17. So \\boxed{7}. Wait, 7.")) < 1e-6
+    assert got[5] == 1.0
+    assert abs(got[6] - len("I get 7, So sure.") / len("I get 7, So sure. Wait, 7.")) < 1e-6
     assert batch.rewards[:2].tolist() == pytest.approx([1.5, 1.0 + 0.5 * got[1]])

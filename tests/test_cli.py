@@ -1,0 +1,93 @@
+"""The command line, run in this process: what each command prints and returns (the subprocess tests in
+test_day_one.py check the entry points themselves)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import rltune.cli as cli
+from rltune.errors import RLTuneError, Stopped
+from rltune.eval.runner import EvalSettings, summarize
+
+
+def test_list_prints_every_kind_and_a_sentence_per_plugin(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    headers = [line[:-1] for line in out.splitlines() if not line.startswith(" ")]
+    assert headers == list(cli.REGISTRIES)
+    entries = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("  "))
+    assert "(Dr. GRPO, arXiv" in entries["dr_grpo"]  # not cut at "Dr."
+    assert not any(text.endswith(".") for text in entries.values())
+    assert cli.main(["list", "loss-terms"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "loss-terms:"
+
+
+def test_first_sentence_stops_at_the_first_full_stop_not_at_an_abbreviation():
+    assert cli._first_sentence("Dr. GRPO by Liu et al. 2025. Second sentence.") == "Dr. GRPO by Liu et al. 2025"
+    assert cli._first_sentence("One line.\n\nA second paragraph.") == "One line"
+    assert cli._first_sentence(None) == ""
+
+
+def test_help_shows_set_defaults_and_hides_empty_ones(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 0.6)" in text and "(default: 1024)" in text
+    assert "(default: False)" not in text and "(default: None)" not in text
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: pass_at_k_compare.png)" in text and "(default: False)" not in text
+
+
+def _results_file(folder, **settings):
+    """An eval results file as `rltune eval` writes it, for one problem graded by hand."""
+    folder.mkdir()
+    samples = [{"correct": ok, "answer": a, "finish_reason": "stop", "tokens": 3} for ok, a in [(True, "2"), (False, "3")]]
+    problems = [{"question": "1+1", "n": 2, "correct": 1, "maj": {"1": True}, "distinct_answers": 2, "samples": samples}]
+    eval_settings = EvalSettings(benchmarks=["sums"], n=2, k=[1], **settings)
+    results = {"settings": vars(eval_settings),
+               "benchmarks": {"sums": {"metrics": summarize(problems, eval_settings, 1.0), "problems": problems}}}
+    (folder / "results.json").write_text(json.dumps(results))
+    return str(folder)
+
+
+def test_eval_compare_refuses_different_settings_unless_forced_and_then_notes_them(tmp_path, capsys):
+    a, b = _results_file(tmp_path / "a"), _results_file(tmp_path / "b", temperature=1.0)
+    out = tmp_path / "plots" / "compare.png"
+    assert cli.main(["eval", "compare", a, b, "--out", str(out)]) == 2
+    assert "these runs are not comparable: they differ in temperature" in capsys.readouterr().err
+    assert not out.exists()
+    assert cli.main(["eval", "compare", a, b, "--out", str(out), "--force"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: the runs differ in temperature (a: 0.6, b: 1.0)" in printed and "== a\nbenchmark" in printed
+    assert out.is_file()
+    same = _results_file(tmp_path / "c")
+    assert cli.main(["eval", "compare", a, same, "--out", str(out)]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_errors_stops_and_interrupts_each_end_the_command_with_their_own_line(monkeypatch, capsys):
+    def raising(exc):
+        def command(args):
+            raise exc
+
+        return command
+
+    cases = [(RLTuneError("the recipe names no model"), 2, "rltune: error: the recipe names no model"),
+             (Stopped("stopped on SIGTERM after saving checkpoint-3", 143), 143,
+              "rltune: stopped on SIGTERM after saving checkpoint-3"),
+             (KeyboardInterrupt(), 130, "rltune: interrupted")]  # fmt: skip
+    for exc, code, line in cases:
+        monkeypatch.setattr(cli, "cmd_list", raising(exc))
+        assert cli.main(["list"]) == code
+        assert capsys.readouterr().err.strip() == line
+
+
+def test_demo_model_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    assert cli.main(["demo-model", str(tmp_path / "taken")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+"""The eval runner's parts that need no engine: the completion cache file, the model fingerprint, voting
+over graded samples and the benchmark summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from rltune.eval.metrics import bootstrap_ci
+from rltune.eval.runner import EvalSettings, _Cache, _grade, model_fingerprint, summarize
+
+
+def test_the_cache_reads_good_lines_drops_torn_ones_and_rewrites_the_file(tmp_path, caplog):
+    path = tmp_path / "gsm8k.jsonl"
+    good = [json.dumps({"key": "a", "samples": [{"text": "1"}]}), json.dumps({"key": "b", "samples": [{"text": "2"}]}),
+            json.dumps({"key": "a", "samples": [{"text": "3"}, {"text": "4"}]})]  # fmt: skip
+    path.write_text("\n".join([good[0], "", '{"key": "c", "samp', good[1], '{"key": "d"}', good[2]]) + "\n")
+    with caplog.at_level(logging.WARNING):
+        cache = _Cache(path)
+    # every good line counts, before and after the bad ones; a key's samples add up across lines
+    assert {k: [s["text"] for s in v] for k, v in cache.entries.items()} == {"a": ["1", "3", "4"], "b": ["2"]}
+    assert "line(s) 3, 5 are truncated or garbled" in caplog.text and str(path) in caplog.text
+    assert path.read_text().splitlines() == good
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = _Cache(path)
+    assert again.entries == cache.entries and "garbled" not in caplog.text
+
+
+def test_a_cache_with_only_good_lines_is_left_as_it_is(tmp_path):
+    path = tmp_path / "math.jsonl"
+    text = json.dumps({"key": "a", "samples": [{"text": "1"}]}) + "\n\n"
+    path.write_text(text)
+    assert _Cache(path).entries == {"a": [{"text": "1"}]}
+    assert path.read_text() == text
+    assert _Cache(tmp_path / "missing.jsonl").entries == {}
+
+
+def test_the_fingerprint_follows_each_weight_config_and_tokenizer_file(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    (model / "config.json").write_text("{}")
+    first = model_fingerprint(str(model))
+    assert first.startswith(f"{model} (sha256 ") and model_fingerprint(str(model)) == first
+    (model / "README.md").write_text("not read")
+    assert model_fingerprint(str(model)) == first
+    (model / "tokenizer.json").write_text("{}")
+    assert model_fingerprint(str(model)) != first
+    # the file names are part of the digest: the same bytes under other names are another model
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "model.safetensors").write_bytes(b"weights")
+    (renamed / "config.json").write_text("{}")
+    moved = model_fingerprint(str(renamed)).split("sha256 ")[1]
+    (renamed / "model.safetensors").rename(renamed / "other.safetensors")
+    assert model_fingerprint(str(renamed)).split("sha256 ")[1] != moved
+    assert model_fingerprint("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
+
+
+def test_samples_without_an_answer_never_form_a_majority(tmp_path):
+    """Three samples with no boxed answer and two agreeing wrong ones: the majority is the wrong answer,
+    the unanswered ones are no class at all."""
+    texts = ["no answer", "still none", "nothing", "\\boxed{5}", "\\boxed{5}", "\\boxed{4}"]
+    samples = [[{"text": t, "finish_reason": "stop", "tokens": 3} for t in texts]]
+    settings = EvalSettings(benchmarks=["x"], n=6, k=[1, 6])
+    (problem,) = _grade([{"question": "2+2", "gold": "4"}], samples, settings)
+    assert [s["answer"] for s in problem["samples"]] == [None, None, None, "5", "5", "4"]
+    assert problem["correct"] == 1 and problem["distinct_answers"] == 2
+    assert problem["maj"] == {"1": False, "6": False}
+
+
+def test_the_summary_cis_use_the_run_seed():
+    corrects = [(i * 7) % 5 for i in range(40)]  # of 4 samples each
+    problems = [{"n": 4, "correct": c, "maj": {"1": c > 2}, "distinct_answers": 1,
+                 "samples": [{"correct": i < c, "answer": "1", "finish_reason": "stop", "tokens": 4} for i in range(4)]}
+                for c in corrects]  # fmt: skip
+    means = [c / 4 for c in corrects]
+    assert bootstrap_ci(means, seed=0) != bootstrap_ci(means, seed=7)
+    for seed in (0, 7):
+        metrics = summarize(problems, EvalSettings(benchmarks=["x"], n=4, k=[1], seed=seed), 1.0)
+        assert metrics["mean@4_ci"] == bootstrap_ci(means, seed=seed)
+        assert metrics["pass@1_ci"] == bootstrap_ci(means, seed=seed)
+    assert metrics["mean@4"] == pytest.approx(sum(means) / 40)
