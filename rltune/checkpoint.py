@@ -13,6 +13,7 @@ A run holds `output_dir/.lock` (pid and host) while it trains, so a second run c
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -250,45 +251,87 @@ def check_resume_recipe(checkpoint: Path, current_yaml: str) -> list[tuple[str, 
 
 class OutputLock:
     """`output_dir/.lock` while a run trains there: a second run (another pid, or another host sharing the
-    folder) is refused and told who holds it. A lock left by a process that died on this host is taken over."""
+    folder) is refused and told who holds it. A lock left by a process that died on this host is taken over.
+
+    The file carries an flock for the holder's life, so two processes starting at once cannot both take it
+    (the kernel grants the flock to one) and a crashed holder's flock is gone with it; its content (pid and
+    host) names the holder in the refusal, and refuses a holder on another host sharing the folder, whose
+    flock a network filesystem may not show."""
+
+    _held_here: dict[Path, OutputLock] = {}  # this process's locks, by path: a new trainer takes them over
 
     def __init__(self, output_dir: Path):
         self.path = output_dir / LOCK
-        self.held = False
+        self.fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and not self._stale(holder):
-                    raise RLTuneError(
-                        f"{self.path.parent} is in use by another run (pid {holder.get('pid')} on host "
-                        f"{holder.get('host')}): wait for it, stop it, or choose another train.output_dir "
-                        f"(if that process is gone, delete {self.path})"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # its holder died: take it over
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
+        key = self.path.resolve()
+        earlier = OutputLock._held_here.get(key)
+        if earlier is not None and earlier.fd is not None:  # this process's earlier trainer (a notebook cell)
+            self.fd, earlier.fd = earlier.fd, None
+            OutputLock._held_here[key] = self
             return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self._refuse(self._holder())
+            if not self._still_at_path(fd):  # released and removed between our open and flock: open again
+                os.close(fd)
+                continue
+            holder = self._holder()
+            if holder is not None and not self._stale(holder):
+                os.close(fd)
+                self._refuse(holder)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+            except OSError as exc:  # a full disk: no empty lock left behind
+                self.path.unlink(missing_ok=True)
+                os.close(fd)
+                free = shutil.disk_usage(self.path.parent).free
+                raise RLTuneError(
+                    f"cannot write {self.path}: {exc.strerror or exc} ({free / 1e6:.1f} MB free there)"
+                ) from exc
+            self.fd = fd
+            OutputLock._held_here[key] = self
+            return
+
+    def _still_at_path(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def _refuse(self, holder: dict | None) -> None:
+        who = f"pid {holder.get('pid')} on host {holder.get('host')}" if holder else "a process starting right now"
+        raise RLTuneError(
+            f"{self.path.parent} is in use by another run ({who}): wait for it, stop it, or choose another "
+            f"train.output_dir (if that process is gone, delete {self.path})"
+        ) from None
 
     def _holder(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None  # half-written or vanished: treat as stale
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None  # empty (being written, or left by a crash) or vanished
+        return holder if isinstance(holder, dict) else None
 
     @staticmethod
     def _stale(holder: dict) -> bool:
+        """A lock file whose flock is free: its holder is gone, unless it runs on another host (whose flock a
+        network filesystem may not carry) or the file was written without one (an older rltune)."""
         if holder.get("host") != socket.gethostname():
             return False  # another machine's process cannot be checked from here
         if holder.get("pid") == os.getpid():
-            return True  # this process's earlier trainer (a notebook cell run again)
+            return True
         try:
             os.kill(int(holder["pid"]), 0)
         except ProcessLookupError:
@@ -298,9 +341,11 @@ class OutputLock:
         return False
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # before the flock goes: a waiting opener then sees a new file
+            os.close(self.fd)
+            self.fd = None
+            OutputLock._held_here.pop(self.path.resolve(), None)
 
 
 def claim_output_dir(output_dir: Path, overwrite: bool, accelerator) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -61,26 +62,49 @@ def merge_lora_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    """A standalone model folder at `out` from a training checkpoint, with a README.md model card."""
+    """A standalone model folder at `out` from a training checkpoint, with a README.md model card and a
+    manifest of what it holds. The checkpoint's files are verified against its manifest first (a damaged
+    checkpoint is refused, as resume refuses it); the folder is written beside `out` and renamed into place,
+    so an export cut short leaves no folder that looks complete."""
+    from rltune.checkpoint import MANIFEST, file_digests, verify_checkpoint
+
     checkpoint, out = Path(checkpoint), Path(out)
     if not checkpoint.is_dir():
         raise RLTuneError(f"{checkpoint} is not a checkpoint folder")
-    if out.exists() and any(out.iterdir()):
-        raise RLTuneError(f"{out} exists and is not empty; choose a new folder to export to")
-    if is_lora_checkpoint(checkpoint):
-        merge_lora_checkpoint(checkpoint, out)
-        base = lora_base(checkpoint)
-    elif (checkpoint / "config.json").is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        for file in checkpoint.iterdir():
-            if file.is_file() and file.suffix in _MODEL_FILES:
-                shutil.copy2(file, out / file.name)
-        base = None
-    else:
-        raise RLTuneError(f"{checkpoint} holds neither a model (config.json) nor LoRA adapters (adapter/)")
-    recipe_text = (checkpoint / "recipe.yaml").read_text() if (checkpoint / "recipe.yaml").is_file() else ""
-    step = checkpoint.name.rsplit("-", 1)[-1]
-    (out / "README.md").write_text(model_card(checkpoint.parent, step, recipe_text, base, merged=True))
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RLTuneError(f"{out} exists and is not an empty folder; choose a new folder to export to")
+    verify_checkpoint(checkpoint)
+    tmp = out.parent / f".{out.name}.export-{os.getpid()}.tmp"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_lora_checkpoint(checkpoint):
+            merge_lora_checkpoint(checkpoint, tmp)
+            base = lora_base(checkpoint)
+        elif (checkpoint / "config.json").is_file():
+            tmp.mkdir(parents=True)
+            for file in checkpoint.iterdir():
+                if file.is_file() and file.suffix in _MODEL_FILES and file.name != MANIFEST:
+                    shutil.copy2(file, tmp / file.name)
+            base = None
+        else:
+            raise RLTuneError(f"{checkpoint} holds neither a model (config.json) nor LoRA adapters (adapter/)")
+        recipe_text = (checkpoint / "recipe.yaml").read_text() if (checkpoint / "recipe.yaml").is_file() else ""
+        step = checkpoint.name.rsplit("-", 1)[-1]
+        (tmp / "README.md").write_text(model_card(checkpoint.parent, step, recipe_text, base, merged=True))
+        (tmp / MANIFEST).write_text(json.dumps(file_digests(tmp), indent=1))
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        tmp.rename(out)
+    except (OSError, RuntimeError) as exc:  # safetensors reports a full disk as RuntimeError
+        if isinstance(exc, RuntimeError) and "No space left" not in str(exc):
+            raise
+        free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise RLTuneError(
+            f"cannot export {checkpoint} to {out}: {reason} ({free / 1e9:.2f} GB free there); nothing was written"
+        ) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

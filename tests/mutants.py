@@ -44,6 +44,21 @@ def formula_rows(*settings: str) -> list[str]:
 ASYNC = "tests/test_async.py"
 
 MUTANTS = [
+    # --- reliability round 3 -------------------------------------------------------------------------
+    Mutant(
+        "output lock taken without its flock (two runs starting at once both get it)",
+        "rltune/checkpoint.py",
+        "                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
+        "                pass\n",
+        ["tests/test_checkpoint.py::test_of_many_processes_taking_the_lock_at_once_exactly_one_gets_it"],
+    ),
+    Mutant(
+        "export copies a checkpoint without verifying its manifest",
+        "rltune/export.py",
+        "    verify_checkpoint(checkpoint)\n",
+        "    pass\n",
+        ["tests/test_export.py::test_export_refuses_a_damaged_checkpoint_and_writes_a_manifest_of_its_own"],
+    ),
     # --- defaults, limits, wiring, variants, registries (issue: tests that bite, round 2) ----------------
     Mutant(
         "weight-growth reference reset by every resume",

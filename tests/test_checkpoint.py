@@ -1,12 +1,17 @@
-"""Which checkpoint a resume picks, and how a damaged trainer state is named (without a training run: the
-resume paths through the trainer are in test_reliability.py)."""
+"""Which checkpoint a resume picks, how a damaged trainer state is named, and the output folder's lock under
+contention (without a training run: the resume paths through the trainer are in test_reliability.py)."""
 
 from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from rltune.checkpoint import STATE_FILE, STATE_KEYS, list_checkpoints, load_state, resolve_checkpoint
+from rltune.checkpoint import STATE_FILE, STATE_KEYS, OutputLock, list_checkpoints, load_state, resolve_checkpoint
 from rltune.errors import RLTuneError
 
 
@@ -49,3 +54,43 @@ def test_a_damaged_trainer_state_is_named_with_its_file(tmp_path):
                              {key: rng if key == "rng" else 0 for key in STATE_KEYS})  # fmt: skip
         with pytest.raises(RLTuneError, match=f"{folder / STATE_FILE} is damaged: its RNG states are not a list"):
             load_state(folder)
+
+
+def _contend(folder, start, results, done):
+    start.wait()
+    try:
+        OutputLock(folder).acquire()
+    except RLTuneError:
+        results.put(False)
+        return
+    results.put(True)
+    done.wait(60)  # hold the lock until every contender has tried
+
+
+def test_of_many_processes_taking_the_lock_at_once_exactly_one_gets_it(tmp_path):
+    """Sixteen processes call acquire at the same moment, twenty times, with a stale lock present half the
+    time: each time exactly one holds the lock."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")  # the test process has torch imported: forks start at once
+    contenders = 16
+    for trial in range(20):
+        folder = tmp_path / f"run-{trial}"
+        if trial % 2:
+            folder.mkdir()
+            (folder / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+        start, results, done = context.Barrier(contenders), context.Queue(), context.Event()
+        procs = [context.Process(target=_contend, args=(folder, start, results, done)) for _ in range(contenders)]
+        for proc in procs:
+            proc.start()
+        won = [results.get(timeout=60) for _ in procs]
+        done.set()
+        for proc in procs:
+            proc.join(timeout=60)
+        assert won.count(True) == 1, f"trial {trial}: {won.count(True)} processes took the lock"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

@@ -99,3 +99,70 @@ def test_the_model_card_shows_the_last_metrics_logged_at_its_step(tmp_path):
     assert "base_model: unknown" in card and "for 3 RL steps (full fine-tuning)." in card
     card = model_card(run, 9, "model: {path: org/m}\n", None, merged=True)  # no line for step 9: the last one
     assert "| reward/total | 0.9 |" in card and "base_model: org/m" in card
+
+
+def _saved_checkpoint(tmp_path, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from rltune.checkpoint import save_checkpoint
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    state = {"step": 1, "optimizer": {}, "scheduler": {}, "data": {}, "rng": [{}]}
+    return save_checkpoint(tmp_path / "run", 1, model, tokenizer, state, "model: {path: tiny}\n", keep=2)
+
+
+def test_export_refuses_a_damaged_checkpoint_and_writes_a_manifest_of_its_own(tmp_path, tiny_model_dir):
+    from rltune.checkpoint import MANIFEST, file_digests, verify_checkpoint
+    from rltune.errors import RLTuneError
+    from rltune.export import export_checkpoint
+
+    checkpoint = _saved_checkpoint(tmp_path, tiny_model_dir)
+    out = export_checkpoint(checkpoint, tmp_path / "exported")
+    assert json.loads((out / MANIFEST).read_text()) == file_digests(out)
+    assert "README.md" in file_digests(out) and "trainer_state.pt" not in file_digests(out)
+    verify_checkpoint(out)
+    weights = checkpoint / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RLTuneError, match="model.safetensors changed or vanished"):
+        export_checkpoint(checkpoint, tmp_path / "damaged")
+    assert not (tmp_path / "damaged").exists()
+
+
+def test_export_to_a_file_or_an_unwritable_place_is_one_line(tmp_path, tiny_model_dir):
+    from rltune.errors import RLTuneError
+    from rltune.export import export_checkpoint
+
+    checkpoint = _saved_checkpoint(tmp_path, tiny_model_dir)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(RLTuneError, match="exists and is not an empty folder"):
+        export_checkpoint(checkpoint, tmp_path / "a-file")
+    with pytest.raises(RLTuneError, match=f"cannot export {checkpoint} to {tmp_path / 'a-file' / 'out'}"):
+        export_checkpoint(checkpoint, tmp_path / "a-file" / "out")
+
+
+def test_an_export_cut_short_by_a_full_disk_leaves_nothing_behind(tmp_path, tiny_model_dir, monkeypatch):
+    import errno
+    import shutil
+
+    from rltune.errors import RLTuneError
+    from rltune.export import export_checkpoint
+
+    checkpoint = _saved_checkpoint(tmp_path, tiny_model_dir)
+    copied = []
+    copy = shutil.copy2
+
+    def filling(src, dst):  # the disk fills up after the first file
+        if copied:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        copied.append(src)
+        return copy(src, dst)
+
+    monkeypatch.setattr(shutil, "copy2", filling)
+    with pytest.raises(RLTuneError, match=r"No space left on device \(.* GB free there\); nothing was written"):
+        export_checkpoint(checkpoint, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # neither the folder nor a temporary one
+    monkeypatch.setattr(shutil, "copy2", copy)
+    assert (export_checkpoint(checkpoint, tmp_path / "out") / "model.safetensors").is_file()  # the rerun works

@@ -60,6 +60,27 @@ def test_hard_timeout_kills_and_replaces_the_worker():
         pool.close()
 
 
+def test_a_worker_that_dies_mid_check_counts_wrong_and_is_replaced(caplog):
+    """Killed while it imports math-verify for its first check (a second or more): the answer counts as
+    wrong, the error is counted and logged, and a fresh worker takes the next check."""
+    import threading
+
+    pool = GradingPool(workers=1, timeout_s=60)
+    first = pool._take()
+    pool._idle.put(first)
+    killer = threading.Timer(0.3, first.process.kill)
+    killer.start()
+    try:
+        assert pool.check("12", "12") is False
+        assert pool.errors == 1 and pool.timeouts == 0
+        assert "grading worker died (counted wrong): answer='12' gold='12'" in caplog.text
+        assert pool.check("12", "12") is True
+        assert pool._all == [pool._all[0]] and pool._all[0] is not first
+    finally:
+        killer.cancel()
+        pool.close()
+
+
 def test_grader_workers_live_in_their_own_session_and_end_with_the_pool():
     """Ctrl-C in a terminal reaches the terminal's process group: the trainer gets it and stops the
     workers itself, instead of every worker dying mid-check."""
@@ -230,6 +251,8 @@ def test_multi_valued_golds():
 
     assert is_multi_valued("2, 3") and is_multi_valued(r"\{1,2,3\}") and is_multi_valued(r"\left\{1, 2\right\}")
     assert not is_multi_valued("(1, 2)") and not is_multi_valued("[0, 1)") and not is_multi_valued(r"\frac{1}{2}")
+    # one set: an interval and a point (only a brace around the whole gold encloses a list)
+    assert not is_multi_valued(r"(0, 1) \cup \{3\}") and not is_multi_valued(r"\{3\} \cup (0, 1)")
     assert listed_answer(r"\boxed{1} and \boxed{2}") == "1, 2"
     assert listed_answer(r"\boxed{1} or \boxed{2}") is None and listed_answer(r"\boxed{1}") is None
 
