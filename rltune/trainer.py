@@ -88,7 +88,9 @@ class Trainer:
             claim_output_dir(self.output_dir, t.overwrite_output_dir, self.accelerator)
         self.tokenizer = load_tokenizer(str(checkpoint or cfg.model.path), cfg.model.trust_remote_code)
         context = cfg.rollout.vllm.max_model_len if cfg.rollout.engine == "vllm" else None
-        context = context or context_length(str(checkpoint or cfg.model.path), cfg.model.trust_remote_code)
+        # a LoRA checkpoint holds adapters and no config.json: the context is its base model's
+        config_path = str(checkpoint) if checkpoint and not cfg.model.lora else cfg.model.path
+        context = context or context_length(config_path, cfg.model.trust_remote_code)
         self.data = PromptSource(
             cfg.data,
             self.tokenizer,

@@ -53,6 +53,13 @@ MUTANTS = [
         ["tests/test_checkpoint.py::test_of_many_processes_taking_the_lock_at_once_exactly_one_gets_it"],
     ),
     Mutant(
+        "LoRA resume reads the model config from the checkpoint (which holds adapters only)",
+        "rltune/trainer.py",
+        "        config_path = str(checkpoint) if checkpoint and not cfg.model.lora else cfg.model.path\n",
+        "        config_path = str(checkpoint or cfg.model.path)\n",
+        ["tests/test_trainer.py::test_resume_continues_exactly[hf-lora]"],
+    ),
+    Mutant(
         "export copies a checkpoint without verifying its manifest",
         "rltune/export.py",
         "    verify_checkpoint(checkpoint)\n",

@@ -47,7 +47,7 @@ def test_a_lora_checkpoint_exports_merged_and_evaluates_directly(tmp_path, demo_
     assert str(tmp_path / "ev" / "merged-model") in results["model"]
 
     refused = run_rltune("export", str(checkpoint), str(out), cwd=tmp_path, ok=False)
-    assert refused.returncode != 0 and "exists and is not empty" in refused.stderr
+    assert refused.returncode != 0 and "exists and is not an empty folder" in refused.stderr
 
 
 def test_a_full_checkpoint_exports_its_model_files_and_a_card(tmp_path, demo_assets):
