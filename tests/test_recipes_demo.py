@@ -1,5 +1,6 @@
-"""Every CPU recipe runs for a few steps through the commands a user types: `rltune demo RECIPE` (the real
-vLLM CPU engine, accuracy before and after) for the RL recipes, `rltune sft` for the SFT one. They share
+"""Every CPU recipe runs for a few steps through the commands a user types: `rltune demo RECIPE` (accuracy
+before and after; the demo recipe and its variants on the real vLLM CPU engine, the other methods on the hf
+engine) for the RL recipes, `rltune sft` for the SFT one. They share
 one warmed-up demo model; each run checks the metrics its method writes."""
 
 import json
@@ -36,6 +37,8 @@ def test_rl_recipe_runs_through_rltune_demo(tmp_path, demo_assets, name):
     overrides = [f"model.path={model_dir}", f"data.path={data_file}", f"train.output_dir={out}", *SHORT, *extra]
     if name == "t1_entropy_cpu":  # keep_per_group 8 of group_size 16 is the recipe's own; fewer samples per prompt
         overrides += ["rollout.group_size=8", "algorithm.keep_per_group=4"]
+    if name != "demo_cpu":  # the method is what differs: its rollouts on the hf engine, which starts at once
+        overrides += ["rollout.engine=hf"]
     proc = run_rltune("demo", REPO / "recipes" / f"{name}.yaml", *overrides, cwd=tmp_path)
 
     summary = json.loads((out / "demo_summary.json").read_text())
