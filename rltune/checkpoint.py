@@ -157,7 +157,7 @@ def file_digests(folder: Path) -> dict[str, str]:
 def verify_checkpoint(path: Path) -> None:
     """Every file as the manifest recorded it at save (checkpoints written before manifests pass)."""
     if not (path / MANIFEST).is_file():
-        log.warning("%s has no %s (written by an older rltune): its files cannot be verified", path, MANIFEST)
+        log.warning("%s: not verified: no %s (deleted, or written by an older rltune)", path, MANIFEST)
         return
     try:
         recorded = json.loads((path / MANIFEST).read_text())
@@ -260,8 +260,9 @@ class OutputLock:
 
     _held_here: dict[Path, OutputLock] = {}  # this process's locks, by path: a new trainer takes them over
 
-    def __init__(self, output_dir: Path):
+    def __init__(self, output_dir: Path, setting: str = "train.output_dir"):
         self.path = output_dir / LOCK
+        self.setting = setting  # what the user changes to go elsewhere, named in the refusal
         self.fd: int | None = None
 
     @property
@@ -314,7 +315,7 @@ class OutputLock:
         who = f"pid {holder.get('pid')} on host {holder.get('host')}" if holder else "a process starting right now"
         raise RLTuneError(
             f"{self.path.parent} is in use by another run ({who}): wait for it, stop it, or choose another "
-            f"train.output_dir (if that process is gone, delete {self.path})"
+            f"{self.setting} (if that process is gone, delete {self.path})"
         ) from None
 
     def _holder(self) -> dict | None:

@@ -8,12 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rltune.errors import RLTuneError, Stopped
+
+if TYPE_CHECKING:
+    from rltune.eval.runner import EvalSettings
 
 log = logging.getLogger("rltune")
 
@@ -173,12 +178,8 @@ def _int_list(text: str) -> list[int]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Sample, grade and score a model on benchmarks; writes results.json, the cache and a pass@k plot."""
-    from rltune.config import ModelConfig
-    from rltune.eval.plots import plot_pass_at_k
-    from rltune.eval.runner import EvalSettings, evaluate, format_table, model_fingerprint
-    from rltune.export import is_lora_checkpoint, merge_lora_checkpoint
-    from rltune.models import load_causal_lm, load_tokenizer
-    from rltune.rollout import build_engine
+    from rltune.checkpoint import OutputLock
+    from rltune.eval.runner import EvalSettings
 
     settings = EvalSettings(
         benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()],
@@ -196,6 +197,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     settings.check()
     out = Path(args.out)
+    lock = OutputLock(out, setting="--out")  # two evals into one folder would replace each other's results
+    lock.acquire()
+    try:
+        return _run_eval(args, settings, out)
+    finally:
+        lock.release()
+
+
+def _run_eval(args: argparse.Namespace, settings: EvalSettings, out: Path) -> int:
+    from rltune.config import ModelConfig
+    from rltune.eval.plots import plot_pass_at_k
+    from rltune.eval.runner import evaluate, format_table, model_fingerprint
+    from rltune.export import is_lora_checkpoint, merge_lora_checkpoint
+    from rltune.models import load_causal_lm, load_tokenizer
+    from rltune.rollout import build_engine
+
     model_path = args.model
     if is_lora_checkpoint(model_path):  # a LoRA run's checkpoint: its adapters merged into their base
         model_path = str(merge_lora_checkpoint(model_path, out / "merged-model"))
@@ -468,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `rltune list | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except Stopped as exc:
         print(f"rltune: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -445,7 +445,8 @@ def check_ranges(config: Any, source: str, prefix: str = "") -> None:
                 raise ConfigError(f"{source}: {key} {message}, got {bad[0]!r}")
 
 
-_ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+# `$${` is a literal `${`; `${env:NAME}` a placeholder; any other `${` a mistake
+_ENV_TOKEN = re.compile(r"\$\$\{|\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 
 
 def resolve_env(config: Any, source: str) -> None:
@@ -454,14 +455,25 @@ def resolve_env(config: Any, source: str) -> None:
     recipe: `recipe_yaml` writes them, never the values, into checkpoints and trackers."""
     placeholders: dict[tuple, str] = {}
 
+    def substitute(match: re.Match, where: str, value: str) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name = match.group(1)
+        if name is None:
+            raise ConfigError(
+                f"{source}: {where}: a malformed placeholder in {value!r}: write ${{env:NAME}} (NAME of letters, "
+                "digits and _), or $${ for a literal ${"
+            )
+        if name not in os.environ:
+            raise ConfigError(f"{source}: {where} names the environment variable {name}, which is not set")
+        return os.environ[name]
+
     def resolve(value: Any, path: tuple) -> Any:
-        if isinstance(value, str) and _ENV_REFERENCE.search(value):
-            missing = [name for name in _ENV_REFERENCE.findall(value) if name not in os.environ]
-            if missing:
-                where = ".".join(map(str, path))
-                raise ConfigError(f"{source}: {where} names the environment variable {missing[0]}, which is not set")
-            placeholders[path] = value
-            return _ENV_REFERENCE.sub(lambda m: os.environ[m.group(1)], value)
+        if isinstance(value, str) and "${" in value:
+            where = ".".join(map(str, path))
+            resolved = _ENV_TOKEN.sub(lambda m: substitute(m, where, value), value)
+            placeholders[path] = value  # written back as typed: checkpoints and trackers never see a secret
+            return resolved
         if isinstance(value, dict):
             return {k: resolve(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
@@ -610,6 +622,11 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
     if tp is float and isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        if isinstance(value, str) and "${" in value:
+            raise ConfigError(
+                f"{source}: {key} must be of type {tp.__name__}: ${{env:NAME}} placeholders work in text fields "
+                "only; write the value itself"
+            )
         raise ConfigError(f"{source}: {key} must be of type {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
 

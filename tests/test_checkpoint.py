@@ -38,9 +38,10 @@ def test_latest_is_the_newest_complete_checkpoint_and_a_path_is_taken_as_named(t
         resolve_checkpoint("latest", tmp_path / "empty")
 
 
-def test_a_damaged_trainer_state_is_named_with_its_file(tmp_path):
+def test_a_damaged_trainer_state_is_named_with_its_file(tmp_path, caplog):
     good = _checkpoint(tmp_path / "checkpoint-1")
     assert load_state(good)["step"] == 0
+    assert f"{good}: not verified: no manifest.json" in caplog.text  # deleted, or an older rltune's
     unreadable = tmp_path / "checkpoint-2"
     unreadable.mkdir()
     (unreadable / STATE_FILE).write_bytes(b"not a torch file")

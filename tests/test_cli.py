@@ -4,6 +4,8 @@ test_day_one.py check the entry points themselves)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +93,29 @@ def test_demo_model_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
     (tmp_path / "taken" / "file").write_text("x")
     assert cli.main(["demo-model", str(tmp_path / "taken")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "rltune", "list"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline() == "rewards:\n"
+    proc.stdout.close()  # `rltune list | head -1`
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_an_eval_into_a_folder_another_eval_writes_is_refused(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "eval"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from rltune.checkpoint import OutputLock; "
+         "OutputLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        code = cli.main(["eval", "--model", str(tiny_model_dir), "--benchmarks", "x.jsonl:q:a", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"in use by another run (pid {holder.pid} on host" in err and "choose another --out" in err
+    finally:
+        holder.kill()
+        holder.wait()

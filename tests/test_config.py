@@ -148,3 +148,19 @@ def test_a_reward_given_as_a_python_object_must_be_callable():
         validate(cfg)
     cfg.rewards = [RewardSpec("mine", function=len)]
     validate(cfg)
+
+
+def test_placeholders_resolve_escape_and_refuse_malformed_ones(tmp_path, monkeypatch):
+    from rltune.config import recipe_yaml
+
+    monkeypatch.setenv("RLTUNE_TEST_TOKEN", "tok-123")
+    text = BASE.replace("{path: m}", "{path: 'org/${env:RLTUNE_TEST_TOKEN}/m'}")
+    cfg = load_recipe(write(tmp_path, text + "train: {run_name: 'cost $${HOME} ${env:RLTUNE_TEST_TOKEN}'}\n"))
+    assert cfg.model.path == "org/tok-123/m" and cfg.train.run_name == "cost ${HOME} tok-123"
+    saved = recipe_yaml(cfg)
+    assert "tok-123" not in saved and "cost $${HOME} ${env:RLTUNE_TEST_TOKEN}" in saved
+    for bad in ["${env:}", "${env:RLTUNE_TEST_TOKEN", "${ENV:RLTUNE_TEST_TOKEN}", "a ${HOME} b"]:
+        with pytest.raises(ConfigError, match=r"train.run_name: a malformed placeholder in .*or \$\$\{ for a literal"):
+            load_recipe(write(tmp_path, BASE + f"train: {{run_name: '{bad}'}}\n"))
+    with pytest.raises(ConfigError, match=r"train.lr must be of type float: \$\{env:NAME\} placeholders work in text"):
+        load_recipe(write(tmp_path, BASE + "train: {lr: '${env:RLTUNE_TEST_TOKEN}'}\n"))
