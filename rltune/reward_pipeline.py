@@ -56,10 +56,18 @@ def _shown(value: Any) -> str:
 
 
 def _number(comp: "_Component", value: Any, label: str = "a completion") -> float:
-    """A reward value as a float; anything but a real number (or a one-element tensor/array) stops the run
-    naming the reward: a wrong return type is a bug in the reward, not a sample that scores 0."""
-    if isinstance(value, (numbers.Real, np.generic)) or (isinstance(value, torch.Tensor) and value.numel() == 1):
-        return float(value)
+    """A reward value as a float. A number is a real one: a Python or numpy bool, integer or float, or a
+    one-element tensor or array holding one. Anything else (text, a complex number, a date, a list) stops the
+    run naming the reward: a wrong return type is a bug in the reward, not a sample that scores 0."""
+    if (isinstance(value, np.ndarray) and value.size == 1) or (isinstance(value, torch.Tensor) and value.numel() == 1):
+        value = value.item()
+    if isinstance(value, (numbers.Real, np.bool_)):
+        try:
+            return float(value)
+        except OverflowError:
+            raise RLTuneError(
+                f"reward {comp.name!r} returned {_shown(value)} for {label}: too large for a float"
+            ) from None
     raise RLTuneError(
         f"reward {comp.name!r} returned {_shown(value)} for {label}; a reward returns a number (a group reward: one "
         "number per completion; a token-level reward: one per token)"
@@ -195,7 +203,7 @@ class RewardPipeline:
             raise RLTuneError(f"reward {comp.name!r} returned a dict without a 'score' entry: {sorted(named)}")
         out = {}
         for key, value in named.items():
-            if comp.group and not isinstance(value, (list, tuple, torch.Tensor)):
+            if comp.group and not isinstance(value, (list, tuple, torch.Tensor, np.ndarray)):
                 raise RLTuneError(
                     f"group reward {comp.name!r} returned {_shown(value)} as its {key} for {label}; a group reward "
                     f"returns a list of {size} numbers, one per completion of the group"

@@ -101,6 +101,17 @@ def test_wrong_return_types_name_the_reward_and_the_value():
     group = RewardSpec(function=type("G", (), {"group": True, "__call__": lambda self, cs, row: 1.0})(), name="g")
     with pytest.raises(RLTuneError, match=r"group reward 'g' returned 1.0 \(float\).*a list of 2 numbers"):
         score([group], [["a", "b"]])
+    # one rule for numbers: real ones only, the reward named
+    for value, shown in [(10**400, "too large for a float"), (np.str_("0.5"), "(str_)"),
+                         (np.datetime64("2026-01-01"), "(datetime64)"), (1 + 2j, "(1+2j) (complex)"),
+                         (np.complex128(1 + 0j), "(complex128)"), (torch.tensor(1j), "(complex)")]:  # fmt: skip
+        spec = RewardSpec(function=lambda c, row, value=value: value, name="odd")
+        with pytest.raises(RLTuneError, match=r"reward 'odd' returned .*" + re.escape(shown)):
+            score([spec], [["a"]])
+    arrays = type("A", (), {"group": True, "__call__": lambda self, cs, row: np.array([0.5, 1.0])})()
+    batch, _ = score([RewardSpec(function=arrays, name="arr"), RewardSpec(function=lambda c, row: True, name="b")],
+                     [["a", "b"]])  # fmt: skip
+    assert batch.rewards.tolist() == [1.5, 2.0]  # a group reward's 1-D array, and a bool as 1
     numpy_and_tensor = [RewardSpec(function=lambda c, row: np.float32(0.5), name="np")]
     numpy_and_tensor.append(RewardSpec(function=lambda c, row: torch.tensor(0.25), name="pt"))
     batch, _ = score(numpy_and_tensor, [["a"]])
