@@ -22,7 +22,7 @@ def _field(row: dict[str, Any], *names: str) -> Any:
     for name in names:
         if name in row and row[name] is not None:
             return row[name]
-    raise RLTuneError(f"benchmark row has none of the fields {names}; it has {sorted(row)}")
+    raise RLTuneError(f"no value in {' or '.join(map(repr, names))} (missing or null); its fields: {sorted(row)}")
 
 
 def gsm8k_gold(row: dict[str, Any]) -> str:
@@ -90,9 +90,9 @@ class Benchmark:
             path = Path(self.local_file) if own_file else Path(data_dir) / self.local_file
             if not path.is_file():
                 raise RLTuneError(f"benchmark {self.name!r}: {path} does not exist (is --data-dir right?)")
-            rows = load_rows(str(path))
+            rows, source = load_rows(str(path)), str(path)
         elif self.hub_path:
-            rows = load_rows(self.hub_path, self.hub_split, self.hub_subset)
+            rows, source = load_rows(self.hub_path, self.hub_split, self.hub_subset), self.hub_path
         else:
             raise RLTuneError(f"benchmark {self.name!r} has no hub copy; give --data-dir")
         out = []
@@ -100,8 +100,10 @@ class Benchmark:
             if limit is not None and i >= limit:
                 break
             item = dict(row)
-            item["question"] = self.question(item)
-            item["gold"] = self.gold(item)
+            try:
+                item["question"], item["gold"] = self.question(row), self.gold(row)
+            except RLTuneError as exc:
+                raise RLTuneError(f"benchmark {self.name!r}: row {i + 1} of {source}: {exc}") from None
             out.append(item)
         return out
 
