@@ -1,8 +1,8 @@
 """Stop on SIGINT (Ctrl-C) and SIGTERM (schedulers, preemption) with a checkpoint instead of a traceback.
 
 The first signal asks the trainer to finish the step in progress, save a checkpoint and exit. If that
-step does not end within `grace_s` seconds (`train.save_on_signal_s`), or a second signal comes, the
-process exits at once without one: the checkpoint before stays the latest, and resuming from it is exact.
+step does not end within `grace_s` seconds (`train.save_on_signal_s`), or a second signal comes (more than
+REPEAT_WINDOW_S after the first), the process exits at once without one: the checkpoint before stays the latest, and resuming from it is exact.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ import os
 import signal
 import sys
 import threading
+import time
 
 log = logging.getLogger("rltune")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REPEAT_WINDOW_S = 1.0
+"""A signal this soon after the first is the same request delivered twice (a wrapper such as `timeout`, or a
+launcher, signals the process and also its group): it is ignored. A later one stops at once."""
 
 
 class GracefulStop:
@@ -24,6 +28,7 @@ class GracefulStop:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
         self._timer: threading.Timer | None = None
+        self._first_at = 0.0
 
     @property
     def requested(self) -> bool:
@@ -48,8 +53,10 @@ class GracefulStop:
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
         if self.requested:
+            if time.monotonic() - self._first_at < REPEAT_WINDOW_S:
+                return
             self._exit_now(f"{name} again")
-        self.signum = signum
+        self.signum, self._first_at = signum, time.monotonic()
         log.warning(
             "%s: finishing this step and saving a checkpoint (at most %.0fs; %s again stops at once without one)",
             name,
