@@ -111,12 +111,28 @@ def import_object(path: str, kind: str = "object") -> Any:
             raise ConfigError(
                 f"importing {module_name!r} for {kind} {path!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        _refuse_shadowed(module_name, Path(cwd), kind, path)
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError(f"{module_name!r} has no attribute {attr!r} (for {kind} {path!r})")
         obj = getattr(obj, part)
     return obj
+
+
+def _refuse_shadowed(module_name: str, cwd: Path, kind: str, path: str) -> None:
+    """A file or folder in the working folder named like an installed module (a local math_verify.py) is not
+    what `import` finds: the installed module comes first on the path. Name both rather than use the wrong one."""
+    top = module_name.split(".")[0]
+    local = next((p for p in (cwd / f"{top}.py", cwd / top) if p.exists()), None)
+    found = getattr(sys.modules.get(top), "__file__", None)
+    if local is None or found is None or Path(found).resolve().is_relative_to(cwd.resolve()):
+        return
+    hint = f"'./{top}.py:{path.rpartition(':')[2]}'" if local.suffix == ".py" else "a path to the file ('dir/file.py:attr')"
+    raise ConfigError(
+        f"{kind} {path!r}: {top!r} is the installed module {found}, not {local} in the working folder; name "
+        f"the file instead: {hint}"
+    )
 
 
 def _import_file(file: Path, kind: str, path: str) -> ModuleType:

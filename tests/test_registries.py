@@ -51,3 +51,14 @@ def test_an_unknown_name_suggests_the_closest_and_import_paths_bypass_the_regist
     with pytest.raises(ConfigError, match="Did you mean 'math_accuracy'"):
         REWARDS.get("math_acuracy")
     assert REWARDS.get("plugins.my_rewards:brevity").__name__ == "brevity"
+
+
+def test_a_local_file_named_like_an_installed_module_is_named_not_silently_replaced(tmp_path, monkeypatch):
+    from rltune.registry import import_object
+
+    (tmp_path / "math_verify.py").write_text("def f(completion, row):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"'math_verify' is the installed module .*math_verify/__init__.py, not "
+                       rf"{tmp_path / 'math_verify.py'} in the working folder; name the file instead: './math_verify.py:f'"):
+        import_object("math_verify:f", "reward")
+    assert import_object("./math_verify.py:f", "reward")(None, {}) == 1.0
