@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 MANIFEST = "manifest.json"
+LORA_BASE = "base_model.json"  # in a LoRA checkpoint's adapter/: which base model the adapters belong to
 LOCK = ".lock"
 # What resuming needs from trainer_state.pt
 STATE_KEYS = ("step", "optimizer", "scheduler", "data", "rng")
@@ -93,6 +95,8 @@ def save_checkpoint(
         tmp.mkdir()
         if hasattr(model, "peft_config"):
             model.save_pretrained(tmp / "adapter", state_dict=weights)
+            base = model.peft_config["default"].base_model_name_or_path
+            (tmp / "adapter" / LORA_BASE).write_text(json.dumps(base_identity(base), indent=1))
         else:
             model.save_pretrained(tmp, state_dict=weights)
         tokenizer.save_pretrained(tmp)
@@ -140,6 +144,28 @@ def resolve_checkpoint(resume_from: str, output_dir: Path) -> Path:
     if not (path / STATE_FILE).is_file():
         raise RLTuneError(f"train.resume_from={resume_from!r} is not a checkpoint folder (no {STATE_FILE} in it)")
     return path
+
+
+def base_identity(base: str) -> dict[str, str | None]:
+    """What a LoRA checkpoint's adapters were trained on: the base model's absolute path and a sha256 over its
+    weight files when it is a local folder (a hub id is kept as typed)."""
+    folder = Path(base).expanduser()
+    if not folder.is_dir():
+        return {"base_model": base, "weights_sha256": None}
+    return {"base_model": str(folder.resolve()), "weights_sha256": _weights_sha256(folder.resolve(), _stamp(folder))}
+
+
+def _stamp(folder: Path) -> tuple:
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("*")) if p.is_file())
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_sha256(folder: Path, stamp: tuple) -> str:
+    """sha256 over the weight files' digests; `stamp` (names, sizes, mtimes) keys the cache: once per save
+    would rehash a whole base model every checkpoint."""
+    digests = file_digests(folder)
+    weights = sorted(f"{name}:{d}" for name, d in digests.items() if name.endswith((".safetensors", ".bin")))
+    return hashlib.sha256("\n".join(weights).encode()).hexdigest()
 
 
 def file_digests(folder: Path) -> dict[str, str]:

@@ -30,7 +30,13 @@ def is_lora_checkpoint(folder: str | Path) -> bool:
 
 
 def lora_base(checkpoint: Path) -> str:
-    """The base model the checkpoint's adapters were trained on: the adapter config's, else the recipe's."""
+    """The base model the checkpoint's adapters were trained on: as recorded at training time (an absolute
+    path), else the adapter config's, else the recipe's."""
+    from rltune.checkpoint import LORA_BASE
+
+    recorded = checkpoint / "adapter" / LORA_BASE
+    if recorded.is_file():
+        return json.loads(recorded.read_text())["base_model"]
     config = json.loads((checkpoint / "adapter" / "adapter_config.json").read_text())
     base = config.get("base_model_name_or_path")
     if not base and (checkpoint / "recipe.yaml").is_file():
@@ -45,8 +51,19 @@ def merge_lora_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rltune.checkpoint import LORA_BASE, base_identity
+
     checkpoint, out = Path(checkpoint), Path(out)
     base = lora_base(checkpoint)
+    recorded = checkpoint / "adapter" / LORA_BASE
+    trained_on = json.loads(recorded.read_text()).get("weights_sha256") if recorded.is_file() else None
+    now = base_identity(base)["weights_sha256"]
+    if trained_on and now != trained_on:
+        raise RLTuneError(
+            f"{checkpoint}: its adapters were trained on {base} with weights sha256 {trained_on[:16]}, but the "
+            f"model there now is {'gone' if now is None else f'another one (sha256 {now[:16]})'}; merging into "
+            "it would give a model nobody trained. Put the original base model back at that path"
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(base)
     except OSError as exc:

@@ -60,6 +60,13 @@ MUTANTS = [
         ["tests/test_trainer.py::test_resume_continues_exactly[hf-lora]"],
     ),
     Mutant(
+        "LoRA adapters merged into whatever model sits at their base path",
+        "rltune/export.py",
+        "    if trained_on and now != trained_on:\n",
+        "    if False:\n",
+        ["tests/test_export.py::test_lora_adapters_refuse_a_base_model_replaced_at_their_path"],
+    ),
+    Mutant(
         "export copies a checkpoint without verifying its manifest",
         "rltune/export.py",
         "    verify_checkpoint(checkpoint)\n",

@@ -166,3 +166,33 @@ def test_an_export_cut_short_by_a_full_disk_leaves_nothing_behind(tmp_path, tiny
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # neither the folder nor a temporary one
     monkeypatch.setattr(shutil, "copy2", copy)
     assert (export_checkpoint(checkpoint, tmp_path / "out") / "model.safetensors").is_file()  # the rerun works
+
+
+def test_lora_adapters_refuse_a_base_model_replaced_at_their_path(tmp_path, demo_assets, monkeypatch):
+    import shutil
+
+    from rltune.cli import main
+    from rltune.demo import build_tiny_model
+    from rltune.errors import RLTuneError
+    from rltune.export import export_checkpoint, lora_base
+
+    pytest.importorskip("peft")
+    base = tmp_path / "base"
+    shutil.copytree(demo_assets[0], base)
+    monkeypatch.chdir(tmp_path)
+    lora = {"path": "base", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}}  # a relative path
+    trainer = Trainer(recipe(tmp_path, *demo_assets, model=lora, train={"steps": 1}))
+    trainer.train()
+    trainer.close()
+    checkpoint = tmp_path / "run" / "checkpoint-1"
+    assert lora_base(checkpoint) == str(base)  # recorded absolute: export and eval work from any folder
+    assert (export_checkpoint(checkpoint, tmp_path / "good") / "model.safetensors").is_file()
+    vocab = AutoModelForCausalLM.from_pretrained(base).config.vocab_size
+    build_tiny_model(vocab, seed=1).save_pretrained(base)  # another model at the same path
+    with pytest.raises(RLTuneError, match=rf"trained on {base} with weights sha256 \w+, but the model there now is "
+                       r"another one \(sha256 \w+\)"):  # fmt: skip
+        export_checkpoint(checkpoint, tmp_path / "bad")
+    bench = tmp_path / "sums.jsonl"
+    bench.write_text(json.dumps({"question": "1+1=", "answer": "2"}) + "\n")
+    args = ["eval", "--model", str(checkpoint), "--benchmarks", f"{bench}:question:answer", "--engine", "hf"]
+    assert main([*args, "--out", str(tmp_path / "ev")]) == 2
