@@ -460,15 +460,17 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
         # measured under the test that started it, and one that is killed at the end leaves no data. The
         # tests that call into the module reach it too.
         covering = covering.union(*(t for f, t in by_function.items() if f not in child_only))
+    own_file = f"tests/test_{Path(mutant.module).stem}.py"
+    # Where a function runs in child processes, attribution misses the tests that reach it through a
+    # long-lived worker (killed at the end, never measured): the module's own test file comes first there,
+    # and so it does where no test of that file was seen to reach the function.
+    own_first = mutant.function in child_only or not any(t.startswith(own_file + "::") for t in covering)
+    covering = covering | {t for ts in by_function.values() for t in ts if t.startswith(own_file + "::")}
     # the fast tests that reach it; the end-to-end ones only where no fast test does
     covering = covering - slow or covering
-    own_file = f"tests/test_{Path(mutant.module).stem}.py"
     words = {w for w in identifiers(mutant.diff) if len(w) > 2} if mutant.function is None else set()
     texts = {f: (REPO / f).read_text() for f in {t.split("::")[0] for t in covering}} if words else {}
 
-    # Where a function runs in child processes, attribution misses the tests that reach it through a
-    # long-lived worker: the module's own test file comes first there.
-    own_first = mutant.function in child_only
 
     def rank(test: str) -> tuple:
         file = test.split("::")[0]
