@@ -106,16 +106,16 @@ def test_async_zero_is_the_on_policy_loop(tmp_path, demo_assets):
     assert any(not torch.equal(default[n], one[n]) for n in default)
 
 
-@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.slow)])
-def test_async_runs_reproduce_and_resume_exactly(tmp_path, demo_assets, engine):
+@pytest.mark.parametrize("engine, k", [("hf", 1), ("hf", 2), pytest.param("vllm", 1, marks=pytest.mark.slow)])
+def test_async_runs_reproduce_and_resume_exactly(tmp_path, demo_assets, engine, k):
     """Two async runs with the same seed give the same metrics and weights; a run resumed from a checkpoint
-    (holding the batch already sampled for the next step) ends as the uninterrupted one did."""
+    (holding the k batches already sampled for the next steps) ends as the uninterrupted one did."""
     if engine == "vllm":
         pytest.importorskip("vllm")
 
     def run(folder, **train):
         cfg = recipe(
-            tmp_path / folder, demo_assets, 1, engine=engine, train={"save_every": 2, "keep_checkpoints": 5, **train}
+            tmp_path / folder, demo_assets, k, engine=engine, train={"save_every": 2, "keep_checkpoints": 5, **train}
         )
         with Trainer(cfg) as trainer:
             start = trainer.step
@@ -130,8 +130,10 @@ def test_async_runs_reproduce_and_resume_exactly(tmp_path, demo_assets, engine):
     assert [[m[k] for k in keys] for m in first_lines] == [[m[k] for k in keys] for m in second_lines]
     assert all(torch.equal(first[n], second[n]) for n in first)
 
+    assert all(0 <= m["async/generation_wait_s"] < 300 for m in first_lines)  # seconds the producer waited
     state = load_state(tmp_path / "a" / "run" / "checkpoint-2")
-    assert [p["policy_versions"][0] for p in state["in_flight"]] == [1]  # step 3's batch, sampled by version 1
+    # steps 3..2+k's batches, each sampled by the weights k updates before its step
+    assert [p["policy_versions"][0] for p in state["in_flight"]] == [2 + i - k for i in range(k)]
     start, resumed, resumed_lines = run("c", resume_from=str(tmp_path / "a" / "run" / "checkpoint-2"))
     assert start == 2
     assert [[m[k] for k in keys] for m in resumed_lines] == [[m[k] for k in keys] for m in first_lines[2:]]
