@@ -105,13 +105,13 @@ def save_checkpoint(
             (tmp / "README.md").write_text(card)
         torch.save(state, tmp / STATE_FILE)
         (tmp / MANIFEST).write_text(json.dumps(file_digests(tmp), indent=1))
-    except (OSError, RuntimeError) as exc:  # safetensors and torch.save report a full disk as RuntimeError
+    except Exception as exc:  # a full disk: OSError, safetensors' SafetensorError, torch's "unexpected pos"
         shutil.rmtree(tmp, ignore_errors=True)
-        if getattr(exc, "errno", None) != errno.ENOSPC and "No space left" not in str(exc):
-            raise
         # weights, plus about two optimizer moments of the trained ones in float32
         need = sum(t.numel() * t.element_size() for t in tensors.values()) * 3
         free = shutil.disk_usage(output_dir).free
+        if getattr(exc, "errno", None) != errno.ENOSPC and "No space left" not in str(exc) and free >= need:
+            raise  # not the disk (torch reports a short write only as "unexpected pos")
         raise RLTuneError(
             f"no space left on the device of {output_dir} while writing checkpoint-{step}: {free / 1e9:.2f} GB free, "
             f"a checkpoint needs about {need / 1e9:.2f} GB. Free space there (or lower train.keep_checkpoints) and "

@@ -95,3 +95,28 @@ def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.5 MB tmpfs: room for the tiny model's weights, not for its trainer state too (skipped where
+    mounting is not allowed)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)  # lazy: a failed save may still hold a file
+
+
+@pytest.mark.parametrize("state_size", [100_000, 1_000_000], ids=["state-write-fails", "weights-write-fails"])
+def test_a_full_disk_while_saving_says_so_and_leaves_no_partial_checkpoint(small_disk, state_size):
+    from rltune.checkpoint import save_checkpoint
+    from rltune.demo import build_tiny_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build_tiny_model(len(tokenizer), hidden=128 if state_size < 1_000_000 else 256)
+    state = {"step": 1, "optimizer": {"m": torch.zeros(state_size)}, "scheduler": {}, "data": {}, "rng": [{}]}
+    with pytest.raises(RLTuneError, match=r"no space left on the device of .* while writing checkpoint-1: .* GB free"):
+        save_checkpoint(small_disk / "run", 1, model, tokenizer, state, "recipe", keep=2)
+    assert list((small_disk / "run").iterdir()) == []
