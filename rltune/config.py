@@ -646,9 +646,15 @@ def check_before_loading(cfg: RecipeConfig, source: str = "recipe", data_given: 
     written. `data_given`: the prompts come as a dataset object (the Python API), not from data.path."""
     validate(cfg, source)
     paths = [("model.path", cfg.model.path)] + ([] if data_given else [("data.path", cfg.data.path)])
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     for key, path in paths:
         if looks_local(path) and not Path(path).expanduser().exists():
             raise ConfigError(f"{source}: {key} {path!r} does not exist (a local path; a hub id looks like 'org/name')")
+        if offline and key == "model.path" and not Path(path).expanduser().exists() and not _in_hub_cache(path):
+            raise ConfigError(
+                f"{source}: {key} {path!r} is no local folder, and HF_HUB_OFFLINE is set: the hub cannot be asked "
+                "and its cache holds no copy. Give the model's folder, or download it first"
+            )
     out = Path(cfg.train.output_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{source}: train.output_dir {str(out)!r} is a file, not a folder")
@@ -659,6 +665,15 @@ def check_before_loading(cfg: RecipeConfig, source: str = "recipe", data_given: 
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"{source}: train.output_dir {str(out)!r} cannot be written: {exc.strerror or exc}") from exc
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id either
+        return False
 
 
 def validate(cfg: RecipeConfig, source: str = "recipe") -> None:

@@ -164,3 +164,20 @@ def test_placeholders_resolve_escape_and_refuse_malformed_ones(tmp_path, monkeyp
             load_recipe(write(tmp_path, BASE + f"train: {{run_name: '{bad}'}}\n"))
     with pytest.raises(ConfigError, match=r"train.lr must be of type float: \$\{env:NAME\} placeholders work in text"):
         load_recipe(write(tmp_path, BASE + "train: {lr: '${env:RLTUNE_TEST_TOKEN}'}\n"))
+
+
+def test_an_uncached_hub_model_offline_is_named_at_once(tmp_path, monkeypatch):
+    import time
+
+    from rltune.config import check_before_loading
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    cfg = load_recipe(write(tmp_path, "model: {path: someone/no-such-model}\ndata: {path: d.jsonl}\n"
+                                      f"train: {{output_dir: {tmp_path / 'run'}}}\n"))  # fmt: skip
+    (tmp_path / "d.jsonl").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="'someone/no-such-model' is no local folder, and HF_HUB_OFFLINE is set"):
+        check_before_loading(cfg)
+    assert time.monotonic() - started < 5
