@@ -92,9 +92,20 @@ class PromptSource:
         limit, limit_source = cfg.max_prompt_tokens, "data.max_prompt_tokens"
         if context_limit is not None and (limit is None or context_limit < limit):
             limit, limit_source = context_limit, "the rollout engine's context minus rollout.max_tokens"
+        # A token spells at most this many characters: a question longer than limit * it cannot fit, and is
+        # dropped before tokenizing (a 50 MB row would take gigabytes to tokenize just to be dropped).
+        max_chars = None if limit is None else limit * max(map(len, tokenizer.get_vocab()), default=1)
         for index, row in enumerate(rows):
             item = dict(row)
             answer, question = item[cfg.answer_column], item[cfg.question_column]
+            if max_chars is not None and isinstance(question, str) and len(question) > max_chars:
+                if cfg.long_prompts == "fail":
+                    raise RLTuneError(
+                        f"dataset {cfg.path!r} row {index}: its question has {len(question)} characters, more than "
+                        f"the limit of {limit} tokens ({limit_source}) can hold; shorten it or set data.long_prompts=skip"
+                    )
+                dropped += 1
+                continue
             gold = "" if answer is None else str(answer)
             if cfg.answer_after:
                 gold = gold.rsplit(cfg.answer_after, 1)[-1].strip()

@@ -74,6 +74,13 @@ MUTANTS = [
         ["tests/test_checkpoint.py::test_a_full_disk_while_saving_says_so_and_leaves_no_partial_checkpoint"],
     ),
     Mutant(
+        "a huge question tokenized before the length filter drops it",
+        "rltune/data.py",
+        "            if max_chars is not None and isinstance(question, str) and len(question) > max_chars:\n",
+        "            if False:\n",
+        ["tests/test_data.py::test_a_50_mb_question_is_dropped_before_it_is_tokenized"],
+    ),
+    Mutant(
         "export copies a checkpoint without verifying its manifest",
         "rltune/export.py",
         "    verify_checkpoint(checkpoint)\n",

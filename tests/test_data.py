@@ -129,3 +129,32 @@ def test_a_missing_gold_is_never_matched():
     assert grade(r"\boxed{None}", "None") is False
     assert grade(r"\boxed{}", "") is False
     assert grade(r"\boxed{0}", None) is False
+
+
+class RecordingTokenizer:
+    """The demo tokenizer, noting the longest text it was asked to tokenize."""
+
+    def __init__(self):
+        self.inner, self.longest = build_tokenizer(), 0
+
+    def __call__(self, text, **kwargs):
+        self.longest = max(self.longest, len(text))
+        return self.inner(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_50_mb_question_is_dropped_before_it_is_tokenized(tmp_path, caplog):
+    path = tmp_path / "huge.jsonl"
+    with path.open("w") as f:
+        f.write(json.dumps({"question": "1+1=", "answer": "2"}) + "\n")
+        f.write(json.dumps({"question": "9" * 50_000_000 + "+1=", "answer": "1"}) + "\n")
+        f.write(json.dumps({"question": "2+2=", "answer": "4"}) + "\n")
+    base = dict(path=str(path), instruction="{question}", use_chat_template=False, shuffle=False)
+    tokenizer = RecordingTokenizer()
+    source = PromptSource(DataConfig(**base), tokenizer, context_limit=64)
+    assert [r["question"] for r in source.rows] == ["1+1=", "2+2="] and tokenizer.longest < 100
+    assert "skipped 1 prompts longer than 64 tokens" in caplog.text
+    with pytest.raises(RLTuneError, match=r"row 1: its question has 50000003 characters, more than the limit of 64"):
+        PromptSource(DataConfig(**base, long_prompts="fail"), tokenizer, context_limit=64)
