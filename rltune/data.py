@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import random
@@ -17,18 +18,38 @@ _FILE_TYPES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv":
 
 
 def _check_json_lines(file: Path) -> None:
-    """A .jsonl file's lines each hold one JSON object; the first that does not is named by its number
-    (the datasets loader reports only a byte offset, or nothing)."""
+    """A .jsonl file's lines each hold one JSON object, in UTF-8, without a key twice; the first line that
+    does not is named by its number (the datasets loader reports only a byte offset, a pyarrow error, or
+    nothing, and keeps one of two duplicate keys silently)."""
     if file.suffix != ".jsonl":
         return
-    with file.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, 1):
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        twice = next((key for key in keys if keys.count(key) > 1), None)
+        if twice is not None:
+            raise ValueError(f"the key {twice!r} appears twice; keep one")
+        return dict(pairs)
+
+    with file.open("rb") as lines:
+        for number, raw in enumerate(lines, 1):
+            if (number == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))) or b"\0" in raw:
+                raise RLTuneError(f"{file} line {number}: UTF-16 text (a byte-order mark or NUL bytes); save the file as UTF-8")
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise RLTuneError(
+                    f"{file} line {number}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8 (is the "
+                    "file latin-1 or another encoding?); save it as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=unique_keys)
             except json.JSONDecodeError as exc:
                 raise RLTuneError(f"{file} line {number}: not valid JSON ({exc.msg}); fix or remove the line") from None
+            except ValueError as exc:
+                raise RLTuneError(f"{file} line {number}: {exc}") from None
             if not isinstance(record, dict):
                 raise RLTuneError(f"{file} line {number}: a JSON {type(record).__name__}, not an object with columns")
 

@@ -158,3 +158,22 @@ def test_a_50_mb_question_is_dropped_before_it_is_tokenized(tmp_path, caplog):
     assert "skipped 1 prompts longer than 64 tokens" in caplog.text
     with pytest.raises(RLTuneError, match=r"row 1: its question has 50000003 characters, more than the limit of 64"):
         PromptSource(DataConfig(**base, long_prompts="fail"), tokenizer, context_limit=64)
+
+
+def test_encoding_problems_and_duplicate_keys_are_named_by_file_and_line(tmp_path):
+    from rltune.data import load_rows
+
+    good = json.dumps({"question": "1+1=", "answer": "2"}) + "\n"
+    cases = {
+        "utf16.jsonl": ((good * 2).encode("utf-16"), r"line 1: UTF-16 text"),
+        "latin1.jsonl": ((good + '{"question": "café?", "answer": "1"}\n').encode("latin-1"),
+                         r"line 2: byte 0xe9 at column 18 is not UTF-8 \(is the file latin-1"),
+        "dupes.jsonl": ((good + '{"question": "a", "answer": "1", "answer": "2"}\n').encode(),
+                        r"line 2: the key 'answer' appears twice; keep one"),
+    }  # fmt: skip
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(RLTuneError, match=rf"{tmp_path / name} {message}"):
+            load_rows(str(tmp_path / name))
+    (tmp_path / "bom.jsonl").write_bytes(("\ufeff" + good).encode())  # a UTF-8 byte-order mark is fine
+    assert load_rows(str(tmp_path / "bom.jsonl"))[0]["answer"] == "2"
