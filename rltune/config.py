@@ -22,6 +22,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from rltune import secrets
 from rltune.errors import ConfigError
 
 DEFAULT_INSTRUCTION = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
@@ -466,6 +467,7 @@ def resolve_env(config: Any, source: str) -> None:
             )
         if name not in os.environ:
             raise ConfigError(f"{source}: {where} names the environment variable {name}, which is not set")
+        secrets.register(name, os.environ[name])
         return os.environ[name]
 
     def resolve(value: Any, path: tuple) -> Any:

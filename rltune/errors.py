@@ -4,8 +4,13 @@
 class RLTuneError(Exception):
     """A problem with the user's input (recipe, data, model path, checkpoint).
 
-    The message always says what to fix.
+    The message always says what to fix, and never shows a secret read from `${env:NAME}`.
     """
+
+    def __str__(self) -> str:
+        from rltune.secrets import redact
+
+        return redact(super().__str__())
 
 
 class ConfigError(RLTuneError):

@@ -81,6 +81,13 @@ MUTANTS = [
         ["tests/test_data.py::test_a_50_mb_question_is_dropped_before_it_is_tokenized"],
     ),
     Mutant(
+        "secrets from ${env:NAME} not redacted from messages",
+        "rltune/config.py",
+        "        secrets.register(name, os.environ[name])\n",
+        "        pass\n",
+        ["tests/test_secrets.py::test_a_failing_run_never_shows_the_secret"],
+    ),
+    Mutant(
         "export copies a checkpoint without verifying its manifest",
         "rltune/export.py",
         "    verify_checkpoint(checkpoint)\n",
