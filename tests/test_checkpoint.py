@@ -120,3 +120,16 @@ def test_a_full_disk_while_saving_says_so_and_leaves_no_partial_checkpoint(small
     with pytest.raises(RLTuneError, match=r"no space left on the device of .* while writing checkpoint-1: .* GB free"):
         save_checkpoint(small_disk / "run", 1, model, tokenizer, state, "recipe", keep=2)
     assert list((small_disk / "run").iterdir()) == []
+
+
+def test_a_full_disk_while_taking_the_lock_is_one_line_and_leaves_no_empty_lock(small_disk):
+    (small_disk / "run").mkdir()
+    with (small_disk / "filler").open("wb", buffering=0) as f:  # fill the disk to the last block
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    with pytest.raises(RLTuneError, match=r"cannot write .*\.lock: No space left on device \(0\.0 MB free there\)"):
+        OutputLock(small_disk / "run").acquire()
+    assert not (small_disk / "run" / ".lock").exists()
