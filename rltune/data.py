@@ -34,7 +34,9 @@ def _check_json_lines(file: Path) -> None:
     with file.open("rb") as lines:
         for number, raw in enumerate(lines, 1):
             if (number == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))) or b"\0" in raw:
-                raise RLTuneError(f"{file} line {number}: UTF-16 text (a byte-order mark or NUL bytes); save the file as UTF-8")
+                raise RLTuneError(
+                    f"{file} line {number}: UTF-16 text (a byte-order mark or NUL bytes); save the file as UTF-8"
+                )
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
@@ -123,7 +125,8 @@ class PromptSource:
                 if cfg.long_prompts == "fail":
                     raise RLTuneError(
                         f"dataset {cfg.path!r} row {index}: its question has {len(question)} characters, more than "
-                        f"the limit of {limit} tokens ({limit_source}) can hold; shorten it or set data.long_prompts=skip"
+                        f"the limit of {limit} tokens ({limit_source}) can hold; shorten it or set "
+                        "data.long_prompts=skip"
                     )
                 dropped += 1
                 continue

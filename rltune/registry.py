@@ -128,7 +128,11 @@ def _refuse_shadowed(module_name: str, cwd: Path, kind: str, path: str) -> None:
     found = getattr(sys.modules.get(top), "__file__", None)
     if local is None or found is None or Path(found).resolve().is_relative_to(cwd.resolve()):
         return
-    hint = f"'./{top}.py:{path.rpartition(':')[2]}'" if local.suffix == ".py" else "a path to the file ('dir/file.py:attr')"
+    hint = (
+        f"'./{top}.py:{path.rpartition(':')[2]}'"
+        if local.suffix == ".py"
+        else "a path to the file ('dir/file.py:attr')"
+    )
     raise ConfigError(
         f"{kind} {path!r}: {top!r} is the installed module {found}, not {local} in the working folder; name "
         f"the file instead: {hint}"

@@ -2,7 +2,8 @@
 
 The first signal asks the trainer to finish the step in progress, save a checkpoint and exit. If that
 step does not end within `grace_s` seconds (`train.save_on_signal_s`), or a second signal comes (more than
-REPEAT_WINDOW_S after the first), the process exits at once without one: the checkpoint before stays the latest, and resuming from it is exact.
+REPEAT_WINDOW_S after the first), the process exits at once without one: the checkpoint before stays the
+latest, and resuming from it is exact.
 """
 
 from __future__ import annotations

@@ -94,8 +94,11 @@ def operators() -> dict[str, object]:
         @staticmethod
         def _keywords(node):
             if node.type == "arglist" and node.parent.type == "trailer":
-                return [c for c in node.children if c.type == "argument" and c.children[1].type == "operator"
-                        and c.children[1].value == "="]
+                return [
+                    c
+                    for c in node.children
+                    if c.type == "argument" and c.children[1].type == "operator" and c.children[1].value == "="
+                ]
             if node.type == "trailer" and len(node.children) == 3 and node.children[1].type == "argument":
                 arg = node.children[1]
                 return [arg] if arg.children[1].type == "operator" and arg.children[1].value == "=" else []
@@ -193,7 +196,9 @@ def enumerate_mutants(path: Path, ops: dict) -> list[Mutant]:
         for node in nodes:
             for start, _ in op.mutation_positions(node):
                 if not is_docstring(node) and PRAGMA not in lines[start[0] - 1]:
-                    mutant = Mutant(rel, name, occurrence, start[0], qualified_function(node), evaluated_at_import(node))
+                    mutant = Mutant(
+                        rel, name, occurrence, start[0], qualified_function(node), evaluated_at_import(node)
+                    )
                     if postponed and in_signature_annotation(node):
                         mutant.equivalent = "a function annotation: never evaluated (postponed annotations)"
                     found.append(mutant)
@@ -249,7 +254,8 @@ def describe(mutant: Mutant, source: str, mutated: str) -> Mutant:
     import difflib
 
     changed = [
-        d for d in difflib.unified_diff(source.splitlines(), mutated.splitlines(), lineterm="", n=0)
+        d
+        for d in difflib.unified_diff(source.splitlines(), mutated.splitlines(), lineterm="", n=0)
         if d[:1] in "+-" and not d.startswith(("+++", "---"))
     ]
     mutant.diff = "\n".join(changed)
@@ -328,13 +334,29 @@ def collect_coverage(files: list[Path], with_slow: bool) -> dict:
         f"data_file = {work / '.coverage'}\n"
     )
     durations = work / "durations.json"
-    env = {**os.environ, "COVERAGE_RCFILE": str(rc), "RLTUNE_MUTATION_DURATIONS": str(durations),
-           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "COVERAGE_RCFILE": str(rc),
+        "RLTUNE_MUTATION_DURATIONS": str(durations),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
     marker = [] if with_slow else ["-m", "not slow"]
-    cmd = [sys.executable, "-m", "coverage", "run", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-           "-p", "mutation_score", *marker, *[str(f.relative_to(REPO)) for f in files]]
-    print(f"coverage map: measuring {len(files)} test files ({'all tiers' if with_slow else 'fast tier'})",
-          flush=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "coverage",
+        "run",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "mutation_score",
+        *marker,
+        *[str(f.relative_to(REPO)) for f in files],
+    ]
+    print(f"coverage map: measuring {len(files)} test files ({'all tiers' if with_slow else 'fast tier'})", flush=True)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     print("  " + (proc.stdout.strip().splitlines() or ["(no output)"])[-1], flush=True)
     measured = json.loads(durations.read_text())
@@ -352,8 +374,10 @@ def collect_coverage(files: list[Path], with_slow: bool) -> dict:
     subprocess.run([sys.executable, "-m", "coverage", "combine", "-q"], cwd=work, env=env, check=True)
     data = CoverageData(basename=str(work / ".coverage"))
     data.read()
-    entries = {str(f.relative_to(REPO)): {"hash": file_hash(f), "durations": {}, "slow": [], "covers": {},
-                                          "child_only": {}} for f in files}
+    entries = {
+        str(f.relative_to(REPO)): {"hash": file_hash(f), "durations": {}, "slow": [], "covers": {}, "child_only": {}}
+        for f in files
+    }
     for nodeid, seconds in passed.items():
         entries[nodeid.split("::")[0]]["durations"][nodeid] = seconds
         if nodeid in slow:
@@ -471,7 +495,6 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
     words = {w for w in identifiers(mutant.diff) if len(w) > 2} if mutant.function is None else set()
     texts = {f: (REPO / f).read_text() for f in {t.split("::")[0] for t in covering}} if words else {}
 
-
     def rank(test: str) -> tuple:
         file = test.split("::")[0]
         names_it = not words or any(w in texts[file] for w in words)
@@ -519,14 +542,21 @@ class Workspace:
 
         self.root = Path(tempfile.mkdtemp(prefix="rltune-mutation-"))
         copy_tree(self.root)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.root), os.environ.get("PYTHONPATH", "")]),
-               "RLTUNE_TEST_DEMO_ASSETS": str(demo_assets),
-               # the copy has no ../shared beside it: the benchmark data stays where it is
-               "RLTUNE_BENCHDATA": os.environ.get("RLTUNE_BENCHDATA", str(REPO.parent / "shared" / "benchdata"))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(self.root), os.environ.get("PYTHONPATH", "")]),
+            "RLTUNE_TEST_DEMO_ASSETS": str(demo_assets),
+            # the copy has no ../shared beside it: the benchmark data stays where it is
+            "RLTUNE_BENCHDATA": os.environ.get("RLTUNE_BENCHDATA", str(REPO.parent / "shared" / "benchdata")),
+        }
         env.pop("COVERAGE_RCFILE", None)
         self.server = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--serve"],
-            cwd=self.root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=self.root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
 
     def run(self, module: str, mutated: str, tests: list[str], timeout: float) -> tuple[str, str]:
@@ -610,8 +640,10 @@ def demo_assets() -> Path:
     folder = STATE_DIR / f"demo-assets-{digest.hexdigest()[:12]}"
     if not (folder / "arithmetic.jsonl").is_file():
         print("warming up the tests' demo model once (a minute)", flush=True)
-        code = "import sys; from pathlib import Path; from rltune.demo import write_demo_assets; " \
-               "write_demo_assets(Path(sys.argv[1]) / 'model', Path(sys.argv[1]) / 'arithmetic.jsonl')"
+        code = (
+            "import sys; from pathlib import Path; from rltune.demo import write_demo_assets; "
+            "write_demo_assets(Path(sys.argv[1]) / 'model', Path(sys.argv[1]) / 'arithmetic.jsonl')"
+        )
         subprocess.run([sys.executable, "-c", code, str(folder)], cwd=REPO, check=True, capture_output=True)
     return folder
 
@@ -631,13 +663,24 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modules", nargs="+", help="only these modules (paths), with their share of the sample")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at once")
-    parser.add_argument("--budget", type=float, default=10.0,
-                        help="measured seconds of covering tests run per mutant (the most relevant first)")
-    parser.add_argument("--survivor-budget", type=float, default=90.0,
-                        help="a mutant that survives its budget's tests while covering tests were left out runs "
-                             "again with this many measured seconds of them")
-    parser.add_argument("--with-slow", action="store_true",
-                        help="map the end-to-end tier too (a mutant runs them where no fast test reaches it)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=10.0,
+        help="measured seconds of covering tests run per mutant (the most relevant first)",
+    )
+    parser.add_argument(
+        "--survivor-budget",
+        type=float,
+        default=90.0,
+        help="a mutant that survives its budget's tests while covering tests were left out runs "
+        "again with this many measured seconds of them",
+    )
+    parser.add_argument(
+        "--with-slow",
+        action="store_true",
+        help="map the end-to-end tier too (a mutant runs them where no fast test reaches it)",
+    )
     parser.add_argument("--recollect", action="store_true", help="measure the coverage of every test file again")
     parser.add_argument("--show", choices=["survived", "killed", "equivalent", "all"], help="print diffs and exit")
     parser.add_argument("--min-score", type=float, default=90.0, help="exit 1 below this overall score")
@@ -697,8 +740,9 @@ def main() -> int:
         cached = cache.get(m.id, {})
         # a timeout or an error is run again: a machine busy with something else, a since fixed harness
         usable = cached.get("outcome") not in ("killed (timeout)", None) and not cached["outcome"].startswith("error")
-        final = cached.get("key") == rounds[-1][3] or (cached.get("key") == rounds[0][3]
-                                                       and cached.get("outcome", "").startswith("killed"))
+        final = cached.get("key") == rounds[-1][3] or (
+            cached.get("key") == rounds[0][3] and cached.get("outcome", "").startswith("killed")
+        )
         if usable and final:
             results[m.id] = cached
         elif not rounds[0][0]:
@@ -707,8 +751,11 @@ def main() -> int:
             todo.append((m, mutated, rounds[1:]))  # survived the first round already
         else:
             todo.append((m, mutated, rounds))
-    print(f"{len(runnable)} mutants sampled ({sum(m.id in equivalents for m, _ in runnable)} equivalent), "
-          f"{len(results)} known, {len(todo)} to run", flush=True)
+    print(
+        f"{len(runnable)} mutants sampled ({sum(m.id in equivalents for m, _ in runnable)} equivalent), "
+        f"{len(results)} known, {len(todo)} to run",
+        flush=True,
+    )
 
     def run_one(job):
         m, mutated, rounds = job
@@ -716,22 +763,34 @@ def main() -> int:
             ws = free.pop()
         started = time.perf_counter()
         try:
-            for tests, seconds, left_out, key in rounds:
+            for current in rounds:
+                tests, seconds, left_out, key = current
                 outcome, detail = ws.run(m.module, mutated, tests, timeout=3 * seconds + STARTUP_S)
                 if not outcome.startswith("survived"):
                     break
         finally:
             with lock:
                 free.append(ws)
-        entry = {"key": key, "outcome": outcome, "detail": detail, "tests": len(tests), "left_out": left_out,
-                 "seconds": round(time.perf_counter() - started, 1), "module": m.module, "diff": m.diff}
+        entry = {
+            "key": key,
+            "outcome": outcome,
+            "detail": detail,
+            "tests": len(tests),
+            "left_out": left_out,
+            "seconds": round(time.perf_counter() - started, 1),
+            "module": m.module,
+            "diff": m.diff,
+        }
         with lock:
             results[m.id] = entry
             cache[m.id] = entry
             STATE_DIR.mkdir(parents=True, exist_ok=True)
             cache_path.write_text(json.dumps(cache, indent=1))
-            print(f"{len(results):4d}/{len(runnable)} {outcome:>18} {entry['seconds']:6.1f}s "
-                  f"{len(tests):4d} of {len(tests) + left_out:4d} tests  {m.id}", flush=True)
+            print(
+                f"{len(results):4d}/{len(runnable)} {outcome:>18} {entry['seconds']:6.1f}s "
+                f"{len(tests):4d} of {len(tests) + left_out:4d} tests  {m.id}",
+                flush=True,
+            )
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(run_one, todo))
@@ -759,10 +818,18 @@ def report(runnable, results, equivalents, min_score) -> int:
     errors = sum(r[2] for r in rows.values())
     n_equivalent = sum(m.id in equivalents for m, _ in runnable)
     score = 100 * killed / max(killed + survived, 1)
-    print(f"\n{killed} killed, {survived} survived, {errors} errors, {n_equivalent} equivalent: "
-          f"mutation score {score:.1f}% of {killed + survived} non-equivalent mutants")
-    summary = {"killed": killed, "survived": survived, "errors": errors, "equivalent": n_equivalent,
-               "score": score, "modules": rows}
+    print(
+        f"\n{killed} killed, {survived} survived, {errors} errors, {n_equivalent} equivalent: "
+        f"mutation score {score:.1f}% of {killed + survived} non-equivalent mutants"
+    )
+    summary = {
+        "killed": killed,
+        "survived": survived,
+        "errors": errors,
+        "equivalent": n_equivalent,
+        "score": score,
+        "modules": rows,
+    }
     (STATE_DIR / "summary.json").write_text(json.dumps(summary, indent=1))
     return 0 if score >= min_score and not errors else 1
 

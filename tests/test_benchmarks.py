@@ -61,7 +61,11 @@ def test_bad_benchmark_specs(tmp_path):
         BENCHMARKS["gsm8k"].load(tmp_path)
     path = tmp_path / "mine.jsonl"
     path.write_text(json.dumps({"q": "1+1?", "answer": "2"}) + "\n" + json.dumps({"q": "2+2?", "answer": None}) + "\n")
-    with pytest.raises(RLTuneError, match=rf"benchmark 'mine': row 2 of {path}: no value in 'answer' \(missing or null\)"):
+    with pytest.raises(
+        RLTuneError, match=rf"benchmark 'mine': row 2 of {path}: no value in 'answer' \(missing or null\)"
+    ):
         get_benchmark(f"{path}:q:answer").load()
-    with pytest.raises(RLTuneError, match=r"row 1 of .*: no value in 'a' \(missing or null\); its fields: \['answer', 'q'\]"):
+    with pytest.raises(
+        RLTuneError, match=r"row 1 of .*: no value in 'a' \(missing or null\); its fields: \['answer', 'q'\]"
+    ):
         get_benchmark(f"{path}:q:a").load()

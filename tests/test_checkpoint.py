@@ -103,7 +103,9 @@ def small_disk(tmp_path):
     mounting is not allowed)."""
     folder = tmp_path / "small"
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(folder)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(folder)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a tmpfs here")
     yield folder
     subprocess.run(["umount", "--lazy", str(folder)], check=True)  # lazy: a failed save may still hold a file

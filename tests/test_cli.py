@@ -47,11 +47,17 @@ def test_help_shows_set_defaults_and_hides_empty_ones(capsys):
 def _results_file(folder, **settings):
     """An eval results file as `rltune eval` writes it, for one problem graded by hand."""
     folder.mkdir()
-    samples = [{"correct": ok, "answer": a, "finish_reason": "stop", "tokens": 3} for ok, a in [(True, "2"), (False, "3")]]
-    problems = [{"question": "1+1", "n": 2, "correct": 1, "maj": {"1": True}, "distinct_answers": 2, "samples": samples}]
+    samples = [
+        {"correct": ok, "answer": a, "finish_reason": "stop", "tokens": 3} for ok, a in [(True, "2"), (False, "3")]
+    ]
+    problems = [
+        {"question": "1+1", "n": 2, "correct": 1, "maj": {"1": True}, "distinct_answers": 2, "samples": samples}
+    ]
     eval_settings = EvalSettings(benchmarks=["sums"], n=2, k=[1], **settings)
-    results = {"settings": vars(eval_settings),
-               "benchmarks": {"sums": {"metrics": summarize(problems, eval_settings, 1.0), "problems": problems}}}
+    results = {
+        "settings": vars(eval_settings),
+        "benchmarks": {"sums": {"metrics": summarize(problems, eval_settings, 1.0), "problems": problems}},
+    }
     (folder / "results.json").write_text(json.dumps(results))
     return str(folder)
 

@@ -151,7 +151,9 @@ def test_every_default_is_the_written_one():
 def test_the_snapshot_reaches_every_kind_of_default():
     actual = current()
     assert actual["rltune.config.TrainConfig.save_every"] == "0"  # a config field
-    assert actual["rltune.rewards.length.SoftOverlongPunishment.__init__(cache_length)"] == "4096"  # a plug-in parameter
+    assert (
+        actual["rltune.rewards.length.SoftOverlongPunishment.__init__(cache_length)"] == "4096"
+    )  # a plug-in parameter
     assert actual["rltune.models.load_tokenizer(trust_remote_code)"] == "False"  # a function parameter
     assert actual["rltune eval --max-tokens"] == "1024 type=int"  # a CLI flag
     assert actual["rltune.objectives.clipped.ClippedSurrogate.zero_advantage_is_zero_loss"] == "True"  # a class setting

@@ -68,7 +68,10 @@ def test_the_demo_accuracy_is_measured_as_the_demo_recipe_samples(tmp_path):
     settings = demo.accuracy_settings(tmp_path / "rows.jsonl")
     assert (settings.temperature, settings.top_p) == (recipe.rollout.temperature, recipe.rollout.top_p)
     assert settings.max_tokens == recipe.rollout.max_tokens
-    assert (settings.instruction, settings.use_chat_template) == (recipe.data.instruction, recipe.data.use_chat_template)
+    assert (settings.instruction, settings.use_chat_template) == (
+        recipe.data.instruction,
+        recipe.data.use_chat_template,
+    )
     assert settings.benchmarks == [f"{tmp_path / 'rows.jsonl'}:question:answer"]
 
 

@@ -172,8 +172,9 @@ def test_the_growth_reference_survives_a_resume(tmp_path, demo_assets):
     started = first.updater.initial_weight_norm
     first.train()
     first.close()
-    resumed = Trainer(recipe(tmp_path, *demo_assets, train={"steps": 2, "save_every": 1, "lr": 1e-2,
-                                                            "resume_from": "latest"}))
+    resumed = Trainer(
+        recipe(tmp_path, *demo_assets, train={"steps": 2, "save_every": 1, "lr": 1e-2, "resume_from": "latest"})
+    )
     try:
         assert weight_norm(resumed.policy.parameters()) != pytest.approx(started, rel=1e-6)  # the weights moved
         assert resumed.updater.initial_weight_norm == started

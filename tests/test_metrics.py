@@ -83,8 +83,12 @@ def test_the_alarm_goes_on_past_a_benchmark_without_a_baseline():
     from rltune.eval.hook import collapse_alarms
 
     first = {"benchmarks": {"math": _results(0.30, 0.90, (0.84, 0.96))["benchmarks"]["math"]}}
-    now = {"benchmarks": {"new": _results(0.5, 0.5, (0.4, 0.6))["benchmarks"]["math"],
-                          "math": _results(0.50, 0.80, (0.7, 0.9))["benchmarks"]["math"]}}
+    now = {
+        "benchmarks": {
+            "new": _results(0.5, 0.5, (0.4, 0.6))["benchmarks"]["math"],
+            "math": _results(0.50, 0.80, (0.7, 0.9))["benchmarks"]["math"],
+        }
+    }
     assert collapse_alarms(first, now, 3) == {"eval/math/alarm_pass_at_k_collapse": 1.0}
 
 
@@ -100,12 +104,24 @@ def test_periodic_eval_alarms_against_the_first_eval_not_the_previous(tmp_path, 
     settings = vars(EvalSettings(benchmarks=["math"], n=8, k=[1, 8]))
 
     def recorded(p1, p8, ci):  # what evaluate returns, with the numbers the alarm reads set
-        metrics = {"problems": 10, "mean@8": p1, "mean@8_ci": [p1, p1], "pass@1": p1, "pass@8": p8, "pass@8_ci": ci,
-                   "maj@1": p1, "maj@8": p1, "distinct_answers": 2.0, "no_answer_fraction": 0.0, "seconds": 1.0}
+        metrics = {
+            "problems": 10,
+            "mean@8": p1,
+            "mean@8_ci": [p1, p1],
+            "pass@1": p1,
+            "pass@8": p8,
+            "pass@8_ci": ci,
+            "maj@1": p1,
+            "maj@8": p1,
+            "distinct_answers": 2.0,
+            "no_answer_fraction": 0.0,
+            "seconds": 1.0,
+        }
         return {"settings": settings, "model": "m", "benchmarks": {"math": {"metrics": metrics, "problems": []}}}
 
-    evals = iter([recorded(0.30, 0.90, [0.85, 0.95]), recorded(0.35, 0.87, [0.70, 1.0]),
-                  recorded(0.40, 0.83, [0.70, 1.0])])
+    evals = iter(
+        [recorded(0.30, 0.90, [0.85, 0.95]), recorded(0.35, 0.87, [0.70, 1.0]), recorded(0.40, 0.83, [0.70, 1.0])]
+    )
     monkeypatch.setattr(hook, "evaluate", lambda *args, **kwargs: next(evals))
     trainer = Trainer(recipe(tmp_path, *demo_assets, train={"steps": 1}))
     try:

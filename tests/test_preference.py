@@ -19,8 +19,8 @@ def test_every_prefer_setting_reaches_the_trl_trainer(tmp_path, tiny_model_dir, 
     rows = [{"prompt": f"{a}+1=", "chosen": str(a + 1), "rejected": str(a)} for a in range(6)]
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "pairs"))
     prefer = PreferConfig(loss=loss, simpo_gamma=0.7, sft_weight=0.2, output_dir=str(tmp_path / "out"), **SETTINGS)
-    recipe = DTORecipe(model=ModelConfig(path=str(tiny_model_dir)), pairs=PairsConfig(output_dir=str(tmp_path / "pairs")),
-                       prefer=prefer)  # fmt: skip
+    pairs = PairsConfig(output_dir=str(tmp_path / "pairs"))
+    recipe = DTORecipe(model=ModelConfig(path=str(tiny_model_dir)), pairs=pairs, prefer=prefer)
     trainer = build_preference_trainer(recipe)
     args = trainer.args
     assert (args.learning_rate, args.max_steps, args.per_device_train_batch_size) == (2e-5, 7, 3)
@@ -29,6 +29,11 @@ def test_every_prefer_setting_reaches_the_trl_trainer(tmp_path, tiny_model_dir, 
     assert args.save_strategy == "no" and not args.report_to
     assert len(trainer.train_dataset) == 6
     if loss == "simpo":
-        assert (type(trainer).__name__, args.loss_type, args.simpo_gamma, args.cpo_alpha) == ("CPOTrainer", "simpo", 0.7, 0.2)
+        assert (type(trainer).__name__, args.loss_type, args.simpo_gamma, args.cpo_alpha) == (
+            "CPOTrainer",
+            "simpo",
+            0.7,
+            0.2,
+        )
     else:
         assert type(trainer).__name__ == "DPOTrainer"

@@ -58,7 +58,10 @@ def test_a_local_file_named_like_an_installed_module_is_named_not_silently_repla
 
     (tmp_path / "math_verify.py").write_text("def f(completion, row):\n    return 1.0\n")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"'math_verify' is the installed module .*math_verify/__init__.py, not "
-                       rf"{tmp_path / 'math_verify.py'} in the working folder; name the file instead: './math_verify.py:f'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'math_verify' is the installed module .*math_verify/__init__.py, not "
+        rf"{tmp_path / 'math_verify.py'} in the working folder; name the file instead: './math_verify.py:f'",
+    ):
         import_object("math_verify:f", "reward")
     assert import_object("./math_verify.py:f", "reward")(None, {}) == 1.0

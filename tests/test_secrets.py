@@ -5,7 +5,8 @@ output scanned for the secret."""
 from __future__ import annotations
 
 import logging
-import warnings
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -66,7 +67,17 @@ def test_logs_warnings_and_errors_are_redacted_in_process(caplog, capsys):
     secrets.register("RLTUNE_TEST_KEY", "sk-live-0123456789")
     logging.getLogger("some.library").warning("connecting with key %s", "sk-live-0123456789")
     assert "sk-live" not in caplog.text and "connecting with key ${env:RLTUNE_TEST_KEY}" in caplog.text
-    warnings.warn("token sk-live-0123456789 rejected")
     assert str(RLTuneError("bad key sk-live-0123456789")) == "bad key ${env:RLTUNE_TEST_KEY}"
     secrets.register("RLTUNE_SHORT", "1")  # too short to be told from ordinary text
     assert secrets.redact("1 + 1") == "1 + 1"
+
+
+def test_warnings_and_uncaught_tracebacks_are_redacted():
+    code = (
+        "import warnings; from rltune import secrets; secrets.register('RLTUNE_TEST_KEY', 'sk-live-0123456789'); "
+        "warnings.warn('token sk-live-0123456789 rejected'); raise ValueError('bad key sk-live-0123456789')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "sk-live" not in proc.stderr
+    assert "token ${env:RLTUNE_TEST_KEY} rejected" in proc.stderr
+    assert "ValueError: bad key ${env:RLTUNE_TEST_KEY}" in proc.stderr

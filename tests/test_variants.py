@@ -57,8 +57,12 @@ def test_every_judge_floors_a_collapsed_group_at_the_default(judge):
     same = ["the answer is \\boxed{4} because 2 + 2 = 4"] * 4
     diversity, partitions = reward.diversity(same)
     assert diversity == pytest.approx([0.1] * 4) and partitions == 1
-    sentences = ["The capital of France is Paris", "Photosynthesis turns light into chemical energy",
-                 "A prime number has exactly two divisors", "The violin has four strings tuned in fifths"]
+    sentences = [
+        "The capital of France is Paris",
+        "Photosynthesis turns light into chemical energy",
+        "A prime number has exactly two divisors",
+        "The violin has four strings tuned in fifths",
+    ]
     distinct, _ = reward.diversity([f"{text}, so \\boxed{{{i}}}" for i, text in enumerate(sentences)])
     assert min(distinct) > 0.1  # all different: over the floor
 

@@ -121,7 +121,13 @@ def test_every_eval_flag_reaches_the_results(tmp_path, tiny_model_dir, bench):
     results = json.loads((out / "results.json").read_text())
     s = results["settings"]
     assert (s["n"], s["k"], s["temperature"], s["top_p"], s["max_tokens"], s["seed"], s["limit"]) == (
-        3, [1, 3], 0.9, 0.8, 5, 11, 4
+        3,
+        [1, 3],
+        0.9,
+        0.8,
+        5,
+        11,
+        4,
     )
     assert (s["instruction"], s["use_chat_template"], s["answer_fallback"]) == ("Q: {question} A:", False, True)
     problems = results["benchmarks"]["sums"]["problems"]
@@ -164,11 +170,27 @@ def test_compare_names_each_setting_it_checks(tmp_path):
     from rltune.eval.plots import COMPARED_SETTINGS, run_differences
     from rltune.eval.runner import EvalSettings
 
-    assert set(COMPARED_SETTINGS) >= {"n", "temperature", "top_p", "max_tokens", "instruction", "use_chat_template",
-                                      "system_prompt", "answer_fallback"}
+    assert set(COMPARED_SETTINGS) >= {
+        "n",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "instruction",
+        "use_chat_template",
+        "system_prompt",
+        "answer_fallback",
+    }
     base = {"settings": vars(EvalSettings()), "benchmarks": {}}
-    other_values = {"n": 8, "temperature": 1.0, "top_p": 0.5, "max_tokens": 64, "instruction": "{question}",
-                    "use_chat_template": False, "system_prompt": "Be brief.", "answer_fallback": True}
+    other_values = {
+        "n": 8,
+        "temperature": 1.0,
+        "top_p": 0.5,
+        "max_tokens": 64,
+        "instruction": "{question}",
+        "use_chat_template": False,
+        "system_prompt": "Be brief.",
+        "answer_fallback": True,
+    }
     for key in COMPARED_SETTINGS:
         other = {"settings": {**base["settings"], key: other_values[key]}, "benchmarks": {}}
         assert [d.split(" (")[0] for d in run_differences([("a", base), ("b", other)])] == [key]
