@@ -27,7 +27,7 @@ def run_benchmark(script: str, out: Path, *args: str) -> tuple[str, list[dict]]:
 @pytest.mark.slow
 def test_vs_trl_and_update_mfu_run(tmp_path):
     stdout, rows = run_benchmark(
-        "vs_trl.py", tmp_path / "vs_trl.jsonl", "--sizes", "tiny", "--sides", "rltune-hf,trl", "--steps", "2"
+        "vs_trl.py", tmp_path / "vs_trl.jsonl", "--sizes", "tiny", "--sides", "rltune-hf,trl", "--steps", "3"
     )
     assert [r["side"] for r in rows] == ["rltune-hf", "trl"]
     assert all(r["step_s"] > 0 and r["completion_tokens"] > 0 for r in rows)
