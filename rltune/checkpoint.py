@@ -110,8 +110,8 @@ def save_checkpoint(
         # weights, plus about two optimizer moments of the trained ones in float32
         need = sum(t.numel() * t.element_size() for t in tensors.values()) * 3
         free = shutil.disk_usage(output_dir).free
-        if getattr(exc, "errno", None) != errno.ENOSPC and "No space left" not in str(exc) and free >= need:
-            raise  # not the disk (torch reports a short write only as "unexpected pos")
+        if not disk_full(exc, output_dir, need):
+            raise
         raise RLTuneError(
             f"no space left on the device of {output_dir} while writing checkpoint-{step}: {free / 1e9:.2f} GB free, "
             f"a checkpoint needs about {need / 1e9:.2f} GB. Free space there (or lower train.keep_checkpoints) and "
@@ -163,21 +163,29 @@ def _stamp(folder: Path) -> tuple:
 def _weights_sha256(folder: Path, stamp: tuple) -> str:
     """sha256 over the weight files' digests; `stamp` (names, sizes, mtimes) keys the cache: once per save
     would rehash a whole base model every checkpoint."""
-    digests = file_digests(folder)
-    weights = sorted(f"{name}:{d}" for name, d in digests.items() if name.endswith((".safetensors", ".bin")))
-    return hashlib.sha256("\n".join(weights).encode()).hexdigest()
+    files = sorted(p for p in folder.glob("*") if p.is_file() and p.suffix in (".safetensors", ".bin"))
+    return hashlib.sha256("\n".join(f"{p.name}:{file_sha256(p)}" for p in files).encode()).hexdigest()
+
+
+def disk_full(exc: BaseException, folder: Path, need: int = 0) -> bool:
+    """Whether a failed write ran out of space: ENOSPC, its text (safetensors' SafetensorError), or less free
+    space in `folder` than the `need` bytes written (torch reports a short write only as "unexpected pos")."""
+    no_space = getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+    return no_space or shutil.disk_usage(folder).free < need
+
+
+def file_sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def file_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder` (but the manifest), by relative path."""
-    digests = {}
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
-        digest = hashlib.sha256()
-        with file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        digests[file.relative_to(folder).as_posix()] = digest.hexdigest()
-    return digests
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {file.relative_to(folder).as_posix(): file_sha256(file) for file in files}
 
 
 def verify_checkpoint(path: Path) -> None:

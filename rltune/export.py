@@ -83,7 +83,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     manifest of what it holds. The checkpoint's files are verified against its manifest first (a damaged
     checkpoint is refused, as resume refuses it); the folder is written beside `out` and renamed into place,
     so an export cut short leaves no folder that looks complete."""
-    from rltune.checkpoint import MANIFEST, file_digests, verify_checkpoint
+    from rltune.checkpoint import MANIFEST, disk_full, file_digests, verify_checkpoint
 
     checkpoint, out = Path(checkpoint), Path(out)
     if not checkpoint.is_dir():
@@ -112,10 +112,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)
-    except (OSError, RuntimeError) as exc:  # safetensors reports a full disk as RuntimeError
-        if isinstance(exc, RuntimeError) and "No space left" not in str(exc):
+    except Exception as exc:  # an unwritable target, or a full disk however the writer reports it
+        where = out.parent if out.parent.exists() else Path.cwd()
+        if not isinstance(exc, OSError) and not disk_full(exc, where):
             raise
-        free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
+        free = shutil.disk_usage(where).free
         reason = getattr(exc, "strerror", None) or str(exc)
         raise RLTuneError(
             f"cannot export {checkpoint} to {out}: {reason} ({free / 1e9:.2f} GB free there); nothing was written"

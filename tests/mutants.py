@@ -69,8 +69,7 @@ MUTANTS = [
     Mutant(
         "a full disk while saving shows torch's 'unexpected pos' instead of the free space",
         "rltune/checkpoint.py",
-        '        if getattr(exc, "errno", None) != errno.ENOSPC and "No space left" not in str(exc) '
-        "and free >= need:\n",
+        "        if not disk_full(exc, output_dir, need):\n",
         "        if not isinstance(exc, OSError):\n",
         ["tests/test_checkpoint.py::test_a_full_disk_while_saving_says_so_and_leaves_no_partial_checkpoint"],
     ),
