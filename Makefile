@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= cpu,peft,trl,dev
 
-.PHONY: install test test-fast mutants mutation-score demo bench lint clean
+.PHONY: install test test-all test-fast mutants mutation-score demo bench lint clean
 
 install: $(VENV)/.installed
 
@@ -24,7 +24,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import rltune.trainer, rltune.eval.grading, rltune.rewards, vllm, transformers"
 	touch $@
 
+# Everything but the longest end-to-end runs (one real-engine run of each kind stays in).
 test: install
+	$(PY) -m pytest -q -m "not heavy"
+
+test-all: install
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO, run_rltune
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def mean_margin(model_dir: Path, pairs) -> float:

@@ -25,6 +25,7 @@ def run_benchmark(script: str, out: Path, *args: str) -> tuple[str, list[dict]]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_vs_trl_and_update_mfu_run(tmp_path):
     stdout, rows = run_benchmark(
         "vs_trl.py", tmp_path / "vs_trl.jsonl", "--sizes", "tiny", "--sides", "rltune-hf,trl", "--steps", "3"
@@ -116,6 +117,7 @@ def test_gsm8k_workload_prompts_are_real_questions_in_the_chat_template(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_darling_vs_grpo_and_paired_difference_run(tmp_path):
     """The two evidence scripts end to end at a toy budget: one seed of each method, then a paired
     comparison of two eval result files."""
@@ -169,6 +171,7 @@ def test_claims_verdicts_follow_the_interval_and_the_claim():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_claims_script_runs_rows_at_a_toy_budget_and_reuses_its_runs(tmp_path):
     """One row (its runs: GRPO and dynamic sampling) at 2 steps and 1 seed: the table and claims.json; a
     second call with a second seed runs only the new seed."""
@@ -196,6 +199,7 @@ def test_claims_script_runs_rows_at_a_toy_budget_and_reuses_its_runs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_async_speed_script_runs_sync_and_async_through_a_server(tmp_path):
     pytest.importorskip("vllm")
     proc = subprocess.run(

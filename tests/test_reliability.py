@@ -65,7 +65,7 @@ def wait_for(condition, timeout: float = 600, poll: float = 0.001) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["hf", "vllm"])
+@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.heavy)])
 def test_sigkills_anywhere_then_resume_reproduce_the_uninterrupted_run(tmp_path, demo_assets, engine):
     """Real SIGKILLs of a real training process: while a checkpoint is being written, in the middle of a
     step, and right between steps (with vLLM, whose engine starts from the base model's files, one kill
@@ -595,7 +595,8 @@ def _alive(pid: int) -> bool:
     [
         ("hf", signal.SIGTERM),
         ("hf", signal.SIGINT),
-        pytest.param("vllm", signal.SIGINT, marks=pytest.mark.slow),  # the handling is the engine's to survive
+        # the handling is the engine's to survive
+        pytest.param("vllm", signal.SIGINT, marks=[pytest.mark.slow, pytest.mark.heavy]),
     ],
 )
 def test_a_signal_checkpoints_the_step_in_progress_and_resume_is_exact(tmp_path, demo_assets, engine, signum):

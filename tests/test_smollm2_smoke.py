@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 from rltune.models import load_tokenizer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 @pytest.fixture(scope="module")
