@@ -335,6 +335,9 @@ class TrainConfig:
     this many seconds, else exit without one (a second signal exits at once)."""
     resume_from: str | None = None
     """A checkpoint folder, or 'latest' for the newest one in output_dir."""
+    distributed_timeout_s: float = 600.0
+    """With several processes: how long a collective (all-reduce, all-gather) waits for the others before
+    the run fails; a process that died makes the rest stop after this long instead of hanging."""
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     """Experiment trackers, through accelerate's integrations: tensorboard (in output_dir/tensorboard),
     wandb, mlflow, trackio, comet_ml, aim, clearml, dvclive, swanlab (each needs its package; set them up
@@ -409,7 +412,7 @@ _POSITIVE = {
     "max_bad_updates", "kl_anchor_update_every", "loss_constant", "max_prompt_tokens", "max_model_len", "limit",
     "samples", "judge_max_tokens", "answer_max_tokens", "max_tokens", "server_workers", "max_concurrency", "r",
     "alpha", "gradient_accumulation_steps", "logging_steps", "max_length", "max_boundaries", "log_completions_max",
-    "sync_check_tolerance", "k", "save_on_signal_s", "max_weight_growth",
+    "sync_check_tolerance", "k", "save_on_signal_s", "max_weight_growth", "distributed_timeout_s",
 }  # fmt: skip
 _NON_NEGATIVE = {
     "weight_decay", "max_grad_norm", "warmup_steps", "save_every", "keep_checkpoints", "kl_coef", "clip_high",

@@ -31,7 +31,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # from any module
 
 
-def preflight(cfg, world_size: int, num_params: int, engine: str) -> str:
+def preflight(cfg, world_size: int, num_params: int, engine: str, parallel: str = "one process") -> str:
     """The run's derived shapes, printed once at the start so nobody has to work them out."""
     t, r, a = cfg.train, cfg.rollout, cfg.algorithm
     per_group = a.keep_per_group or r.group_size
@@ -48,7 +48,7 @@ def preflight(cfg, world_size: int, num_params: int, engine: str) -> str:
     lines = [
         f"model        {cfg.model.path} ({num_params / 1e6:.1f}M parameters, {precision})"
         + (f", LoRA r={cfg.model.lora.r}" if cfg.model.lora else ""),
-        f"processes    {world_size}; rollout engine {engine}"
+        f"processes    {world_size} ({parallel}); rollout engine {engine}"
         + (
             f", asynchronous: batches sampled {t.async_steps} update(s) behind (train.async_steps)"
             if t.async_steps

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from rltune.distributed import is_dtensor
 from rltune.errors import RLTuneError
 
 # Entropy at or above this share of ln(vocab size) is a uniform policy; a run must start below START_SHARE
@@ -24,11 +25,16 @@ START_SHARE = 0.7
 
 
 def weight_norm(parameters) -> float:
-    """The global L2 norm of `parameters` in float64 terms (inf or NaN if any weight is)."""
-    norms = [torch.linalg.vector_norm(p.detach(), dtype=torch.float32) for p in parameters if p.numel()]
-    if not norms:
-        return 0.0
-    return float(torch.stack(norms).double().norm())
+    """The global L2 norm of `parameters` in float64 terms (inf or NaN if any weight is). FSDP2 shards: the
+    norm over all processes' shards (a collective: every process must call it)."""
+    params = [p.detach() for p in parameters]
+    sharded = any(is_dtensor(p) for p in params)
+    local = [p.to_local() if is_dtensor(p) else p for p in params]
+    norms = [torch.linalg.vector_norm(p, dtype=torch.float32) for p in local if p.numel()]
+    squares = torch.stack(norms).double().square().sum() if norms else torch.zeros((), dtype=torch.float64)
+    if sharded:  # add up the other processes' shards
+        torch.distributed.all_reduce(squares)
+    return float(squares.sqrt())
 
 
 class CollapseGuard:

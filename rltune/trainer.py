@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 
 from rltune.advantages import ADVANTAGES, is_flat, select_per_group
@@ -38,6 +37,7 @@ from rltune.checkpoint import (
 from rltune.config import RecipeConfig, check_before_loading, recipe_yaml
 from rltune.console import preflight
 from rltune.data import PromptSource
+from rltune.distributed import any_process, make_accelerator, memory_metrics, parallel_mode, without_tied_copies
 from rltune.errors import ConfigError, RLTuneError, Stopped
 from rltune.export import check_hub_access, model_card, push_checkpoint
 from rltune.metrics import MetricsLogger, reduce_over_processes, rollout_metrics, tracker_options, training_flops
@@ -60,11 +60,7 @@ class Trainer:
         self.cfg = cfg
         self.callbacks = list(callbacks or [])
         t = cfg.train
-        # cpu=True on a machine without CUDA: accelerate only sets up multi-process CPU training
-        # (gloo) when told so; otherwise each launched process would silently train alone.
-        self.accelerator = Accelerator(
-            mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available(), **tracker_options(t)
-        )
+        self.accelerator = make_accelerator(t.mixed_precision, t.distributed_timeout_s, **tracker_options(t))
         if t.push_to_hub:  # before anything is loaded
             check_hub_access(t.hub_model_id)
         self.rank = self.accelerator.process_index
@@ -126,7 +122,8 @@ class Trainer:
             self._restore(checkpoint)
         self.metrics = MetricsLogger(self.output_dir, self.accelerator, cfg, self.step if checkpoint else None)
         if self.accelerator.is_main_process:
-            log.info(preflight(cfg, self.world_size, self.updater.num_params, cfg.rollout.engine))
+            parallel = parallel_mode(self.accelerator)
+            log.info(preflight(cfg, self.world_size, self.updater.num_params, cfg.rollout.engine, parallel))
         self.periodic_eval = None
         if cfg.eval.every > 0 or cfg.eval.at_start:
             from rltune.eval.hook import PeriodicEval
@@ -244,6 +241,7 @@ class Trainer:
             {
                 **rollout_metrics,
                 **update_metrics,
+                **memory_metrics(self.model, self.optimizer),
                 "advantage/abs_mean": adv.abs().mean().item(),
                 "lr": self.scheduler.get_last_lr()[0],
                 "time/rollout_s": rollout_s,
@@ -308,7 +306,9 @@ class Trainer:
             kept.append(batch.select_groups(varied))
             flat.append(batch.select_groups(flat_groups))
             n_kept += len(varied)
-            if n_kept >= want:
+            # Every process samples as many rounds as the one that needs most: sharded weights make each
+            # forward a collective, and a process that stopped early would leave the others waiting.
+            if not any_process(n_kept < want):
                 break
         if algo.dynamic_sampling:
             pool = RolloutBatch.concat(kept + flat)
@@ -358,11 +358,12 @@ class Trainer:
             from accelerate.utils import gather_object
 
             rngs = gather_object(rngs)
-        # Sharded weights: every process takes part in gathering the full state dict.
-        weights = self.accelerator.get_state_dict(self.model) if self.sharded else None
+        # Sharded weights and optimizer state: every process takes part in gathering them whole.
+        weights = without_tied_copies(self.policy, self.accelerator.get_state_dict(self.model)) if self.sharded else None
+        update_state = self.updater.state_dict()
         if not self.accelerator.is_main_process:
             return None
-        state = {"step": self.step, **self.updater.state_dict(), "data": self.data.state_dict(), "rng": rngs}
+        state = {"step": self.step, **update_state, "data": self.data.state_dict(), "rng": rngs}
         if self.rollouts is not None:  # the batches already sampled for the next steps, and the data after them
             in_flight, state["data"] = self.rollouts.in_flight(self.step)
             state["in_flight"] = [produced_state(p) for p in in_flight]

@@ -28,6 +28,7 @@ from transformers import get_scheduler
 
 from rltune.batch import InputLayout, MicroBatch, PolicyOutput, RolloutBatch, pack_rows
 from rltune.config import LossTermSpec, RecipeConfig
+from rltune.distributed import full_optimizer_state, load_optimizer_state, loading_whole
 from rltune.errors import ConfigError, RLTuneError
 from rltune.guards import CollapseGuard, check_optimizer_state, weight_norm
 from rltune.lm_head import token_scores
@@ -97,7 +98,8 @@ class PolicyUpdate:
         # LoRA: the frozen base (adapters disabled) is the reference; no second copy of the weights.
         self.ref_model = None
         if self.needs_reference and not cfg.model.lora:
-            self.ref_model = load_reference(cfg.model).to(self.accelerator.device)
+            with loading_whole():  # the reference is whole on every process, never sharded
+                self.ref_model = load_reference(cfg.model).to(self.accelerator.device)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=t.lr,
@@ -131,9 +133,9 @@ class PolicyUpdate:
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the update: optimizer, scheduler, the weight norm the run started with,
         the loss terms' states, and the reference when a loss term moves it (the policy's weights are saved
-        as the model itself)."""
+        as the model itself). Sharded, the optimizer state is gathered whole: every process must call this."""
         state: dict[str, Any] = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": full_optimizer_state(self.optimizer) if self.sharded else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "initial_weight_norm": self.initial_weight_norm,
             "loss_terms": [term.state_dict() if hasattr(term, "state_dict") else None for _, term in self.loss_terms],
@@ -181,9 +183,11 @@ class PolicyUpdate:
         self.last_weight_norm = norm
 
     def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
-        if not self.sharded:
-            check_optimizer_state(self.optimizer, state["optimizer"], source)
-        self.optimizer.load_state_dict(state["optimizer"])
+        check_optimizer_state(self.optimizer, state["optimizer"], source)
+        if self.sharded:
+            load_optimizer_state(self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.apply_recipe_hyperparameters()
         # The growth guard measures from the norm the run started with, not the resumed one: a slow drift

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from rltune.batch import MicroBatch, PolicyOutput
+from rltune.distributed import full_tensor
 from rltune.errors import ConfigError
 from rltune.loss_terms import LOSS_TERMS
 from rltune.losses import masked_mean
@@ -49,6 +50,7 @@ class KLPenalty:
 
 @torch.no_grad()
 def ema_update(reference: torch.nn.Module, policy: torch.nn.Module, decay: float) -> None:
-    """reference <- decay * reference + (1 - decay) * policy, parameter by parameter."""
+    """reference <- decay * reference + (1 - decay) * policy, parameter by parameter. The reference is whole
+    on every process; a sharded policy's parameters are gathered (every process must call this)."""
     for ref, cur in zip(reference.parameters(), policy.parameters(), strict=True):
-        ref.mul_(decay).add_(cur.detach().to(ref.dtype), alpha=1.0 - decay)
+        ref.mul_(decay).add_(full_tensor(cur.detach()).to(ref.dtype), alpha=1.0 - decay)

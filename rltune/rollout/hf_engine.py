@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from rltune.batch import RolloutBatch
+from rltune.distributed import any_process, is_sharded
 from rltune.models import keeps_logits
 from rltune.rollout.base import ENGINES, SamplingSettings, check_context
 
@@ -25,6 +26,9 @@ class HFEngine:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 64, compile: bool = False, **_: Any):
         self.model = model
+        # FSDP2 shards: every forward gathers each layer from all processes, so every process must run as
+        # many forwards as the others; decoding goes on until all processes' rows have ended.
+        self.lockstep = is_sharded(model)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.compile = compile
@@ -101,6 +105,11 @@ class HFEngine:
         # Layers compiled for the update (train.compile) would recompile for every cache length: decode eagerly.
         with _eager():
             for step in range(max_tokens):
+                if not len(rows):  # lockstep: this process's rows have ended, not the others'
+                    self.model(input_ids=torch.full((1, 1), self.pad_id, device=device))
+                    if not any_process(False):
+                        break
+                    continue
                 out = self._forward(self.model, input_ids, attention, positions, cache, **keep)
                 cache, logits = out.past_key_values, out.logits[:, -1]
                 if step == 0:  # from one row per prompt to one per sample: each gets its prompt's cache and logits
@@ -110,8 +119,12 @@ class HFEngine:
                 drawn_tokens[rows, step], drawn_logprobs[rows, step] = tokens, logprobs
                 done = torch.isin(tokens, eos)
                 finished = int(done.sum())
-                if finished == len(rows):
+                decoding = finished < len(rows)
+                if not (any_process(decoding) if self.lockstep else decoding):
                     break
+                if not decoding:
+                    rows = rows[:0]
+                    continue
                 input_ids, positions = tokens[:, None], positions[:, -1:] + 1
                 attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)
                 if finished:  # rows that ended leave the batch (and their cache): later steps do not compute them
@@ -149,7 +162,8 @@ class HFEngine:
             drawn_tokens[:, step] = tokens.masked_fill(done, self.pad_id)
             drawn_logprobs[:, step] = logprobs
             done |= torch.isin(tokens, eos)
-            if step == max_tokens - 1 or bool(done.all()):
+            ended = bool(done.all())
+            if step == max_tokens - 1 or (not any_process(not ended) if self.lockstep else ended):
                 break
             attention[:, width + step] = 1
             positions = positions[:, -1:] + 1
@@ -193,6 +207,7 @@ class HFEngine:
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.model = model
+        self.lockstep = is_sharded(model)
 
     def close(self) -> None:
         self.model = self._compiled = self._cache = None
