@@ -359,7 +359,9 @@ class Trainer:
 
             rngs = gather_object(rngs)
         # Sharded weights and optimizer state: every process takes part in gathering them whole.
-        weights = without_tied_copies(self.policy, self.accelerator.get_state_dict(self.model)) if self.sharded else None
+        weights = None
+        if self.sharded:
+            weights = without_tied_copies(self.policy, self.accelerator.get_state_dict(self.model))
         update_state = self.updater.state_dict()
         if not self.accelerator.is_main_process:
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,16 @@ def run_rltune(*args: str, cwd: Path, ok: bool = True, timeout: float = 900) -> 
     if ok:
         assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
+
+
+def accelerate_launch(config: str, *args: str) -> list[str]:
+    """`accelerate launch` with the shipped config recipes/accelerate/CONFIG.yaml, on a free port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config_file = REPO / "recipes" / "accelerate" / f"{config}.yaml"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file)]
+    return [*launcher, "--main_process_port", str(port), *args]
 
 
 def deep_merge(dst: dict, src: dict) -> dict:

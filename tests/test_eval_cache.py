@@ -83,6 +83,7 @@ def test_a_malformed_benchmark_line_is_named_by_number(tmp_path, tiny_model_dir,
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.heavy
 def test_compare_refuses_runs_with_other_settings_or_problems_unless_forced(tmp_path, tiny_model_dir, bench):
     base, hot, fewer = tmp_path / "base", tmp_path / "hot", tmp_path / "fewer"
     run_rltune(*eval_args(tiny_model_dir, bench, base), cwd=tmp_path)

@@ -5,13 +5,12 @@ two processes and group rewards always see whole groups (no gather/scatter neede
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, write_recipe
+from conftest import REPO, accelerate_launch, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -20,24 +19,6 @@ def torchrun(*args: str) -> list[str]:
     # accelerate's launcher starts several CPU processes only through MPI; torchrun sets up the same
     # environment (RANK, WORLD_SIZE, ...) that `Accelerator` reads, with the gloo backend.
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-
-
-def accelerate_launch(*args: str) -> list[str]:
-    """`accelerate launch` with the shipped two-process CPU config, on a free port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"
-    return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(config),
-        "--main_process_port",
-        str(port),
-        *args,
-    ]
 
 
 def test_two_processes_train_with_whole_groups(tmp_path, demo_assets):
@@ -106,7 +87,7 @@ def test_two_processes_follow_the_single_process_loss_curve(tmp_path, demo_asset
             },
         )
         args = ["-m", "rltune", "train", str(recipe)]
-        cmd = [sys.executable, *args] if procs == 1 else accelerate_launch(*args)
+        cmd = [sys.executable, *args] if procs == 1 else accelerate_launch("cpu_2proc", *args)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]

@@ -593,7 +593,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize(
     "engine, signum",
     [
-        ("hf", signal.SIGTERM),
+        pytest.param("hf", signal.SIGTERM, marks=pytest.mark.heavy),  # the same handler as SIGINT's
         ("hf", signal.SIGINT),
         # the handling is the engine's to survive
         pytest.param("vllm", signal.SIGINT, marks=[pytest.mark.slow, pytest.mark.heavy]),
