@@ -6,7 +6,8 @@
 #       -d .whl trl==1.16.0 datasets==5.2.0 dill multiprocess && pip wheel --no-deps -w .whl .
 # Results (JSON lines and logs) go to $OUT (default runs/gpu). The whole script takes under 10 minutes
 # (one device call); VARIED=1 runs only the packed / padded / token-budget comparison on varied completion
-# lengths instead; WORKLOAD=gsm8k-shape runs vs_trl.py on its GSM8K-shaped workload.
+# lengths instead; WORKLOAD=gsm8k-shape runs vs_trl.py on its GSM8K-shaped workload; SCALE=1 runs only the
+# sharded launches (FSDP2, and ZeRO-3 where DeepSpeed is installed) against one process.
 set -u
 OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"
@@ -19,6 +20,14 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import torch, transformers, trl, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'accelerate', accelerate.__version__)"
 } 2>&1 | tee "$OUT/machine.txt"
+if [ "${SCALE:-0}" = 1 ]; then
+    # FSDP2 (and ZeRO-3 where DeepSpeed is installed) against one process, on all the machine's GPUs:
+    # final weights, loss curves, per-process shares and peak memory (benchmarks/scale_check.py).
+    configs=fsdp2
+    python3 -c "import deepspeed" 2>/dev/null && configs=fsdp2,zero3
+    timeout 500 python3 benchmarks/scale_check.py --configs "$configs" --out "$OUT/scale.jsonl" 2>&1 | tee "$OUT/scale.log"
+    exit
+fi
 if [ "${VARIED:-0}" = 1 ]; then
     timeout 500 python3 benchmarks/update_mfu.py --device cuda --timeout 200 --varied-lengths \
         --variants plain,rltune,rltune-padded,rltune-budget --token-budget 8192 --out "$OUT/varied.jsonl" 2>&1 | tee "$OUT/varied.log"

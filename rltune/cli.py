@@ -42,9 +42,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_before_loading(cfg, args.recipe)  # a typo or a missing path in under a second, before torch loads
     from rltune.trainer import Trainer
 
+    from rltune.distributed import lost_process_error
+
     trainer = Trainer(cfg)
     try:
         trainer.train()
+    except Exception as exc:  # a dead peer surfaces as a bare gloo/NCCL error: say which process and what next
+        error = lost_process_error(exc, trainer.rank, trainer.world_size, cfg.train.distributed_timeout_s)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         trainer.close()
     return 0

@@ -115,6 +115,11 @@ class PromptSource:
         limit, limit_source = cfg.max_prompt_tokens, "data.max_prompt_tokens"
         if context_limit is not None and (limit is None or context_limit < limit):
             limit, limit_source = context_limit, "the rollout engine's context minus rollout.max_tokens"
+        if limit is not None and limit < 1:
+            raise RLTuneError(
+                f"no prompt of {cfg.path!r} can fit: {limit_source} leaves {limit} tokens for it; lower the "
+                "completion length (rollout.max_tokens, or --max-tokens of rltune eval) or use a longer context"
+            )
         # A token spells at most this many characters: a question longer than limit * it cannot fit, and is
         # dropped before tokenizing (a 50 MB row would take gigabytes to tokenize just to be dropped).
         max_chars = None if limit is None else limit * max(map(len, tokenizer.get_vocab()), default=1)

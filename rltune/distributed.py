@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType, InitProcessGroupKwargs
 
-from rltune.errors import ConfigError
+from rltune.errors import ConfigError, RLTuneError
 
 
 def make_accelerator(mixed_precision: str, timeout_s: float | None = None, **options: Any) -> Accelerator:
@@ -162,3 +162,21 @@ def loading_whole():
     finally:
         if saved is not None:
             os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = saved
+
+
+def lost_process_error(exc: BaseException, rank: int, world_size: int, timeout_s: float) -> RLTuneError | None:
+    """The error to stop with when a collective failed because another process is gone (gloo: "Connection
+    reset by peer", NCCL: a watchdog timeout); None for any other exception."""
+    text = str(exc)
+    lost = isinstance(exc, torch.distributed.DistError) or (
+        isinstance(exc, RuntimeError) and any(s in text for s in ("gloo", "NCCL", "Connection", "timed out"))
+    )
+    if not lost or world_size < 2:
+        return None
+    others = f"the other process (rank {1 - rank})" if world_size == 2 else "another process"
+    detail = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return RLTuneError(
+        f"process rank {rank} of {world_size}: an exchange with {others} failed ({detail}): it died, was killed or "
+        f"stalled past train.distributed_timeout_s={timeout_s:g}s; its own log names the cause. Once every "
+        "process can run again, resume with train.resume_from=latest"
+    )

@@ -68,14 +68,32 @@ def run_rltune(*args: str, cwd: Path, ok: bool = True, timeout: float = 900) -> 
     return proc
 
 
-def accelerate_launch(config: str, *args: str) -> list[str]:
-    """`accelerate launch` with the shipped config recipes/accelerate/CONFIG.yaml, on a free port."""
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return sock.getsockname()[1]
+
+
+def accelerate_launch(config: str, *args: str, port: int | None = None) -> list[str]:
+    """`accelerate launch` with the shipped config recipes/accelerate/CONFIG.yaml, on `port` (default: a free
+    one); `args`: launch flags, then the program."""
+    port = port or free_port()
     config_file = REPO / "recipes" / "accelerate" / f"{config}.yaml"
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file)]
     return [*launcher, "--main_process_port", str(port), *args]
+
+
+def two_machines(launch: str, env: dict, args: list[str], cwd: Path) -> list[subprocess.Popen]:
+    """Two `accelerate launch` commands with recipes/accelerate/LAUNCH.yaml, as on two machines: machine
+    ranks 0 and 1 of 2, one process each, meeting at 127.0.0.1; `args`: the program."""
+    port = free_port()
+    machines = []
+    for rank in (0, 1):
+        flags = ["--num_machines", "2", "--machine_rank", str(rank), "--num_processes", "2"]
+        cmd = accelerate_launch(launch, *flags, "--main_process_ip", "127.0.0.1", *args, port=port)
+        pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}
+        machines.append(subprocess.Popen(cmd, cwd=cwd, env=env, **pipes))
+    return machines
 
 
 def deep_merge(dst: dict, src: dict) -> dict:

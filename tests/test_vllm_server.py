@@ -4,8 +4,8 @@ unreachable or slow server."""
 
 from __future__ import annotations
 
+import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +15,13 @@ import torch
 from test_vllm_engine import check_engine_follows_the_policy, hf_logprobs
 from transformers import AutoModelForCausalLM
 
-from conftest import demo_recipe
+from conftest import demo_recipe, free_port, two_machines, write_recipe
 from rltune.config import VLLMServerConfig
 from rltune.errors import RLTuneError
 from rltune.models import load_tokenizer
 from rltune.rollout import SamplingSettings, build_engine
 
 KEY_ENV, API_KEY = "RLTUNE_TEST_VLLM_KEY", "test-key-7f3a"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def healthy(url: str) -> bool:
@@ -146,3 +140,38 @@ def test_grpo_steps_through_the_server(server, tmp_path):
         trainer.engine.__dict__.pop("sync_weights", None)
         trainer.engine.sync_weights(AutoModelForCausalLM.from_pretrained(model_dir))
         trainer.close()
+
+
+@pytest.mark.slow
+def test_two_machines_train_through_one_server(server, tmp_path):
+    """Two `accelerate launch` commands as two machines (one FSDP2 process each) and a `vllm serve` as the
+    inference node: rank 0 writes the gathered weights after every update and the server reloads them;
+    the sync check (on) holds at every step, so each step sampled from the weights it trained."""
+    url, model_dir, data_file = server
+    out = tmp_path / "run"
+    server_cfg = {"url": url, "weight_sync": "disk", "api_key_env": KEY_ENV}
+    recipe = write_recipe(
+        tmp_path,
+        {
+            "model": {"path": str(model_dir)},
+            "data": {"path": str(data_file)},
+            "rollout": {"engine": "vllm_server", "server": server_cfg},
+            "train": {"steps": 2, "prompts_per_step": 4, "output_dir": str(out), "progress_bar": False},
+        },
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    machines = two_machines("fsdp2_cpu_2proc", env, ["-m", "rltune", "train", str(recipe)], tmp_path)
+    try:
+        for machine in machines:
+            _, stderr = machine.communicate(timeout=900)
+            assert machine.returncode == 0, stderr[-4000:]
+    finally:
+        from transformers import AutoModelForCausalLM
+
+        cfg = VLLMServerConfig(url=url, weight_sync="disk", sync_dir=str(tmp_path / "reset"), api_key_env=KEY_ENV)
+        build_engine("vllm_server", server=cfg).sync_weights(AutoModelForCausalLM.from_pretrained(model_dir))
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["mismatch/log_ratio_abs_mean"] < 1e-4 for m in metrics)
+    assert metrics[-1]["memory/params_held"] == pytest.approx(0.5, abs=0.01)
+    assert (out / "weight-sync" / "current" / "model.safetensors").is_file()

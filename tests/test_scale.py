@@ -19,40 +19,50 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import accelerate_launch, deep_merge, run_rltune, write_recipe
+from conftest import accelerate_launch, deep_merge, run_rltune, two_machines, write_recipe
 
 pytestmark = pytest.mark.slow
 
 FSDP2 = "fsdp2_cpu_2proc"
 DDP = "cpu_2proc"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 BASE = {
     "rollout": {"engine": "hf"},
     "algorithm": {"mini_batches": 1},
-    "train": {"steps": 3, "save_every": 1, "keep_checkpoints": 3, "progress_bar": False, "report_to": []},
+    # a broken collective (a mutant) fails within 2 minutes instead of hanging
+    "train": {
+        "steps": 3,
+        "save_every": 1,
+        "keep_checkpoints": 3,
+        "progress_bar": False,
+        "report_to": [],
+        "distributed_timeout_s": 120,
+    },
 }
 
 
-def train(tmp_path: Path, name: str, launch: str | None, assets, sections: dict | None = None, ok: bool = True):
-    """`rltune train` of the demo recipe (BASE, then `sections`) into tmp_path/name: on one process when
-    `launch` is None, else through `accelerate launch` with recipes/accelerate/LAUNCH.yaml (2 processes)."""
+def recipe_args(tmp_path: Path, name: str, assets, per_process: int, sections: dict | None = None) -> list[str]:
+    """`-m rltune train RECIPE`: the demo recipe (BASE, then `sections`) writing into tmp_path/name."""
     model_dir, data_file = assets
-    out = tmp_path / name
-    per_process = 8 if launch is None else 4
     recipe = deep_merge(
         {
             "model": {"path": str(model_dir)},
             "data": {"path": str(data_file)},
-            "train": {"output_dir": str(out), "prompts_per_step": per_process},
+            "train": {"output_dir": str(tmp_path / name), "prompts_per_step": per_process},
         },
         deep_merge(json.loads(json.dumps(BASE)), sections or {}),
     )
-    args = ["-m", "rltune", "train", str(write_recipe(tmp_path / f"{name}-recipe", recipe))]
+    return ["-m", "rltune", "train", str(write_recipe(tmp_path / f"{name}-recipe", recipe))]
+
+
+def train(tmp_path: Path, name: str, launch: str | None, assets, sections: dict | None = None):
+    """`rltune train` of the demo recipe into tmp_path/name: on one process when `launch` is None, else
+    through `accelerate launch` with recipes/accelerate/LAUNCH.yaml (2 processes); 8 prompts a step."""
+    args = recipe_args(tmp_path, name, assets, 8 if launch is None else 4, sections)
     cmd = [sys.executable, *args] if launch is None else accelerate_launch(launch, *args)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    if ok:
-        assert proc.returncode == 0, proc.stderr[-4000:]
-    return out, proc
+    proc = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp_path / name, proc
 
 
 def metrics(out: Path) -> list[dict]:
@@ -135,7 +145,8 @@ def test_fsdp2_with_vllm_syncs_gathered_weights_and_its_checkpoint_exports_and_e
     _, data_file = demo_assets
     run_rltune(
         "eval", "--model", fsdp / "checkpoint-3", "--benchmarks", f"{data_file}:question:answer", "--limit", "4",
-        "--n", "2", "--engine", "hf", "--no-chat-template", "--out", tmp_path / "eval", cwd=tmp_path,
+        "--n", "2", "--max-tokens", "12", "--engine", "hf", "--no-chat-template", "--out", tmp_path / "eval",
+        cwd=tmp_path,
     )  # fmt: skip
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results  # a pass@1 for the arithmetic file
@@ -185,24 +196,11 @@ def test_a_sigkilled_rank_stops_the_run_and_the_resume_is_bit_exact(tmp_path, de
     not hang), and resuming from the latest checkpoint ends with the uninterrupted run's weights."""
     long = {"train": {"steps": 4}}
     whole, _ = train(tmp_path, "whole", FSDP2, demo_assets, long)
-    model_dir, data_file = demo_assets
     out = tmp_path / "killed"
-    recipe = write_recipe(
-        tmp_path / "killed-recipe",
-        deep_merge(
-            json.loads(json.dumps(BASE)),
-            {
-                "model": {"path": str(model_dir)},
-                "data": {"path": str(data_file)},
-                "train": {"output_dir": str(out), "prompts_per_step": 4, "steps": 4},
-            },
-        ),
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = recipe_args(tmp_path, "killed", demo_assets, 4, long)
     launcher = subprocess.Popen(
-        accelerate_launch(FSDP2, "-m", "rltune", "train", str(recipe)),
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        accelerate_launch(FSDP2, *args), cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 600
     while not (out / "checkpoint-1" / "manifest.json").exists():
         assert launcher.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
@@ -228,3 +226,41 @@ def rank_pid(root: int, rank: int) -> int:
         if f"RANK={rank}".encode() in env and b"LOCAL_RANK=" + str(rank).encode() in env:
             return pid
     raise AssertionError(f"no process of rank {rank} under {root}")
+
+
+def test_two_machines_over_loopback_train_as_one_machine_with_two_processes(tmp_path, demo_assets):
+    one_machine, _ = train(tmp_path, "one-machine", FSDP2, demo_assets)
+    machines = two_machines(FSDP2, ENV, recipe_args(tmp_path, "two-machines", demo_assets, 4), tmp_path)
+    for machine in machines:
+        _, stderr = machine.communicate(timeout=900)
+        assert machine.returncode == 0, stderr[-4000:]
+    two = tmp_path / "two-machines"
+    assert_same_curve(metrics(one_machine), metrics(two))
+    assert max_diff(weights(one_machine, 3), weights(two, 3)) == 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return found + [d for child in found for d in descendants(child)]
+
+
+@pytest.mark.heavy
+def test_a_dead_machine_stops_the_other_within_the_timeout(tmp_path, demo_assets):
+    """Machine 1 dies (its launcher and process SIGKILLed) after the first checkpoint: machine 0 stops with
+    an error that names the failed exchange with the other processes, well within train.distributed_timeout_s
+    plus start-up, instead of hanging."""
+    sections = {"train": {"steps": 200, "distributed_timeout_s": 30}}
+    machines = two_machines(FSDP2, ENV, recipe_args(tmp_path, "run", demo_assets, 4, sections), tmp_path)
+    deadline = time.time() + 600
+    while not (tmp_path / "run" / "checkpoint-1" / "manifest.json").exists():
+        assert all(m.poll() is None for m in machines) and time.time() < deadline
+        time.sleep(0.05)
+    for pid in [machines[1].pid, *descendants(machines[1].pid)]:
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    _, stderr = machines[0].communicate(timeout=300)
+    assert machines[0].returncode != 0
+    assert time.time() - killed_at < 30 + 60
+    assert "rltune: error: process rank 0 of 2: an exchange with the other process (rank 1) failed" in stderr
+    assert "train.resume_from=latest" in stderr
