@@ -40,9 +40,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_recipe(args.recipe, args.overrides)
     check_before_loading(cfg, args.recipe)  # a typo or a missing path in under a second, before torch loads
-    from rltune.trainer import Trainer
-
     from rltune.distributed import lost_process_error
+    from rltune.trainer import Trainer
 
     trainer = Trainer(cfg)
     try:

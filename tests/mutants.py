@@ -55,30 +55,38 @@ MUTANTS = [
     Mutant(
         "FSDP2: the checkpoint keeps rank 0's shard of the optimizer state only",
         "rltune/update.py",
-        '            "optimizer": full_optimizer_state(self.optimizer) if self.sharded else self.optimizer.state_dict(),\n',
-        '            "optimizer": self.optimizer.state_dict(),\n',
-        ["tests/test_scale.py::test_fsdp2_follows_one_process_with_a_moving_kl_anchor_and_recompute_then_resumes_bit_exactly"],
+        "full_optimizer_state(self.optimizer) if self.sharded else self.optimizer.state_dict()",
+        "self.optimizer.state_dict()",
+        [
+            "tests/test_scale.py::test_fsdp2_follows_one_process_with_a_moving_kl_anchor_and_recompute_then_resumes_bit_exactly"
+        ],
     ),
     Mutant(
         "several processes: every process trains on the first process's share of the prompts",
         "rltune/trainer.py",
         "        ids, rows = ids[self.rank :: self.world_size], rows[self.rank :: self.world_size]\n",
         "        ids, rows = ids[0 :: self.world_size], rows[0 :: self.world_size]\n",
-        ["tests/test_scale.py::test_fsdp2_follows_one_process_with_a_moving_kl_anchor_and_recompute_then_resumes_bit_exactly"],
+        [
+            "tests/test_scale.py::test_fsdp2_follows_one_process_with_a_moving_kl_anchor_and_recompute_then_resumes_bit_exactly"
+        ],
     ),
     Mutant(
         "FSDP2: the reference model loaded under fsdp_cpu_ram_efficient_loading (random weights off rank 0)",
         "rltune/update.py",
         "            with loading_whole():  # the reference is whole on every process, never sharded\n",
         "            with nullcontext():\n",
-        ["tests/test_scale.py::test_fsdp2_follows_one_process_with_a_moving_kl_anchor_and_recompute_then_resumes_bit_exactly"],
+        [
+            "tests/test_scale.py::test_fsdp2_follows_one_process_with_a_moving_kl_anchor_and_recompute_then_resumes_bit_exactly"
+        ],
     ),
     Mutant(
         "FSDP2: the hf engine stops decoding when this process's rows end (the others wait forever)",
         "rltune/rollout/hf_engine.py",
         "                if not (any_process(decoding) if self.lockstep else decoding):\n",
         "                if not decoding:\n",
-        ["tests/test_scale.py::test_fsdp2_follows_one_process_with_a_moving_kl_anchor_and_recompute_then_resumes_bit_exactly"],
+        [
+            "tests/test_scale.py::test_fsdp2_follows_one_process_with_a_moving_kl_anchor_and_recompute_then_resumes_bit_exactly"
+        ],
     ),
     Mutant(
         "output lock taken without its flock (two runs starting at once both get it)",
