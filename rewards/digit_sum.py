@@ -17,6 +17,8 @@ def right_answers(target: int) -> list[int]:
 class DigitSum:
     """1 if the last \\boxed{} holds a two-digit number whose digits sum to `row['gold']`, else 0."""
 
+    needs_gold = True  # reads row['gold']: refused on a prompt-only dataset (data.answer_column: null)
+
     def __call__(self, completion: Completion, row: dict) -> float:
         answer = (extract_boxed(completion.text) or "").strip()
         if not (answer.isdigit() and len(answer) == 2 and answer[0] != "0"):

@@ -20,6 +20,8 @@ def last_number(text: str) -> float | None:
 class FinalNumber:
     """1 if the last number of the completion equals `row['gold']` (a number), else 0."""
 
+    needs_gold = True  # reads row['gold']: refused on a prompt-only dataset (data.answer_column: null)
+
     def __call__(self, completion: Completion, row: dict) -> float:
         value, gold = last_number(completion.text), last_number(str(row["gold"]))
         return float(value is not None and gold is not None and abs(value - gold) < 1e-9)

@@ -10,6 +10,8 @@ from rltune.rewards import REWARDS, Completion
 class MathAccuracy:
     """`correct` if the last \\boxed{} matches `row['gold']`, else `incorrect` (DAPO and NFT use +1/-1)."""
 
+    needs_gold = True  # reads row['gold']: refused on a prompt-only dataset (data.answer_column: null)
+
     def __init__(self, correct: float = 1.0, incorrect: float = 0.0):
         self.correct = correct
         self.incorrect = incorrect

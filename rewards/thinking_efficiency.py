@@ -23,6 +23,7 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
 
 @REWARDS.register("thinking_efficiency")
 class ThinkingEfficiency:
+    needs_gold = True  # reads row['gold']: refused on a prompt-only dataset (data.answer_column: null)
     needs_rewards: tuple[str, ...]
 
     def __init__(

@@ -60,12 +60,17 @@ class DataConfig:
     """Hub dataset configuration name (e.g. 'main' for gsm8k)."""
     split: str = "train"
     question_column: str = "question"
-    answer_column: str = "answer"
+    """The prompt: text (filled into `instruction`), or a list of {"role", "content"} messages (trl's
+    conversational format: the chat template applies to them as they are, `instruction` does not)."""
+    answer_column: str | None = "answer"
+    """The gold answer. null for a prompt-only dataset (rewards that need no gold; math_accuracy and the
+    other gold-reading rewards are then refused)."""
     answer_after: str | None = None
     """If set, the gold is the text after the last occurrence of this marker (GSM8K answers: '####')."""
     instruction: str = DEFAULT_INSTRUCTION
     """Python format string applied to each row; `{question}` is the question column, other columns by name."""
     system_prompt: str | None = None
+    """A system message put first; in a conversational row it replaces the row's own system message."""
     use_chat_template: bool = True
     """Wrap the instruction in the tokenizer's chat template (if it has one) with the generation prompt."""
     shuffle: bool = True
@@ -245,6 +250,10 @@ class AlgorithmConfig:
 class RewardsConfig:
     on_error: Literal["zero", "fail"] = "zero"
     """A reward that raises for one sample: log it and score 0, or stop training."""
+    max_error_fraction: float = 0.5
+    """With on_error=zero: the share of a reward's calls in one step that may fail (each scored 0) before the
+    run stops, before that step's update, with the first failure's traceback. A flaky call among many is
+    scored 0; a broken reward (every call raising, a wrong signature) stops the run at its first step."""
     timeout_s: float = 30.0
     """Wall-clock limit for one reward call (async rewards and graded answers)."""
 
@@ -418,7 +427,7 @@ _NON_NEGATIVE = {
     "weight_decay", "max_grad_norm", "warmup_steps", "save_every", "keep_checkpoints", "kl_coef", "clip_high",
     "log_completions_every", "every", "seed", "async_steps", "temperature", "entropy_coef", "sft_weight", "warmup",
 }  # fmt: skip
-_FRACTION = {"top_p", "gpu_memory_utilization", "token_ratio", "threshold"}  # in (0, 1]
+_FRACTION = {"top_p", "gpu_memory_utilization", "token_ratio", "threshold", "max_error_fraction"}  # in (0, 1]
 _UNIT = {"kl_anchor_decay", "dropout", "betas", "clip_low"}  # in [0, 1)
 
 
@@ -650,6 +659,11 @@ def check_before_loading(cfg: RecipeConfig, source: str = "recipe", data_given: 
     and data paths that do not exist (instead of minutes of hub retries), an output_dir that cannot be
     written. `data_given`: the prompts come as a dataset object (the Python API), not from data.path."""
     validate(cfg, source)
+    if not data_given and not cfg.data.path:  # a dataset object given to Trainer(dataset=...) needs none
+        raise ConfigError(
+            f"{source}: data.path is required (a hub dataset, or a local json/jsonl/parquet file; in Python, "
+            "or Trainer(cfg, dataset=...))"
+        )
     paths = [("model.path", cfg.model.path)] + ([] if data_given else [("data.path", cfg.data.path)])
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     for key, path in paths:
@@ -690,7 +704,6 @@ def validate(cfg: RecipeConfig, source: str = "recipe") -> None:
             raise ConfigError(f"{source}: {key} {msg}")
 
     need(bool(cfg.model.path), "model.path", "is required (a hub id or a local model folder)")
-    need(bool(cfg.data.path), "data.path", "is required (a hub dataset, or a local json/jsonl/parquet file)")
     need(cfg.rollout.group_size >= 2, "rollout.group_size", "must be at least 2 (advantages are group-relative)")
     need(cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0")
     need(

@@ -101,8 +101,9 @@ class PromptSource:
         self.seed = seed
         rows = dataset if dataset is not None else load_rows(cfg.path, cfg.split, cfg.subset)
         columns = list(rows.column_names)
+        self.columns = columns
         for role, column in (("question_column", cfg.question_column), ("answer_column", cfg.answer_column)):
-            if column not in columns:
+            if column is not None and column not in columns:
                 raise RLTuneError(
                     f"dataset {cfg.path!r} has no column {column!r} (data.{role}); "
                     f"its columns are: {', '.join(columns)}"
@@ -125,7 +126,8 @@ class PromptSource:
         max_chars = None if limit is None else limit * max(map(len, tokenizer.get_vocab()), default=1)
         for index, row in enumerate(rows):
             item = dict(row)
-            answer, question = item[cfg.answer_column], item[cfg.question_column]
+            question = item[cfg.question_column]
+            answer = item[cfg.answer_column] if cfg.answer_column is not None else ""
             if max_chars is not None and isinstance(question, str) and len(question) > max_chars:
                 if cfg.long_prompts == "fail":
                     raise RLTuneError(
@@ -144,7 +146,8 @@ class PromptSource:
                     ("question", cfg.question_column, question),
                     ("answer", cfg.answer_column, answer),
                 )
-                if value is None or not str(value).strip() or (role == "answer" and not gold.strip())
+                if (role == "question" or cfg.answer_column is not None)
+                and (value is None or not str(value).strip() or (role == "answer" and not gold.strip()))
             ]
             if blank:
                 role, column, value = blank[0]
@@ -156,6 +159,9 @@ class PromptSource:
                 missing += 1
                 continue
             item["gold"] = gold
+            messages = conversation(question, cfg.system_prompt)
+            if messages is not None:
+                item["messages"] = messages
             item["prompt"] = self.format_prompt(item)
             ids = tokenizer(item["prompt"], add_special_tokens=False)["input_ids"]
             if limit is not None and len(ids) > limit:
@@ -183,6 +189,14 @@ class PromptSource:
         self._order = self._epoch_order()
 
     def format_prompt(self, row: dict[str, Any]) -> str:
+        if "messages" in row:  # conversational: the chat template applies to the messages as they are
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise RLTuneError(
+                    f"dataset {self.cfg.path!r} holds conversations ({self.cfg.question_column!r} is a list of "
+                    "messages) and the tokenizer has no chat template to write them with; use a chat model's "
+                    "tokenizer or a text column"
+                )
+            return self.tokenizer.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)
         fields = dict(row)
         fields["question"] = row[self.cfg.question_column]
         try:
@@ -229,3 +243,14 @@ class PromptSource:
         self.epoch = state["epoch"]
         self.position = state["position"]
         self._order = self._epoch_order()
+
+
+def conversation(question: Any, system_prompt: str | None) -> list[dict[str, str]] | None:
+    """The messages of a conversational prompt (trl's format: a list of {"role", "content"} dicts), with
+    `system_prompt` in place of its own system message; None for a text prompt."""
+    if not isinstance(question, list) or not all(isinstance(m, dict) and "role" in m for m in question):
+        return None
+    messages = [{"role": m["role"], "content": m.get("content", "")} for m in question]
+    if system_prompt:
+        messages = [{"role": "system", "content": system_prompt}] + [m for m in messages if m["role"] != "system"]
+    return messages

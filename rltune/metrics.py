@@ -62,8 +62,8 @@ def rollout_metrics(batch, reward_errors: int) -> dict[str, float]:
         "completion/truncated_fraction": sum(f == "length" for f in batch.finish_reasons) / len(batch),
         "groups/zero_std_fraction": sum(is_flat(batch.rewards[i]) for i in groups) / len(groups),
     }
-    for name, values in batch.reward_components.items():
-        metrics[f"reward/{name}"] = values.mean().item()
+    for name, values in batch.reward_components.items():  # samples it returned None for left out
+        metrics[f"reward/{name}"] = values.nanmean().item()
     metrics["reward/errors"] = float(reward_errors)
     metrics["reward/grader_errors"] = float(grading_failures())  # answers the grader could not check
     return metrics

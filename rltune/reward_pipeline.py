@@ -1,9 +1,13 @@
 """RewardPipeline: runs every configured reward over a RolloutBatch and sums them with weights.
 
 Per-sample rewards run first (sync ones each on a daemon thread, async ones concurrently on an event loop of
-their own),
-then group rewards, one call per group. Every component is kept unweighted in
-`batch.reward_components` for logging; `batch.rewards` is the weighted sum.
+their own), with trl-style batched rewards (one call for the whole batch, trl's keyword arguments), then group
+rewards, one call per group. Every component is kept unweighted in `batch.reward_components` for logging;
+`batch.rewards` is the weighted sum. A sample a reward returns None for ("does not apply", as in trl) counts
+0 in the sum and is left out of that reward's mean.
+
+A reward whose calls fail in a step more often than reward_options.max_error_fraction stops the run before
+the update with its first exception: a broken function is never trained on as all zeros.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import math
 import numbers
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,6 +43,40 @@ class _Component:
     is_async: bool
     token_level: bool = False
     gamma: float = 1.0
+    batched: bool = False
+    """trl's calling convention: one call for the batch, `prompts=`, `completions=`, `completion_ids=` and
+    the dataset's columns as keyword lists; returns one float or None per completion."""
+
+
+TRL_ARGUMENTS = ("prompts", "completions", "completion_ids")
+
+
+def is_trl_style(fn: Any) -> bool:
+    """A reward written for trl's GRPOTrainer: it names `completions` (or `prompts`/`completion_ids`) as a
+    parameter, where an rltune per-sample reward takes one `completion` and the row."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return any(name in params for name in TRL_ARGUMENTS)
+
+
+def _check_signature(label: str, fn: Any, batched: bool) -> None:
+    """Refuse, at load, a reward that cannot take the arguments it will be called with."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # builtins and C callables: their calls will tell
+    if batched:
+        return  # its keyword arguments are checked against the dataset's columns (check_dataset)
+    try:
+        signature.bind(None, None)
+    except TypeError as exc:
+        raise ConfigError(
+            f"reward {label!r} cannot be called as reward(completion, row) ({exc}); an rltune reward takes the "
+            "completion and its dataset row, a group reward (group = True) the group's completions and the row, "
+            "a trl reward names `completions` and takes **kwargs"
+        ) from None
 
 
 def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -79,9 +118,16 @@ def _is_async(fn: Any) -> bool:
 
 
 class RewardPipeline:
-    def __init__(self, specs: list[RewardSpec], on_error: str = "zero", timeout_s: float = 30.0):
+    def __init__(
+        self,
+        specs: list[RewardSpec],
+        on_error: str = "zero",
+        timeout_s: float = 30.0,
+        max_error_fraction: float = 0.5,
+    ):
         self.on_error = on_error
         self.timeout_s = timeout_s
+        self.max_error_fraction = max_error_fraction
         self.components: list[_Component] = []
         for spec in specs:
             obj = spec.function if spec.function is not None else REWARDS.get(spec.name)
@@ -107,7 +153,10 @@ class RewardPipeline:
             if token_level and group:
                 raise ConfigError(f"reward {label!r} cannot be both a group and a token-level reward")
             gamma = float(getattr(fn, "gamma", 1.0))
-            self.components.append(_Component(unique, fn, spec.weight, group, _is_async(fn), token_level, gamma))
+            batched = not group and not token_level and is_trl_style(fn)
+            _check_signature(label, fn, batched or group)
+            comp = _Component(unique, fn, spec.weight, group, _is_async(fn), token_level, gamma, batched)
+            self.components.append(comp)
         for position, comp in enumerate(self.components):
             # Per-sample rewards run in recipe order, so one may only read those listed before it.
             readable = {c.name for c in self.components[: len(self.components) if comp.group else position]}
@@ -119,6 +168,32 @@ class RewardPipeline:
                         f"{comp.name!r} in the recipe's rewards (weight 0 if it should count only through it)"
                     )
         self.errors = 0
+
+    def check_dataset(self, columns: list[str], has_gold: bool = True) -> None:
+        """Refuse, before any model loads, a trl-style reward that needs a keyword the dataset cannot give,
+        and a reward that reads the gold answer on a prompt-only dataset."""
+        given = {*TRL_ARGUMENTS, *columns, "gold", "prompt"}
+        for comp in self.components:
+            if not has_gold and getattr(comp.fn, "needs_gold", False):
+                raise ConfigError(
+                    f"reward {comp.name!r} compares completions with the gold answer, and the dataset has none "
+                    "(data.answer_column: null); set data.answer_column or use rewards that need no gold"
+                )
+            if not comp.batched:
+                continue
+            params = inspect.signature(comp.fn).parameters.values()
+            missing = [
+                p.name
+                for p in params
+                if p.default is inspect.Parameter.empty
+                and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+                and p.name not in given
+            ]
+            if missing:
+                raise ConfigError(
+                    f"reward {comp.name!r} (trl style) takes {', '.join(missing)}, which the dataset has no column "
+                    f"for; its columns are: {', '.join(columns)}"
+                )
 
     def score(self, batch: RolloutBatch) -> None:
         """Fill `batch.reward_components` and `batch.rewards`.
@@ -137,7 +212,11 @@ class RewardPipeline:
             if comp.token_level:
                 self._score_tokens(comp, batch, completions)
                 continue
-            if comp.group:
+            if comp.batched:
+                targets = [list(range(len(batch)))]
+                calls = [(trl_arguments(batch),)]
+                labels = ["the batch"]
+            elif comp.group:
                 targets = groups
                 calls = [([completions[i] for i in idx], batch.rows[g]) for g, idx in enumerate(groups)]
                 labels = [f"group {g}" for g in range(len(groups))]
@@ -146,14 +225,26 @@ class RewardPipeline:
                 calls = [(c, batch.row_of(i)) for i, c in enumerate(completions)]
                 labels = [repr(c.text[:200]) for c in completions]
             values: dict[str, torch.Tensor] = {}
-            for idx, result, label in zip(targets, self._run(comp, calls), labels):
+            results = self._run(comp, calls)
+            self._stop_if_broken(comp, results)
+            for idx, result, label in zip(targets, results, labels):
                 for key, scores in self._check(comp, result, label, len(idx)).items():
                     values.setdefault(key, torch.zeros(len(batch)))[idx] = torch.tensor(scores, dtype=torch.float32)
             for key, tensor in values.items():
                 batch.reward_components[comp.name if key == "score" else f"{comp.name}/{key}"] = tensor
             for i, c in enumerate(completions):
                 c.rewards[comp.name] = float(values["score"][i])
-        batch.rewards = sum(c.weight * batch.reward_components[c.name] for c in self.components if not c.token_level)
+        summed = [c for c in self.components if not c.token_level]
+        # None (NaN here): the reward does not apply to that sample and adds nothing to its sum
+        batch.rewards = sum(c.weight * batch.reward_components[c.name].nan_to_num(0.0) for c in summed)
+        if summed:
+            applies = torch.stack([~batch.reward_components[c.name].isnan() for c in summed]).any(0)
+            if not applies.all():
+                log.warning(
+                    "%d of %d samples got None from every reward (none applies to them): they score 0",
+                    int((~applies).sum()),
+                    len(batch),
+                )
 
     def _score_tokens(self, comp: _Component, batch: RolloutBatch, completions: list[Completion]) -> None:
         """A token-level reward: one value per generated token. Its discounted returns (gamma per
@@ -170,7 +261,7 @@ class RewardPipeline:
                     f"token-level reward {comp.name!r} returned {_shown(result)} for {completion.text[:80]!r}; it "
                     "returns a list with one number per generated token"
                 )
-            values = [0.0 if v is None else _number(comp, v) for v in result]
+            values = [0.0 if v is None else _number(comp, v) for v in result]  # a token with no reward
             if not all(math.isfinite(v) for v in values):
                 self._failure(comp, ValueError(f"non-finite token rewards {values}"), repr(completion.text[:200]))
                 continue
@@ -187,9 +278,10 @@ class RewardPipeline:
         batch.token_returns = returns if batch.token_returns is None else batch.token_returns + returns
 
     def _run(self, comp: _Component, calls: list[tuple]) -> list:
+        fn = (lambda arguments: comp.fn(**arguments)) if comp.batched else comp.fn  # trl: keywords only
         if comp.is_async:
-            return self._gather_async(comp, calls)
-        return self._gather_threads(comp.fn, calls)
+            return self._gather_async(comp.name, fn, calls)
+        return self._gather_threads(fn, calls)
 
     def _check(self, comp: _Component, result: Any, label: str, size: int) -> dict[str, list[float]]:
         """One call's result as {'score': [...], extra: [...]}, each a list of `size` floats.
@@ -203,20 +295,35 @@ class RewardPipeline:
             raise RLTuneError(f"reward {comp.name!r} returned a dict without a 'score' entry: {sorted(named)}")
         out = {}
         for key, value in named.items():
-            if comp.group and not isinstance(value, (list, tuple, torch.Tensor, np.ndarray)):
+            if (comp.group or comp.batched) and not isinstance(value, (list, tuple, torch.Tensor, np.ndarray)):
                 raise RLTuneError(
                     f"group reward {comp.name!r} returned {_shown(value)} as its {key} for {label}; a group reward "
                     f"returns a list of {size} numbers, one per completion of the group"
                 )
-            values = value if comp.group else [value]
-            scores = [_number(comp, v, label) for v in values]
-            if not all(math.isfinite(v) for v in scores):
+            values = value if comp.group or comp.batched else [value]
+            scores = [math.nan if v is None else _number(comp, v, label) for v in values]
+            if not all(math.isfinite(v) or (math.isnan(v) and original is None) for v, original in zip(scores, values)):
                 self._failure(comp, ValueError(f"non-finite {key} {scores}"), label)
                 return {"score": [0.0] * size}
             if len(scores) != size:
-                raise RLTuneError(f"group reward {comp.name!r} returned {len(scores)} {key}s for a group of {size}")
+                kind = "batched (trl-style) reward" if comp.batched else "group reward"
+                raise RLTuneError(f"{kind} {comp.name!r} returned {len(scores)} {key}s for {size} completions")
             out[key] = scores
         return out
+
+    def _stop_if_broken(self, comp: _Component, results: list) -> None:
+        """Stop before the update when more of this step's calls of `comp` failed than
+        reward_options.max_error_fraction allows, with the first failure's traceback."""
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if not failed or len(failed) / len(results) <= self.max_error_fraction:
+            return
+        first = failed[0]
+        trace = "".join(traceback.format_exception(first)).rstrip() if first.__traceback__ else repr(first)
+        raise RLTuneError(
+            f"reward {comp.name!r} failed on {len(failed)} of its {len(results)} calls this step (over "
+            f"reward_options.max_error_fraction={self.max_error_fraction:g}); nothing was trained on them. "
+            f"The first failure:\n{trace}"
+        )
 
     def _failure(self, comp: _Component, exc: BaseException, label: str) -> None:
         """Count and log a failed reward call (it scores 0), or stop with on_error=fail."""
@@ -248,14 +355,14 @@ class RewardPipeline:
             event.wait(max(0.0, deadline - time.monotonic()))
         return [result if done.is_set() else TimeoutError() for result, done in zip(results, finished)]
 
-    def _gather_async(self, comp: _Component, calls: list[tuple]) -> list:
+    def _gather_async(self, name: str, fn: Callable, calls: list[tuple]) -> list:
         """The calls of an `async def` reward concurrently on an event loop of their own, in a daemon thread:
         a reward that blocks the loop (time.sleep instead of asyncio.sleep) times out instead of hanging."""
         results: list[Any] = [TimeoutError()] * len(calls)
 
         async def one(i: int) -> None:
             try:
-                results[i] = await asyncio.wait_for(comp.fn(*calls[i]), timeout=self.timeout_s)
+                results[i] = await asyncio.wait_for(fn(*calls[i]), timeout=self.timeout_s)
             except asyncio.TimeoutError:
                 results[i] = TimeoutError()
             except Exception as exc:
@@ -272,7 +379,22 @@ class RewardPipeline:
             log.warning(
                 "async reward %r blocked its event loop for over %.0fs: it calls blocking code (time.sleep, a "
                 "blocking request); await asyncio.sleep / an async client, or make it a plain def",
-                comp.name,
+                name,
                 self.timeout_s,
             )
         return list(results)
+
+
+def trl_arguments(batch: RolloutBatch) -> dict[str, list]:
+    """trl's keyword arguments for a batch: `prompts`, `completions` (strings; for a conversational dataset,
+    each a list of one assistant message), `completion_ids`, and every dataset column as one list entry per
+    completion."""
+    rows = [batch.row_of(i) for i in range(len(batch))]
+    conversational = bool(rows) and isinstance(rows[0].get("messages"), list)
+    completions: list = list(batch.completion_texts)
+    if conversational:
+        completions = [[{"role": "assistant", "content": text}] for text in completions]
+    prompts = [row["messages"] if conversational else row["prompt"] for row in rows]
+    columns = {key: [row.get(key) for row in rows] for key in rows[0]} if rows else {}
+    columns.pop("messages", None)
+    return {**columns, "prompts": prompts, "completions": completions, "completion_ids": batch.completion_ids}

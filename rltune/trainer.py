@@ -94,7 +94,9 @@ class Trainer:
             dataset=dataset,
             context_limit=None if context is None else context - cfg.rollout.max_tokens,
         )
-        self.rewards = RewardPipeline(cfg.rewards, cfg.reward_options.on_error, cfg.reward_options.timeout_s)
+        options = cfg.reward_options
+        self.rewards = RewardPipeline(cfg.rewards, options.on_error, options.timeout_s, options.max_error_fraction)
+        self.rewards.check_dataset(self.data.columns, has_gold=cfg.data.answer_column is not None)
         component_names = [c.name for c in self.rewards.components]
         if cfg.algorithm.dynamic_sampling_reward not in (None, *component_names):
             raise ConfigError(
@@ -299,7 +301,9 @@ class Trainer:
             if not algo.dynamic_sampling:
                 break
             spread = (
-                batch.reward_components[algo.dynamic_sampling_reward] if algo.dynamic_sampling_reward else batch.rewards
+                batch.reward_components[algo.dynamic_sampling_reward].nan_to_num(0.0)  # None: counts 0
+                if algo.dynamic_sampling_reward
+                else batch.rewards
             )
             varied = [g for g, idx in enumerate(batch.groups()) if not is_flat(spread[idx])]
             flat_groups = sorted(set(range(batch.num_groups)) - set(varied))
