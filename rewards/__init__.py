@@ -4,14 +4,24 @@ A reward is a callable, plain or `async def`, named in a recipe by registered na
 `package.module:attr`. A class is instantiated with the recipe's `kwargs`; a function is used as is.
 
 - Per-sample: `reward(completion: Completion, row: dict) -> float | None`.
-  `row` is the prompt's dataset row (with `gold` and `prompt` added). None counts as 0.
+  `row` is the prompt's dataset row (with `gold` and `prompt` added, and `messages` for a conversational
+  one). None means the reward does not apply to that sample (as in trl): it adds nothing to the sample's
+  weighted sum and is left out of the reward's logged mean; a sample no reward applies to scores 0, with a
+  warning.
+- trl style, unchanged: a function that names `completions` (or `prompts`, `completion_ids`) and takes
+  `**kwargs`, e.g. `def accuracy(completions, solution, **kwargs) -> list[float | None]`. It is called once
+  per batch with keyword lists as trl's GRPOTrainer calls it: `prompts`, `completions` (strings; for a
+  conversational dataset each a list of one assistant message), `completion_ids` and every dataset column.
+  Its required keywords are checked against the dataset's columns before any model loads.
 - Group (set `group = True` on the callable or class): `reward(completions: list[Completion], row)`
   -> one float per completion. Group rewards run after the per-sample ones and can read their scores
   in `completion.rewards` (name them in a `needs_rewards` attribute to have the recipe checked).
 - Either kind may return a dict instead: its 'score' entry is the reward, other entries (numbers, or
   lists for a group) are logged as `reward/<name>/<key>`.
 
-The built-in rewards below use exactly this mechanism.
+A reward whose calls fail in a step more often than reward_options.max_error_fraction (default 0.5) stops
+the run before that step's update, with the first failure's traceback; rarer failures score 0 and are
+counted in `reward/errors` (per step). The built-in rewards below use exactly this mechanism.
 """
 
 from __future__ import annotations

@@ -47,10 +47,10 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def rollout_metrics(batch, reward_errors: int) -> dict[str, float]:
-    """Rewards (total and each component), lengths and flat groups of a scored RolloutBatch."""
+def rollout_metrics(batch, reward_errors: int = 0, grader_errors: int = 0) -> dict[str, float]:
+    """Rewards (total and each component), lengths and flat groups of a scored RolloutBatch; the step's
+    failed reward calls and answers the grader could not check."""
     from rltune.advantages import is_flat
-    from rltune.eval.grading import grading_failures
 
     lengths = batch.completion_lengths()
     groups = batch.groups()
@@ -65,7 +65,7 @@ def rollout_metrics(batch, reward_errors: int) -> dict[str, float]:
     for name, values in batch.reward_components.items():  # samples it returned None for left out
         metrics[f"reward/{name}"] = values.nanmean().item()
     metrics["reward/errors"] = float(reward_errors)
-    metrics["reward/grader_errors"] = float(grading_failures())  # answers the grader could not check
+    metrics["reward/grader_errors"] = float(grader_errors)
     return metrics
 
 

@@ -39,6 +39,7 @@ from rltune.console import preflight
 from rltune.data import PromptSource
 from rltune.distributed import any_process, make_accelerator, memory_metrics, parallel_mode, without_tied_copies
 from rltune.errors import ConfigError, RLTuneError, Stopped
+from rltune.eval.grading import grading_failures
 from rltune.export import check_hub_access, model_card, push_checkpoint
 from rltune.metrics import MetricsLogger, reduce_over_processes, rollout_metrics, tracker_options, training_flops
 from rltune.models import context_length, load_tokenizer
@@ -294,6 +295,7 @@ class Trainer:
         scored: list[RolloutBatch] = []
         n_kept = 0
         rounds = 0
+        errors_before, grader_errors_before = self.rewards.errors, grading_failures()  # totals of the process
         for rounds in range(1, algo.max_sampling_rounds + 1):
             batch = self.generate(step, round_index=rounds - 1)
             self.rewards.score(batch)
@@ -322,7 +324,9 @@ class Trainer:
         else:
             batch = scored[0]
         all_scored = RolloutBatch.concat(scored) if len(scored) > 1 else scored[0]
-        metrics = rollout_metrics(all_scored, self.rewards.errors)
+        metrics = rollout_metrics(
+            all_scored, self.rewards.errors - errors_before, grading_failures() - grader_errors_before
+        )
         if algo.dynamic_sampling:
             metrics["dynamic_sampling/rounds"] = rounds
             metrics["dynamic_sampling/kept_groups"] = min(n_kept, want)

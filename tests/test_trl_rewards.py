@@ -168,11 +168,21 @@ def test_a_conversational_prompt_only_dataset_trains_with_trl_rewards(tmp_path, 
             "train": {"steps": 2, "prompts_per_step": 4},
         },
     )
-    cfg.rewards = [RewardSpec(name="starts_right", function=starts_right)]
+    calls = []
+
+    def fails_once(completion, row):  # an rltune per-sample reward beside the trl one
+        calls.append(1)
+        if len(calls) == 1:
+            raise TimeoutError("one flaky call")
+        return 0.0
+
+    cfg.rewards = [RewardSpec(name="starts_right", function=starts_right), RewardSpec(name="x", function=fails_once)]
     with Trainer(cfg, dataset=dataset) as trainer:
         assert trainer.data.rows[0]["prompt"] == "1" + rows[0]["question"]  # the system prompt replaced the row's
         last = trainer.train()
     assert "reward/starts_right" in last
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["reward/errors"] for m in logged] == [1.0, 0.0]  # per step, not a running total
     assert seen["completions"][0][0]["role"] == "assistant"
     assert seen["prompts"][0][0] == {"role": "system", "content": "1"} and seen["prompts"][0][1]["role"] == "user"
 
