@@ -588,8 +588,10 @@ def from_dict(cls: type, data: Any, source: str, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
+            from rltune.trl_names import trl_hint
+
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = trl_hint(str(key)) or (f" (did you mean {close[0]!r}?)" if close else "")
             raise ConfigError(f"{source}: unknown key {prefix + str(key)!r}{hint}; known keys: {', '.join(names)}")
         kwargs[key] = _convert(hints[key], value, source, prefix + key)
     return cls(**kwargs)

@@ -46,6 +46,34 @@ ASYNC = "tests/test_async.py"
 MUTANTS = [
     # --- reliability round 3 -------------------------------------------------------------------------
     Mutant(
+        "a reward failing on every call is scored 0 and trained on (no max_error_fraction stop)",
+        "rltune/reward_pipeline.py",
+        "        if not failed or len(failed) / len(results) <= self.max_error_fraction:\n",
+        "        if True:\n",
+        ["tests/test_trl_rewards.py::test_a_reward_whose_calls_all_fail_stops_with_its_traceback"],
+    ),
+    Mutant(
+        "a conversational prompt written as the text of its message list, not through the chat template",
+        "rltune/data.py",
+        '        if "messages" in row:  # conversational: the chat template applies to the messages as they are\n',
+        "        if False:\n",
+        ["tests/test_trl_rewards.py::test_a_conversational_prompt_only_dataset_trains_with_trl_rewards"],
+    ),
+    Mutant(
+        "trl rewards given completions as plain strings for a conversational dataset",
+        "rltune/reward_pipeline.py",
+        "    if conversational:\n        completions = ",
+        "    if False:\n        completions = ",
+        ["tests/test_trl_rewards.py::test_trl_reward_functions_score_as_trl_scores_them[accuracy]"],
+    ),
+    Mutant(
+        "a reward's None counted as 0 in its logged mean",
+        "rltune/metrics.py",
+        '        metrics[f"reward/{name}"] = values.nanmean().item()\n',
+        '        metrics[f"reward/{name}"] = values.nan_to_num(0.0).mean().item()\n',
+        ["tests/test_trl_rewards.py::test_trl_accuracy_gives_known_scores_and_none_is_left_out_of_the_mean"],
+    ),
+    Mutant(
         "FSDP2: the engine is sent each process's local shard instead of the gathered weights",
         "rltune/rollout/vllm_engine.py",
         '    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor\n',
