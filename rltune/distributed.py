@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,7 +34,29 @@ def make_accelerator(mixed_precision: str, timeout_s: float | None = None, **opt
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu, kwargs_handlers=handlers, **options)
     if cpu and accelerator.distributed_type == DistributedType.MULTI_CPU and _launched_with_fsdp():
         _shard_on_cpu(accelerator)
+    asked = _processes_asked_of_the_launcher()
+    if accelerator.num_processes == 1 and asked > 1:
+        raise ConfigError(
+            f"`accelerate launch --cpu` was asked for {asked} processes and started one: its CPU launcher starts "
+            "several only through MPI. Launch with --config_file recipes/accelerate/cpu_2proc.yaml (gloo, no MPI), "
+            f"or torchrun --nproc_per_node {asked} -m rltune train RECIPE"
+        )
     return accelerator
+
+
+def _processes_asked_of_the_launcher() -> int:
+    """--num_processes of the `accelerate launch --cpu` that started this process (it passes the number on
+    to nobody when it starts one process), else 1."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true" or "WORLD_SIZE" in os.environ:
+        return 1
+    try:
+        args = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return 1
+    for flag in ("--num_processes", "--num-processes"):
+        if flag in args[:-1] and args[args.index(flag) + 1].isdigit():
+            return int(args[args.index(flag) + 1])
+    return 1
 
 
 def _launched_with_fsdp() -> bool:

@@ -100,3 +100,23 @@ def test_two_processes_follow_the_single_process_loss_curve(tmp_path, demo_asset
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3, abs=1e-6)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
     assert len({round(m["loss"], 4) for m in one}) > 1  # a curve, not a constant
+
+
+def test_accelerate_cpu_launch_of_two_processes_that_starts_one_is_refused(tmp_path, demo_assets):
+    """`accelerate launch --num_processes 2 --cpu` starts one process (its CPU launcher needs MPI for more):
+    rltune says so and how to launch two, instead of training alone."""
+    model_dir, data_file = demo_assets
+    recipe = write_recipe(
+        tmp_path,
+        {
+            "model": {"path": str(model_dir)},
+            "data": {"path": str(data_file)},
+            "train": {"output_dir": str(tmp_path / "run")},
+        },
+    )
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
+    proc = subprocess.run([*cmd, "-m", "rltune", "train", str(recipe)], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "was asked for 2 processes and started one" in proc.stderr
+    assert "recipes/accelerate/cpu_2proc.yaml" in proc.stderr
+    assert not any((tmp_path / "run").glob("*"))  # nothing written
