@@ -6,12 +6,16 @@ weights from the one-process run's, the loss curves, and the per-process shares 
 On a GPU machine (benchmarks/gpu_check.sh, SCALE=1) it runs recipes/accelerate/fsdp2.yaml and, where
 DeepSpeed is installed, zero3.yaml; the CPU tests (tests/test_scale.py) run fsdp2_cpu_2proc.yaml.
     python benchmarks/scale_check.py --configs fsdp2,zero3 --processes 2 --out runs/gpu/scale.jsonl
+On the CPU, the figures of benchmarks/RESULTS.md (SmolLM2-135M, full fine-tuning):
+    python benchmarks/scale_check.py --configs cpu_2proc,fsdp2_cpu_2proc --processes 2 --model SMOLLM2_DIR \
+        --group-size 4 --max-tokens 24
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,14 +27,15 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(work: Path, name: str, model: Path, data: Path, processes: int, config: str | None) -> dict:
+def run(work: Path, name: str, model: Path, data: Path, processes: int, config: str | None, args) -> dict:
     out = work / name
     recipe = yaml.safe_load((REPO / "recipes" / "demo_cpu.yaml").read_text())
     recipe["model"]["path"], recipe["data"]["path"] = str(model), str(data)
     recipe["rollout"]["engine"] = "hf"
+    recipe["rollout"].update(group_size=args.group_size, max_tokens=args.max_tokens)
     recipe["algorithm"]["mini_batches"] = 1
     recipe["train"].update(
-        steps=3, prompts_per_step=8 // processes, output_dir=str(out), report_to=[], progress_bar=False
+        steps=args.steps, prompts_per_step=8 // processes, output_dir=str(out), report_to=[], progress_bar=False
     )
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -38,8 +43,9 @@ def run(work: Path, name: str, model: Path, data: Path, processes: int, config: 
     if config is not None:
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
         launch += [str(REPO / "recipes" / "accelerate" / f"{config}.yaml"), "--num_processes", str(processes)]
-        launch += ["--mixed_precision", "no"]
-    proc = subprocess.run([*launch, "-m", "rltune", "train", str(path)], capture_output=True, text=True)
+        launch += ["--mixed_precision", "no", "--main_process_port", str(29400 + processes)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}
+    proc = subprocess.run([*launch, "-m", "rltune", "train", str(path)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"launch": name, "error": proc.stderr[-2000:]}
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -49,8 +55,9 @@ def run(work: Path, name: str, model: Path, data: Path, processes: int, config: 
         "params_held": metrics[-1]["memory/params_held"],
         "optimizer_state_held": metrics[-1]["memory/optimizer_state_held"],
         "peak_rss_gib_max": metrics[-1]["memory/peak_rss_gib_max"],
-        "step_s": metrics[-1]["time/step_s"],
-        "weights": out / "checkpoint-3" / "model.safetensors",
+        "step_s_median": sorted(m["time/step_s"] for m in metrics)[len(metrics) // 2],
+        "update_s_median": sorted(m["time/update_s"] for m in metrics)[len(metrics) // 2],
+        "weights": out / f"checkpoint-{args.steps}" / "model.safetensors",
     }
 
 
@@ -60,19 +67,24 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=max(1, torch.cuda.device_count()))
     parser.add_argument("--work", default="runs/scale-check")
     parser.add_argument("--out", default=None, help="a JSON-lines file for the results")
+    parser.add_argument("--model", default=None, help="a model folder (default: the demo's tiny model, built)")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=12)
     args = parser.parse_args()
     from rltune.demo import write_demo_assets
 
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     model, data = work / "model", work / "arithmetic.jsonl"
-    if not model.exists():
+    if not data.exists():
         write_demo_assets(model, data, progress=False)
-    base = run(work, "one-process", model, data, 1, None)
+    model = Path(args.model).resolve() if args.model else model
+    base = run(work, "one-process", model, data, 1, None, args)
     reference = load_file(base.pop("weights"))
     rows = [base]
     for config in args.configs.split(","):
-        row = run(work, config, model, data, args.processes, config)
+        row = run(work, config, model, data, args.processes, config, args)
         if "weights" in row:
             weights = load_file(row.pop("weights"))
             row["max_weight_diff"] = max((weights[k] - reference[k]).abs().max().item() for k in reference)

@@ -286,9 +286,19 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_recipe_show(args: argparse.Namespace) -> int:
-    """The recipe with every default filled in, and where each named plug-in comes from."""
-    from rltune.config import load_recipe, recipe_yaml
+    """The recipe with every default filled in, and where each named plug-in comes from; `list`: the shipped
+    recipes and accelerate configs with their first comment line."""
+    from rltune.config import load_recipe, recipe_yaml, shipped_recipes
 
+    if args.action == "list":
+        folder = shipped_recipes()
+        for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("accelerate/*.yaml")):
+            first = next((line for line in path.read_text().splitlines() if line.startswith("#")), "#")
+            print(f"{str(path.relative_to(folder)):32} {first.lstrip('# ')}")
+        print(f"# in {folder} (run one by name: rltune train demo_cpu; accelerate launch --config_file PATH)")
+        return 0
+    if args.recipe is None:
+        raise RLTuneError("rltune recipe show needs a recipe (a file, or a name from `rltune recipe list`)")
     cfg = load_recipe(args.recipe, args.overrides)
     print(recipe_yaml(cfg), end="")
     for where, kind, name in _plugin_names(cfg):
@@ -459,9 +469,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("checkpoint", help="a checkpoint-<step> folder of a training run")
     export.add_argument("out", help="a new folder for the model")
-    recipe = command("recipe", "recipe tools: `rltune recipe show RECIPE [overrides]`", cmd_recipe_show)
-    recipe.add_argument("action", choices=["show"], help="show: the resolved recipe, every default filled in")
-    recipe.add_argument("recipe", help="recipe YAML file")
+    recipe = command(
+        "recipe", "recipe tools: `rltune recipe show RECIPE [overrides]`, `rltune recipe list`", cmd_recipe_show
+    )
+    recipe.add_argument(
+        "action", choices=["show", "list"], help="show: the resolved recipe, every default filled in; list: the "
+        "shipped recipes and accelerate configs"
+    )  # fmt: skip
+    recipe.add_argument("recipe", nargs="?", help="recipe YAML file, or a shipped recipe's name")
     recipe.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     listing = command("list", "registered plug-ins (rewards, advantages, ...) with their one-line docs", cmd_list)
     listing.add_argument("kind", nargs="?", choices=list(REGISTRIES), help="one kind (default: all)")

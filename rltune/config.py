@@ -517,11 +517,28 @@ def recipe_yaml(cfg: Any) -> str:
     return yaml.safe_dump(raw, sort_keys=False)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), cls: type = RecipeConfig) -> Any:
-    """Load and validate a recipe of dataclass `cls` (an RL RecipeConfig unless told otherwise)."""
+def shipped_recipes() -> Path:
+    """The folder of the recipes and accelerate configs installed with rltune."""
+    from importlib.resources import files
+
+    return Path(str(files("rltune.recipes")))
+
+
+def find_recipe(path: str | Path) -> Path:
+    """A recipe file: `path` itself, or else the shipped recipe of that name (`demo_cpu`, `demo_cpu.yaml`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe file {str(path)!r} does not exist")
+    if path.is_file():
+        return path
+    shipped = shipped_recipes() / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if len(path.parts) <= 2 and shipped.is_file():  # a bare name, or recipes/NAME.yaml from elsewhere
+        return shipped
+    raise ConfigError(f"recipe file {str(path)!r} does not exist (`rltune recipe list` shows the shipped ones)")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), cls: type = RecipeConfig) -> Any:
+    """Load and validate a recipe of dataclass `cls` (an RL RecipeConfig unless told otherwise); `path` may
+    name a shipped recipe (`demo_cpu`)."""
+    path = find_recipe(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

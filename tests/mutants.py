@@ -830,6 +830,7 @@ def copy_tree(dest: Path) -> None:
     # setuptools maps rltune.rewards to rewards/ and rltune.eval to eval/; on the path, links do the same.
     (dest / "rltune" / "rewards").symlink_to("../rewards")
     (dest / "rltune" / "eval").symlink_to("../eval")
+    (dest / "rltune" / "recipes").symlink_to("../recipes")
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,18 @@ def test_an_eval_into_a_folder_another_eval_writes_is_refused(tmp_path, tiny_mod
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_shipped_recipes_run_by_name_from_any_folder(tmp_path):
+    """The recipes and accelerate configs are package data: listed, shown and loaded by name from a folder
+    that has no recipes/ of its own."""
+    from conftest import run_rltune
+
+    listed = run_rltune("recipe", "list", cwd=tmp_path).stdout
+    assert "demo_cpu.yaml" in listed and "accelerate/fsdp2_cpu_2proc.yaml" in listed
+    folder = listed.strip().splitlines()[-1].split(" in ", 1)[1].split(" (")[0]
+    assert (Path(folder) / "accelerate" / "fsdp2_cpu_2proc.yaml").is_file()  # a path for --config_file
+    shown = run_rltune("recipe", "show", "demo_cpu", "train.steps=3", cwd=tmp_path).stdout
+    assert "steps: 3" in shown
+    missing = run_rltune("recipe", "show", "no_such_recipe", cwd=tmp_path, ok=False)
+    assert "does not exist (`rltune recipe list` shows the shipped ones)" in missing.stderr
