@@ -41,6 +41,7 @@ REWARDS: Registry = Registry(
         "rltune.rewards.thinking_efficiency",
         "rltune.rewards.digit_sum",
         "rltune.rewards.final_number",
+        "rltune.rewards.reward_model",
     ),
 )
 

@@ -74,6 +74,13 @@ MUTANTS = [
         ["tests/test_trl_rewards.py::test_trl_accuracy_gives_known_scores_and_none_is_left_out_of_the_mean"],
     ),
     Mutant(
+        "the reward model reads the completion without its prompt",
+        "rewards/reward_model.py",
+        "        return [p + c for p, c in zip(prompts, completions)]\n",
+        "        return [c for p, c in zip(prompts, completions)]\n",
+        ["tests/test_trl_rewards.py::test_a_sequence_classification_reward_model_scores_as_its_plain_forward"],
+    ),
+    Mutant(
         "FSDP2: the engine is sent each process's local shard instead of the gathered weights",
         "rltune/rollout/vllm_engine.py",
         '    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor\n',

@@ -195,3 +195,40 @@ def test_a_gold_reading_reward_on_a_prompt_only_dataset_is_refused(tmp_path, dem
     cfg = demo_recipe(tmp_path, model_dir, data_file, {"data": {"answer_column": None}, "rollout": {"engine": "hf"}})
     with pytest.raises(ConfigError, match="reward 'math_accuracy' compares completions with the gold answer"):
         Trainer(cfg)
+
+
+def test_a_sequence_classification_reward_model_scores_as_its_plain_forward(tmp_path):
+    """The built-in reward_model: a tiny classifier built here, its batched, padded scores against one plain
+    forward per text."""
+    from transformers import AutoModelForSequenceClassification, Qwen2Config
+
+    from rltune.demo import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    classifier = AutoModelForSequenceClassification.from_config(config).eval()
+    classifier.save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    batch = RolloutBatch([], [], [], [], [], [], [{"prompt": "3+4=", "gold": "7"}, {"prompt": "12+9=", "gold": "21"}])
+    for g, texts in enumerate([["7", "8 or 9"], ["21", "2"]]):
+        for text in texts:
+            batch.prompt_ids.append([1])
+            batch.completion_ids.append([2] * len(text))
+            batch.completion_texts.append(text)
+            batch.sampling_logprobs.append([0.0] * len(text))
+            batch.finish_reasons.append("stop")
+            batch.group_ids.append(g)
+    spec = RewardSpec(name="reward_model", kwargs={"path": str(tmp_path / "rm"), "batch_size": 3})
+    pipeline = RewardPipeline([spec])
+    assert pipeline.components[0].batched  # one call for the batch
+    pipeline.score(batch)
+    expected = []
+    for i, text in enumerate(batch.completion_texts):
+        ids = tokenizer(batch.row_of(i)["prompt"] + text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        expected.append(classifier(input_ids=ids).logits[0, 0].item())
+    assert torch.allclose(batch.reward_components["reward_model"], torch.tensor(expected), atol=1e-5)
+    assert len(set(expected)) == 4  # the scores tell the completions apart
