@@ -42,6 +42,7 @@ REWARDS: Registry = Registry(
         "rltune.rewards.digit_sum",
         "rltune.rewards.final_number",
         "rltune.rewards.reward_model",
+        "rltune.rewards.llm_judge",
     ),
 )
 

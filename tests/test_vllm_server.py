@@ -175,3 +175,45 @@ def test_two_machines_train_through_one_server(server, tmp_path):
     assert all(m["mismatch/log_ratio_abs_mean"] < 1e-4 for m in metrics)
     assert metrics[-1]["memory/params_held"] == pytest.approx(0.5, abs=0.01)
     assert (out / "weight-sync" / "current" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_an_llm_judge_asks_a_served_model_and_reads_its_verdicts(server, tmp_path):
+    """The built-in llm_judge against a real `vllm serve`: its template makes the judge continue a sum, the
+    verdict is the first digit of the reply, and the scores equal the greedy continuations of the same
+    weights in transformers. Replies are cached; an unreachable judge stops the step after its retries."""
+    import re
+
+    from rltune.batch import RolloutBatch
+    from rltune.config import RewardSpec
+    from rltune.reward_pipeline import RewardPipeline
+    from rltune.rewards.llm_judge import LLMJudge
+
+    url, model_dir, _ = server
+    cfg = VLLMServerConfig(url=url, weight_sync="disk", sync_dir=str(tmp_path / "reset"), api_key_env=KEY_ENV)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    build_engine("vllm_server", server=cfg).sync_weights(model)  # earlier tests trained the served weights
+    tokenizer = load_tokenizer(str(model_dir))
+    questions = ["3+4=", "9+9=", "1+2=", "5+0=", "8+1="]
+    expected = []
+    for question in questions:
+        ids = tokenizer(question, return_tensors="pt")["input_ids"]
+        out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        digit = re.search(r"\d", tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+        expected.append(float(digit.group(0)) if digit else 0.0)  # no verdict: a failed call, scored 0
+    judge = LLMJudge(
+        base_url=f"{url}/v1", model=str(model_dir), template="{question}", verdict_pattern=r"\d", scores={},
+        endpoint="completions", api_key_env=KEY_ENV, max_tokens=4,
+    )  # fmt: skip
+    rows = [{"question": q, "prompt": q, "gold": ""} for q in questions]
+    batch = RolloutBatch([[1]] * 5, [[2]] * 5, ["x"] * 5, [[0.0]] * 5, ["stop"] * 5, list(range(5)), rows)
+    pipeline = RewardPipeline([RewardSpec(name="judge", function=judge)])
+    pipeline.score(batch)
+    assert batch.reward_components["judge"].tolist() == expected
+    assert len(set(expected)) > 1
+    sent = judge.requests_sent
+    pipeline.score(batch)  # the same prompts again: answered from the cache
+    assert judge.requests_sent == sent
+    gone = LLMJudge(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", retries=1, timeout_s=2)
+    with pytest.raises(RLTuneError, match=r"(?s)failed on 5 of its 5 calls.*ConnectionError"):
+        RewardPipeline([RewardSpec(name="gone", function=gone)]).score(batch)
