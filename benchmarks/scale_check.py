@@ -34,9 +34,11 @@ def run(work: Path, name: str, model: Path, data: Path, processes: int, config: 
     recipe["rollout"]["engine"] = "hf"
     recipe["rollout"].update(group_size=args.group_size, max_tokens=args.max_tokens)
     recipe["algorithm"]["mini_batches"] = 1
+    # every sample through forward and backward in every launch (FSDP2 never skips zero-advantage ones)
     recipe["train"].update(
-        steps=args.steps, prompts_per_step=8 // processes, output_dir=str(out), report_to=[], progress_bar=False
-    )
+        steps=args.steps, prompts_per_step=8 // processes, output_dir=str(out), report_to=[], progress_bar=False,
+        skip_zero_advantage=False,
+    )  # fmt: skip
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     launch = [sys.executable]

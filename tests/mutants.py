@@ -81,6 +81,13 @@ MUTANTS = [
         ["tests/test_trl_rewards.py::test_a_sequence_classification_reward_model_scores_as_its_plain_forward"],
     ),
     Mutant(
+        "the LLM judge's cache is never read (every score asks the endpoint again)",
+        "rewards/llm_judge.py",
+        "            if prompt in self.cache:\n",
+        "            if False:\n",
+        ["tests/test_vllm_server.py::test_an_llm_judge_asks_a_served_model_and_reads_its_verdicts"],
+    ),
+    Mutant(
         "FSDP2: the engine is sent each process's local shard instead of the gathered weights",
         "rltune/rollout/vllm_engine.py",
         '    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor\n',

@@ -198,12 +198,12 @@ def test_an_llm_judge_asks_a_served_model_and_reads_its_verdicts(server, tmp_pat
     expected = []
     for question in questions:
         ids = tokenizer(question, return_tensors="pt")["input_ids"]
-        out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         digit = re.search(r"\d", tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
         expected.append(float(digit.group(0)) if digit else 0.0)  # no verdict: a failed call, scored 0
     judge = LLMJudge(
         base_url=f"{url}/v1", model=str(model_dir), template="{question}", verdict_pattern=r"\d", scores={},
-        endpoint="completions", api_key_env=KEY_ENV, max_tokens=4,
+        endpoint="completions", api_key_env=KEY_ENV, max_tokens=12,
     )  # fmt: skip
     rows = [{"question": q, "prompt": q, "gold": ""} for q in questions]
     batch = RolloutBatch([[1]] * 5, [[2]] * 5, ["x"] * 5, [[0.0]] * 5, ["stop"] * 5, list(range(5)), rows)
