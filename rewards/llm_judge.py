@@ -1,3 +1,6 @@
+"""An LLM as the judge behind an OpenAI-compatible endpoint: a prompt template, a verdict parser,
+concurrency, timeouts, retries and a cache."""
+
 from __future__ import annotations
 
 import json

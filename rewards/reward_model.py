@@ -1,3 +1,6 @@
+"""A neural reward model's score of prompt and completion: a sequence-classification model from a path,
+batched on its own device (as trl scores with a reward model)."""
+
 from __future__ import annotations
 
 from typing import Any
