@@ -306,8 +306,8 @@ class RewardPipeline:
                 self._failure(comp, ValueError(f"non-finite {key} {scores}"), label)
                 return {"score": [0.0] * size}
             if len(scores) != size:
-                kind = "batched (trl-style) reward" if comp.batched else "group reward"
-                raise RLTuneError(f"{kind} {comp.name!r} returned {len(scores)} {key}s for {size} completions")
+                of = f"{size} completions (trl-style, one call a batch)" if comp.batched else f"a group of {size}"
+                raise RLTuneError(f"reward {comp.name!r} returned {len(scores)} {key}s for {of}")
             out[key] = scores
         return out
 

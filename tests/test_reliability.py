@@ -316,7 +316,8 @@ def test_hung_sync_rewards_time_out_together_and_never_keep_the_process_alive(tm
         "def hang(completion, row):\n"
         "    time.sleep(1000)\n"
         "batch = make_batch([[str(i) for i in range(8)] for _ in range(4)])\n"
-        "pipeline = RewardPipeline([RewardSpec(function=hang, name='hang')], timeout_s=2.0)\n"
+        # every call failing would stop the step (max_error_fraction); here the timeouts themselves are tested
+        "pipeline = RewardPipeline([RewardSpec(function=hang, name='hang')], timeout_s=2.0, max_error_fraction=1.0)\n"
         "started = time.monotonic()\n"
         "pipeline.score(batch)\n"
         "print(round(time.monotonic() - started, 1), pipeline.errors, flush=True)\n"
@@ -335,7 +336,7 @@ def test_an_async_reward_that_blocks_its_event_loop_times_out(caplog):
         return 1.0
 
     batch = make_batch([["a", "b"]])
-    pipeline = RewardPipeline([RewardSpec(function=blocking, name="blocking")], timeout_s=1.0)
+    pipeline = RewardPipeline([RewardSpec(function=blocking, name="blocking")], timeout_s=1.0, max_error_fraction=1.0)
     started = time.monotonic()
     pipeline.score(batch)
     assert time.monotonic() - started < 3.5 and pipeline.errors == 2

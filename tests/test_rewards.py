@@ -91,9 +91,10 @@ def test_timeout_scores_zero(name):
 
 
 def test_wrong_return_types_name_the_reward_and_the_value():
-    """None (trl's 'not applicable') is not silently 0 here: a reward says 0.0 when it means 0."""
-    with pytest.raises(RLTuneError, match=r"reward 'maybe_none' returned None \(NoneType\) for 'skip'"):
-        score([RewardSpec(P + "maybe_none")], [["skip", "keep"]])
+    """None is trl's 'does not apply' (no score, nothing added to the sum); every other non-number is refused,
+    naming the reward and the value."""
+    batch, _ = score([RewardSpec(P + "maybe_none")], [["skip", "keep"]])
+    assert batch.reward_components["maybe_none"][0].isnan() and batch.rewards.tolist() == [0.0, 2.0]
     for returned, shown in [("'high'", "'high' (str)"), ("[1.0]", "[1.0] (list)")]:
         spec = RewardSpec(function=eval(f"lambda completion, row: {returned}"), name="bad")
         with pytest.raises(RLTuneError, match=re.escape(f"reward 'bad' returned {shown}")):
