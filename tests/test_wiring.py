@@ -36,11 +36,19 @@ def test_reward_options_from_the_recipe_reach_the_reward_pipeline(tmp_path, demo
         trainer.close()
     cfg = recipe(tmp_path / "default", *demo_assets)
     cfg.rewards = raising
-    trainer = Trainer(cfg)  # on_error left at its default, zero: the run goes on, the reward scores 0
+    trainer = Trainer(cfg)  # on_error left at its default, zero: but every call failed, so the step stops
+    try:
+        assert trainer.rewards.timeout_s == 30.0
+        with pytest.raises(RLTuneError, match="failed on 16 of its 16 calls this step"):
+            trainer.collect_rollouts(0)
+    finally:
+        trainer.close()
+    cfg = recipe(tmp_path / "tolerant", *demo_assets, reward_options={"max_error_fraction": 1.0})
+    cfg.rewards = raising
+    trainer = Trainer(cfg)  # failures allowed on every call: the run goes on, the reward scores 0
     try:
         batch, _ = trainer.collect_rollouts(0)
         assert batch.reward_components["always_raises"].abs().sum() == 0
-        assert trainer.rewards.timeout_s == 30.0
     finally:
         trainer.close()
 
