@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("rltune")
 
 DEFAULT_DEMO_RECIPE = "recipes/demo_cpu.yaml"
+BASE_MODEL_HELP = (
+    "a LoRA checkpoint's base model where it is now, if it moved since training (the same weights: checked)"
+)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -221,7 +224,7 @@ def _run_eval(args: argparse.Namespace, settings: EvalSettings, out: Path) -> in
 
     model_path = args.model
     if is_lora_checkpoint(model_path):  # a LoRA run's checkpoint: its adapters merged into their base
-        model_path = str(merge_lora_checkpoint(model_path, out / "merged-model"))
+        model_path = str(merge_lora_checkpoint(model_path, out / "merged-model", args.base_model))
     tokenizer = load_tokenizer(model_path)
     if args.engine == "hf":
         dtype = "float32" if args.dtype == "auto" else args.dtype
@@ -272,7 +275,7 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from rltune.export import export_checkpoint
 
-    print(f"exported {args.checkpoint} to {export_checkpoint(args.checkpoint, args.out)}")
+    print(f"exported {args.checkpoint} to {export_checkpoint(args.checkpoint, args.out, args.base_model)}")
     return 0
 
 
@@ -432,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_eval,
     )
     ev.add_argument("--model", required=True, help="model folder, training checkpoint (LoRA too) or hub id")
+    ev.add_argument("--base-model", help=BASE_MODEL_HELP)
     ev.add_argument(
         "--benchmarks", default="gsm8k", help="comma-separated names, or file.jsonl:question_column:answer_column"
     )
@@ -469,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("checkpoint", help="a checkpoint-<step> folder of a training run")
     export.add_argument("out", help="a new folder for the model")
+    export.add_argument("--base-model", help=BASE_MODEL_HELP)
     recipe = command(
         "recipe", "recipe tools: `rltune recipe show RECIPE [overrides]`, `rltune recipe list`", cmd_recipe_show
     )

@@ -46,15 +46,16 @@ def lora_base(checkpoint: Path) -> str:
     return base
 
 
-def merge_lora_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write the checkpoint's adapters merged into their base model, with its tokenizer, to `out`."""
+def merge_lora_checkpoint(checkpoint: str | Path, out: str | Path, base_model: str | None = None) -> Path:
+    """Write the checkpoint's adapters merged into their base model, with its tokenizer, to `out`.
+    `base_model`: where that base is now, when it has moved since training (it must be the same weights)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rltune.checkpoint import LORA_BASE, base_identity
 
     checkpoint, out = Path(checkpoint), Path(out)
-    base = lora_base(checkpoint)
+    base = base_model or lora_base(checkpoint)
     recorded = checkpoint / "adapter" / LORA_BASE
     trained_on = json.loads(recorded.read_text()).get("weights_sha256") if recorded.is_file() else None
     now = base_identity(base)["weights_sha256"]
@@ -62,7 +63,8 @@ def merge_lora_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
         raise RLTuneError(
             f"{checkpoint}: its adapters were trained on {base} with weights sha256 {trained_on[:16]}, but the "
             f"model there now is {'gone' if now is None else f'another one (sha256 {now[:16]})'}; merging into "
-            "it would give a model nobody trained. Put the original base model back at that path"
+            "it would give a model nobody trained. Put the original base model back at that path, or name where "
+            "it is now with --base-model"
         )
     try:
         model = AutoModelForCausalLM.from_pretrained(base)
@@ -78,7 +80,7 @@ def merge_lora_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     return out
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+def export_checkpoint(checkpoint: str | Path, out: str | Path, base_model: str | None = None) -> Path:
     """A standalone model folder at `out` from a training checkpoint, with a README.md model card and a
     manifest of what it holds. The checkpoint's files are verified against its manifest first (a damaged
     checkpoint is refused, as resume refuses it); the folder is written beside `out` and renamed into place,
@@ -95,8 +97,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         if is_lora_checkpoint(checkpoint):
-            merge_lora_checkpoint(checkpoint, tmp)
-            base = lora_base(checkpoint)
+            merge_lora_checkpoint(checkpoint, tmp, base_model)
+            base = base_model or lora_base(checkpoint)
         elif (checkpoint / "config.json").is_file():
             tmp.mkdir(parents=True)
             for file in checkpoint.iterdir():

@@ -4,6 +4,7 @@ standalone model folder with a model card; a full fine-tuning checkpoint exports
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -196,3 +197,32 @@ def test_lora_adapters_refuse_a_base_model_replaced_at_their_path(tmp_path, demo
     bench.write_text(json.dumps({"question": "1+1=", "answer": "2"}) + "\n")
     args = ["eval", "--model", str(checkpoint), "--benchmarks", f"{bench}:question:answer", "--engine", "hf"]
     assert main([*args, "--out", str(tmp_path / "ev")]) == 2
+
+
+def test_a_lora_checkpoint_whose_base_moved_exports_with_base_model(tmp_path, demo_assets):
+    """The base folder is renamed after training: export names --base-model, which takes the moved copy (its
+    weights checked against the ones trained on), and refuses another model there."""
+    pytest.importorskip("peft")
+    model_dir, data_file = demo_assets
+    base = tmp_path / "base"
+    shutil.copytree(model_dir, base)
+    lora = {"path": str(base), "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}}
+    Trainer(recipe(tmp_path, base, data_file, model=lora, train={"steps": 1, "lr": 5e-2})).train()
+    checkpoint = tmp_path / "run" / "checkpoint-1"
+    moved = tmp_path / "moved-base"
+    base.rename(moved)
+    refused = run_rltune("export", checkpoint, tmp_path / "a", cwd=tmp_path, ok=False)
+    assert "is gone" in refused.stderr or "now is gone" in refused.stderr
+    assert "--base-model" in refused.stderr
+    run_rltune("export", checkpoint, tmp_path / "b", "--base-model", moved, cwd=tmp_path)
+    assert (tmp_path / "b" / "model.safetensors").is_file()
+    other = tmp_path / "other-base"
+    shutil.copytree(moved, other)
+    weights = other / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    tensors = {k: v + 1e-3 for k, v in tensors.items()}
+    save_file(tensors, weights, metadata={"format": "pt"})
+    wrong = run_rltune("export", checkpoint, tmp_path / "c", "--base-model", other, cwd=tmp_path, ok=False)
+    assert "would give a model nobody trained" in wrong.stderr
