@@ -434,7 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
         "pass@k / maj@k / mean@n of a model on math benchmarks (`rltune eval compare RUN...` plots several runs)",
         cmd_eval,
     )
-    ev.add_argument("--model", required=True, help="model folder, training checkpoint (LoRA too) or hub id")
+    ev.add_argument(
+        "--model", help="model folder, training checkpoint (LoRA too) or hub id (with --recipe: its latest checkpoint)"
+    )
+    ev.add_argument(
+        "--recipe",
+        help="a training recipe: its eval section's benchmarks and sampling, its prompt format and chat template "
+        "become the defaults, and its output_dir's latest checkpoint the model",
+    )
     ev.add_argument("--base-model", help=BASE_MODEL_HELP)
     ev.add_argument(
         "--benchmarks", default="gsm8k", help="comma-separated names, or file.jsonl:question_column:answer_column"
@@ -485,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     listing = command("list", "registered plug-ins (rewards, advantages, ...) with their one-line docs", cmd_list)
     listing.add_argument("kind", nargs="?", choices=list(REGISTRIES), help="one kind (default: all)")
+    parser.eval_parser = ev  # for parse_args: a recipe's settings become its defaults
     return parser
 
 
@@ -502,12 +510,62 @@ def build_compare_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line; for `rltune eval --recipe R`, R's evaluation settings are the defaults that flags
+    given on the line override."""
+    if argv[:2] == ["eval", "compare"]:
+        return build_compare_parser().parse_args(argv[2:])
+    parser = build_parser()
+    recipe = None
+    if argv[:1] == ["eval"]:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--recipe")
+        recipe = pre.parse_known_args(argv[1:])[0].recipe
+    if recipe:
+        parser.eval_parser.set_defaults(**eval_defaults_from_recipe(recipe))
+    args = parser.parse_args(argv)
+    if argv[:1] == ["eval"] and args.model is None:
+        parser.eval_parser.error(
+            "--model is required (with --recipe, it defaults to the latest checkpoint in its train.output_dir, "
+            "which has none)"
+        )
+    return args
+
+
+def eval_defaults_from_recipe(path: str) -> dict:
+    """`rltune eval` defaults from a training recipe: as its periodic eval samples, on its latest checkpoint."""
+    from rltune.checkpoint import resolve_checkpoint
+    from rltune.config import load_recipe
+
+    cfg = load_recipe(path)
+    e = cfg.eval
+    try:
+        model = str(resolve_checkpoint("latest", Path(cfg.train.output_dir)))
+    except RLTuneError:  # nothing trained yet: --model must say what to evaluate
+        model = None
+    return {
+        "benchmarks": ",".join(e.benchmarks),
+        "n": e.n,
+        "k": list(e.k),
+        "data_dir": e.data_dir,
+        "limit": e.limit,
+        "temperature": e.temperature,
+        "top_p": e.top_p,
+        "max_tokens": e.max_tokens or cfg.rollout.max_tokens,
+        "instruction": e.instruction or cfg.data.instruction,
+        "no_chat_template": not cfg.data.use_chat_template,
+        "seed": cfg.train.seed,
+        "model": model,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:2] == ["eval", "compare"]:
-        args = build_compare_parser().parse_args(argv[2:])
-    else:
-        args = build_parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except RLTuneError as exc:  # a bad --recipe
+        print(f"rltune: error: {exc}", file=sys.stderr)
+        return 2
     _setup_logging(args.verbose)
     try:
         return args.func(args)

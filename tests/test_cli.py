@@ -141,3 +141,30 @@ def test_shipped_recipes_run_by_name_from_any_folder(tmp_path):
     assert "steps: 3" in shown
     missing = run_rltune("recipe", "show", "no_such_recipe", cwd=tmp_path, ok=False)
     assert "does not exist (`rltune recipe list` shows the shipped ones)" in missing.stderr
+
+
+def test_eval_recipe_takes_the_training_runs_settings_and_latest_checkpoint(tmp_path):
+    """`rltune eval --recipe R`: R's eval section and prompt format are the defaults, its output_dir's latest
+    checkpoint the model; a flag on the command line still wins."""
+    from conftest import write_recipe
+
+    out = tmp_path / "run"
+    for step in (2, 10):  # two complete checkpoints: the latest is taken
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        (out / f"checkpoint-{step}" / "trainer_state.pt").write_bytes(b"x")
+    recipe = write_recipe(
+        tmp_path,
+        {
+            "data": {"path": "x.jsonl", "instruction": "Q: {question}", "use_chat_template": False},
+            "rollout": {"max_tokens": 48},
+            "eval": {"benchmarks": ["math500", "aime24"], "n": 8, "k": [1, 8], "temperature": 0.9, "limit": 5},
+            "train": {"output_dir": str(out), "seed": 3},
+        },
+    )
+    args = cli.parse_args(["eval", "--recipe", str(recipe), "--out", str(tmp_path / "ev"), "--n", "2"])
+    assert args.model == str(out / "checkpoint-10")
+    assert (args.benchmarks, args.k, args.temperature, args.limit) == ("math500,aime24", [1, 8], 0.9, 5)
+    assert (args.max_tokens, args.instruction, args.no_chat_template, args.seed) == (48, "Q: {question}", True, 3)
+    assert args.n == 2  # the flag wins over the recipe's 8
+    with pytest.raises(SystemExit):
+        cli.parse_args(["eval", "--out", str(tmp_path / "ev")])  # neither --model nor --recipe
