@@ -168,3 +168,14 @@ def test_eval_recipe_takes_the_training_runs_settings_and_latest_checkpoint(tmp_
     assert args.n == 2  # the flag wins over the recipe's 8
     with pytest.raises(SystemExit):
         cli.parse_args(["eval", "--out", str(tmp_path / "ev")])  # neither --model nor --recipe
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["recipe", "show", "demo_cpu"], ["eval", "--help"]])
+def test_commands_that_sample_nothing_do_not_import_vllm(argv):
+    code = (
+        "import sys, io, contextlib\nfrom rltune.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    try:\n        main({argv!r})\n"
+        "    except SystemExit:\n        pass\nprint('vllm' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "False", proc.stderr[-2000:]
