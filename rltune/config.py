@@ -63,8 +63,9 @@ class DataConfig:
     """The prompt: text (filled into `instruction`), or a list of {"role", "content"} messages (trl's
     conversational format: the chat template applies to them as they are, `instruction` does not)."""
     answer_column: str | None = "answer"
-    """The gold answer. null for a prompt-only dataset (rewards that need no gold; math_accuracy and the
-    other gold-reading rewards are then refused)."""
+    """The gold answer; a dotted name reaches into a nested field (verl's parquet layout:
+    `reward_model.ground_truth`, with question_column `prompt`). null for a prompt-only dataset (rewards
+    that need no gold; math_accuracy and the other gold-reading rewards are then refused)."""
     answer_after: str | None = None
     """If set, the gold is the text after the last occurrence of this marker (GSM8K answers: '####')."""
     instruction: str = DEFAULT_INSTRUCTION

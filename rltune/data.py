@@ -103,7 +103,7 @@ class PromptSource:
         columns = list(rows.column_names)
         self.columns = columns
         for role, column in (("question_column", cfg.question_column), ("answer_column", cfg.answer_column)):
-            if column is not None and column not in columns:
+            if column is not None and column.split(".")[0] not in columns:
                 raise RLTuneError(
                     f"dataset {cfg.path!r} has no column {column!r} (data.{role}); "
                     f"its columns are: {', '.join(columns)}"
@@ -126,8 +126,8 @@ class PromptSource:
         max_chars = None if limit is None else limit * max(map(len, tokenizer.get_vocab()), default=1)
         for index, row in enumerate(rows):
             item = dict(row)
-            question = item[cfg.question_column]
-            answer = item[cfg.answer_column] if cfg.answer_column is not None else ""
+            question = column_value(item, cfg.question_column)
+            answer = column_value(item, cfg.answer_column) if cfg.answer_column is not None else ""
             if max_chars is not None and isinstance(question, str) and len(question) > max_chars:
                 if cfg.long_prompts == "fail":
                     raise RLTuneError(
@@ -198,7 +198,7 @@ class PromptSource:
                 )
             return self.tokenizer.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)
         fields = dict(row)
-        fields["question"] = row[self.cfg.question_column]
+        fields["question"] = column_value(row, self.cfg.question_column)
         try:
             text = self.cfg.instruction.format(**fields)
         except (KeyError, IndexError, ValueError) as exc:
@@ -254,3 +254,15 @@ def conversation(question: Any, system_prompt: str | None) -> list[dict[str, str
     if system_prompt:
         messages = [{"role": "system", "content": system_prompt}] + [m for m in messages if m["role"] != "system"]
     return messages
+
+
+def column_value(row: dict[str, Any], column: str) -> Any:
+    """`row[column]`, where a dotted name reaches into nested fields (verl's `reward_model.ground_truth`)."""
+    if column in row or "." not in column:
+        return row[column]
+    value: Any = row
+    for part in column.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None  # a row without it: refused or skipped as a missing value
+        value = value[part]
+    return value

@@ -232,3 +232,43 @@ def test_a_sequence_classification_reward_model_scores_as_its_plain_forward(tmp_
         expected.append(classifier(input_ids=ids).logits[0, 0].item())
     assert torch.allclose(batch.reward_components["reward_model"], torch.tensor(expected), atol=1e-5)
     assert len(set(expected)) == 4  # the scores tell the completions apart
+
+
+def test_verl_parquet_layout_by_column_mapping(tmp_path):
+    """verl's parquet rows (`prompt` messages, `reward_model.ground_truth`, `data_source`): the gold through a
+    dotted answer_column, `data_source` reaching trl-style rewards as a column."""
+    from datasets import Dataset
+
+    from rltune.config import DataConfig
+    from rltune.data import PromptSource
+    from rltune.demo import build_tokenizer
+
+    rows = [
+        {
+            "data_source": source,
+            "prompt": [{"role": "user", "content": q}],
+            "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": a},
+            "extra_info": {"index": i},
+        }
+        for i, (source, q, a) in enumerate([("gsm8k", "3+4=", "7"), ("math", "9+9=", "18")])
+    ]
+    path = tmp_path / "train.parquet"
+    Dataset.from_list(rows).to_parquet(str(path))
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    cfg = DataConfig(path=str(path), question_column="prompt", answer_column="reward_model.ground_truth")
+    source = PromptSource(cfg, tokenizer)
+    assert [r["gold"] for r in source.rows] == ["7", "18"]
+    assert [r["prompt"] for r in source.rows] == ["3+4=", "9+9="]
+    seen = {}
+
+    def by_source(completions, data_source, **kwargs):
+        seen["data_source"] = data_source
+        return [1.0 if s == "gsm8k" else 0.5 for s in data_source]
+
+    batch = RolloutBatch([[1]] * 2, [[2]] * 2, ["7", "18"], [[0.0]] * 2, ["stop"] * 2, [0, 1], source.rows)
+    RewardPipeline([RewardSpec(name="by_source", function=by_source)]).score(batch)
+    assert seen["data_source"] == ["gsm8k", "math"] and batch.rewards.tolist() == [1.0, 0.5]
+    with pytest.raises(RLTuneError, match="no column 'reward.x' \\(data.answer_column\\)"):
+        PromptSource(DataConfig(path=str(path), question_column="prompt", answer_column="reward.x"), tokenizer)
