@@ -219,19 +219,20 @@ def _run_eval(args: argparse.Namespace, settings: EvalSettings, out: Path) -> in
     from rltune.eval.plots import plot_pass_at_k
     from rltune.eval.runner import evaluate, format_table, model_fingerprint
     from rltune.export import is_lora_checkpoint, merge_lora_checkpoint
-    from rltune.models import load_causal_lm, load_tokenizer
+    from rltune.models import context_length, load_causal_lm, load_tokenizer
     from rltune.rollout import build_engine
 
     model_path = args.model
     if is_lora_checkpoint(model_path):  # a LoRA run's checkpoint: its adapters merged into their base
         model_path = str(merge_lora_checkpoint(model_path, out / "merged-model", args.base_model))
     tokenizer = load_tokenizer(model_path)
-    if args.engine == "hf":
-        dtype = "float32" if args.dtype == "auto" else args.dtype
-        model = load_causal_lm(model_path, ModelConfig(path=model_path, dtype=dtype))
-        engine = build_engine("hf", model=model, tokenizer=tokenizer)
-    else:
-        engine = build_engine(
+
+    def start_engine():
+        if args.engine == "hf":
+            dtype = "float32" if args.dtype == "auto" else args.dtype
+            model = load_causal_lm(model_path, ModelConfig(path=model_path, dtype=dtype))
+            return build_engine("hf", model=model, tokenizer=tokenizer)
+        return build_engine(
             "vllm",
             model_path=model_path,
             dtype=args.dtype,
@@ -239,6 +240,8 @@ def _run_eval(args: argparse.Namespace, settings: EvalSettings, out: Path) -> in
             kv_cache_gib=args.kv_cache_gib,
             gpu_memory_utilization=args.gpu_memory_utilization,
         )
+
+    engine = OnFirstUse(start_engine, context_length(model_path))  # all answers cached: no engine starts
     started = time.perf_counter()
     try:
         results = evaluate(engine, tokenizer, settings, cache_dir=out / "cache", model_id=model_fingerprint(model_path))
@@ -251,6 +254,24 @@ def _run_eval(args: argparse.Namespace, settings: EvalSettings, out: Path) -> in
     print(format_table(results))
     print(f"\nresults: {out / 'results.json'}  plot: {plot}  ({results['seconds']:.0f}s)")
     return 0
+
+
+class OnFirstUse:
+    """A rollout engine started at its first `generate`: an eval whose answers are all cached starts none (vLLM
+    takes seconds to minutes to start). `context_length`: the model's, for the prompt filter before then."""
+
+    def __init__(self, start, context_length: int | None):
+        self.start, self.context_length, self.engine = start, context_length, None
+
+    def generate(self, *args, **kwargs):
+        if self.engine is None:
+            self.engine = self.start()
+            self.context_length = getattr(self.engine, "context_length", self.context_length)
+        return self.engine.generate(*args, **kwargs)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
 
 
 def cmd_eval_compare(args: argparse.Namespace) -> int:

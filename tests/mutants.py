@@ -88,6 +88,13 @@ MUTANTS = [
         ["tests/test_vllm_server.py::test_an_llm_judge_asks_a_served_model_and_reads_its_verdicts"],
     ),
     Mutant(
+        "rltune eval starts its engine even when every answer is cached",
+        "rltune/cli.py",
+        "    engine = OnFirstUse(start_engine, context_length(model_path))",
+        "    engine = start_engine()",
+        ["tests/test_cli.py::test_an_eval_answered_from_its_cache_starts_no_engine"],
+    ),
+    Mutant(
         "FSDP2: the engine is sent each process's local shard instead of the gathered weights",
         "rltune/rollout/vllm_engine.py",
         '    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor\n',

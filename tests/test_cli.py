@@ -179,3 +179,25 @@ def test_commands_that_sample_nothing_do_not_import_vllm(argv):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip().splitlines()[-1] == "False", proc.stderr[-2000:]
+
+
+def test_an_eval_answered_from_its_cache_starts_no_engine(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    import rltune.rollout
+
+    bench = tmp_path / "sums.jsonl"
+    bench.write_text("".join(json.dumps({"q": f"{a}+{a}=", "a": str(2 * a)}) + "\n" for a in range(3)))
+    argv = ["eval", "--model", str(tiny_model_dir), "--benchmarks", f"{bench}:q:a", "--n", "2", "--engine", "hf"]
+    argv += ["--max-tokens", "4", "--no-chat-template", "--out", str(tmp_path / "ev")]
+    assert cli.main(argv) == 0
+    first = json.loads((tmp_path / "ev" / "results.json").read_text())
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("an engine was started although every answer is cached")
+
+    monkeypatch.setattr(rltune.rollout, "build_engine", no_engine)
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    again = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert again["benchmarks"]["sums"]["metrics"]["pass@1"] == first["benchmarks"]["sums"]["metrics"]["pass@1"]
+    argv[argv.index("--n") + 1] = "3"  # one more sample each: now an engine is needed
+    with pytest.raises(AssertionError, match="an engine was started"):
+        cli.main(argv)
