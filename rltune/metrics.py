@@ -129,9 +129,38 @@ def tracker_options(train) -> dict:
             f"train.report_to names {', '.join(missing)}, which is not installed: pip install {packages} "
             "(or remove it from train.report_to)"
         )
+    if "mlflow" in train.report_to:
+        _check_mlflow_store()
     output_dir = Path(train.output_dir)
     config = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "tensorboard"))
     return {"log_with": list(train.report_to), "project_config": config}
+
+
+def _check_mlflow_store() -> None:
+    """Open MLflow's tracking store now, before any model loads: MLflow 3 refuses a folder of files unless
+    MLFLOW_ALLOW_FILE_STORE=true, and its default store (sqlite) needs packages mlflow-skinny lacks; either
+    would otherwise stop the run only once training starts."""
+    import mlflow
+
+    from rltune.errors import ConfigError
+
+    try:
+        mlflow.MlflowClient().search_experiments(max_results=1)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "MLFLOW_ALLOW_FILE_STORE" in str(exc):
+            advice = (
+                "set MLFLOW_ALLOW_FILE_STORE=true to keep a folder of files, or "
+                "MLFLOW_TRACKING_URI=sqlite:///mlflow.db (needs alembic and sqlalchemy)"
+            )
+        elif isinstance(exc, ModuleNotFoundError):
+            advice = f"pip install {exc.name}, or point MLFLOW_TRACKING_URI at a server or a folder"
+        else:
+            advice = "check MLFLOW_TRACKING_URI (or remove mlflow from train.report_to)"
+        raise ConfigError(
+            f"train.report_to names mlflow, and its tracking store {mlflow.get_tracking_uri()!r} cannot be opened: "
+            f"{text[:300]}. {advice}"
+        ) from exc
 
 
 class MetricsLogger:

@@ -161,3 +161,20 @@ def test_the_step_line_puts_the_total_reward_first_then_the_components_by_name()
     assert line == ("step 3/10 total=0.75 accuracy=0.5 format=0.2 my_reward.errors=2 loss=0.0123 kl=0.001 "
                     "2.0s/step eta 0m14s")  # fmt: skip
     assert step_line(3, 10, {"reward/total": 1.0}, None) == "step 3/10 total=1"
+
+
+def test_an_mlflow_store_that_will_not_open_stops_before_any_model_loads(tmp_path, monkeypatch):
+    """MLflow 3 refuses a folder of files unless MLFLOW_ALLOW_FILE_STORE=true: said when the trackers are set
+    up, with what to set, instead of once training has started."""
+    pytest.importorskip("mlflow")
+    from rltune.config import TrainConfig
+    from rltune.errors import ConfigError
+    from rltune.metrics import tracker_options
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    train = TrainConfig(report_to=["mlflow"], output_dir=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="set MLFLOW_ALLOW_FILE_STORE=true"):
+        tracker_options(train)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    assert tracker_options(train)["log_with"] == ["mlflow"]
