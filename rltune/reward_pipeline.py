@@ -154,7 +154,7 @@ class RewardPipeline:
                 raise ConfigError(f"reward {label!r} cannot be both a group and a token-level reward")
             gamma = float(getattr(fn, "gamma", 1.0))
             batched = not group and not token_level and is_trl_style(fn)
-            _check_signature(label, fn, batched or group)
+            _check_signature(label, fn, batched)
             comp = _Component(unique, fn, spec.weight, group, _is_async(fn), token_level, gamma, batched)
             self.components.append(comp)
         for position, comp in enumerate(self.components):
@@ -296,13 +296,15 @@ class RewardPipeline:
         out = {}
         for key, value in named.items():
             if (comp.group or comp.batched) and not isinstance(value, (list, tuple, torch.Tensor, np.ndarray)):
+                kind = "trl-style reward" if comp.batched else "group reward"
                 raise RLTuneError(
-                    f"group reward {comp.name!r} returned {_shown(value)} as its {key} for {label}; a group reward "
-                    f"returns a list of {size} numbers, one per completion of the group"
+                    f"{kind} {comp.name!r} returned {_shown(value)} as its {key} for {label}; a {kind} returns a "
+                    f"list of {size} numbers, one per completion of the {'batch' if comp.batched else 'group'}"
                 )
             values = value if comp.group or comp.batched else [value]
             scores = [math.nan if v is None else _number(comp, v, label) for v in values]
-            if not all(math.isfinite(v) or (math.isnan(v) and original is None) for v, original in zip(scores, values)):
+            # None: the reward does not apply (NaN from here on); any other value that is not finite is a failure
+            if any(not math.isfinite(v) and original is not None for v, original in zip(scores, values)):
                 self._failure(comp, ValueError(f"non-finite {key} {scores}"), label)
                 return {"score": [0.0] * size}
             if len(scores) != size:
