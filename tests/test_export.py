@@ -199,6 +199,7 @@ def test_lora_adapters_refuse_a_base_model_replaced_at_their_path(tmp_path, demo
     assert main([*args, "--out", str(tmp_path / "ev")]) == 2
 
 
+@pytest.mark.heavy  # a LoRA run of its own; make test-all
 def test_a_lora_checkpoint_whose_base_moved_exports_with_base_model(tmp_path, demo_assets):
     """The base folder is renamed after training: export names --base-model, which takes the moved copy (its
     weights checked against the ones trained on), and refuses another model there."""

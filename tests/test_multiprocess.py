@@ -21,6 +21,7 @@ def torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
 
 
+@pytest.mark.heavy  # the loss-curve test and tests/test_scale.py run 2 processes in make test
 def test_two_processes_train_with_whole_groups(tmp_path, demo_assets):
     model_dir, data_file = demo_assets
     log_file = tmp_path / "groups.jsonl"
