@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rltune.config import EvalHookConfig, RecipeConfig
+from rltune.config import RecipeConfig
 from rltune.eval.runner import EvalSettings, evaluate, flat_metrics, format_table
 
 if TYPE_CHECKING:
@@ -18,23 +18,9 @@ log = logging.getLogger(__name__)
 
 class PeriodicEval:
     def __init__(self, recipe: RecipeConfig):
-        hook: EvalHookConfig = recipe.eval
-        self.every = hook.every
-        self.at_start = hook.at_start
-        self.settings = EvalSettings(
-            benchmarks=list(hook.benchmarks),
-            n=hook.n,
-            k=list(hook.k),
-            temperature=hook.temperature,
-            top_p=hook.top_p,
-            max_tokens=hook.max_tokens or recipe.rollout.max_tokens,
-            limit=hook.limit,
-            data_dir=hook.data_dir,
-            instruction=hook.instruction or recipe.data.instruction,
-            use_chat_template=recipe.data.use_chat_template,
-            system_prompt=recipe.data.system_prompt,
-            seed=recipe.train.seed,
-        )
+        self.every = recipe.eval.every
+        self.at_start = recipe.eval.at_start
+        self.settings = EvalSettings.from_recipe(recipe)
         self.first: dict | None = None  # the first eval's results, the baseline of the collapse alarm
 
     def run(self, trainer: Trainer, step: int) -> dict[str, float]:

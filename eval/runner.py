@@ -53,6 +53,26 @@ class EvalSettings:
     batch_size: int = 256
     """Prompts per engine call."""
 
+    @classmethod
+    def from_recipe(cls, recipe) -> EvalSettings:
+        """A training recipe's evaluation: its `eval` section, and its prompt format and chat template (the
+        periodic eval, and `rltune eval --recipe`)."""
+        hook = recipe.eval
+        return cls(
+            benchmarks=list(hook.benchmarks),
+            n=hook.n,
+            k=list(hook.k),
+            temperature=hook.temperature,
+            top_p=hook.top_p,
+            max_tokens=hook.max_tokens or recipe.rollout.max_tokens,
+            limit=hook.limit,
+            data_dir=hook.data_dir,
+            instruction=hook.instruction or recipe.data.instruction,
+            use_chat_template=recipe.data.use_chat_template,
+            system_prompt=recipe.data.system_prompt,
+            seed=recipe.train.seed,
+        )
+
     def check(self) -> None:
         if self.n < 1:
             raise RLTuneError(f"eval n must be >= 1, got {self.n}")

@@ -202,6 +202,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         use_chat_template=not args.no_chat_template,
         seed=args.seed,
         answer_fallback=args.answer_fallback,
+        system_prompt=args.system_prompt,
         **({"instruction": args.instruction} if args.instruction else {}),
     )
     settings.check()
@@ -479,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
     ev.add_argument("--instruction", default=None, help="prompt format string with {question} (default: the box cue)")
     ev.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt, no chat template")
+    ev.add_argument("--system-prompt", default=None, help="a system message before each question (chat template)")
     ev.add_argument(
         "--answer-fallback",
         action="store_true",
@@ -557,25 +559,27 @@ def eval_defaults_from_recipe(path: str) -> dict:
     """`rltune eval` defaults from a training recipe: as its periodic eval samples, on its latest checkpoint."""
     from rltune.checkpoint import resolve_checkpoint
     from rltune.config import load_recipe
+    from rltune.eval.runner import EvalSettings
 
     cfg = load_recipe(path)
-    e = cfg.eval
+    s = EvalSettings.from_recipe(cfg)
     try:
         model = str(resolve_checkpoint("latest", Path(cfg.train.output_dir)))
     except RLTuneError:  # nothing trained yet: --model must say what to evaluate
         model = None
     return {
-        "benchmarks": ",".join(e.benchmarks),
-        "n": e.n,
-        "k": list(e.k),
-        "data_dir": e.data_dir,
-        "limit": e.limit,
-        "temperature": e.temperature,
-        "top_p": e.top_p,
-        "max_tokens": e.max_tokens or cfg.rollout.max_tokens,
-        "instruction": e.instruction or cfg.data.instruction,
-        "no_chat_template": not cfg.data.use_chat_template,
-        "seed": cfg.train.seed,
+        "benchmarks": ",".join(s.benchmarks),
+        "n": s.n,
+        "k": s.k,
+        "data_dir": s.data_dir,
+        "limit": s.limit,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "max_tokens": s.max_tokens,
+        "instruction": s.instruction,
+        "no_chat_template": not s.use_chat_template,
+        "system_prompt": s.system_prompt,
+        "seed": s.seed,
         "model": model,
     }
 
