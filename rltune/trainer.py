@@ -197,11 +197,7 @@ class Trainer:
 
     def _stop_requested(self, stop: GracefulStop) -> bool:
         """A signal reached some process: all of them stop after the same step."""
-        if self.world_size == 1:
-            return stop.requested
-        flag = torch.tensor([float(stop.requested)], device=self.accelerator.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+        return any_process(stop.requested)
 
     def train_step(self) -> dict[str, float]:
         started = time.perf_counter()

@@ -28,7 +28,7 @@ from transformers import get_scheduler
 
 from rltune.batch import InputLayout, MicroBatch, PolicyOutput, RolloutBatch, pack_rows
 from rltune.config import LossTermSpec, RecipeConfig
-from rltune.distributed import full_optimizer_state, load_optimizer_state, loading_whole
+from rltune.distributed import any_process, full_optimizer_state, load_optimizer_state, loading_whole
 from rltune.errors import ConfigError, RLTuneError
 from rltune.guards import CollapseGuard, check_optimizer_state, weight_norm
 from rltune.lm_head import token_scores
@@ -162,10 +162,8 @@ class PolicyUpdate:
     def check_weights(self, step: int) -> None:
         """Stop at once when an optimizer step left NaN/inf weights: nothing after it could be trusted."""
         norm = weight_norm(self.model.parameters())
-        if self.sharded:  # each process holds a shard: all stop together
-            bad = torch.tensor([0.0 if math.isfinite(norm) else 1.0], device=self.accelerator.device)
-            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-            norm = norm if bad.item() == 0 else math.nan
+        if self.sharded and any_process(not math.isfinite(norm)):  # each process holds a shard: all stop together
+            norm = math.nan
         if not math.isfinite(norm):
             raise RLTuneError(
                 f"the weights became non-finite (NaN/inf) in the update of step {step + 1}, from a finite gradient: "

@@ -97,8 +97,8 @@ MUTANTS = [
     Mutant(
         "FSDP2: the engine is sent each process's local shard instead of the gathered weights",
         "rltune/rollout/vllm_engine.py",
-        '    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor\n',
-        '    return tensor.to_local() if hasattr(tensor, "to_local") else tensor\n',
+        "{name: full_tensor(tensor.detach()) for name, tensor in model.state_dict()",
+        "{name: getattr(tensor, 'to_local', tensor.detach)() for name, tensor in model.state_dict()",
         ["tests/test_scale.py::test_fsdp2_with_vllm_syncs_gathered_weights_and_its_checkpoint_exports_and_evaluates"],
     ),
     Mutant(

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from rltune.batch import RolloutBatch
+from rltune.distributed import full_tensor
 from rltune.errors import RLTuneError
 from rltune.rollout.base import ENGINES, SamplingSettings, check_context
 
@@ -155,11 +156,6 @@ def gathered_parameters(model: torch.nn.Module):
         yield
 
 
-def _full(tensor: torch.Tensor) -> torch.Tensor:
-    """FSDP2 parameters are DTensors sharded over the processes; vLLM needs the whole tensor."""
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-
-
 def _export_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The policy's weights under the plain HF names, LoRA adapters merged in, unsharded."""
     if hasattr(model, "merge_adapter") and hasattr(model, "get_base_model"):
@@ -169,8 +165,8 @@ def _export_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             for name, tensor in model.get_base_model().state_dict().items():
                 if "lora_" in name:
                     continue
-                state[name.replace(".base_layer.", ".")] = _full(tensor.detach()).clone()
+                state[name.replace(".base_layer.", ".")] = full_tensor(tensor.detach()).clone()
             return state
         finally:
             model.unmerge_adapter()
-    return {name: _full(tensor.detach()) for name, tensor in model.state_dict().items()}
+    return {name: full_tensor(tensor.detach()) for name, tensor in model.state_dict().items()}
