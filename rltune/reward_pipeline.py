@@ -225,9 +225,7 @@ class RewardPipeline:
                 calls = [(c, batch.row_of(i)) for i, c in enumerate(completions)]
                 labels = [repr(c.text[:200]) for c in completions]
             values: dict[str, torch.Tensor] = {}
-            results = self._run(comp, calls)
-            self._stop_if_broken(comp, results)
-            for idx, result, label in zip(targets, results, labels):
+            for idx, result, label in zip(targets, self._run(comp, calls), labels):
                 for key, scores in self._check(comp, result, label, len(idx)).items():
                     values.setdefault(key, torch.zeros(len(batch)))[idx] = torch.tensor(scores, dtype=torch.float32)
             for key, tensor in values.items():
@@ -278,10 +276,14 @@ class RewardPipeline:
         batch.token_returns = returns if batch.token_returns is None else batch.token_returns + returns
 
     def _run(self, comp: _Component, calls: list[tuple]) -> list:
+        """Every call of `comp`; a result is the value or the exception. Stops the run when too many failed."""
         fn = (lambda arguments: comp.fn(**arguments)) if comp.batched else comp.fn  # trl: keywords only
         if comp.is_async:
-            return self._gather_async(comp.name, fn, calls)
-        return self._gather_threads(fn, calls)
+            results = self._gather_async(comp.name, fn, calls)
+        else:
+            results = self._gather_threads(fn, calls)
+        self._stop_if_broken(comp, results)
+        return results
 
     def _check(self, comp: _Component, result: Any, label: str, size: int) -> dict[str, list[float]]:
         """One call's result as {'score': [...], extra: [...]}, each a list of `size` floats.

@@ -272,3 +272,14 @@ def test_verl_parquet_layout_by_column_mapping(tmp_path):
     assert seen["data_source"] == ["gsm8k", "math"] and batch.rewards.tolist() == [1.0, 0.5]
     with pytest.raises(RLTuneError, match="no column 'reward.x' \\(data.answer_column\\)"):
         PromptSource(DataConfig(path=str(path), question_column="prompt", answer_column="reward.x"), tokenizer)
+
+
+def test_a_token_level_reward_whose_calls_all_fail_stops_too():
+    class Broken:
+        token_level = True
+
+        def __call__(self, completion, row):
+            raise RuntimeError("token reward broken")
+
+    with pytest.raises(RLTuneError, match=r"(?s)reward 'broken' failed on 4 of its 4 calls.*token reward broken"):
+        RewardPipeline([RewardSpec(name="broken", function=Broken())]).score(conversational_batch())
