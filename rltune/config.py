@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Callable, Literal, Union
 
 import yaml
 
@@ -85,6 +85,9 @@ class DataConfig:
     "None"."""
     limit: int | None = None
     """Keep only the first N rows (after loading, before shuffling)."""
+    source_column: str | None = "data_source"
+    """The column naming each row's source (verl's `data_source`); when the dataset has it, each step also
+    logs the mean reward per source as reward/source/<name>. Rewards see it as a column, like any other."""
 
 
 @dataclass
@@ -144,7 +147,24 @@ class RolloutConfig:
     """Completions sampled per prompt (G in GRPO)."""
     temperature: float = 1.0
     top_p: float = 1.0
-    """Nucleus sampling. Below 1 the trainer's logprobs (full vocabulary) differ from the sampler's."""
+    """Nucleus sampling. Below 1 (and with top_k, min_p or repetition_penalty) the engine samples from
+    another distribution than the policy's: the vLLM engines' logprobs are then those of the cut
+    distribution, so train.sync_check cannot hold and must be turned off (consider algorithm.is_correction
+    for the importance correction); the hf engine's are the policy's, before the cut."""
+    top_k: int = 0
+    """Sample among the k likeliest tokens only (trl's top_k); 0: all tokens."""
+    min_p: float = 0.0
+    """Drop tokens less likely than min_p times the likeliest (trl's min_p); 0: none."""
+    repetition_penalty: float = 1.0
+    """vLLM engines only: penalise tokens already in the prompt or completion (trl's repetition_penalty,
+    > 1 penalises); 1: off."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings: a completion ends with the token that completes one of them, which stays in the
+    completion (its text and its tokens), as trl has it. Every engine."""
+    generation_kwargs: dict[str, Any] = field(default_factory=dict)
+    """vLLM engines only: further fields of vLLM's SamplingParams (or the server's /v1/completions
+    body), e.g. {presence_penalty: 0.5}, passed as they are (trl's generation_kwargs); an unknown name
+    stops the first rollout with vLLM's message."""
     max_tokens: int = 256
     seed: int | None = None
     """Sampling seed; defaults to train.seed. Each prompt of each step gets its own seed from it."""
@@ -715,6 +735,28 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
+def _validate_sampling(r: RolloutConfig, sync_check: bool, need: Callable[[bool, str, str], None]) -> None:
+    """The sampling settings each engine can honour, and the sync check they leave possible."""
+    need(r.top_k >= 0, "rollout.top_k", "must be >= 0 (0: all tokens)")
+    need(0 <= r.min_p < 1, "rollout.min_p", "must be in [0, 1) (0: off)")
+    need(r.repetition_penalty > 0, "rollout.repetition_penalty", "must be > 0 (1: off)")
+    need(all(isinstance(s, str) and s for s in r.stop), "rollout.stop", "must be a list of non-empty strings")
+    if r.engine == "hf":
+        vllm_only = (("repetition_penalty", r.repetition_penalty != 1.0), ("generation_kwargs", r.generation_kwargs))
+        for key, used in vllm_only:
+            need(not used, f"rollout.{key}", "applies to the vLLM engines only; remove it or use engine vllm")
+        return
+    cut = [k for k, on in (("top_p", r.top_p < 1), ("top_k", r.top_k), ("min_p", r.min_p)) if on]
+    cut += ["repetition_penalty"] * (r.repetition_penalty != 1.0)
+    need(
+        not (cut and sync_check),
+        f"rollout.{cut[0] if cut else ''}",
+        f"makes the {r.engine} engine sample from, and report logprobs of, another distribution than the "
+        "policy's, so train.sync_check cannot verify the engine's weights: set train.sync_check=false (and "
+        "consider algorithm.is_correction), or sample from the whole distribution",
+    )
+
+
 def validate(cfg: RecipeConfig, source: str = "recipe") -> None:
     """Value checks that types alone cannot express (the Trainer runs them on recipes built in Python too)."""
     check_ranges(cfg, source)
@@ -750,6 +792,7 @@ def validate(cfg: RecipeConfig, source: str = "recipe") -> None:
         "overlaps sampling with the update, and rollout.vllm.sleep frees the engine's memory during the update: "
         "choose one (async_steps=0, or rollout.vllm.sleep=false)",
     )
+    _validate_sampling(cfg.rollout, cfg.train.sync_check, need)
     need(len(cfg.rewards) >= 1, "rewards", "must name at least one reward")
     for i, spec in enumerate(cfg.rewards):
         need(bool(spec.name) or spec.function is not None, f"rewards[{i}].name", "is required")

@@ -358,14 +358,7 @@ def build_pairs(recipe: DTORecipe) -> dict[str, Any]:
             first_row = {}  # rows with the same prompt form one group (for pairs.rejected=longest)
             groups = [first_row.setdefault(row["prompt"], i) for i, row in enumerate(data.rows)]
         else:
-            sampling = SamplingSettings(
-                n=r.group_size,
-                temperature=r.temperature,
-                top_p=r.top_p,
-                max_tokens=r.max_tokens,
-                seed=recipe.pairs.seed,
-                progress="sampling traces",
-            )
+            sampling = SamplingSettings.from_rollout(r, seed=recipe.pairs.seed, progress="sampling traces")
             batch = engine.generate(data.prompt_ids, data.rows, sampling)
             texts, groups = batch.completion_texts, batch.group_ids
         rows = [data.rows[g] for g in groups]

@@ -69,6 +69,31 @@ def rollout_metrics(batch, reward_errors: int = 0, grader_errors: int = 0) -> di
     return metrics
 
 
+def source_metrics(batch, column: str | None, accelerator) -> dict[str, float]:
+    """The mean reward of each data source (the rows' `column`, verl's `data_source`) over the global
+    batch, as reward/source/<name>; nothing when the rows have no such column. Every process learns every
+    source first, so that all of them reduce the same numbers."""
+    if column is None or not batch.rows or column not in batch.rows[0]:
+        return {}
+    import torch
+    import torch.distributed as dist
+
+    sources = [str(batch.rows[g].get(column)) for g in batch.group_ids]
+    names = sorted(set(sources))
+    shared = accelerator.num_processes > 1
+    if shared:
+        everyone: list = [None] * accelerator.num_processes
+        dist.all_gather_object(everyone, names)
+        names = sorted(set().union(*everyone))
+    totals = torch.zeros(2, len(names), dtype=torch.float64, device=accelerator.device)  # reward sums, counts
+    for source, reward in zip(sources, batch.rewards.tolist()):
+        totals[0, names.index(source)] += reward
+        totals[1, names.index(source)] += 1
+    if shared:
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    return {f"reward/source/{name}": float(totals[0, i] / totals[1, i]) for i, name in enumerate(names)}
+
+
 def reduce_over_processes(metrics: dict[str, float], accelerator) -> dict[str, float]:
     """The same numbers on every process, over the global batch: maxima and wall times are the largest,
     throughputs, error counts and loss shares add up, everything else is the mean over processes."""

@@ -41,7 +41,14 @@ from rltune.distributed import any_process, make_accelerator, memory_metrics, pa
 from rltune.errors import ConfigError, RLTuneError, Stopped
 from rltune.eval.grading import grading_failures
 from rltune.export import check_hub_access, model_card, push_checkpoint
-from rltune.metrics import MetricsLogger, reduce_over_processes, rollout_metrics, tracker_options, training_flops
+from rltune.metrics import (
+    MetricsLogger,
+    reduce_over_processes,
+    rollout_metrics,
+    source_metrics,
+    tracker_options,
+    training_flops,
+)
 from rltune.models import context_length, load_tokenizer
 from rltune.reward_pipeline import RewardPipeline
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
@@ -254,7 +261,7 @@ class Trainer:
                 / 1e12,
             },
             self.accelerator,
-        )
+        ) | source_metrics(batch, self.cfg.data.source_column, self.accelerator)
 
     def staleness_metrics(self, batch: RolloutBatch) -> dict[str, float]:
         """Updates between each sample's weights and the current ones; more than train.async_steps is a bug."""
@@ -339,9 +346,7 @@ class Trainer:
         seeds = [
             hash((base, step, round_index, self.rank + self.world_size * i)) % (2**31 - 1) for i in range(len(ids))
         ]
-        sampling = SamplingSettings(
-            n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, prompt_seeds=seeds
-        )
+        sampling = SamplingSettings.from_rollout(r, prompt_seeds=seeds)
         if r.timeout_s is None:
             return self.engine.generate(ids, rows, sampling)
         return run_with_timeout(

@@ -829,6 +829,42 @@ MUTANTS = [
         [f"{FORMULAS}::test_gradients_are_clipped_to_max_grad_norm"],
     ),
     Mutant(
+        "hf engine: a stop string does not end the completion",
+        "rltune/rollout/hf_engine.py",
+        "        if not self.stops or not self._found(text(tokens)):\n",
+        "        if True:\n",
+        ["tests/test_hf_engine.py::test_hf_engine_honours_stop_strings_and_top_k"],
+    ),
+    Mutant(
+        "hf engine: top-k cut-off ignored",
+        "rltune/rollout/hf_engine.py",
+        "        if 0 < self.top_k < probs.shape[-1]:\n",
+        "        if False:\n",
+        ["tests/test_hf_engine.py"],
+    ),
+    Mutant(
+        "vLLM engines: the recipe's sampling settings beyond temperature and top-p are not sent",
+        "rltune/rollout/base.py",
+        "        return {**fields, **self.generation_kwargs}\n",
+        "        return {k: fields[k] for k in ('n', 'temperature', 'top_p', 'max_tokens')}\n",
+        ["tests/test_vllm_engine.py::test_vllm_logprobs_match_the_policy_before_and_after_a_weight_sync"],
+    ),
+    Mutant(
+        "trainer: rollouts sampled without the recipe's stop strings and cut-offs",
+        "rltune/trainer.py",
+        "        sampling = SamplingSettings.from_rollout(r, prompt_seeds=seeds)\n",
+        "        sampling = SamplingSettings(n=r.group_size, temperature=r.temperature, top_p=r.top_p, "
+        "max_tokens=r.max_tokens, prompt_seeds=seeds)\n",
+        ["tests/test_trainer.py"],
+    ),
+    Mutant(
+        "per-source rewards: each process reduces only the sources it sampled",
+        "rltune/metrics.py",
+        "        names = sorted(set().union(*everyone))\n",
+        "        pass\n",
+        ["tests/test_multiprocess.py::test_two_processes_follow_the_single_process_loss_curve"],
+    ),
+    Mutant(
         "weights never synced into the vLLM engine after a step",
         "rltune/rollout/vllm_engine.py",
         '            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})\n',

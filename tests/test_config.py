@@ -119,6 +119,16 @@ REFUSED = [
     ("rollout: {temperature: 0}", "rollout.temperature must be > 0"),
     ("rollout: {engine: hf, hf_compile: true}\ntrain: {mixed_precision: bf16}", "rollout.hf_compile does not run"),
     ("train: {async_steps: 1}\nrollout: {vllm: {sleep: true}}", "train.async_steps overlaps sampling"),
+    ("rollout: {top_k: -1}", "rollout.top_k must be >= 0"),
+    ("rollout: {min_p: 1.0}", r"rollout.min_p must be in \[0, 1\)"),
+    ("rollout: {repetition_penalty: 0}", "rollout.repetition_penalty must be > 0"),
+    ("rollout: {stop: ['']}", "rollout.stop must be a list of non-empty strings"),
+    ("rollout: {engine: hf, repetition_penalty: 1.2}", "rollout.repetition_penalty applies to the vLLM engines only"),
+    ("rollout: {engine: hf, generation_kwargs: {seed: 1}}", "rollout.generation_kwargs applies to the vLLM engines"),
+    ("rollout: {top_k: 20}", "rollout.top_k makes the vllm engine sample from.*set train.sync_check=false"),
+    ("rollout: {engine: vllm_server, min_p: 0.1}", "rollout.min_p makes the vllm_server engine"),
+    ("rollout: {top_p: 0.9}", "rollout.top_p makes the vllm engine"),
+    ("rollout: {repetition_penalty: 1.1}", "rollout.repetition_penalty makes the vllm engine"),
     ("rewards: []", "rewards must name at least one reward"),
     ("rewards: [{weight: 1.0}]", r"rewards\[0\].name is required"),
     ("algorithm: {dual_clip: 1.0}", "algorithm.dual_clip must be > 1"),
@@ -135,6 +145,14 @@ REFUSED = [
 @pytest.mark.parametrize("section, message", REFUSED, ids=[m.split(" ")[0] for _, m in REFUSED])
 def test_each_value_check_refuses_its_bad_value(tmp_path, section, message):
     with pytest.raises(ConfigError, match=message):
+        load_recipe(write(tmp_path, BASE + section + "\n"))
+
+
+def test_sampling_cut_offs_pass_where_the_engine_and_the_sync_check_allow_them(tmp_path):
+    for section in (
+        "rollout: {top_k: 20, min_p: 0.05, top_p: 0.9, repetition_penalty: 1.1}\ntrain: {sync_check: false}",
+        "rollout: {engine: hf, top_k: 20, min_p: 0.05, top_p: 0.9, stop: ['```']}",
+    ):
         load_recipe(write(tmp_path, BASE + section + "\n"))
 
 

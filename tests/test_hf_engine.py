@@ -47,23 +47,35 @@ def test_hf_engine_samples_a_prompt_the_same_whatever_its_batch(tiny_model_dir):
 
 
 def test_row_sampler_draws_from_the_tempered_distribution_and_keeps_its_logprobs():
-    """Each token is drawn with its softmax(logits / T) probability (top-p cut off, never a token outside
-    it), and the logprob kept is that of the drawn token before top-p."""
+    """Each token is drawn with its softmax(logits / T) probability (min-p, top-k and top-p cut off, in that
+    order, never a token outside them), and the logprob kept is that of the drawn token before the cuts."""
     from rltune.rollout.hf_engine import RowSampler
 
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -3.0])
     rows = 4000
     scores = logits.expand(rows, -1).clone()
-    for temperature, top_p in ((1.0, 1.0), (0.5, 1.0), (1.0, 0.8)):
+    for temperature, top_p, top_k, min_p in (
+        (1.0, 1.0, 0, 0.0),
+        (0.5, 1.0, 0, 0.0),
+        (1.0, 0.8, 0, 0.0),
+        (1.0, 1.0, 3, 0.0),
+        (1.0, 1.0, 0, 0.3),
+        (1.0, 0.5, 3, 0.0),
+    ):
         gens = [torch.Generator().manual_seed(i) for i in range(rows)]
-        drawn, logprobs = RowSampler(gens, temperature, top_p, steps=1).draw(scores)
+        drawn, logprobs = RowSampler(gens, temperature, top_p, 1, top_k, min_p).draw(scores)
         probs = (logits / temperature).softmax(-1)
         expected = probs.clone()
+        if min_p:
+            expected[expected < min_p * expected.max()] = 0
+        if top_k:
+            expected[top_k:] = 0  # the logits are in descending order
+        expected /= expected.sum()
         if top_p < 1:
-            expected[(probs.cumsum(-1) - probs) > top_p] = 0
+            expected[(expected.cumsum(-1) - expected) > top_p] = 0
             expected /= expected.sum()
         freq = torch.bincount(drawn, minlength=len(logits)).float() / rows
-        assert torch.allclose(freq, expected, atol=0.025), (temperature, top_p, freq, expected)
+        assert torch.allclose(freq, expected, atol=0.025), (temperature, top_p, top_k, min_p, freq, expected)
         assert (expected[drawn] > 0).all()
         assert torch.allclose(logprobs, probs.log()[drawn])
 
@@ -141,3 +153,12 @@ def test_compiled_static_decoding_samples_what_the_default_loop_does(tiny_model_
         assert static.finish_reasons == default.finish_reasons
         for a, b in zip(static.sampling_logprobs, default.sampling_logprobs):
             assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+
+
+def test_hf_engine_honours_stop_strings_and_top_k(tiny_model_dir):
+    """The same checks as the vLLM engines' (test_vllm_engine.check_sampling_settings), on the hf engine."""
+    from test_vllm_engine import check_sampling_settings
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    check_sampling_settings(build_engine("hf", model=model, tokenizer=tokenizer), tokenizer)

@@ -178,3 +178,20 @@ def test_an_mlflow_store_that_will_not_open_stops_before_any_model_loads(tmp_pat
         tracker_options(train)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     assert tracker_options(train)["log_with"] == ["mlflow"]
+
+
+def test_rewards_are_logged_per_data_source_when_the_rows_name_one():
+    import torch
+    from accelerate import Accelerator
+
+    from rltune.batch import RolloutBatch
+    from rltune.metrics import source_metrics
+
+    rows = [{"data_source": "gsm8k"}, {"data_source": "math"}, {"data_source": "gsm8k"}]
+    groups = [0, 0, 1, 1, 2, 2]
+    batch = RolloutBatch([[1]] * 6, [[2]] * 6, [""] * 6, [[0.0]] * 6, ["stop"] * 6, groups, rows)
+    batch.rewards = torch.tensor([1.0, 0.0, 0.5, 0.5, 1.0, 1.0])
+    metrics = source_metrics(batch, "data_source", Accelerator(cpu=True))
+    assert metrics == {"reward/source/gsm8k": 0.75, "reward/source/math": 0.5}
+    assert source_metrics(batch, None, Accelerator(cpu=True)) == {}
+    assert source_metrics(batch, "split", Accelerator(cpu=True)) == {}  # a column the rows do not have

@@ -66,8 +66,15 @@ def test_two_processes_train_with_whole_groups(tmp_path, demo_assets):
 def test_two_processes_follow_the_single_process_loss_curve(tmp_path, demo_assets):
     """The same recipe, seed and global batch (8 prompts a step) on one process and on two (`accelerate
     launch` with recipes/accelerate/cpu_2proc.yaml): the same
-    samples (per-prompt seeds), rewards and, up to float summation order, losses and gradients."""
-    model_dir, data_file = demo_assets
+    samples (per-prompt seeds), rewards and, up to float summation order, losses and gradients. The rows
+    carry verl's data_source, one source rare enough that some processes' batches lack it: the per-source
+    rewards are the same too."""
+    model_dir, demo_file = demo_assets
+    data_file = tmp_path / "sourced.jsonl"
+    rows = [json.loads(line) for line in demo_file.read_text().splitlines()]
+    data_file.write_text(
+        "".join(json.dumps({**r, "data_source": "rare" if i % 7 == 0 else "common"}) + "\n" for i, r in enumerate(rows))
+    )
     runs = {}
     for procs, per_process in ((1, 8), (2, 4)):
         out = tmp_path / f"run{procs}"
@@ -100,6 +107,14 @@ def test_two_processes_follow_the_single_process_loss_curve(tmp_path, demo_asset
         assert a["completion/length_mean"] == pytest.approx(b["completion/length_mean"], abs=1e-6)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3, abs=1e-6)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+        sources = sorted(k for k in a if k.startswith("reward/source/"))
+        assert sources == sorted(k for k in b if k.startswith("reward/source/"))
+        for key in sources:
+            assert a[key] == pytest.approx(b[key], abs=1e-6)
+    assert {k for m in one for k in m if k.startswith("reward/source/")} == {
+        "reward/source/common",
+        "reward/source/rare",
+    }
     assert len({round(m["loss"], 4) for m in one}) > 1  # a curve, not a constant
 
 

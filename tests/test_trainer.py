@@ -479,3 +479,15 @@ def test_update_counts_the_tokens_it_trains_on(tmp_path, demo_assets):
     metrics = trainer.updater.update(batch, trainer.step)
     sample_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
     assert metrics["trained_tokens"] == 2 * sample_tokens
+
+
+def test_the_recipes_stop_strings_end_the_training_samples(tmp_path, demo_assets):
+    """rollout.stop reaches the engine: a sample ends with the token that closes the demo's \\boxed{...}."""
+    trainer = Trainer(recipe(tmp_path, *demo_assets, rollout={"stop": ["}"]}, train={"steps": 1}))
+    trainer.train()
+    batch, tokenizer = trainer.last_batch, trainer.tokenizer
+    closed = [ids for ids in batch.completion_ids if "}" in tokenizer.decode(ids)]
+    assert len(closed) >= len(batch) // 2
+    for ids in closed:
+        assert tokenizer.decode(ids, skip_special_tokens=True).endswith("}")
+        assert "}" not in tokenizer.decode(ids[:-1])

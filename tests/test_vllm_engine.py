@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from rltune.errors import RLTuneError
 from rltune.models import load_tokenizer
 from rltune.rollout import SamplingSettings, build_engine
 
@@ -40,6 +41,36 @@ def check_engine_follows_the_policy(engine, model, tokenizer, sampling) -> None:
         assert torch.allclose(expected, torch.tensor(batch.sampling_logprobs[i]), atol=1e-3)
 
 
+def check_sampling_settings(engine, tokenizer) -> None:
+    """Stop strings end a completion at the token completing the first one (kept, in the tokens and the
+    text) and change nothing before it; top_k=1 samples the greedy completion."""
+    prompts = [tokenizer("3+4=")["input_ids"], tokenizer("12+9=")["input_ids"]]
+    free = SamplingSettings(n=3, temperature=1.0, max_tokens=12, prompt_seeds=[5, 6])
+    whole = engine.generate(prompts, [{}, {}], free)
+    # a stop string the samples contain past their start: the second token's text, where it is printable
+    stop = next(
+        text
+        for ids in whole.completion_ids
+        for text in [tokenizer.decode(ids[1:2]).strip()]
+        if len(ids) > 3 and text and text.isascii()
+    )
+    stopped = engine.generate(prompts, [{}, {}], SamplingSettings(**{**free.__dict__, "stop": [stop]}))
+    cuts = 0
+    for ids, cut, text, reason in zip(
+        whole.completion_ids, stopped.completion_ids, stopped.completion_texts, stopped.finish_reasons
+    ):
+        texts = [tokenizer.decode(ids[:n], skip_special_tokens=True) for n in range(1, len(ids) + 1)]
+        end = next((n + 1 for n, prefix in enumerate(texts) if stop in prefix), None)
+        assert cut == ids[: end or len(ids)], (stop, ids, cut)
+        if end is not None:
+            cuts += 1
+            assert reason == "stop" and stop in text, (stop, text)
+    assert cuts >= 1
+    greedy = engine.generate(prompts, [{}, {}], SamplingSettings(n=1, temperature=0.0, max_tokens=12))
+    top1 = engine.generate(prompts, [{}, {}], SamplingSettings(**{**free.__dict__, "top_k": 1}))
+    assert top1.completion_ids == [ids for ids in greedy.completion_ids for _ in range(3)]
+
+
 def test_vllm_logprobs_match_the_policy_before_and_after_a_weight_sync(demo_assets):
     pytest.importorskip("vllm")
     model_dir, _ = demo_assets
@@ -50,9 +81,10 @@ def test_vllm_logprobs_match_the_policy_before_and_after_a_weight_sync(demo_asse
         check_engine_follows_the_policy(
             engine, model, tokenizer, SamplingSettings(n=4, temperature=0.8, max_tokens=12, seed=0)
         )
+        check_sampling_settings(engine, tokenizer)
+        with pytest.raises(RLTuneError, match="generation_kwargs.*no_such_field"):
+            engine.generate([[5, 6]], [{}], SamplingSettings(n=1, max_tokens=4, generation_kwargs={"no_such_field": 1}))
         # a prompt with no room for max_tokens: one line, not vLLM's validation traceback
-        from rltune.errors import RLTuneError
-
         with pytest.raises(
             RLTuneError, match="cannot take a prompt of 60 tokens with max_tokens 12: the model holds 64"
         ):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from test_vllm_engine import check_engine_follows_the_policy, hf_logprobs
+from test_vllm_engine import check_engine_follows_the_policy, check_sampling_settings, hf_logprobs
 from transformers import AutoModelForCausalLM
 
 from conftest import demo_recipe, free_port, two_machines, write_recipe
@@ -88,6 +88,7 @@ def test_server_generation_and_disk_weight_sync_match_the_policy(server, tmp_pat
         first = engine.generate(prompts, [{}, {}], sampling)
         assert engine.generate(prompts, [{}, {}], sampling).completion_ids == first.completion_ids  # seeded
         check_engine_follows_the_policy(engine, model, tokenizer, sampling)
+        check_sampling_settings(engine, tokenizer)
         slow_cfg = VLLMServerConfig(url=url, api_key_env=KEY_ENV)
         slow = build_engine("vllm_server", server=slow_cfg)
         slow_cfg.timeout_s = 1e-4  # after start-up: no completion comes back that fast

@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import torch
@@ -22,6 +22,17 @@ class SamplingSettings:
     """Completions per prompt."""
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    """Sample among the k likeliest tokens only; 0: all."""
+    min_p: float = 0.0
+    """Drop tokens less likely than min_p times the likeliest one; 0: none."""
+    repetition_penalty: float = 1.0
+    """vLLM engines: divide positive logits (multiply negative ones) of tokens already in the prompt or
+    the completion by this; 1: off."""
+    stop: list[str] = field(default_factory=list)
+    """A completion ends with the token that completes one of these strings (kept in the completion)."""
+    generation_kwargs: dict[str, Any] = field(default_factory=dict)
+    """vLLM engines: further vLLM SamplingParams fields, passed as they are."""
     max_tokens: int = 256
     seed: int | None = None
     """Seed of the call; prompt i gets seed + i unless `prompt_seeds` says otherwise."""
@@ -30,6 +41,38 @@ class SamplingSettings:
     call, so one process and several processes sharing a global batch sample the same completions."""
     progress: str | None = None
     """A label: show a progress bar of the call under it (evals); None: silent (training steps)."""
+
+    @classmethod
+    def from_rollout(cls, rollout: RolloutConfig, **fields: Any) -> SamplingSettings:
+        """A recipe's sampling settings (`rollout`), with `fields` set or replaced."""
+        recipe = dict(
+            n=rollout.group_size,
+            temperature=rollout.temperature,
+            top_p=rollout.top_p,
+            top_k=rollout.top_k,
+            min_p=rollout.min_p,
+            repetition_penalty=rollout.repetition_penalty,
+            stop=list(rollout.stop),
+            generation_kwargs=dict(rollout.generation_kwargs),
+            max_tokens=rollout.max_tokens,
+        )
+        return cls(**{**recipe, **fields})
+
+    def vllm_fields(self) -> dict[str, Any]:
+        """The settings as vLLM's SamplingParams (and its server's request body) name them, the seed and
+        logprobs aside. The stop string stays in the text, as it stays in the tokens."""
+        fields = dict(
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            max_tokens=self.max_tokens,
+        )
+        if self.stop:
+            fields.update(stop=list(self.stop), include_stop_str_in_output=True)
+        return {**fields, **self.generation_kwargs}
 
     def progress_bar(self, *args, **kwargs):
         """The call's progress bar (tqdm's arguments; disabled without a label), under the label, refreshed at

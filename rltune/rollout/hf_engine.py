@@ -16,6 +16,7 @@ import torch
 
 from rltune.batch import RolloutBatch
 from rltune.distributed import any_process, is_sharded
+from rltune.errors import RLTuneError
 from rltune.models import keeps_logits
 from rltune.rollout.base import ENGINES, SamplingSettings, check_context
 
@@ -50,6 +51,10 @@ class HFEngine:
         self, prompt_ids: list[list[int]], rows: list[dict[str, Any]], sampling: SamplingSettings
     ) -> RolloutBatch:
         check_context(prompt_ids, sampling.max_tokens, self.context_length, "hf")
+        if sampling.repetition_penalty != 1.0 or sampling.generation_kwargs:
+            raise RLTuneError(
+                "the hf engine has no repetition_penalty and no generation_kwargs (vLLM's); use a vLLM engine"
+            )
         was_training = self.model.training
         self.model.eval()
         batch = RolloutBatch([], [], [], [], [], [], list(rows))
@@ -69,12 +74,17 @@ class HFEngine:
 
     def _generate_chunk(self, chunk, generators, sampling: SamplingSettings, device, batch: RolloutBatch) -> None:
         """Sample one completion for each (group, prompt ids) of `chunk` and append it to `batch`."""
-        sampler = RowSampler(generators, sampling.temperature, sampling.top_p, sampling.max_tokens)
+        sampler = RowSampler(
+            generators, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.top_k, sampling.min_p
+        )
         decode = self._decode_static if self.compile else self._decode
         keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}  # the LM head on the last position only
-        drawn_tokens, drawn_logprobs = decode([ids for _, ids in chunk], sampler, sampling.max_tokens, device, keep)
+        stops = StopStrings(self.tokenizer, sampling.stop)
+        prompts = [ids for _, ids in chunk]
+        drawn_tokens, drawn_logprobs = decode(prompts, sampler, sampling.max_tokens, device, keep, stops)
         for (group, ids), tokens, logprobs in zip(chunk, drawn_tokens.tolist(), drawn_logprobs.tolist()):
             stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
+            stop = stops.first_end(tokens[: None if stop is None else stop + 1], stop)
             length = len(tokens) if stop is None else stop + 1
             batch.prompt_ids.append(list(ids))
             batch.completion_ids.append(tokens[:length])
@@ -90,7 +100,9 @@ class HFEngine:
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
         return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0)
 
-    def _decode(self, prompts: list[list[int]], sampler: RowSampler, max_tokens: int, device, keep: dict):
+    def _decode(
+        self, prompts: list[list[int]], sampler: RowSampler, max_tokens: int, device, keep: dict, stops: StopStrings
+    ):
         """[rows, steps] drawn tokens and their logprobs. Rows that sample an end token leave the batch and its
         cache; a prompt shared by several rows (a group's samples) is prefilled once."""
         prompt_index: dict[tuple[int, ...], int] = {}  # each distinct prompt, in order of first appearance
@@ -117,7 +129,7 @@ class HFEngine:
                     logits, attention, positions = logits[row_prompts], attention[row_prompts], positions[row_prompts]
                 tokens, logprobs = sampler.draw(logits)
                 drawn_tokens[rows, step], drawn_logprobs[rows, step] = tokens, logprobs
-                done = torch.isin(tokens, eos)
+                done = torch.isin(tokens, eos) | stops.ended(drawn_tokens[rows, : step + 1])
                 finished = int(done.sum())
                 decoding = finished < len(rows)
                 if not (any_process(decoding) if self.lockstep else decoding):
@@ -135,7 +147,9 @@ class HFEngine:
                     sampler.keep_rows(left)
         return drawn_tokens[:, : step + 1], drawn_logprobs[:, : step + 1]
 
-    def _decode_static(self, prompts: list[list[int]], sampler: RowSampler, max_tokens: int, device, keep: dict):
+    def _decode_static(
+        self, prompts: list[list[int]], sampler: RowSampler, max_tokens: int, device, keep: dict, stops: StopStrings
+    ):
         """`_decode`'s result with every decoding step at the same shapes: a static KV cache as long as the
         longest prompt plus `max_tokens` (rounded up to a multiple of STATIC_LENGTH_STEP, so that rollouts
         whose prompts differ a little reuse the compiled step), an attention mask over the whole cache, and
@@ -161,7 +175,7 @@ class HFEngine:
             tokens, logprobs = sampler.draw(out.logits[:, -1])
             drawn_tokens[:, step] = tokens.masked_fill(done, self.pad_id)
             drawn_logprobs[:, step] = logprobs
-            done |= torch.isin(tokens, eos)
+            done |= torch.isin(tokens, eos) | stops.ended(drawn_tokens[:, : step + 1])
             ended = bool(done.all())
             if step == max_tokens - 1 or (not any_process(not ended) if self.lockstep else ended):
                 break
@@ -228,8 +242,39 @@ def _generator(seed: int | None, row: int, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(hash((seed, row)) % 2**63)
 
 
+class StopStrings:
+    """Where completions end on stop strings: at the token that completes the first one."""
+
+    def __init__(self, tokenizer: Any, stops: list[str]):
+        self.tokenizer, self.stops = tokenizer, list(stops)
+        # every token decodes to a character or more: the last `window` tokens hold any string just completed
+        self.window = max((len(s) for s in self.stops), default=0) + 1
+
+    def ended(self, drawn: torch.Tensor) -> torch.Tensor:
+        """[rows] whether the last token of each row of `drawn` [rows, steps] completed a stop string."""
+        if not self.stops:
+            return torch.zeros(drawn.shape[0], dtype=torch.bool, device=drawn.device)
+        tails = self.tokenizer.batch_decode(drawn[:, -self.window :].tolist(), skip_special_tokens=True)
+        before = self.tokenizer.batch_decode(drawn[:, -self.window : -1].tolist(), skip_special_tokens=True)
+        hit = [self._found(t) and not self._found(b) for t, b in zip(tails, before)]
+        return torch.tensor(hit, dtype=torch.bool, device=drawn.device)
+
+    def first_end(self, tokens: list[int], end: int | None) -> int | None:
+        """The index of the token completing the first stop string in `tokens`, else `end`."""
+
+        def text(ids: list[int]) -> str:  # as the completion's text is, and vLLM matches stop strings
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+        if not self.stops or not self._found(text(tokens)):
+            return end
+        return next(i for i in range(len(tokens)) if self._found(text(tokens[: i + 1])))
+
+    def _found(self, text: str) -> bool:
+        return any(s in text for s in self.stops)
+
+
 class RowSampler:
-    """Temperature and nucleus sampling with one generator per row; temperature 0 is greedy.
+    """Temperature, top-k, min-p and nucleus sampling with one generator per row; temperature 0 is greedy.
 
     Each row draws its uniform numbers for all `steps` up front from its own generator (so a row's samples
     do not depend on its batch-mates), and a step's token is the inverse of the row's cumulative
@@ -237,8 +282,16 @@ class RowSampler:
     vocabulary-sized noise vector per row and step instead took 31 of the 38 ms of a sampling step at a
     49k vocabulary on the CPU.)"""
 
-    def __init__(self, generators: list[torch.Generator | None], temperature: float, top_p: float, steps: int):
-        self.temperature, self.top_p, self.step = temperature, top_p, 0
+    def __init__(
+        self,
+        generators: list[torch.Generator | None],
+        temperature: float,
+        top_p: float,
+        steps: int,
+        top_k: int = 0,
+        min_p: float = 0.0,
+    ):
+        self.temperature, self.top_p, self.top_k, self.min_p, self.step = temperature, top_p, top_k, min_p, 0
         self.uniforms = torch.stack(
             [torch.rand(steps, generator=g, device=g.device if g is not None else None) for g in generators]
         )
@@ -249,19 +302,26 @@ class RowSampler:
 
     def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[rows] drawn tokens from [rows, vocab] logits, and each one's log-probability at the temperature
-        (before the top-p cut-off): the logprob the update's importance ratio starts from."""
+        (before the top-k, min-p and top-p cut-offs, applied in vLLM's order): the policy's logprob, which
+        the update's importance ratio starts from."""
         if self.temperature <= 0:
             return logits.argmax(-1), logits.new_zeros(logits.shape[0], dtype=torch.float32)  # one-hot: log 1
         scaled = logits.float() if self.temperature == 1.0 else logits.float() / self.temperature
         # One softmax, not exp(log_softmax): the drawn token's logprob is the log of its probability (a token
         # of zero probability is never drawn), and each full-vocabulary pass is one kernel more per step.
         probs = full = scaled.softmax(-1)
+        if self.min_p > 0:
+            probs = probs.masked_fill(probs < self.min_p * probs.amax(-1, keepdim=True), 0.0)
+        if 0 < self.top_k < probs.shape[-1]:
+            kth = probs.topk(self.top_k, dim=-1).values[:, -1:]
+            probs = probs.masked_fill(probs < kth, 0.0)  # ties with the k-th token stay
         if self.top_p < 1.0:
+            probs = probs / probs.sum(-1, keepdim=True)  # top-p's share is of what the other cut-offs kept
             ordered, order = probs.sort(-1, descending=True)
             outside = ordered.cumsum(-1) - ordered > self.top_p  # the top token always stays
             probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
         cumulative = probs.cumsum(-1)
-        total = cumulative[:, -1:]  # 1 up to rounding, or the mass top-p kept: scaling by it renormalises
+        total = cumulative[:, -1:]  # 1 up to rounding, or the mass the cut-offs kept: scaling by it renormalises
         point = self.uniforms[:, self.step, None].to(logits.device) * total
         point = torch.minimum(point, torch.nextafter(total, torch.zeros_like(total)))  # below the last step up
         self.step += 1

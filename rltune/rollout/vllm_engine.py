@@ -90,17 +90,13 @@ class VLLMEngine:
                 "sync_weights(policy) wakes it with the policy's weights; call it before generate"
             )
         check_context(prompt_ids, sampling.max_tokens, self.context_length, "vllm")
-        params = [
-            SamplingParams(
-                n=sampling.n,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                max_tokens=sampling.max_tokens,
-                seed=seed,
-                logprobs=0,
-            )
-            for seed in sampling.seeds(len(prompt_ids))
-        ]
+        try:
+            params = [
+                SamplingParams(**sampling.vllm_fields(), seed=seed, logprobs=0)
+                for seed in sampling.seeds(len(prompt_ids))
+            ]
+        except (TypeError, ValueError) as exc:
+            raise RLTuneError(f"vLLM refused the sampling settings (rollout.generation_kwargs?): {exc}") from exc
         # vLLM's own bar advances as requests finish; the label replaces its "Processed prompts"
         bar = sampling.progress_bar if sampling.progress else False
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=bar)

@@ -109,16 +109,8 @@ class VLLMServerEngine:
     # -- generation -------------------------------------------------------------------------------
 
     def _complete(self, ids: list[int], seed: int | None, sampling: SamplingSettings) -> list[dict[str, Any]]:
-        body = {
-            "model": self.model_id,
-            "prompt": ids,
-            "n": sampling.n,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens,
-            "logprobs": 0,
-            "return_token_ids": True,
-        }
+        body = {"model": self.model_id, "prompt": ids, **sampling.vllm_fields()}
+        body.update(logprobs=0, return_token_ids=True)
         if seed is not None:
             body["seed"] = seed
         choices = self._request("POST", "/v1/completions", json=body).json()["choices"]
