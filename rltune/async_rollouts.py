@@ -157,7 +157,7 @@ class AsyncRollouts:
 # Fields of a scored RolloutBatch kept in a checkpoint (plain types and tensors: trainer_state.pt loads
 # with weights_only)
 _LIST_FIELDS = ("prompt_ids", "completion_ids", "completion_texts", "sampling_logprobs", "finish_reasons",
-                "group_ids", "rows", "policy_versions")  # fmt: skip
+                "group_ids", "rows", "policy_versions", "model_masks", "turns", "episode_stats")  # fmt: skip
 
 
 def produced_state(produced: Produced) -> dict[str, Any]:
@@ -174,7 +174,7 @@ def produced_state(produced: Produced) -> dict[str, Any]:
 
 def produced_from_state(state: dict[str, Any]) -> Produced:
     batch = RolloutBatch(
-        **{name: state[name] for name in _LIST_FIELDS},
+        **{name: state.get(name) for name in _LIST_FIELDS},  # checkpoints from before multi-turn lack some
         rewards=state["rewards"],
         reward_components=state["reward_components"],
         token_returns=state["token_returns"],

@@ -35,6 +35,15 @@ class RolloutBatch:
     policy_versions: list[int] | None = None
     """Per sample, the policy version that sampled it: the number of updates behind its weights (set by the
     trainer; a batch trained at step s has s - version updates of staleness)."""
+    model_masks: list[list[int]] | None = None
+    """Multi-turn samples (rollout.environment): per completion token, 1 where the model sampled it and 0
+    where the environment wrote it (a tool's output). Those get no gradient, no entropy, KL or other loss
+    term, and their sampling logprobs are placeholders. None: every token is the model's."""
+    turns: list[list[dict[str, str]]] | None = None
+    """Multi-turn samples: each sample's trajectory as messages ({"role": "assistant" or "tool",
+    "content"}), the completion text split by who wrote it."""
+    episode_stats: list[dict[str, float]] | None = None
+    """Multi-turn samples: the environment's counters of each episode (tool calls, errors, ...)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -56,6 +65,14 @@ class RolloutBatch:
 
     def completion_lengths(self) -> torch.Tensor:
         return torch.tensor([len(c) for c in self.completion_ids], dtype=torch.float32)
+
+    def model_mask(self, i: int) -> list[int]:
+        """Sample i's completion tokens: 1 for the model's own, 0 for the environment's."""
+        return [1] * len(self.completion_ids[i]) if self.model_masks is None else self.model_masks[i]
+
+    def model_token_count(self, i: int) -> int:
+        """The completion tokens of sample i the model sampled (all but the environment's)."""
+        return len(self.completion_ids[i]) if self.model_masks is None else sum(self.model_masks[i])
 
     def select_groups(self, keep: list[int]) -> RolloutBatch:
         """A new batch with only the given groups (renumbered 0..len(keep)-1)."""
@@ -81,6 +98,9 @@ class RolloutBatch:
             advantages=None if self.advantages is None else self.advantages[samples],
             token_returns=None if self.token_returns is None else self.token_returns[samples],
             policy_versions=None if self.policy_versions is None else [self.policy_versions[i] for i in samples],
+            model_masks=None if self.model_masks is None else [self.model_masks[i] for i in samples],
+            turns=None if self.turns is None else [self.turns[i] for i in samples],
+            episode_stats=None if self.episode_stats is None else [self.episode_stats[i] for i in samples],
         )
 
     @staticmethod
@@ -95,6 +115,9 @@ class RolloutBatch:
 
         def cat(name: str) -> list:
             return [x for b in batches for x in getattr(b, name)]
+
+        def cat_masks() -> list[list[int]]:
+            return [b.model_mask(i) for b in batches for i in range(len(b))]
 
         def cat_tensor(get) -> torch.Tensor | None:
             parts = [get(b) for b in batches]
@@ -115,6 +138,9 @@ class RolloutBatch:
             advantages=cat_tensor(lambda b: b.advantages),
             token_returns=_cat_padded([b.token_returns for b in batches]),
             policy_versions=None if any(b.policy_versions is None for b in batches) else cat("policy_versions"),
+            model_masks=None if all(b.model_masks is None for b in batches) else cat_masks(),
+            turns=None if any(b.turns is None for b in batches) else cat("turns"),
+            episode_stats=None if any(b.episode_stats is None for b in batches) else cat("episode_stats"),
         )
 
 

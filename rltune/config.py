@@ -166,6 +166,16 @@ class RolloutConfig:
     body), e.g. {presence_penalty: 0.5}, passed as they are (trl's generation_kwargs); an unknown name
     stops the first rollout with vLLM's message."""
     max_tokens: int = 256
+    """Tokens after the prompt: a completion's, or with an environment the whole trajectory's (the model's
+    turns and the observations together)."""
+    environment: str | None = None
+    """Multi-turn rollouts: the environment that answers the model between its turns ('python_tool', or an
+    import path; see rltune.environments). None: one completion per sample."""
+    environment_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the environment (python_tool: code_open, code_close, output_open, output_close,
+    timeout_s, cpu_s, memory_mb, max_output_chars)."""
+    max_turns: int = 4
+    """With an environment: the most model turns of an episode (its observations come between them)."""
     seed: int | None = None
     """Sampling seed; defaults to train.seed. Each prompt of each step gets its own seed from it."""
     timeout_s: float | None = 3600.0
@@ -738,6 +748,7 @@ def _in_hub_cache(repo_id: str) -> bool:
 def _validate_sampling(r: RolloutConfig, sync_check: bool, need: Callable[[bool, str, str], None]) -> None:
     """The sampling settings each engine can honour, and the sync check they leave possible."""
     need(r.top_k >= 0, "rollout.top_k", "must be >= 0 (0: all tokens)")
+    need(r.max_turns >= 1, "rollout.max_turns", "must be at least 1")
     need(0 <= r.min_p < 1, "rollout.min_p", "must be in [0, 1) (0: off)")
     need(r.repetition_penalty > 0, "rollout.repetition_penalty", "must be > 0 (1: off)")
     need(all(isinstance(s, str) and s for s in r.stop), "rollout.stop", "must be a list of non-empty strings")

@@ -66,6 +66,25 @@ def rollout_metrics(batch, reward_errors: int = 0, grader_errors: int = 0) -> di
         metrics[f"reward/{name}"] = values.nanmean().item()
     metrics["reward/errors"] = float(reward_errors)
     metrics["reward/grader_errors"] = float(grader_errors)
+    if batch.turns is not None:
+        metrics.update(episode_metrics(batch))
+    return metrics
+
+
+def episode_metrics(batch) -> dict[str, float]:
+    """Multi-turn samples: model turns, observation tokens and the model's tokens per turn, each a mean per
+    sample, and the environment's counters (env/tool_calls, env/tool_errors, ...), means per sample."""
+    n = len(batch)
+    model_turns = [sum(m["role"] == "assistant" for m in turns) for turns in batch.turns]
+    model_tokens = [batch.model_token_count(i) for i in range(n)]
+    metrics = {
+        "episode/turns_mean": sum(model_turns) / n,
+        "episode/turns_max": float(max(model_turns)),
+        "episode/observation_tokens_mean": sum(len(c) for c in batch.completion_ids) / n - sum(model_tokens) / n,
+        "episode/turn_length_mean": sum(model_tokens) / max(sum(model_turns), 1),
+    }
+    for key in sorted({k for stats in batch.episode_stats or [] for k in stats}):
+        metrics[f"env/{key}"] = sum(stats.get(key, 0.0) for stats in batch.episode_stats) / n
     return metrics
 
 
@@ -299,6 +318,8 @@ def completion_rows(batch) -> list[dict]:
         row["advantage"] = None if advantages is None else float(advantages[i])
         row["length"] = len(batch.completion_ids[i])
         row["finish_reason"] = batch.finish_reasons[i]
+        if batch.turns is not None:  # the trajectory by who wrote it: the model, or the environment
+            row["turns"] = batch.turns[i]
         rows.append(row)
     return rows
 

@@ -51,7 +51,9 @@ from rltune.metrics import (
 )
 from rltune.models import context_length, load_tokenizer
 from rltune.reward_pipeline import RewardPipeline
+from rltune.environments import build_environment
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
+from rltune.rollout.multi_turn import generate_multi_turn
 from rltune.signals import GracefulStop
 from rltune.update import PolicyUpdate
 
@@ -112,6 +114,8 @@ class Trainer:
                 f"recipe's rewards: {', '.join(component_names)}"
             )
         self.advantage_fn = ADVANTAGES.get(cfg.algorithm.advantage)
+        r = cfg.rollout
+        self.environment = None if r.environment is None else build_environment(r.environment, **r.environment_kwargs)
         self.updater = PolicyUpdate(cfg, self.accelerator, self.tokenizer.pad_token_id, checkpoint, self.sharded)
         u = self.updater
         self.model, self.optimizer, self.scheduler, self.ref_model = u.model, u.optimizer, u.scheduler, u.ref_model
@@ -347,10 +351,16 @@ class Trainer:
             hash((base, step, round_index, self.rank + self.world_size * i)) % (2**31 - 1) for i in range(len(ids))
         ]
         sampling = SamplingSettings.from_rollout(r, prompt_seeds=seeds)
+
+        def sample() -> RolloutBatch:
+            if self.environment is None:
+                return self.engine.generate(ids, rows, sampling)
+            return generate_multi_turn(self.engine, self.environment, self.tokenizer, ids, rows, sampling, r.max_turns)
+
         if r.timeout_s is None:
-            return self.engine.generate(ids, rows, sampling)
+            return sample()
         return run_with_timeout(
-            lambda: self.engine.generate(ids, rows, sampling),
+            sample,
             r.timeout_s,
             f"the {r.engine} rollout engine produced no batch in {r.timeout_s:.0f}s (rollout.timeout_s); "
             "it is stuck or far slower than expected",

@@ -319,7 +319,7 @@ class PolicyUpdate:
 
     def normalizer(self, batch: RolloutBatch, indices: list[int]) -> Normalizer:
         counts = torch.tensor(
-            [float(sum(len(batch.completion_ids[i]) for i in indices)), float(len(indices))],
+            [float(sum(batch.model_token_count(i) for i in indices)), float(len(indices))],
             device=self.accelerator.device,
         )
         counts = self.accelerator.reduce(counts, reduction="sum") if self.world_size > 1 else counts
@@ -368,12 +368,16 @@ class PolicyUpdate:
                 starts.append((row, p_pad))
             attention_mask = torch.tensor(attn, device=device)
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        # The position before completion token t (prompt length - 1 + t into the sample) predicts it.
-        rows = [row for (row, _), c in zip(starts, completions) for _ in c]
-        cols = [start + len(p) - 1 + t for (_, start), p, c in zip(starts, prompts, completions) for t in range(len(c))]
+        # The position before completion token t (prompt length - 1 + t into the sample) predicts it. Only the
+        # model's own tokens are scored: an environment's (a tool's output) are input, never a target.
+        masks = [batch.model_mask(i) for i in indices]
+        rows = [row for (row, _), m in zip(starts, masks) for t in range(len(m)) if m[t]]
+        cols = [
+            start + len(p) - 1 + t for (_, start), p, m in zip(starts, prompts, masks) for t in range(len(m)) if m[t]
+        ]
         cmask, old = [], []
-        for i, c in zip(indices, completions):
-            cmask.append([1] * len(c) + [0] * (c_width - len(c)))
+        for i, c, m in zip(indices, completions, masks):
+            cmask.append(m + [0] * (c_width - len(c)))
             old.append(batch.sampling_logprobs[i] + [0.0] * (c_width - len(c)))
         completion_mask = torch.tensor(cmask, device=device, dtype=torch.float32)
         adv = batch.advantages[indices].to(device)
@@ -492,7 +496,7 @@ class PolicyUpdate:
         mask = torch.zeros_like(old)
         for i, lp in enumerate(batch.sampling_logprobs):
             sampler[i, : len(lp)] = torch.tensor(lp)
-            mask[i, : len(lp)] = 1.0
+            mask[i, : len(lp)] = torch.tensor(batch.model_mask(i), dtype=mask.dtype)
         batch.extras["old_logprobs"] = list(old)
         metrics = mismatch_metrics([(old, sampler, mask)])
         algo = self.cfg.algorithm

@@ -39,6 +39,9 @@ class SamplingSettings:
     prompt_seeds: list[int] | None = None
     """One seed per prompt: a prompt's samples then do not depend on which other prompts share the
     call, so one process and several processes sharing a global batch sample the same completions."""
+    prompt_max_tokens: list[int] | None = None
+    """One completion budget per prompt, each at most `max_tokens` (a multi-turn rollout's trajectories
+    each have their own budget left); None: `max_tokens` for all."""
     progress: str | None = None
     """A label: show a progress bar of the call under it (evals); None: silent (training steps)."""
 
@@ -81,6 +84,14 @@ class SamplingSettings:
 
         return tqdm(*args, **{**kwargs, "desc": self.progress, "disable": self.progress is None, "mininterval": 2.0})
 
+    def budgets(self, count: int) -> list[int]:
+        """The completion budget of each of `count` prompts."""
+        if self.prompt_max_tokens is None:
+            return [self.max_tokens] * count
+        if len(self.prompt_max_tokens) != count or max(self.prompt_max_tokens, default=0) > self.max_tokens:
+            raise ValueError(f"prompt_max_tokens must be {count} budgets of at most max_tokens ({self.max_tokens})")
+        return list(self.prompt_max_tokens)
+
     def seeds(self, count: int) -> list[int | None]:
         if self.prompt_seeds is not None:
             if len(self.prompt_seeds) != count:
@@ -89,10 +100,12 @@ class SamplingSettings:
         return [None if self.seed is None else self.seed + i for i in range(count)]
 
 
-def check_context(prompt_ids: list[list[int]], max_tokens: int, context: int | None, engine: str) -> None:
-    """Refuse, in one line, prompts that leave no room for `max_tokens` in the model's `context` positions
-    (the prompt source skips or refuses them earlier, per data.long_prompts; this guards direct callers)."""
-    longest = max((len(ids) for ids in prompt_ids), default=0)
+def check_context(prompt_ids: list[list[int]], sampling: SamplingSettings, context: int | None, engine: str) -> None:
+    """Refuse, in one line, prompts that leave no room for their completion budget in the model's `context`
+    positions (the prompt source skips or refuses them earlier, per data.long_prompts; this guards direct
+    callers)."""
+    budgets = sampling.budgets(len(prompt_ids))
+    longest, max_tokens = max(zip(map(len, prompt_ids), budgets), key=sum, default=(0, 0))
     if context is not None and longest + max_tokens > context:
         raise RLTuneError(
             f"the {engine} engine cannot take a prompt of {longest} tokens with max_tokens {max_tokens}: the model "

@@ -50,7 +50,7 @@ class HFEngine:
     def generate(
         self, prompt_ids: list[list[int]], rows: list[dict[str, Any]], sampling: SamplingSettings
     ) -> RolloutBatch:
-        check_context(prompt_ids, sampling.max_tokens, self.context_length, "hf")
+        check_context(prompt_ids, sampling, self.context_length, "hf")
         if sampling.repetition_penalty != 1.0 or sampling.generation_kwargs:
             raise RLTuneError(
                 "the hf engine has no repetition_penalty and no generation_kwargs (vLLM's); use a vLLM engine"
@@ -58,7 +58,8 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         batch = RolloutBatch([], [], [], [], [], [], list(rows))
-        flat = [(g, ids) for g, ids in enumerate(prompt_ids) for _ in range(sampling.n)]
+        budgets = sampling.budgets(len(prompt_ids))
+        flat = [(g, ids, budgets[g]) for g, ids in enumerate(prompt_ids) for _ in range(sampling.n)]
         device = next(self.model.parameters()).device
         seeds = sampling.seeds(len(prompt_ids))
         # Row j of prompt g draws from its own generator, seeded from the prompt's seed: its samples do
@@ -73,16 +74,18 @@ class HFEngine:
         return batch
 
     def _generate_chunk(self, chunk, generators, sampling: SamplingSettings, device, batch: RolloutBatch) -> None:
-        """Sample one completion for each (group, prompt ids) of `chunk` and append it to `batch`."""
-        sampler = RowSampler(
-            generators, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.top_k, sampling.min_p
-        )
+        """Sample one completion for each (group, prompt ids, budget) of `chunk` and append it to `batch`. The
+        chunk decodes up to its largest budget; each row is then cut to its own (sampling is causal: the cut
+        row is what the row's own budget would have given)."""
+        steps = max(budget for _, _, budget in chunk)
+        sampler = RowSampler(generators, sampling.temperature, sampling.top_p, steps, sampling.top_k, sampling.min_p)
         decode = self._decode_static if self.compile else self._decode
         keep = {"logits_to_keep": 1} if keeps_logits(self.model) else {}  # the LM head on the last position only
         stops = StopStrings(self.tokenizer, sampling.stop)
-        prompts = [ids for _, ids in chunk]
-        drawn_tokens, drawn_logprobs = decode(prompts, sampler, sampling.max_tokens, device, keep, stops)
-        for (group, ids), tokens, logprobs in zip(chunk, drawn_tokens.tolist(), drawn_logprobs.tolist()):
+        prompts = [ids for _, ids, _ in chunk]
+        drawn_tokens, drawn_logprobs = decode(prompts, sampler, steps, device, keep, stops)
+        for (group, ids, budget), tokens, logprobs in zip(chunk, drawn_tokens.tolist(), drawn_logprobs.tolist()):
+            tokens, logprobs = tokens[:budget], logprobs[:budget]
             stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
             stop = stops.first_end(tokens[: None if stop is None else stop + 1], stop)
             length = len(tokens) if stop is None else stop + 1

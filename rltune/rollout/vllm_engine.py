@@ -89,11 +89,12 @@ class VLLMEngine:
                 "the vLLM engine is asleep and has dropped its weights (rollout.vllm.sleep): "
                 "sync_weights(policy) wakes it with the policy's weights; call it before generate"
             )
-        check_context(prompt_ids, sampling.max_tokens, self.context_length, "vllm")
+        check_context(prompt_ids, sampling, self.context_length, "vllm")
         try:
+            count = len(prompt_ids)
             params = [
-                SamplingParams(**sampling.vllm_fields(), seed=seed, logprobs=0)
-                for seed in sampling.seeds(len(prompt_ids))
+                SamplingParams(**{**sampling.vllm_fields(), "max_tokens": budget}, seed=seed, logprobs=0)
+                for seed, budget in zip(sampling.seeds(count), sampling.budgets(count))
             ]
         except (TypeError, ValueError) as exc:
             raise RLTuneError(f"vLLM refused the sampling settings (rollout.generation_kwargs?): {exc}") from exc

@@ -108,9 +108,11 @@ class VLLMServerEngine:
 
     # -- generation -------------------------------------------------------------------------------
 
-    def _complete(self, ids: list[int], seed: int | None, sampling: SamplingSettings) -> list[dict[str, Any]]:
+    def _complete(
+        self, ids: list[int], seed: int | None, budget: int, sampling: SamplingSettings
+    ) -> list[dict[str, Any]]:
         body = {"model": self.model_id, "prompt": ids, **sampling.vllm_fields()}
-        body.update(logprobs=0, return_token_ids=True)
+        body.update(max_tokens=budget, logprobs=0, return_token_ids=True)
         if seed is not None:
             body["seed"] = seed
         choices = self._request("POST", "/v1/completions", json=body).json()["choices"]
@@ -119,9 +121,9 @@ class VLLMServerEngine:
     def generate(
         self, prompt_ids: list[list[int]], rows: list[dict[str, Any]], sampling: SamplingSettings
     ) -> RolloutBatch:
-        seeds = sampling.seeds(len(prompt_ids))
+        requests = zip(prompt_ids, sampling.seeds(len(prompt_ids)), sampling.budgets(len(prompt_ids)))
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.cfg.max_concurrency) as pool:
-            jobs = pool.map(lambda job: self._complete(job[0], job[1], sampling), zip(prompt_ids, seeds))
+            jobs = pool.map(lambda job: self._complete(*job, sampling), requests)
             with sampling.progress_bar(total=len(prompt_ids), unit="prompt") as bar:
                 answers = [bar.update(1) or answer for answer in jobs]
         batch = RolloutBatch([], [], [], [], [], [], list(rows))
