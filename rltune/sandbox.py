@@ -4,7 +4,8 @@ Each call gets a fresh process (`python -I`, no site folder of the user, no envi
 trainer), a fresh temporary working folder removed afterwards, and these limits:
 
 - CPU time (RLIMIT_CPU), address space (RLIMIT_AS), size of any file written (RLIMIT_FSIZE), open files,
-  and a wall-clock timeout after which the whole process group is killed;
+  processes (RLIMIT_NPROC, for a non-root user), and a wall-clock timeout after which the whole process
+  group is killed;
 - an audit hook, installed before the code runs and not removable from Python, that refuses starting
   processes (fork, exec, subprocess, os.system), sockets, ctypes, and opening files outside the working
   folder and the Python installation (the user's home, /etc, the trainer's files);
@@ -41,6 +42,9 @@ class SandboxLimits:
     """Address-space limit (RLIMIT_AS) in MiB."""
     file_size_mb: int = 4
     """Largest file the code may write, its output included (RLIMIT_FSIZE), in MiB."""
+    max_processes: int = 512
+    """Process limit (RLIMIT_NPROC) of a non-root user: it counts all of the user's processes, so it only
+    stops a fork bomb that the audit hook somehow let through."""
     max_output_chars: int = 1024
     """The output handed back is cut to this many characters (head and tail kept)."""
 
@@ -115,6 +119,8 @@ def _limit(limits: SandboxLimits):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mib, limits.file_size_mb * mib))
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if os.getuid() != 0:  # a second guard against fork bombs (the limit counts all of the user's processes)
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
 
     return apply
 
@@ -130,7 +136,7 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> ToolResult:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(folder), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
         with open(output_file, "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _RUNNER, str(script)],
+                [sys.executable, "-I", "-u", "-c", _RUNNER, str(script)],  # -u: prints and errors in order
                 cwd=folder,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -38,6 +38,7 @@ from rltune.config import RecipeConfig, check_before_loading, recipe_yaml
 from rltune.console import preflight
 from rltune.data import PromptSource
 from rltune.distributed import any_process, make_accelerator, memory_metrics, parallel_mode, without_tied_copies
+from rltune.environments import build_environment
 from rltune.errors import ConfigError, RLTuneError, Stopped
 from rltune.eval.grading import grading_failures
 from rltune.export import check_hub_access, model_card, push_checkpoint
@@ -51,7 +52,6 @@ from rltune.metrics import (
 )
 from rltune.models import context_length, load_tokenizer
 from rltune.reward_pipeline import RewardPipeline
-from rltune.environments import build_environment
 from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
 from rltune.rollout.multi_turn import generate_multi_turn
 from rltune.signals import GracefulStop

@@ -48,7 +48,7 @@ TRL_NAMES: dict[str, str] = {
     "use_transformers_paged": "rollout.engine: hf (its own batched decoding)",
     "use_transformers_continuous_batching": "rollout.engine: hf (its own batched decoding)",
     "transformers_continuous_batching_config": "not supported: the hf engine has no continuous batching",
-    "max_tool_calling_iterations": "not supported yet: multi-turn tool use is planned",
+    "max_tool_calling_iterations": "rollout.max_turns (with rollout.environment)",
     # --- the objective
     "beta": "algorithm.kl_coef",
     "num_iterations": "algorithm.epochs",

@@ -865,6 +865,42 @@ MUTANTS = [
         ["tests/test_multiprocess.py::test_two_processes_follow_the_single_process_loss_curve"],
     ),
     Mutant(
+        "multi-turn: observation tokens are trained on like the model's",
+        "rltune/update.py",
+        "        masks = [batch.model_mask(i) for i in indices]\n",
+        "        masks = [[1] * len(c) for c in completions]\n",
+        ["tests/test_multi_turn.py::test_the_update_trains_on_the_models_tokens_only"],
+    ),
+    Mutant(
+        "multi-turn: the trajectory is re-tokenised from its text for the next turn",
+        "rltune/rollout/multi_turn.py",
+        "            contexts = [t.prompt + t.tokens for t in waiting]  # ids as sampled and observed, never re-tokenised\n",
+        "            contexts = [tokenizer(tokenizer.decode(t.prompt + t.tokens), add_special_tokens=False)['input_ids'] "
+        "for t in waiting]\n",
+        ["tests/test_multi_turn.py::test_multi_turn_trajectories_on_the_hf_engine"],
+    ),
+    Mutant(
+        "multi-turn: the observation is tokenised together with the model's last turn",
+        "rltune/rollout/multi_turn.py",
+        '                ids = tokenizer(observation, add_special_tokens=False)["input_ids"]\n',
+        '                ids = tokenizer(t.turns[-1]["content"] + observation, add_special_tokens=False)["input_ids"]\n',
+        ["tests/test_multi_turn.py::test_multi_turn_trajectories_on_the_hf_engine"],
+    ),
+    Mutant(
+        "sandbox: no wall-clock timeout",
+        "rltune/sandbox.py",
+        "                proc.wait(timeout=limits.timeout_s)\n",
+        "                proc.wait()\n",
+        ["tests/test_multi_turn.py::test_the_sandbox_contains_each_escape_and_returns_it_as_the_tools_error"],
+    ),
+    Mutant(
+        "sandbox: no audit hook",
+        "rltune/sandbox.py",
+        "sys.addaudithook(hook)\n",
+        "pass\n",
+        ["tests/test_multi_turn.py::test_the_sandbox_contains_each_escape_and_returns_it_as_the_tools_error"],
+    ),
+    Mutant(
         "weights never synced into the vLLM engine after a step",
         "rltune/rollout/vllm_engine.py",
         '            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})\n',

@@ -91,7 +91,8 @@ def generate_multi_turn(
                 prompt_max_tokens=[sampling.max_tokens - len(t.tokens) for t in waiting],
                 progress=None,
             )
-            answers = engine.generate([t.prompt + t.tokens for t in waiting], [rows[t.group] for t in waiting], step)
+            contexts = [t.prompt + t.tokens for t in waiting]  # ids as sampled and observed, never re-tokenised
+            answers = engine.generate(contexts, [rows[t.group] for t in waiting], step)
             for t, ids, text, logprobs, finish in zip(
                 waiting,
                 answers.completion_ids,

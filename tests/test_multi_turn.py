@@ -1,0 +1,239 @@
+"""Multi-turn rollouts: the sandbox, the python_tool environment, token-in-token-out trajectories on the real
+engines, and an update that trains on the model's tokens only."""
+
+import json
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import demo_recipe
+from plugins.my_envs import Recheck
+from rltune.environments import build_environment
+from rltune.models import load_tokenizer
+from rltune.rollout import SamplingSettings, build_engine
+from rltune.rollout.multi_turn import generate_multi_turn
+from rltune.sandbox import SandboxLimits, run_python
+
+LIMITS = SandboxLimits(timeout_s=3.0, cpu_s=1, memory_mb=512, file_size_mb=1, max_output_chars=300)
+
+# Each escape the sandbox must contain, and a piece of the error the model reads back.
+ESCAPES = {
+    "infinite loop": ("while True:\n    pass", "CPU time limit"),
+    "sleeping past the wall clock": ("import time\ntime.sleep(20)", "ran past 3s"),
+    # a fork bomb's first fork is refused; bounded (32 processes at most) should the refusal ever break
+    "fork bomb": ("import os\nfor _ in range(5):\n    os.fork()", "does not allow os.fork"),
+    "a subprocess": ("import subprocess\nsubprocess.run(['ls', '/'])", "does not allow subprocess.Popen"),
+    "a gigabyte of output": ("while True:\n    print('x' * 65536)", "output over 1 MiB"),
+    "the trainer's secrets in /proc": ("import os\nprint(open(f'/proc/{os.getppid()}/environ').read())", "opening"),
+    "the user's home folder": ("import os, pwd\nprint(os.listdir(pwd.getpwuid(os.getuid()).pw_dir))", "not allow"),
+    "a file outside its folder": ("open('{outside}', 'w').write('x')", "does not allow opening"),
+    "a network socket": ("import socket\nsocket.create_connection(('127.0.0.1', 9))", "does not allow socket"),
+    "all the memory": ("x = bytearray(4 * 1024**3)", "MemoryError"),
+}
+
+
+@pytest.mark.parametrize("name", list(ESCAPES))
+def test_the_sandbox_contains_each_escape_and_returns_it_as_the_tools_error(name, monkeypatch, tmp_path):
+    monkeypatch.setenv("RLTUNE_TEST_SECRET", "hunter2-secret-value")
+    code, error = ESCAPES[name]
+    outside = tmp_path / "escaped"
+    result = run_python(code.replace("{outside}", str(outside)), LIMITS)
+    assert not result.ok
+    assert error in result.output, result.output
+    assert len(result.output) <= LIMITS.max_output_chars + 100  # cut to the budget, plus the error line
+    assert "hunter2" not in result.output
+    assert not outside.exists()
+
+
+def test_the_sandbox_runs_ordinary_code_in_a_clean_folder_and_environment(monkeypatch):
+    monkeypatch.setenv("RLTUNE_TEST_SECRET", "hunter2-secret-value")
+    code = (
+        "import os, numpy\n"
+        "open('scratch.txt', 'w').write('kept?')\n"
+        "print(sorted(os.environ), os.listdir('.'), numpy.arange(4).sum(), os.getcwd())"
+    )
+    result = run_python(code, LIMITS)
+    assert result.ok, result.output
+    assert "RLTUNE_TEST_SECRET" not in result.output and "scratch.txt" in result.output and " 6 " in result.output
+    folder = result.output.split()[-1]
+    assert folder.startswith("/tmp/rltune-tool-") and not os.path.exists(folder)  # removed afterwards
+    failed = run_python("print('before')\n1 / 0", LIMITS)
+    assert not failed.ok and failed.output.startswith("before\nTraceback") and "ZeroDivisionError" in failed.output
+    assert '"<tool>", line 2' in failed.output and "_RUNNER" not in failed.output
+
+
+def test_python_tool_runs_the_block_a_turn_ends_with_and_ends_the_episode_without_one():
+    env = build_environment("python_tool", timeout_s=3.0, cpu_s=1)
+    state = env.start({})
+    assert env.stop == ["```"]
+    observation = env.step(state, "Let me compute.\n```python\nprint(123 * 456)\n```")
+    assert observation == "\n```output\n56088\n```\n"
+    observation = env.step(state, "```python\nwhile True: pass\n```")
+    assert "CPU time limit" in observation
+    assert env.step(state, "So the answer is \\boxed{56088}.") is None
+    assert env.stats(state) == {"tool_calls": 2.0, "tool_errors": 1.0, "tool_timeouts": 1.0}
+
+
+def policy_logprobs(model, prompt: list[int], completion: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1].float()
+    return logits.log_softmax(-1).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+
+
+def check_trajectories(engine, model, tokenizer) -> None:
+    """Token in, token out: each trajectory is the sampled ids of the model's turns and the observation's
+    own ids, masked as such; the sampler's logprobs of the model's tokens are the policy's in the whole
+    trajectory's context; budgets and turns are respected; the same seeds give the same trajectories."""
+    env = Recheck()
+    observation_ids = tokenizer(env.observation, add_special_tokens=False)["input_ids"]
+    prompts = [tokenizer("3+4=")["input_ids"], tokenizer("12+9=")["input_ids"]]
+    sampling = SamplingSettings(n=3, temperature=1.0, max_tokens=40, prompt_seeds=[1, 2])
+    batch = generate_multi_turn(engine, env, tokenizer, prompts, [{}, {}], sampling, max_turns=3)
+    again = generate_multi_turn(engine, env, tokenizer, prompts, [{}, {}], sampling, max_turns=3)
+    assert again.completion_ids == batch.completion_ids
+    assert len(batch) == 6 and batch.group_ids == [0, 0, 0, 1, 1, 1]
+    several = 0
+    for i in range(len(batch)):
+        tokens, mask, turns = batch.completion_ids[i], batch.model_masks[i], batch.turns[i]
+        assert len(tokens) == len(mask) == len(batch.sampling_logprobs[i]) <= 40
+        assert [m["role"] for m in turns] == ["assistant", "tool"] * (len(turns) // 2) + ["assistant"] * (
+            len(turns) % 2
+        )
+        assert sum(m["role"] == "assistant" for m in turns) <= 3
+        assert batch.episode_stats[i]["answers"] == sum(m["role"] == "tool" for m in turns)
+        several += len(turns) >= 3
+        # the environment's stretches are exactly the observation's ids; the rest is the model's
+        position = 0
+        for message in turns:
+            if message["role"] == "tool":
+                assert tokens[position : position + len(observation_ids)] == observation_ids
+                assert mask[position : position + len(observation_ids)] == [0] * len(observation_ids)
+                position += len(observation_ids)
+            else:
+                while position < len(mask) and mask[position]:
+                    position += 1
+        assert position == len(tokens)
+        model_positions = [t for t in range(len(tokens)) if mask[t]]
+        expected = policy_logprobs(model, batch.prompt_ids[i], tokens)[model_positions]
+        sampled = torch.tensor(batch.sampling_logprobs[i])[model_positions]
+        assert torch.allclose(expected, sampled, atol=1e-3), i
+        assert all(batch.sampling_logprobs[i][t] == 0.0 for t in range(len(tokens)) if not mask[t])
+    assert several >= 2  # the environment answered, and the model took another turn
+
+
+def test_multi_turn_trajectories_on_the_hf_engine(demo_assets):
+    model_dir, _ = demo_assets
+    tokenizer = load_tokenizer(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    check_trajectories(build_engine("hf", model=model, tokenizer=tokenizer), model, tokenizer)
+
+
+@pytest.mark.slow
+def test_multi_turn_trajectories_on_the_vllm_engine(demo_assets):
+    pytest.importorskip("vllm")
+    model_dir, _ = demo_assets
+    tokenizer = load_tokenizer(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    engine = build_engine("vllm", model_path=str(model_dir), dtype="float32", max_model_len=64)
+    try:
+        check_trajectories(engine, model, tokenizer)
+    finally:
+        engine.close()
+
+
+def test_the_update_trains_on_the_models_tokens_only(tmp_path, demo_assets):
+    """On a multi-turn batch, the update's gradient is the clipped objective's over the model's tokens alone
+    (token_mean over their count), and the loss's gradient with respect to the logits at the positions
+    that predict observation tokens is exactly 0."""
+    from rltune.trainer import Trainer
+
+    cfg = demo_recipe(
+        tmp_path,
+        *demo_assets,
+        {
+            "rollout": {
+                "engine": "hf",
+                "group_size": 4,
+                "max_tokens": 40,
+                "max_turns": 3,
+                "environment": "plugins.my_envs:Recheck",
+            },
+            "train": {
+                "steps": 1,
+                "prompts_per_step": 2,
+                "fused_lm_head": False,
+                "packing": False,
+                "micro_batch_size": 64,
+            },
+        },
+    )
+    with Trainer(cfg) as trainer:
+        batch, _ = trainer.collect_rollouts()
+        batch.advantages = trainer.advantage_fn(batch.rewards, batch.groups())
+        assert any(0 in m for m in batch.model_masks)
+        indices = list(range(len(batch)))
+        head = trainer.model.get_output_embeddings()
+        captured = []
+
+        def keep_logits(_module, _args, out):
+            out.retain_grad()
+            captured.append(out)
+
+        hook = head.register_forward_hook(keep_logits)
+        trainer.optimizer.zero_grad()
+        try:
+            loss, _ = trainer.updater.micro_step(batch, indices, trainer.updater.normalizer(batch, indices))
+            loss.backward()
+        finally:
+            hook.remove()
+        got = [p.grad.clone() for p in trainer.model.parameters()]
+        mb = trainer.updater.collate(batch, indices)
+        logits_grad = captured[0].grad  # [rows, kept columns, vocab]
+        kept_from = mb.input_ids.shape[1] - logits_grad.shape[1]
+        rows, cols = [], []
+        for row, i in enumerate(indices):
+            prompt, mask = batch.prompt_ids[i], batch.model_masks[i]
+            start = max(len(batch.prompt_ids[j]) for j in indices) - len(prompt)  # left padding
+            for t, own in enumerate(mask):
+                if not own:
+                    rows.append(row)
+                    cols.append(start + len(prompt) - 1 + t - kept_from)
+        assert rows and (logits_grad[rows, cols] == 0).all()
+
+        # the formula, by hand: -A * ratio over the model's tokens, summed, over their count
+        trainer.optimizer.zero_grad()
+        total = sum(sum(m) for m in batch.model_masks)
+        for i in indices:
+            prompt, tokens, mask = batch.prompt_ids[i], batch.completion_ids[i], batch.model_masks[i]
+            logits = trainer.model(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1].float()
+            logprobs = logits.log_softmax(-1).gather(-1, torch.tensor(tokens)[:, None]).squeeze(-1)
+            own = torch.tensor(mask, dtype=torch.bool)
+            old = torch.tensor(batch.sampling_logprobs[i])
+            ratio = torch.exp(logprobs[own] - old[own])
+            (-(batch.advantages[i] * ratio).sum() / total).backward()
+        expected = [p.grad for p in trainer.model.parameters()]
+        for a, b in zip(got, expected):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-3)
+
+
+def test_a_multi_turn_run_logs_its_episodes_and_trajectories(tmp_path, demo_assets):
+    from rltune.trainer import Trainer
+
+    cfg = demo_recipe(
+        tmp_path,
+        *demo_assets,
+        {
+            "rollout": {"engine": "hf", "group_size": 4, "max_tokens": 40, "environment": "plugins.my_envs:Recheck"},
+            "train": {"steps": 2, "prompts_per_step": 2, "log_completions_every": 1},
+        },
+    )
+    with Trainer(cfg) as trainer:
+        trainer.train()
+    step = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert 1 <= step["episode/turns_mean"] <= step["episode/turns_max"] <= 4
+    assert step["episode/observation_tokens_mean"] > 0 and step["env/answers"] > 0
+    logged = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
+    assert any(len(row["turns"]) >= 3 for row in logged)
+    assert all(row["completion"] == "".join(m["content"] for m in row["turns"]) for row in logged)
