@@ -874,9 +874,9 @@ MUTANTS = [
     Mutant(
         "multi-turn: the trajectory is re-tokenised from its text for the next turn",
         "rltune/rollout/multi_turn.py",
-        "            contexts = [t.prompt + t.tokens for t in waiting]  # ids as sampled and observed, never re-tokenised\n",
-        "            contexts = [tokenizer(tokenizer.decode(t.prompt + t.tokens), add_special_tokens=False)['input_ids'] "
-        "for t in waiting]\n",
+        "            contexts = [t.prompt + t.tokens for t in waiting]\n",
+        "            contexts = [tokenizer(tokenizer.decode(t.prompt + t.tokens), add_special_tokens=False)"
+        "['input_ids'] for t in waiting]\n",
         ["tests/test_multi_turn.py::test_multi_turn_trajectories_on_the_hf_engine"],
     ),
     Mutant(

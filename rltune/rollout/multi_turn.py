@@ -91,7 +91,8 @@ def generate_multi_turn(
                 prompt_max_tokens=[sampling.max_tokens - len(t.tokens) for t in waiting],
                 progress=None,
             )
-            contexts = [t.prompt + t.tokens for t in waiting]  # ids as sampled and observed, never re-tokenised
+            # the ids as sampled and observed, never re-tokenised
+            contexts = [t.prompt + t.tokens for t in waiting]
             answers = engine.generate(contexts, [rows[t.group] for t in waiting], step)
             for t, ids, text, logprobs, finish in zip(
                 waiting,
