@@ -883,7 +883,8 @@ MUTANTS = [
         "multi-turn: the observation is tokenised together with the model's last turn",
         "rltune/rollout/multi_turn.py",
         '                ids = tokenizer(observation, add_special_tokens=False)["input_ids"]\n',
-        '                ids = tokenizer(t.turns[-1]["content"] + observation, add_special_tokens=False)["input_ids"]\n',
+        '                ids = tokenizer(t.turns[-1]["content"] + observation, add_special_tokens=False)'
+        '["input_ids"]\n',
         ["tests/test_multi_turn.py::test_multi_turn_trajectories_on_the_hf_engine"],
     ),
     Mutant(
