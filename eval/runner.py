@@ -52,6 +52,12 @@ class EvalSettings:
     """Grade unboxed responses by math-verify's own extraction ('answer: ...'); off = boxed answers only."""
     batch_size: int = 256
     """Prompts per engine call."""
+    environment: str | None = None
+    """Multi-turn sampling with this environment ('python_tool', or an import path), as in training;
+    the answer graded is the one in the model's last turn. None: one completion per sample."""
+    environment_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_turns: int = 4
+    """With an environment: the most model turns per sample (max_tokens bounds the whole trajectory)."""
 
     @classmethod
     def from_recipe(cls, recipe) -> EvalSettings:
@@ -71,6 +77,9 @@ class EvalSettings:
             use_chat_template=recipe.data.use_chat_template,
             system_prompt=recipe.data.system_prompt,
             seed=recipe.train.seed,
+            environment=recipe.rollout.environment,
+            environment_kwargs=dict(recipe.rollout.environment_kwargs),
+            max_turns=recipe.rollout.max_turns,
         )
 
     def check(self) -> None:
@@ -117,7 +126,7 @@ def evaluate(
             context_limit=None if context is None else context - settings.max_tokens,
         )
         cache = _Cache(cache_dir / f"{bench.name}.jsonl" if cache_dir else None)
-        samples = _sample(engine, prompts, settings, cache, model_id, progress, bench.name)
+        samples = _sample(engine, prompts, settings, cache, model_id, progress, bench.name, tokenizer)
         failures = grading_failures()
         problems = _grade(prompts.rows, samples, settings)
         metrics = summarize(problems, settings, time.perf_counter() - started)
@@ -187,12 +196,26 @@ def model_fingerprint(model: str) -> str:
 
 def _key(prompt: str, settings: EvalSettings, model_id: str) -> str:
     parts = [model_id, prompt, settings.temperature, settings.top_p, settings.max_tokens, settings.seed]
+    if settings.environment is not None:  # tool-using samples are not plain ones
+        parts += [settings.environment, settings.environment_kwargs, settings.max_turns]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
 def _sample(
-    engine, prompts: PromptSource, settings: EvalSettings, cache: _Cache, model_id: str, progress: bool, name: str
+    engine,
+    prompts: PromptSource,
+    settings: EvalSettings,
+    cache: _Cache,
+    model_id: str,
+    progress: bool,
+    name: str,
+    tokenizer: Any,
 ) -> list[list[dict[str, Any]]]:
+    env = None
+    if settings.environment is not None:
+        from rltune.environments import build_environment
+
+        env = build_environment(settings.environment, **settings.environment_kwargs)
     keys = [_key(row["prompt"], settings, model_id) for row in prompts.rows]
     # Problems that need more samples, grouped by how many they already have (each group is one call).
     by_have: dict[int, list[int]] = {}
@@ -218,20 +241,27 @@ def _sample(
                 seed=settings.seed + have,
                 progress=(f"sampling {name}" + (f" ({call}/{calls})" if calls > 1 else "")) if progress else None,
             )
-            batch = engine.generate([prompts.prompt_ids[i] for i in chunk], [prompts.rows[i] for i in chunk], sampling)
+            ids, rows = [prompts.prompt_ids[i] for i in chunk], [prompts.rows[i] for i in chunk]
+            if env is None:
+                batch = engine.generate(ids, rows, sampling)
+            else:
+                from rltune.rollout.multi_turn import generate_multi_turn
+
+                batch = generate_multi_turn(engine, env, tokenizer, ids, rows, sampling, settings.max_turns)
             for g, idx in enumerate(batch.groups()):
-                cache.add(
-                    keys[chunk[g]],
-                    [
-                        {
-                            "text": batch.completion_texts[j],
-                            "finish_reason": batch.finish_reasons[j],
-                            "tokens": len(batch.completion_ids[j]),
-                        }
-                        for j in idx
-                    ],
-                )
+                cache.add(keys[chunk[g]], [_sample_entry(batch, j) for j in idx])
     return [cache.entries[key][: settings.n] for key in keys]
+
+
+def _sample_entry(batch, j: int) -> dict[str, Any]:
+    """What the cache keeps of sample j: the text graded (with an environment, the model's last turn, the
+    whole trajectory under "turns"), why it ended, and its length in tokens."""
+    entry = {"text": batch.completion_texts[j], "finish_reason": batch.finish_reasons[j]}
+    entry["tokens"] = len(batch.completion_ids[j])
+    if batch.turns is not None:
+        entry["text"] = next(m["content"] for m in reversed(batch.turns[j]) if m["role"] == "assistant")
+        entry["turns"] = batch.turns[j]
+    return entry
 
 
 def _grade(rows: list[dict[str, Any]], samples: list[list[dict[str, Any]]], settings: EvalSettings) -> list[dict]:

@@ -140,12 +140,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rltune.trainer import Trainer
 
     model_dir, data_file = Path(cfg.model.path), Path(cfg.data.path)
+    task = args.task or ("tool" if cfg.rollout.environment else "addition")
     if not (model_dir / "config.json").is_file() or not data_file.is_file():
         log.info("building the warmed-up tiny model in %s (%s warm-up)", model_dir, args.warmup_loss)
         loss = SFTLossConfig(args.warmup_loss, token_ratio=0.8, entropy_coef=0.8)
-        write_demo_assets(model_dir, data_file, loss=loss, progress=cfg.train.progress_bar)
+        write_demo_assets(model_dir, data_file, loss=loss, progress=cfg.train.progress_bar, task=task)
     warmup_s = time.perf_counter() - started
-    settings = accuracy_settings(data_file)
+    # the multiplication tasks are scored as trained: their budget, and the tool when the recipe has one
+    settings = accuracy_settings(data_file, rollout=None if task == "addition" else cfg.rollout)
     tokenizer = load_tokenizer(str(model_dir))
     warm = build_engine("hf", model=load_causal_lm(str(model_dir), cfg.model), tokenizer=tokenizer)
     before = evaluate(warm, tokenizer, settings, progress=cfg.train.progress_bar)
@@ -185,6 +187,16 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Sample, grade and score a model on benchmarks; writes results.json, the cache and a pass@k plot."""
     from rltune.checkpoint import OutputLock
@@ -203,6 +215,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         answer_fallback=args.answer_fallback,
         system_prompt=args.system_prompt,
+        environment=args.env,
+        environment_kwargs=args.env_kwargs,
+        max_turns=args.max_turns,
         **({"instruction": args.instruction} if args.instruction else {}),
     )
     settings.check()
@@ -426,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="ce",
         help="loss of the warm-up when the model folder is built (entropy_sft: Light-IF, ratio/coef 0.8)",
     )
+    demo.add_argument(
+        "--task",
+        choices=["addition", "tool", "multiplication"],
+        default=None,
+        help="the toy task the model is warmed up on: single-digit addition, or two-digit multiplication with "
+        "the python tool or without it (default: tool when the recipe has an environment, else addition)",
+    )
     prune = command("prune", "DTO: optimise reasoning traces into preference pairs", cmd_prune)
     prune.add_argument("recipe", help="DTO recipe YAML (see recipes/dto_pairs.yaml)")
     prune.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
@@ -481,6 +503,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--instruction", default=None, help="prompt format string with {question} (default: the box cue)")
     ev.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt, no chat template")
     ev.add_argument("--system-prompt", default=None, help="a system message before each question (chat template)")
+    ev.add_argument(
+        "--env",
+        default=None,
+        help="sample multi-turn with this environment (python_tool, or module:Class); grades the last model turn",
+    )
+    ev.add_argument(
+        "--env-kwargs", type=_json_object, default={}, help="the environment's arguments, as JSON: '{\"timeout_s\": 2}'"
+    )
+    ev.add_argument("--max-turns", type=int, default=4, help="with --env: the most model turns per sample")
     ev.add_argument(
         "--answer-fallback",
         action="store_true",
@@ -580,6 +611,9 @@ def eval_defaults_from_recipe(path: str) -> dict:
         "no_chat_template": not s.use_chat_template,
         "system_prompt": s.system_prompt,
         "seed": s.seed,
+        "env": s.environment,
+        "env_kwargs": s.environment_kwargs,
+        "max_turns": s.max_turns,
         "model": model,
     }
 

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 SPECIALS = ["<pad>", "<eos>", "<bos>"]
 CHARS = list("0123456789+-=\\{}boxed ")
 THINKING_CHARS = list("0123456789+-=\\{}<>/.,:;!? abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+TOOL_CHARS = list(dict.fromkeys("0123456789*=\\{}boxed()<>/pyoutrin"))
+TOOL_ENVIRONMENT = {"code_open": "<py>", "code_close": "</py>", "output_open": "<out>", "output_close": "</out>"}
+"""The tool demo's python_tool delimiters: short, so that the tiny model's characters cover them."""
 THINKING_CUES = ["Wait,", "Hmm,", "Alternatively,", "Let me check:"]
 """Openers of the thinking demo's extra reasoning steps (a subset of rltune.thinking.DEFAULT_CUES)."""
 
@@ -74,6 +77,27 @@ def build_tiny_model(
 def arithmetic_rows() -> list[dict[str, Any]]:
     """Every single-digit addition 'a+b=' with its sum."""
     return [{"question": f"{a}+{b}=", "answer": str(a + b)} for a in range(10) for b in range(10)]
+
+
+def multiplication_rows(held_out: int = 200, seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every two-digit product 'a*b=' with its value, shuffled: (training rows, the last `held_out` rows)."""
+    rows = [{"question": f"{a}*{b}=", "answer": str(a * b)} for a in range(10, 100) for b in range(10, 100)]
+    random.Random(seed).shuffle(rows)
+    return rows[:-held_out], rows[-held_out:]
+
+
+def tool_target(question: str, rng: random.Random, p_correct: float) -> str:
+    """A tool-using trace for 'a*b=': the code block, the sandbox's output (the product of what the code
+    says), the boxed output. With probability 1 - p_correct one operand is miscopied by one in a digit, so
+    the trace is well formed and wrong: the warm-up model uses the tool but copies unreliably."""
+    a, b = (int(x) for x in question.rstrip("=").split("*"))
+    if rng.random() >= p_correct:
+        slip = rng.choice([-10, -1, 1, 10])
+        a, b = (a + slip, b) if rng.random() < 0.5 else (a, b + slip)
+    e = TOOL_ENVIRONMENT
+    return (
+        f"{e['code_open']}print({a}*{b}){e['code_close']}{e['output_open']}{a * b}{e['output_close']}\\boxed{{{a * b}}}"
+    )
 
 
 def _guess(answer: str, rng: random.Random, p_correct: float) -> str:
@@ -142,21 +166,36 @@ def write_demo_assets(
     loss: SFTLossConfig | None = None,
     thinking: bool = False,
     progress: bool = True,
+    task: str = "addition",
 ) -> None:
     """Build the warmed-up tiny model into `model_dir` and the prompts into `data_file`.
 
     `thinking`: warm up on `<think>` traces (`thinking_target`, right with probability `p_correct` per
-    step) instead of bare answers; the model for the DTO pipeline (`rltune prune`/`prefer`)."""
-    rows = arithmetic_rows()
+    step) instead of bare answers; the model for the DTO pipeline (`rltune prune`/`prefer`).
+    `task`: 'addition' (single digits), or two-digit multiplication, which the tiny model cannot do in its
+    head: 'tool' warms it up on tool-using traces (`tool_target`), 'multiplication' on noisy bare answers
+    (the no-tool baseline). Both write 200 held-out problems to heldout.jsonl beside `data_file`."""
     data_file.parent.mkdir(parents=True, exist_ok=True)
+    if thinking:
+        tokenizer = build_tokenizer(THINKING_CHARS, with_bos=False)
+    else:
+        tokenizer = build_tokenizer(CHARS if task == "addition" else TOOL_CHARS)
+    if task == "addition":
+        rows = warm_rows = arithmetic_rows()
+    else:
+        rows, held_out = multiplication_rows(seed=seed)
+        data_file.with_name("heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held_out))
+        warm_rows = rows
     data_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tokenizer = build_tokenizer(THINKING_CHARS, with_bos=False) if thinking else build_tokenizer()
     model = build_tiny_model(len(tokenizer), seed=seed)
     if thinking:
         make_target = functools.partial(thinking_target, p_correct=p_correct)
+    elif task == "tool":
+        make_target = functools.partial(tool_target, p_correct=p_correct)
+        warm_rows = [{**r, "answer": r["question"]} for r in rows]  # the trace is built from the question
     else:
         make_target = functools.partial(noisy_target, p_correct=p_correct, p_unboxed=p_unboxed)
-    warm_up(model, tokenizer, rows, warmup_steps, make_target, seed=seed, loss=loss, progress=progress)
+    warm_up(model, tokenizer, warm_rows, warmup_steps, make_target, seed=seed, loss=loss, progress=progress)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(model_dir)
@@ -197,12 +236,15 @@ def write_smollm2(out_dir: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def accuracy_settings(data_file: Path, max_tokens: int = 12):
-    """mean@8 / pass@k of the demo problems at the training temperature, through the eval harness."""
+def accuracy_settings(data_file: Path, max_tokens: int = 12, rollout: Any = None):
+    """mean@8 / pass@k of the demo problems at the training temperature, through the eval harness: the
+    held-out problems when the demo wrote them (heldout.jsonl beside `data_file`), else the training ones.
+    With `rollout` (a recipe's section) its max_tokens, environment and max_turns, as in training."""
     from rltune.eval.runner import EvalSettings
 
-    return EvalSettings(
-        benchmarks=[f"{data_file}:question:answer"],
+    held_out = data_file.with_name("heldout.jsonl")
+    settings = EvalSettings(
+        benchmarks=[f"{held_out if held_out.is_file() else data_file}:question:answer"],
         n=8,
         k=[1, 8],
         temperature=1.0,
@@ -211,3 +253,8 @@ def accuracy_settings(data_file: Path, max_tokens: int = 12):
         instruction="{question}",
         use_chat_template=False,
     )
+    if rollout is not None:
+        settings.max_tokens = rollout.max_tokens
+        settings.environment, settings.max_turns = rollout.environment, rollout.max_turns
+        settings.environment_kwargs = dict(rollout.environment_kwargs)
+    return settings

@@ -877,7 +877,7 @@ MUTANTS = [
         "            contexts = [t.prompt + t.tokens for t in waiting]\n",
         "            contexts = [tokenizer(tokenizer.decode(t.prompt + t.tokens), add_special_tokens=False)"
         "['input_ids'] for t in waiting]\n",
-        ["tests/test_multi_turn.py::test_multi_turn_trajectories_on_the_hf_engine"],
+        ["tests/test_multi_turn.py::test_each_turn_continues_from_the_sampled_ids_not_from_the_text_tokenised_again"],
     ),
     Mutant(
         "multi-turn: the observation is tokenised together with the model's last turn",

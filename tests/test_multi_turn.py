@@ -237,3 +237,72 @@ def test_a_multi_turn_run_logs_its_episodes_and_trajectories(tmp_path, demo_asse
     logged = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
     assert any(len(row["turns"]) >= 3 for row in logged)
     assert all(row["completion"] == "".join(m["content"] for m in row["turns"]) for row in logged)
+
+
+def merging_tokenizer(tokenizer):
+    """The demo's character tokenizer plus merges ('o'+'x', 'e'+'d', 'ox'+'ed'): "boxed", which the demo
+    model writes one character at a time, tokenises again into other, fewer ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = dict(tokenizer.get_vocab())
+    for piece in ("ox", "ed", "oxed"):
+        vocab[piece] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[("o", "x"), ("e", "d"), ("ox", "ed")]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+
+
+class RecordingEngine:
+    """The real engine, with the prompt ids of every call kept."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def generate(self, prompt_ids, rows, sampling):
+        self.calls.append([list(ids) for ids in prompt_ids])
+        return self.engine.generate(prompt_ids, rows, sampling)
+
+
+def test_each_turn_continues_from_the_sampled_ids_not_from_the_text_tokenised_again(demo_assets):
+    """With a tokenizer whose merges make tokenising the text again give other ids than those sampled, every
+    later turn's context is still the prompt plus exactly the ids sampled and observed so far."""
+    model_dir, _ = demo_assets
+    tokenizer = merging_tokenizer(load_tokenizer(str(model_dir)))
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.resize_token_embeddings(len(tokenizer))
+    written = "".join(tokenizer.convert_ids_to_tokens(tokenizer("\\boxed{7}")["input_ids"]))
+    assert len(tokenizer("\\boxed{7}")["input_ids"]) < len("\\boxed{7}"), written  # the merges apply
+    engine = RecordingEngine(build_engine("hf", model=model, tokenizer=tokenizer))
+    prompts = [tokenizer("3+4=")["input_ids"], tokenizer("12+9=")["input_ids"]]
+    sampling = SamplingSettings(n=3, temperature=1.0, max_tokens=40, prompt_seeds=[1, 2])
+    batch = generate_multi_turn(engine, Recheck(), tokenizer, prompts, [{}, {}], sampling, max_turns=3)
+    trajectories = [p + c for p, c in zip(batch.prompt_ids, batch.completion_ids)]
+    later = [context for call in engine.calls[1:] for context in call]
+    assert later and all(any(t[: len(context)] == context for t in trajectories) for context in later)
+    assert any(tokenizer(tokenizer.decode(context))["input_ids"] != context for context in later)
+
+
+@pytest.mark.heavy  # minutes: dynamic sampling's rounds of multi-turn episodes
+def test_multi_turn_samples_go_through_dynamic_sampling_and_asynchronous_rollouts(tmp_path, demo_assets):
+    """Dynamic sampling's rounds join multi-turn batches, and the asynchronous producer samples episodes
+    ahead (their masks and turns kept through the hand-over)."""
+    from rltune.trainer import Trainer
+
+    cfg = demo_recipe(
+        tmp_path,
+        *demo_assets,
+        {
+            "rollout": {"engine": "hf", "group_size": 4, "max_tokens": 40, "environment": "plugins.my_envs:Recheck"},
+            "algorithm": {"dynamic_sampling": True},
+            "train": {"steps": 2, "prompts_per_step": 2, "async_steps": 1},
+        },
+    )
+    with Trainer(cfg) as trainer:
+        trainer.train()
+        batch = trainer.last_batch
+    assert batch.model_masks is not None and len(batch.model_masks) == len(batch) == len(batch.turns)
+    assert any(0 in mask for mask in batch.model_masks)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("episode/turns_mean" in step and "dynamic_sampling/rounds" in step for step in steps)
