@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import demo_recipe
+from conftest import REPO, demo_recipe
 from plugins.my_envs import Recheck
 from rltune.environments import build_environment
 from rltune.models import load_tokenizer
@@ -306,3 +306,36 @@ def test_multi_turn_samples_go_through_dynamic_sampling_and_asynchronous_rollout
     assert any(0 in mask for mask in batch.model_masks)
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all("episode/turns_mean" in step and "dynamic_sampling/rounds" in step for step in steps)
+
+
+@pytest.mark.heavy  # a minute: a warm-up, then episodes through the sandbox
+def test_the_tool_recipe_trains_a_few_steps_with_the_sandboxed_tool(tmp_path):
+    """recipes/tool_cpu.yaml for two steps (the hf engine, a short warm-up on tool-using traces): the model
+    calls the tool, the sandbox answers, and the trajectories are trained on."""
+    from rltune.config import load_recipe
+    from rltune.demo import write_demo_assets
+    from rltune.trainer import Trainer
+
+    model_dir, data_file = tmp_path / "model", tmp_path / "data" / "multiplication.jsonl"
+    write_demo_assets(model_dir, data_file, warmup_steps=60, task="tool", progress=False)
+    assert (data_file.parent / "heldout.jsonl").is_file()
+    overrides = [
+        f"model.path={model_dir}",
+        f"data.path={data_file}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "rollout.engine=hf",
+        "train.steps=2",
+        "train.prompts_per_step=4",
+        "train.progress_bar=false",
+        "train.report_to=[]",
+        "train.log_completions_every=1",
+    ]
+    with Trainer(load_recipe(REPO / "recipes" / "tool_cpu.yaml", overrides)) as trainer:
+        trainer.train()
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == 2 and all(step["env/tool_calls"] > 0.5 for step in steps)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
+    outputs = [m["content"] for row in logged for m in row["turns"] if m["role"] == "tool"]
+    assert outputs and all(o.startswith("<out>") for o in outputs)  # (cut short where the budget ends)
+    printed = [o[len("<out>") : -len("</out>")] for o in outputs if o.endswith("</out>")]
+    assert sum(p.isdigit() for p in printed) >= len(outputs) // 2  # the products the sandbox computed
