@@ -161,7 +161,12 @@ def test_eval_recipe_takes_the_training_runs_settings_and_latest_checkpoint(tmp_
                 "use_chat_template": False,
                 "system_prompt": "S",
             },
-            "rollout": {"max_tokens": 48},
+            "rollout": {
+                "max_tokens": 48,
+                "environment": "python_tool",
+                "environment_kwargs": {"cpu_s": 2},
+                "max_turns": 3,
+            },
             "eval": {"benchmarks": ["math500", "aime24"], "n": 8, "k": [1, 8], "temperature": 0.9, "limit": 5},
             "train": {"output_dir": str(out), "seed": 3},
         },
@@ -171,7 +176,10 @@ def test_eval_recipe_takes_the_training_runs_settings_and_latest_checkpoint(tmp_
     assert (args.benchmarks, args.k, args.temperature, args.limit) == ("math500,aime24", [1, 8], 0.9, 5)
     assert (args.max_tokens, args.instruction, args.no_chat_template, args.seed) == (48, "Q: {question}", True, 3)
     assert args.system_prompt == "S"  # as the run's periodic eval writes its prompts
+    assert (args.env, args.env_kwargs, args.max_turns) == ("python_tool", {"cpu_s": 2}, 3)  # sampled with its tool
     assert args.n == 2  # the flag wins over the recipe's 8
+    with pytest.raises(SystemExit):
+        cli.parse_args(["eval", "--model", "m", "--out", str(tmp_path / "ev"), "--env-kwargs", "[1]"])
     with pytest.raises(SystemExit):
         cli.parse_args(["eval", "--out", str(tmp_path / "ev")])  # neither --model nor --recipe
 

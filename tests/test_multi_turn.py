@@ -339,3 +339,24 @@ def test_the_tool_recipe_trains_a_few_steps_with_the_sandboxed_tool(tmp_path):
     assert outputs and all(o.startswith("<out>") for o in outputs)  # (cut short where the budget ends)
     printed = [o[len("<out>") : -len("</out>")] for o in outputs if o.endswith("</out>")]
     assert sum(p.isdigit() for p in printed) >= len(outputs) // 2  # the products the sandbox computed
+
+
+def test_eval_samples_episodes_and_grades_the_last_model_turn(tmp_path, demo_assets):
+    from rltune.eval.runner import EvalSettings, evaluate
+
+    model_dir, data_file = demo_assets
+    tokenizer = load_tokenizer(str(model_dir))
+    engine = build_engine("hf", model=AutoModelForCausalLM.from_pretrained(model_dir), tokenizer=tokenizer)
+    plain = dict(benchmarks=[f"{data_file}:question:answer"], n=4, limit=6, temperature=1.0, top_p=1.0)
+    plain.update(max_tokens=40, instruction="{question}", use_chat_template=False)
+    with_env = EvalSettings(**plain, environment="plugins.my_envs:Recheck", max_turns=3)
+    results = evaluate(engine, tokenizer, with_env, cache_dir=tmp_path / "cache", progress=False)
+    problems = next(iter(results["benchmarks"].values()))["problems"]
+    samples = [s for p in problems for s in p["samples"]]
+    assert any(len(s["turns"]) >= 3 for s in samples)
+    for s in samples:
+        last = [m["content"] for m in s["turns"] if m["role"] == "assistant"][-1]
+        assert s["text"] == last  # graded: the answer of the last model turn
+    alone = evaluate(engine, tokenizer, EvalSettings(**plain), cache_dir=tmp_path / "cache", progress=False)
+    plain_samples = [s for p in next(iter(alone["benchmarks"].values()))["problems"] for s in p["samples"]]
+    assert all("turns" not in s for s in plain_samples)  # the tool's cache entries are not reused
