@@ -27,7 +27,7 @@ import torch
 from rltune.batch import RolloutBatch
 
 if TYPE_CHECKING:
-    from rltune.trainer import Trainer
+    from rltune.rollout.stage import RolloutStage
 
 
 @dataclass
@@ -47,16 +47,19 @@ def policy_copy(policy: torch.nn.Module) -> torch.nn.Module:
 
 
 class AsyncRollouts:
-    def __init__(self, trainer: Trainer, k: int, first: int, in_flight: list[Produced]):
-        self.trainer, self.k, self.first = trainer, k, first
-        self.steps = trainer.cfg.train.steps
+    def __init__(
+        self, stage: RolloutStage, weights: torch.nn.Module, steps: int, k: int, first: int, in_flight: list[Produced]
+    ):
+        """`stage` samples and scores each batch with its engine; `weights`: a copy of the policy at version
+        `first` (policy_copy); the batches of steps first .. first + len(in_flight) - 1 are `in_flight`."""
+        self.stage, self.k, self.first, self.steps = stage, k, first, steps
         self.changed = threading.Condition()
         self.engine_lock = threading.Lock()  # held while the engine samples; the eval takes it too
         self.pauses = 0  # evals waiting for the engine: the producer lets them go first
         self.ready: dict[int, Produced] = {first + i: p for i, p in enumerate(in_flight)}
-        self.snapshots: dict[int, torch.nn.Module] = {first: policy_copy(trainer.policy)}
+        self.snapshots: dict[int, torch.nn.Module] = {first: weights}
         self.engine_version: int | None = None  # the version the engine holds; None: unknown, load it again
-        self.taken_data_after: dict[str, int] = trainer.data.state_dict()
+        self.taken_data_after: dict[str, int] = stage.data.state_dict()
         self.error: BaseException | None = None
         self.closed = False
         self.thread = threading.Thread(
@@ -130,15 +133,15 @@ class AsyncRollouts:
                     self.changed.wait_for(lambda: self.pauses == 0 or self.closed)
                 with self.engine_lock:
                     if self.engine_version != version:
-                        self.trainer.engine.sync_weights(weights)
+                        self.stage.engine.sync_weights(weights)
                         self.engine_version = version
                     sampling_started = time.perf_counter()
-                    batch, metrics = self.trainer.collect_rollouts(step)
+                    batch, metrics = self.stage.collect(step)
                     sampling_s = time.perf_counter() - sampling_started
                 batch.policy_versions = [version] * len(batch)
                 metrics["async/generation_wait_s"] = waited
                 metrics["time/rollout_s"] = sampling_s
-                produced = Produced(batch, metrics, self.trainer.data.state_dict())
+                produced = Produced(batch, metrics, self.stage.data.state_dict())
                 with self.changed:
                     self.ready[step] = produced
                     self.changed.notify_all()

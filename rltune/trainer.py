@@ -21,8 +21,8 @@ from typing import Callable
 import torch
 from accelerate.utils import DistributedType, set_seed
 
-from rltune.advantages import ADVANTAGES, is_flat, select_per_group
-from rltune.async_rollouts import AsyncRollouts, Produced, produced_from_state, produced_state
+from rltune.advantages import ADVANTAGES, select_per_group
+from rltune.async_rollouts import AsyncRollouts, Produced, policy_copy, produced_from_state, produced_state
 from rltune.batch import RolloutBatch
 from rltune.checkpoint import (
     OutputLock,
@@ -40,20 +40,18 @@ from rltune.data import PromptSource
 from rltune.distributed import any_process, make_accelerator, memory_metrics, parallel_mode, without_tied_copies
 from rltune.environments import build_environment
 from rltune.errors import ConfigError, RLTuneError, Stopped
-from rltune.eval.grading import grading_failures
 from rltune.export import check_hub_access, model_card, push_checkpoint
 from rltune.metrics import (
     MetricsLogger,
     reduce_over_processes,
-    rollout_metrics,
     source_metrics,
     tracker_options,
     training_flops,
 )
 from rltune.models import context_length, load_tokenizer
 from rltune.reward_pipeline import RewardPipeline
-from rltune.rollout import SamplingSettings, engine_from_recipe, run_with_timeout
-from rltune.rollout.multi_turn import generate_multi_turn
+from rltune.rollout import engine_from_recipe
+from rltune.rollout.stage import RolloutStage
 from rltune.signals import GracefulStop
 from rltune.update import PolicyUpdate
 
@@ -132,6 +130,9 @@ class Trainer:
             tokenizer=self.tokenizer,
             sync_dir=str(self.output_dir / "weight-sync"),
         )
+        self.rollout_stage = RolloutStage(
+            cfg, self.engine, self.data, self.rewards, self.tokenizer, self.environment, self.rank, self.world_size
+        )
         if checkpoint:
             self._restore(checkpoint)
         self.metrics = MetricsLogger(self.output_dir, self.accelerator, cfg, self.step if checkpoint else None)
@@ -173,7 +174,8 @@ class Trainer:
         if self.periodic_eval is not None and self.periodic_eval.at_start and self.step == 0:
             self.metrics.log(0, self.periodic_eval.run(self, 0))
         if t.async_steps and self.step < t.steps:
-            self.rollouts = AsyncRollouts(self, t.async_steps, self.step, self.in_flight)
+            first = policy_copy(self.policy)
+            self.rollouts = AsyncRollouts(self.rollout_stage, first, t.steps, t.async_steps, self.step, self.in_flight)
         # SIGINT/SIGTERM: the step in progress ends, is checkpointed, and the run stops (rltune.signals)
         with GracefulStop(t.save_on_signal_s) as stop:
             stopping = False
@@ -292,80 +294,8 @@ class Trainer:
     # rollouts
 
     def collect_rollouts(self, step: int | None = None) -> tuple[RolloutBatch, dict[str, float]]:
-        """Sample and score the batch of `step` (default: the current one); with dynamic sampling, keep only
-        groups whose rewards differ."""
-        step = self.step if step is None else step
-        cfg, algo = self.cfg, self.cfg.algorithm
-        want = cfg.train.prompts_per_step
-        kept: list[RolloutBatch] = []
-        flat: list[RolloutBatch] = []
-        scored: list[RolloutBatch] = []
-        n_kept = 0
-        rounds = 0
-        errors_before, grader_errors_before = self.rewards.errors, grading_failures()  # totals of the process
-        for rounds in range(1, algo.max_sampling_rounds + 1):
-            batch = self.generate(step, round_index=rounds - 1)
-            self.rewards.score(batch)
-            scored.append(batch)
-            if not algo.dynamic_sampling:
-                break
-            spread = (
-                batch.reward_components[algo.dynamic_sampling_reward].nan_to_num(0.0)  # None: counts 0
-                if algo.dynamic_sampling_reward
-                else batch.rewards
-            )
-            varied = [g for g, idx in enumerate(batch.groups()) if not is_flat(spread[idx])]
-            flat_groups = sorted(set(range(batch.num_groups)) - set(varied))
-            kept.append(batch.select_groups(varied))
-            flat.append(batch.select_groups(flat_groups))
-            n_kept += len(varied)
-            # Every process samples as many rounds as the one that needs most: sharded weights make each
-            # forward a collective, and a process that stopped early would leave the others waiting.
-            if not any_process(n_kept < want):
-                break
-        if algo.dynamic_sampling:
-            pool = RolloutBatch.concat(kept + flat)
-            # Top up with flat groups (zero advantage) when rounds ran out, so every process trains on
-            # the same number of sequences.
-            batch = pool.select_groups(list(range(min(want, pool.num_groups))))
-        else:
-            batch = scored[0]
-        all_scored = RolloutBatch.concat(scored) if len(scored) > 1 else scored[0]
-        metrics = rollout_metrics(
-            all_scored, self.rewards.errors - errors_before, grading_failures() - grader_errors_before
-        )
-        if algo.dynamic_sampling:
-            metrics["dynamic_sampling/rounds"] = rounds
-            metrics["dynamic_sampling/kept_groups"] = min(n_kept, want)
-        return batch, metrics
-
-    def generate(self, step: int, round_index: int) -> RolloutBatch:
-        """This process's share of the next prompts, `group_size` completions each, for step `step`."""
-        r = self.cfg.rollout
-        ids, rows = self.data.next_batch(self.cfg.train.prompts_per_step * self.world_size)
-        ids, rows = ids[self.rank :: self.world_size], rows[self.rank :: self.world_size]
-        # A seed per prompt from its place in the global batch: the same samples whatever the number of
-        # processes sharing that batch.
-        base = r.seed if r.seed is not None else self.cfg.train.seed
-        seeds = [
-            hash((base, step, round_index, self.rank + self.world_size * i)) % (2**31 - 1) for i in range(len(ids))
-        ]
-        sampling = SamplingSettings.from_rollout(r, prompt_seeds=seeds)
-
-        def sample() -> RolloutBatch:
-            if self.environment is None:
-                return self.engine.generate(ids, rows, sampling)
-            return generate_multi_turn(self.engine, self.environment, self.tokenizer, ids, rows, sampling, r.max_turns)
-
-        if r.timeout_s is None:
-            return sample()
-        return run_with_timeout(
-            sample,
-            r.timeout_s,
-            f"the {r.engine} rollout engine produced no batch in {r.timeout_s:.0f}s (rollout.timeout_s); "
-            "it is stuck or far slower than expected",
-            on_this_thread=True,
-        )
+        """The rollout stage's batch of `step` (default: the current one), sampled and scored, and its metrics."""
+        return self.rollout_stage.collect(self.step if step is None else step)
 
     # ----------------------------------------------------------------------------------------------
     # checkpoints

@@ -112,7 +112,7 @@ MUTANTS = [
     ),
     Mutant(
         "several processes: every process trains on the first process's share of the prompts",
-        "rltune/trainer.py",
+        "rltune/rollout/stage.py",
         "        ids, rows = ids[self.rank :: self.world_size], rows[self.rank :: self.world_size]\n",
         "        ids, rows = ids[0 :: self.world_size], rows[0 :: self.world_size]\n",
         [
@@ -225,8 +225,8 @@ MUTANTS = [
     Mutant(
         "reward_options.on_error not passed to the reward pipeline",
         "rltune/trainer.py",
-        "RewardPipeline(cfg.rewards, cfg.reward_options.on_error, cfg.reward_options.timeout_s)",
-        'RewardPipeline(cfg.rewards, "zero", cfg.reward_options.timeout_s)',
+        "RewardPipeline(cfg.rewards, options.on_error, options.timeout_s, options.max_error_fraction)",
+        'RewardPipeline(cfg.rewards, "zero", options.timeout_s, options.max_error_fraction)',
         ["tests/test_wiring.py::test_reward_options_from_the_recipe_reach_the_reward_pipeline"],
     ),
     Mutant(
@@ -608,28 +608,28 @@ MUTANTS = [
     # --- DAPO dynamic sampling ----------------------------------------------------------------------
     Mutant(
         "dynamic sampling keeps every group",
-        "rltune/trainer.py",
+        "rltune/rollout/stage.py",
         "varied = [g for g, idx in enumerate(batch.groups()) if not is_flat(spread[idx])]",
         "varied = list(range(batch.num_groups))",
         [f"{FORMULAS}::test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest"],
     ),
     Mutant(
         "dynamic sampling stops after one round",
-        "rltune/trainer.py",
-        "            if n_kept >= want:\n                break",
+        "rltune/rollout/stage.py",
+        "            if not any_process(n_kept < want):\n                break",
         "            break",
         [f"{FORMULAS}::test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest"],
     ),
     Mutant(
         "dynamic_sampling_reward ignored",
-        "rltune/trainer.py",
-        "batch.reward_components[algo.dynamic_sampling_reward] if algo.dynamic_sampling_reward else batch.rewards",
-        "batch.rewards",
+        "rltune/rollout/stage.py",
+        "                if algo.dynamic_sampling_reward\n",
+        "                if False\n",
         [f"{FORMULAS}::test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest"],
     ),
     Mutant(
         "dynamic sampling tops up with nothing",
-        "rltune/trainer.py",
+        "rltune/rollout/stage.py",
         "pool = RolloutBatch.concat(kept + flat)",
         "pool = RolloutBatch.concat(kept)",
         [f"{FORMULAS}::test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest"],
@@ -850,8 +850,8 @@ MUTANTS = [
         ["tests/test_vllm_engine.py::test_vllm_logprobs_match_the_policy_before_and_after_a_weight_sync"],
     ),
     Mutant(
-        "trainer: rollouts sampled without the recipe's stop strings and cut-offs",
-        "rltune/trainer.py",
+        "rollout stage: sampled without the recipe's stop strings and cut-offs",
+        "rltune/rollout/stage.py",
         "        sampling = SamplingSettings.from_rollout(r, prompt_seeds=seeds)\n",
         "        sampling = SamplingSettings(n=r.group_size, temperature=r.temperature, top_p=r.top_p, "
         "max_tokens=r.max_tokens, prompt_seeds=seeds)\n",

@@ -410,8 +410,9 @@ def test_dynamic_sampling_drops_flat_groups_refills_and_trains_the_rest(tmp_path
     )
     trainer = Trainer(cfg)
     rounds, trained = [], []
-    generate, update = trainer.generate, trainer.updater.update
-    trainer.generate = lambda step, round_index: rounds.append(generate(step, round_index)) or rounds[-1]
+    stage = trainer.rollout_stage
+    generate, update = stage.generate, trainer.updater.update
+    stage.generate = lambda step, round_index: rounds.append(generate(step, round_index)) or rounds[-1]
     trainer.updater.update = lambda batch, step: trained.append(batch) or update(batch, step)
     metrics = trainer.train()
 
