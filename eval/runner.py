@@ -104,6 +104,11 @@ def evaluate(
     settings.check()
     out: dict[str, Any] = {"settings": asdict(settings), "model": model_id, "benchmarks": {}}
     context = getattr(engine, "context_length", None)
+    env = None
+    if settings.environment is not None:
+        from rltune.environments import build_environment
+
+        env = build_environment(settings.environment, tokenizer, **settings.environment_kwargs)
     for spec in settings.benchmarks:
         bench = get_benchmark(spec)
         started = time.perf_counter()
@@ -124,9 +129,10 @@ def evaluate(
             dataset=datasets.Dataset.from_list(rows),
             # prompts with no room for max_tokens in the engine's context are skipped and counted
             context_limit=None if context is None else context - settings.max_tokens,
+            tools=getattr(env, "tools", None),
         )
         cache = _Cache(cache_dir / f"{bench.name}.jsonl" if cache_dir else None)
-        samples = _sample(engine, prompts, settings, cache, model_id, progress, bench.name, tokenizer)
+        samples = _sample(engine, prompts, settings, cache, model_id, progress, bench.name, tokenizer, env)
         failures = grading_failures()
         problems = _grade(prompts.rows, samples, settings)
         metrics = summarize(problems, settings, time.perf_counter() - started)
@@ -210,12 +216,9 @@ def _sample(
     progress: bool,
     name: str,
     tokenizer: Any,
+    env: Any = None,
 ) -> list[list[dict[str, Any]]]:
-    env = None
-    if settings.environment is not None:
-        from rltune.environments import build_environment
-
-        env = build_environment(settings.environment, **settings.environment_kwargs)
+    """Each problem's samples, from the cache or the engine (episodes with `env`, an environment)."""
     keys = [_key(row["prompt"], settings, model_id) for row in prompts.rows]
     # Problems that need more samples, grouped by how many they already have (each group is one call).
     by_have: dict[int, list[int]] = {}

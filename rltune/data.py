@@ -94,9 +94,19 @@ class PromptSource:
     Each row handed out is the dataset row plus `prompt` (the text given to the model) and `gold`.
     """
 
-    def __init__(self, cfg: DataConfig, tokenizer: Any, seed: int = 0, dataset=None, context_limit: int | None = None):
-        """`context_limit`: the longest prompt the rollout engine can take with room for the completion."""
+    def __init__(
+        self,
+        cfg: DataConfig,
+        tokenizer: Any,
+        seed: int = 0,
+        dataset=None,
+        context_limit: int | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ):
+        """`context_limit`: the longest prompt the rollout engine can take with room for the completion.
+        `tools`: JSON schemas the chat template writes into every prompt (an environment's tools)."""
         self.cfg = cfg
+        self.tools = tools
         self.tokenizer = tokenizer
         self.seed = seed
         rows = dataset if dataset is not None else load_rows(cfg.path, cfg.split, cfg.subset)
@@ -196,7 +206,7 @@ class PromptSource:
                     "messages) and the tokenizer has no chat template to write them with; use a chat model's "
                     "tokenizer or a text column"
                 )
-            return self.tokenizer.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)
+            return self._chat(row["messages"])
         fields = dict(row)
         fields["question"] = column_value(row, self.cfg.question_column)
         try:
@@ -207,12 +217,21 @@ class PromptSource:
                 "(use {question} or a column name; write literal braces as {{ }})"
             ) from exc
         has_template = getattr(self.tokenizer, "chat_template", None)
+        if self.tools and not (self.cfg.use_chat_template and has_template):
+            raise RLTuneError(
+                "the environment's tools are written into the prompt by the chat template: set "
+                "data.use_chat_template=true and use a tokenizer that has one"
+            )
         if not (self.cfg.use_chat_template and has_template):
             return text
         messages = [{"role": "user", "content": text}]
         if self.cfg.system_prompt:
             messages.insert(0, {"role": "system", "content": self.cfg.system_prompt})
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self._chat(messages)
+
+    def _chat(self, messages: list[dict[str, Any]]) -> str:
+        tools = {"tools": self.tools} if self.tools else {}
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **tools)
 
     @property
     def max_prompt_length(self) -> int:

@@ -95,12 +95,17 @@ class Trainer:
         # a LoRA checkpoint holds adapters and no config.json: the context is its base model's
         config_path = str(checkpoint) if checkpoint and not cfg.model.lora else cfg.model.path
         context = context or context_length(config_path, cfg.model.trust_remote_code)
+        r = cfg.rollout
+        self.environment = (
+            None if r.environment is None else build_environment(r.environment, self.tokenizer, **r.environment_kwargs)
+        )
         self.data = PromptSource(
             cfg.data,
             self.tokenizer,
             seed=t.seed,
             dataset=dataset,
             context_limit=None if context is None else context - cfg.rollout.max_tokens,
+            tools=getattr(self.environment, "tools", None),  # the chat template writes them into every prompt
         )
         options = cfg.reward_options
         self.rewards = RewardPipeline(cfg.rewards, options.on_error, options.timeout_s, options.max_error_fraction)
@@ -112,8 +117,6 @@ class Trainer:
                 f"recipe's rewards: {', '.join(component_names)}"
             )
         self.advantage_fn = ADVANTAGES.get(cfg.algorithm.advantage)
-        r = cfg.rollout
-        self.environment = None if r.environment is None else build_environment(r.environment, **r.environment_kwargs)
         self.updater = PolicyUpdate(cfg, self.accelerator, self.tokenizer.pad_token_id, checkpoint, self.sharded)
         u = self.updater
         self.model, self.optimizer, self.scheduler, self.ref_model = u.model, u.optimizer, u.scheduler, u.ref_model

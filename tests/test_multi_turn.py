@@ -360,3 +360,69 @@ def test_eval_samples_episodes_and_grades_the_last_model_turn(tmp_path, demo_ass
     alone = evaluate(engine, tokenizer, EvalSettings(**plain), cache_dir=tmp_path / "cache", progress=False)
     plain_samples = [s for p in next(iter(alone["benchmarks"].values()))["problems"] for s in p["samples"]]
     assert all("turns" not in s for s in plain_samples)  # the tool's cache entries are not reused
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers.
+
+    Args:
+        a: The first integer.
+        b: The second integer.
+    """
+    return a * b
+
+
+def divide(a: float, b: float) -> float:
+    """Divide a by b.
+
+    Args:
+        a: The dividend.
+        b: The divisor.
+    """
+    return a / b
+
+
+# A small chat template of our own that writes tools and tool messages (the shape of Qwen2.5's).
+TOOL_TEMPLATE = (
+    "{%- if tools %}<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools>{% endif %}"
+    "{%- for m in messages %}{%- if m.role == 'tool' %}<|user|><tool_response>{{ m.content }}</tool_response><|end|>"
+    "{%- else %}<|{{ m.role }}|>{{ m.content }}<|end|>{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}<|assistant|>{%- endif %}"
+)
+
+
+def test_tool_calling_takes_trl_style_functions_and_answers_in_the_chat_templates_words(demo_assets):
+    import datasets
+    from transformers.utils import get_json_schema
+
+    from rltune.config import DataConfig
+    from rltune.data import PromptSource
+
+    tokenizer = load_tokenizer(str(demo_assets[0]))
+    tokenizer.chat_template = TOOL_TEMPLATE
+    env = build_environment("tool_calling", tokenizer, tools=[multiply, "test_multi_turn:divide"])
+    assert env.tools == [get_json_schema(multiply), get_json_schema(divide)] and env.stop == ["</tool_call>"]
+    data = datasets.Dataset.from_list([{"question": "6*7=", "answer": "42"}])
+    prompts = PromptSource(DataConfig(path="x", instruction="{question}"), tokenizer, dataset=data, tools=env.tools)
+    assert prompts.rows[0]["prompt"] == (
+        f"<tools>{json.dumps(env.tools[0])}{json.dumps(env.tools[1])}</tools><|user|>6*7=<|end|><|assistant|>"
+    )
+    state = env.start({})
+    call = 'Let me call it. <tool_call>{"name": "multiply", "arguments": {"a": 6, "b": 7}}</tool_call>'
+    assert env.step(state, call) == "<|end|><|user|><tool_response>42</tool_response><|end|><|assistant|>"
+    for bad, error in (
+        ("<tool_call>{not json}</tool_call>", "not a call of one of the tools (multiply, divide)"),
+        ('<tool_call>{"name": "add", "arguments": {}}</tool_call>', "KeyError"),
+        ('<tool_call>{"name": "multiply", "arguments": {"a": 6}}</tool_call>', "multiply raised TypeError"),
+        ('<tool_call>{"name": "divide", "arguments": {"a": 1, "b": 0}}</tool_call>', "divide raised ZeroDivisionError"),
+    ):
+        assert error in env.step(state, bad)
+    assert env.step(state, "The answer is \\boxed{42}.") is None
+    assert env.stats(state) == {"tool_calls": 5.0, "tool_errors": 4.0}
+    with pytest.raises(Exception, match="chat template"):
+        PromptSource(
+            DataConfig(path="x", instruction="{question}", use_chat_template=False),
+            tokenizer,
+            dataset=data,
+            tools=env.tools,
+        )

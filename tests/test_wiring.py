@@ -25,7 +25,9 @@ from rltune.trainer import Trainer
 
 def test_reward_options_from_the_recipe_reach_the_reward_pipeline(tmp_path, demo_assets):
     raising = [RewardSpec("plugins.my_rewards:always_raises", 1.0)]
-    cfg = recipe(tmp_path, *demo_assets, reward_options={"on_error": "fail", "timeout_s": 7.5})
+    # on_error=fail stops at the first failed call, even where max_error_fraction would let every call fail
+    options = {"on_error": "fail", "timeout_s": 7.5, "max_error_fraction": 1.0}
+    cfg = recipe(tmp_path, *demo_assets, reward_options=options)
     cfg.rewards = raising
     trainer = Trainer(cfg)
     try:

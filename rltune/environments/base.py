@@ -22,6 +22,7 @@ concurrently); keep per-episode data in the state `start` returns.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Protocol
 
 from rltune.registry import Registry
@@ -42,9 +43,19 @@ class Environment(Protocol):
         """Per-episode counters for the logs (e.g. tool_calls, tool_errors); averaged over samples."""
 
 
-ENVIRONMENTS: Registry = Registry("environment", builtin_modules=("rltune.environments.python_tool",))
+# Optional: `tools`, a list of JSON schemas (transformers' get_json_schema) that the chat template writes into
+# every prompt, as trl's `tools=` does; and a `tokenizer` argument, given the policy's tokenizer.
 
 
-def build_environment(name: str, **kwargs: Any) -> Environment:
-    """An environment by registered name ('python_tool') or import path, built with `kwargs`."""
-    return ENVIRONMENTS.get(name)(**kwargs)
+ENVIRONMENTS: Registry = Registry(
+    "environment", builtin_modules=("rltune.environments.python_tool", "rltune.environments.tool_calling")
+)
+
+
+def build_environment(name: str, tokenizer: Any = None, **kwargs: Any) -> Environment:
+    """An environment by registered name ('python_tool', 'tool_calling') or import path, built with `kwargs`;
+    one that takes a `tokenizer` argument (to write with the chat template) gets the policy's."""
+    cls = ENVIRONMENTS.get(name)
+    if tokenizer is not None and "tokenizer" in inspect.signature(cls).parameters:
+        kwargs = {**kwargs, "tokenizer": tokenizer}
+    return cls(**kwargs)
