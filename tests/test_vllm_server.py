@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from test_multi_turn import check_trajectories
 from test_vllm_engine import check_engine_follows_the_policy, check_sampling_settings, hf_logprobs
 from transformers import AutoModelForCausalLM
 
@@ -89,6 +90,7 @@ def test_server_generation_and_disk_weight_sync_match_the_policy(server, tmp_pat
         assert engine.generate(prompts, [{}, {}], sampling).completion_ids == first.completion_ids  # seeded
         check_engine_follows_the_policy(engine, model, tokenizer, sampling)
         check_sampling_settings(engine, tokenizer)
+        check_trajectories(engine, model, tokenizer)  # multi-turn episodes through the server
         slow_cfg = VLLMServerConfig(url=url, api_key_env=KEY_ENV)
         slow = build_engine("vllm_server", server=slow_cfg)
         slow_cfg.timeout_s = 1e-4  # after start-up: no completion comes back that fast
