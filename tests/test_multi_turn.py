@@ -130,19 +130,6 @@ def test_multi_turn_trajectories_on_the_hf_engine(demo_assets):
     check_trajectories(build_engine("hf", model=model, tokenizer=tokenizer), model, tokenizer)
 
 
-@pytest.mark.slow
-def test_multi_turn_trajectories_on_the_vllm_engine(demo_assets):
-    pytest.importorskip("vllm")
-    model_dir, _ = demo_assets
-    tokenizer = load_tokenizer(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    engine = build_engine("vllm", model_path=str(model_dir), dtype="float32", max_model_len=64)
-    try:
-        check_trajectories(engine, model, tokenizer)
-    finally:
-        engine.close()
-
-
 def test_the_update_trains_on_the_models_tokens_only(tmp_path, demo_assets):
     """On a multi-turn batch, the update's gradient is the clipped objective's over the model's tokens alone
     (token_mean over their count), and the loss's gradient with respect to the logits at the positions

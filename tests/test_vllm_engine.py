@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from test_multi_turn import check_trajectories
 from transformers import AutoModelForCausalLM
 
 from rltune.errors import RLTuneError
@@ -78,10 +79,12 @@ def test_vllm_logprobs_match_the_policy_before_and_after_a_weight_sync(demo_asse
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     engine = build_engine("vllm", model_path=str(model_dir), dtype="float32", max_model_len=64)
     try:
+        # on the demo model, before check_engine_follows_the_policy changes it at random
+        check_trajectories(engine, model, tokenizer)  # multi-turn episodes
+        check_sampling_settings(engine, tokenizer)
         check_engine_follows_the_policy(
             engine, model, tokenizer, SamplingSettings(n=4, temperature=0.8, max_tokens=12, seed=0)
         )
-        check_sampling_settings(engine, tokenizer)
         with pytest.raises(RLTuneError, match="generation_kwargs.*no_such_field"):
             engine.generate([[5, 6]], [{}], SamplingSettings(n=1, max_tokens=4, generation_kwargs={"no_such_field": 1}))
         # a prompt with no room for max_tokens: one line, not vLLM's validation traceback

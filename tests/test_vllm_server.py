@@ -88,9 +88,10 @@ def test_server_generation_and_disk_weight_sync_match_the_policy(server, tmp_pat
     try:
         first = engine.generate(prompts, [{}, {}], sampling)
         assert engine.generate(prompts, [{}, {}], sampling).completion_ids == first.completion_ids  # seeded
-        check_trajectories(engine, model, tokenizer)  # multi-turn episodes, while it holds the demo model
-        check_engine_follows_the_policy(engine, model, tokenizer, sampling)
+        # on the demo model, before check_engine_follows_the_policy changes it at random
+        check_trajectories(engine, model, tokenizer)  # multi-turn episodes
         check_sampling_settings(engine, tokenizer)
+        check_engine_follows_the_policy(engine, model, tokenizer, sampling)
         slow_cfg = VLLMServerConfig(url=url, api_key_env=KEY_ENV)
         slow = build_engine("vllm_server", server=slow_cfg)
         slow_cfg.timeout_s = 1e-4  # after start-up: no completion comes back that fast
