@@ -24,6 +24,7 @@ from rltune.eval.benchmarks import get_benchmark
 from rltune.eval.grading import default_pool, equivalent, extract_boxed, grade_many, grading_failures
 from rltune.eval.metrics import answer_classes, bootstrap_ci, majority_is_correct, mean_at_n, pass_at_k
 from rltune.rollout import RolloutEngine, SamplingSettings
+from rltune.rollout.multi_turn import generate_multi_turn
 
 log = logging.getLogger(__name__)
 
@@ -245,12 +246,7 @@ def _sample(
                 progress=(f"sampling {name}" + (f" ({call}/{calls})" if calls > 1 else "")) if progress else None,
             )
             ids, rows = [prompts.prompt_ids[i] for i in chunk], [prompts.rows[i] for i in chunk]
-            if env is None:
-                batch = engine.generate(ids, rows, sampling)
-            else:
-                from rltune.rollout.multi_turn import generate_multi_turn
-
-                batch = generate_multi_turn(engine, env, tokenizer, ids, rows, sampling, settings.max_turns)
+            batch = generate_multi_turn(engine, env, tokenizer, ids, rows, sampling, settings.max_turns)
             for g, idx in enumerate(batch.groups()):
                 cache.add(keys[chunk[g]], [_sample_entry(batch, j) for j in idx])
     return [cache.entries[key][: settings.n] for key in keys]

@@ -15,6 +15,9 @@ from rltune.config import ModelConfig, RolloutConfig
 from rltune.errors import RLTuneError
 from rltune.registry import Registry
 
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens")
+"""Sampling settings named alike in a recipe's rollout section, here, and in vLLM's SamplingParams."""
+
 
 @dataclass
 class SamplingSettings:
@@ -48,31 +51,14 @@ class SamplingSettings:
     @classmethod
     def from_rollout(cls, rollout: RolloutConfig, **fields: Any) -> SamplingSettings:
         """A recipe's sampling settings (`rollout`), with `fields` set or replaced."""
-        recipe = dict(
-            n=rollout.group_size,
-            temperature=rollout.temperature,
-            top_p=rollout.top_p,
-            top_k=rollout.top_k,
-            min_p=rollout.min_p,
-            repetition_penalty=rollout.repetition_penalty,
-            stop=list(rollout.stop),
-            generation_kwargs=dict(rollout.generation_kwargs),
-            max_tokens=rollout.max_tokens,
-        )
+        recipe = {name: getattr(rollout, name) for name in SAMPLING_FIELDS}
+        recipe.update(n=rollout.group_size, stop=list(rollout.stop), generation_kwargs=dict(rollout.generation_kwargs))
         return cls(**{**recipe, **fields})
 
     def vllm_fields(self) -> dict[str, Any]:
         """The settings as vLLM's SamplingParams (and its server's request body) name them, the seed and
         logprobs aside. The stop string stays in the text, as it stays in the tokens."""
-        fields = dict(
-            n=self.n,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
-            max_tokens=self.max_tokens,
-        )
+        fields = {name: getattr(self, name) for name in ("n", *SAMPLING_FIELDS)}
         if self.stop:
             fields.update(stop=list(self.stop), include_stop_str_in_output=True)
         return {**fields, **self.generation_kwargs}

@@ -263,14 +263,15 @@ class StopStrings:
         return torch.tensor(hit, dtype=torch.bool, device=drawn.device)
 
     def first_end(self, tokens: list[int], end: int | None) -> int | None:
-        """The index of the token completing the first stop string in `tokens`, else `end`."""
+        """The index of the token completing the first stop string in `tokens`, else `end`: the first token
+        whose window of the last `window` tokens holds one (as `ended` found it while decoding)."""
 
         def text(ids: list[int]) -> str:  # as the completion's text is, and vLLM matches stop strings
             return self.tokenizer.decode(ids, skip_special_tokens=True)
 
         if not self.stops or not self._found(text(tokens)):
             return end
-        return next(i for i in range(len(tokens)) if self._found(text(tokens[: i + 1])))
+        return next(i for i in range(len(tokens)) if self._found(text(tokens[max(0, i + 1 - self.window) : i + 1])))
 
     def _found(self, text: str) -> bool:
         return any(s in text for s in self.stops)

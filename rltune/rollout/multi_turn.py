@@ -43,7 +43,7 @@ class Trajectory:
 
 def generate_multi_turn(
     engine: RolloutEngine,
-    env: Environment,
+    env: Environment | None,
     tokenizer: Any,
     prompt_ids: list[list[int]],
     rows: list[dict[str, Any]],
@@ -52,7 +52,10 @@ def generate_multi_turn(
     workers: int = 8,
 ) -> RolloutBatch:
     """`sampling.n` trajectories per prompt, each up to `max_turns` model turns and `sampling.max_tokens`
-    tokens after the prompt; environment steps run `workers` at a time."""
+    tokens after the prompt; environment steps run `workers` at a time. Without an environment (`env`
+    None): one completion per sample, the engine's own call, so training and eval have one rollout path."""
+    if env is None:
+        return engine.generate(prompt_ids, rows, sampling)
     sampling = dataclasses.replace(sampling, stop=list(dict.fromkeys([*sampling.stop, *env.stop])))
     first = engine.generate(prompt_ids, rows, sampling)
     seeds = sampling.seeds(len(prompt_ids))

@@ -102,8 +102,6 @@ class RolloutStage:
         sampling = SamplingSettings.from_rollout(r, prompt_seeds=seeds)
 
         def sample() -> RolloutBatch:
-            if self.environment is None:
-                return self.engine.generate(ids, rows, sampling)
             return generate_multi_turn(self.engine, self.environment, self.tokenizer, ids, rows, sampling, r.max_turns)
 
         if r.timeout_s is None:
