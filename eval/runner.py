@@ -23,6 +23,7 @@ from rltune.errors import RLTuneError
 from rltune.eval.benchmarks import get_benchmark
 from rltune.eval.grading import default_pool, equivalent, extract_boxed, grade_many, grading_failures
 from rltune.eval.metrics import answer_classes, bootstrap_ci, majority_is_correct, mean_at_n, pass_at_k
+from rltune.rewards import final_model_turn
 from rltune.rollout import RolloutEngine, SamplingSettings
 from rltune.rollout.multi_turn import generate_multi_turn
 
@@ -258,7 +259,7 @@ def _sample_entry(batch, j: int) -> dict[str, Any]:
     entry = {"text": batch.completion_texts[j], "finish_reason": batch.finish_reasons[j]}
     entry["tokens"] = len(batch.completion_ids[j])
     if batch.turns is not None:
-        entry["text"] = next(m["content"] for m in reversed(batch.turns[j]) if m["role"] == "assistant")
+        entry["text"] = final_model_turn(batch.turns[j])
         entry["turns"] = batch.turns[j]
     return entry
 

@@ -20,7 +20,7 @@ class DigitSum:
     needs_gold = True  # reads row['gold']: refused on a prompt-only dataset (data.answer_column: null)
 
     def __call__(self, completion: Completion, row: dict) -> float:
-        answer = (extract_boxed(completion.text) or "").strip()
+        answer = (extract_boxed(completion.answer_text) or "").strip()
         if not (answer.isdigit() and len(answer) == 2 and answer[0] != "0"):
             return 0.0
         return float(int(answer) in right_answers(int(row["gold"])))

@@ -290,7 +290,8 @@ class DiversityPartition:
         if self.shift_quality:
             low = min(quality)
             quality = [q - low for q in quality]
-        div, parts = self.diversity([c.text for c in completions])
+        # an episode's observations are the environment's words, not the model's: only its turns are compared
+        div, parts = self.diversity([c.model_text for c in completions])
         if self.fusion == "multiplicative":
             score = [q * d for q, d in zip(quality, div)]
         else:

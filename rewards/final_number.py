@@ -23,5 +23,5 @@ class FinalNumber:
     needs_gold = True  # reads row['gold']: refused on a prompt-only dataset (data.answer_column: null)
 
     def __call__(self, completion: Completion, row: dict) -> float:
-        value, gold = last_number(completion.text), last_number(str(row["gold"]))
+        value, gold = last_number(completion.answer_text), last_number(str(row["gold"]))
         return float(value is not None and gold is not None and abs(value - gold) < 1e-9)

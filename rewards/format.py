@@ -8,8 +8,9 @@ from rltune.rewards import REWARDS, Completion
 
 @REWARDS.register("format")
 def format_reward(completion: Completion, row: dict) -> float:
-    """1 if a non-empty \\boxed{} answer follows any <think> block and the completion was not truncated."""
-    text = completion.text
+    """1 if a non-empty \\boxed{} answer follows any <think> block and the completion was not truncated (in
+    a multi-turn episode: in the model's last turn)."""
+    text = completion.answer_text
     if "<think>" in text and "</think>" not in text:
         return 0.0
     if completion.finish_reason == "length":

@@ -17,4 +17,4 @@ class MathAccuracy:
         self.incorrect = incorrect
 
     def __call__(self, completion: Completion, row: dict) -> float:
-        return self.correct if grade(completion.text, row["gold"]) else self.incorrect
+        return self.correct if grade(completion.answer_text, row["gold"]) else self.incorrect

@@ -34,7 +34,7 @@ class RepetitionPenalty:
     def __call__(self, completion: Completion, row: dict) -> float:
         if self.wrong_only and completion.rewards[self.correct_reward] > 0:
             return 0.0
-        return repetition_penalty(completion.text, self.ngram_size, self.max_penalty)
+        return repetition_penalty(completion.model_text, self.ngram_size, self.max_penalty)
 
 
 def repeated_ngram_penalties(token_ids: list[int], ngram_size: int, penalty: float) -> list[float]:

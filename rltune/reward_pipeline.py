@@ -202,8 +202,8 @@ class RewardPipeline:
         entry is the reward, and every other entry is logged as the component `<name>/<key>`.
         """
         completions = [
-            Completion(text=t, token_ids=ids, finish_reason=f)
-            for t, ids, f in zip(batch.completion_texts, batch.completion_ids, batch.finish_reasons)
+            Completion(text=t, token_ids=ids, finish_reason=f, turns=None if batch.turns is None else batch.turns[i])
+            for i, (t, ids, f) in enumerate(zip(batch.completion_texts, batch.completion_ids, batch.finish_reasons))
         ]
         groups = batch.groups()
         batch.token_returns = None
@@ -391,13 +391,16 @@ class RewardPipeline:
 
 def trl_arguments(batch: RolloutBatch) -> dict[str, list]:
     """trl's keyword arguments for a batch: `prompts`, `completions` (strings; for a conversational dataset,
-    each a list of one assistant message), `completion_ids`, and every dataset column as one list entry per
-    completion."""
+    each a list of messages: one assistant message, or a multi-turn episode's assistant and tool messages as
+    trl's tool loop has them), `completion_ids`, and every dataset column as one list entry per completion."""
     rows = [batch.row_of(i) for i in range(len(batch))]
     conversational = bool(rows) and isinstance(rows[0].get("messages"), list)
     completions: list = list(batch.completion_texts)
     if conversational:
-        completions = [[{"role": "assistant", "content": text}] for text in completions]
+        completions = [
+            [dict(m) for m in batch.turns[i]] if batch.turns is not None else [{"role": "assistant", "content": text}]
+            for i, text in enumerate(completions)
+        ]
     prompts = [row["messages"] if conversational else row["prompt"] for row in rows]
     columns = {key: [row.get(key) for row in rows] for key in rows[0]} if rows else {}
     columns.pop("messages", None)

@@ -214,16 +214,78 @@ def test_a_multi_turn_run_logs_its_episodes_and_trajectories(tmp_path, demo_asse
         {
             "rollout": {"engine": "hf", "group_size": 4, "max_tokens": 40, "environment": "plugins.my_envs:Recheck"},
             "train": {"steps": 2, "prompts_per_step": 2, "log_completions_every": 1},
+            # DARLING on episodes: its partition is of the model's turns (the observations are all alike)
+            "rewards": [{"name": "math_accuracy", "weight": 0.0}, {"name": "diversity_partition"}],
         },
     )
     with Trainer(cfg) as trainer:
         trainer.train()
     step = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert 1 <= step["reward/diversity_partition/partitions"] <= 4
     assert 1 <= step["episode/turns_mean"] <= step["episode/turns_max"] <= 4
     assert step["episode/observation_tokens_mean"] > 0 and step["env/answers"] > 0
     logged = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
     assert any(len(row["turns"]) >= 3 for row in logged)
     assert all(row["completion"] == "".join(m["content"] for m in row["turns"]) for row in logged)
+
+
+def episode_batch(episodes: list[list[tuple[str, str]]], gold: str, conversational: bool = False):
+    """One group of multi-turn samples, each given as (role, content) messages."""
+    from rltune.batch import RolloutBatch
+
+    turns = [[{"role": role, "content": text} for role, text in episode] for episode in episodes]
+    texts = ["".join(m["content"] for m in t) for t in turns]
+    row = {"gold": gold, **({"messages": [{"role": "user", "content": "2+5="}]} if conversational else {})}
+    return RolloutBatch(
+        prompt_ids=[[1]] * len(texts),
+        completion_ids=[[2] * len(t) for t in texts],
+        completion_texts=texts,
+        sampling_logprobs=[[0.0] * len(t) for t in texts],
+        finish_reasons=["stop"] * len(texts),
+        group_ids=[0] * len(texts),
+        rows=[row],
+        model_masks=[[1] * len(t) for t in texts],
+        turns=turns,
+    )
+
+
+def test_rewards_read_the_models_answer_and_words_not_the_tools_output():
+    """The answer rewards grade the model's last turn (as eval does), not a box the tool printed; DARLING
+    partitions episodes by the model's own turns; a trl reward gets the episode's messages with their roles."""
+    from rltune.config import RewardSpec
+    from rltune.reward_pipeline import RewardPipeline
+
+    code = "```python\nprint(2+5)\n```"
+    batch = episode_batch(
+        [
+            [("assistant", code), ("tool", "\\boxed{7}"), ("assistant", "\\boxed{9}")],
+            [("assistant", code), ("tool", "\\boxed{9}"), ("assistant", "\\boxed{7}")],
+            [("assistant", code), ("tool", "7 and more output"), ("assistant", "\\boxed{7}")],
+            [("assistant", "\\boxed{8}")],
+        ],
+        gold="7",
+    )
+    specs = [
+        RewardSpec("math_accuracy", 0.0),
+        RewardSpec("format", 0.0),
+        RewardSpec("diversity_partition", 1.0, kwargs={"judge": "ngram"}),
+    ]
+    RewardPipeline(specs).score(batch)
+    parts = batch.reward_components
+    assert parts["math_accuracy"].tolist() == [0, 1, 1, 0]
+    # episodes 2 and 3 differ only in the tool's output: the same words of the model, so no diversity
+    div = parts["diversity_partition/diversity"].tolist()
+    assert div[1] == div[2] == pytest.approx(0.1) and div[0] > 0.1 and div[3] > 0.1
+    seen = {}
+
+    def trl_reward(completions, **kwargs):
+        seen["completions"] = completions
+        return [float(c[-1]["content"] == "\\boxed{7}") for c in completions]
+
+    conversational = episode_batch([[("assistant", code), ("tool", "7"), ("assistant", "\\boxed{7}")]] * 2, "7", True)
+    RewardPipeline([RewardSpec(function=trl_reward)]).score(conversational)
+    assert [m["role"] for m in seen["completions"][0]] == ["assistant", "tool", "assistant"]
+    assert conversational.rewards.tolist() == [1.0, 1.0]
 
 
 def merging_tokenizer(tokenizer):
