@@ -930,6 +930,13 @@ MUTANTS = [
         ["tests/test_day_one.py::test_the_wheel_holds_every_module_and_recipe_of_the_tree"],
     ),
     Mutant(
+        "update metrics: a mean of micro-batch and process means, not the global token mean",
+        "rltune/update.py",
+        "                    tokens = max(sum(batch.model_token_count(j) for j in micro), 1)\n",
+        "                    tokens = 1\n",
+        ["tests/test_multiprocess.py::test_two_processes_follow_the_single_process_loss_curve"],
+    ),
+    Mutant(
         "weights never synced into the vLLM engine after a step",
         "rltune/rollout/vllm_engine.py",
         '            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})\n',
