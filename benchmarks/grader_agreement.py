@@ -137,6 +137,48 @@ CASES: list[tuple[str, str, bool]] = [
     ("\\boxed{3} or \\boxed{3}", "3", True),
     ("First I got \\boxed{5}, but rechecking the whole computation carefully gives \\boxed{7}.", "7", True),
     ("First I got \\boxed{7}, but rechecking the whole computation carefully gives \\boxed{5}.", "7", False),
+    # several boxes against a gold written as a plain list: boxes apart by words or spacing, tuples, plain-brace
+    # sets, named values; the hedge guard stays
+    ("So $x = \\boxed{2} \\quad \\text{and} \\quad y = \\boxed{3}$.", "2, 3", True),
+    ("$\\boxed{-1} \\qquad \\boxed{4}$", "-1, 4", True),
+    ("For the first part, \\boxed{12}, and for the second part, \\boxed{5}.", "12, 5", True),
+    ("For the first part, \\boxed{12}, and for the second part, \\boxed{6}.", "12, 5", False),
+    ("The solutions are \\boxed{(1, 4)} and \\boxed{(5, 2)}.", "(1, 4), (5, 2)", True),
+    ("The solutions are \\boxed{(1, 4)} and \\boxed{(2, 5)}.", "(1, 4), (5, 2)", False),
+    ("\\boxed{2}, \\boxed{4}, \\boxed{6}", "{2,4,6}", True),
+    (B("2, 4, 6"), "{2,4,6}", True),
+    (B("\\{2, 4, 6\\}"), "{2,4,6}", True),
+    ("\\boxed{2}, \\boxed{4}, \\boxed{8}", "{2,4,6}", False),
+    ("$a = \\boxed{3}$ and $b = \\boxed{7}$", "a = 3, b = 7", True),
+    ("\\boxed{3} and \\boxed{-5}", "x_1 = 3, x_2 = -5", True),
+    ("\\boxed{3} and \\boxed{5}", "x_1 = 3, x_2 = -5", False),
+    ("Guessing: \\boxed{2}, or maybe \\boxed{3}.", "2, 3", False),
+    ("\\boxed{2} \\quad \\text{and} \\quad \\boxed{3}", "3", False),
+    ("For the first part, \\boxed{3}, and for the second part, \\boxed{3}.", "3", True),
+    # named equations against expanded forms: equal right-hand sides are equal answers
+    ("$y = \\boxed{(x+1)^2}$", "y=x^{2}+2x+1", True),
+    (B("y = (x+1)^2"), "y=x^{2}+2x+1", True),
+    (B("y = (x-1)^2"), "y=x^{2}+2x+1", False),
+    (B("x^2+2x+1"), "y = (x+1)^2", True),
+    ("$a = \\boxed{2x}$, $b = \\boxed{(x+1)^2}$", "a=x+x, b=x^2+2x+1", True),
+    (B("a = 2x, b = x^2+2x+1"), "a = x + x, b = (x+1)^2", True),
+    (B("a = 2x, b = x^2+1"), "a = x + x, b = (x+1)^2", False),
+    # comparisons sympy's simplification takes seconds over, told apart by their values
+    (B("\\{1, 2, 3\\}"), "\\{4, 5, 6\\}", False),
+    (B("\\{x=1, x=2, x=3\\}"), "\\{x=4, x=5, x=6\\}", False),
+    (B("\\sum_{n=1}^{\\infty} \\frac{1}{n^2}"), "\\sum_{n=2}^{\\infty} \\frac{1}{n^2}", False),
+    (B("\\sum_{n=1}^{\\infty} \\frac{1}{n^2}"), "\\frac{\\pi^2}{6}", True),
+    (B("\\sum_{k=1}^{n} \\binom{n}{k}"), "\\sum_{k=0}^{n} \\binom{n}{k}", False),
+    (B("\\sum_{k=1}^{n} k"), "\\frac{n(n+1)}{2}", True),
+    (B("\\sum_{k=0}^{n} k"), "\\sum_{k=1}^{n} k", True),
+    (B("\\sum_{k=1}^{100} \\frac{1}{k(k+1)}"), "\\frac{100}{101}", True),
+    # a mixed number is one value
+    (B("2\\frac{3}{5}"), "\\frac{13}{5}", True),
+    (B("2\\frac{3}{5}"), "2", False),
+    (B("2 \\frac{3}{5}"), "2.6", True),
+    (B("2 3/5"), "13/5", True),
+    (B("2 3/5"), "2", False),
+    (B("-1\\frac{1}{2}"), "-1.5", True),
     # where the answer is
     ("Therefore the answer is \\boxed{12}.", "12", True),
     ("\\boxed{12} is wrong; the answer is 13", "13", False),
@@ -208,6 +250,13 @@ FALLBACK_CASES: list[tuple[str, str, bool]] = [
     ("Answer: 12", "12", True),
     ("Answer: 12", "13", False),
     ("I cannot solve this.", "12", False),
+    # a mixed number is one value, never its integer part
+    ("The answer is 2 3/5.", "2", False),
+    ("The answer is 2 3/5.", "13/5", True),
+    ("The answer is 2 3/5 cups.", "2.6", True),
+    ("The answer is $2\\frac{3}{5}$.", "2", False),
+    ("The answer is $2\\frac{3}{5}$.", "\\frac{13}{5}", True),
+    ("The answer is 7 1/4", "7", False),
 ]
 
 
@@ -215,18 +264,22 @@ def main() -> None:
     from rltune.eval.grading import default_pool, grade
 
     default_pool().check("1", "1")  # start the workers before timing
-    disagreements, slowest = [], (0.0, None)
+    disagreements, times = [], []
     for cases, fallback in ((CASES, False), (FALLBACK_CASES, True)):
         for response, gold, expected in cases:
             started = time.perf_counter()
             got = grade(response, gold, fallback=fallback)
-            seconds = time.perf_counter() - started
-            slowest = max(slowest, (seconds, (response, gold)), key=lambda x: x[0])
+            times.append((time.perf_counter() - started, response, gold))
             if got is not expected:
                 disagreements.append((response, gold, expected, fallback))
     total = len(CASES) + len(FALLBACK_CASES)
     agreed = total - len(disagreements)
-    print(f"agreement: {agreed}/{total} = {100 * agreed / total:.1f}%; slowest call {slowest[0]:.2f}s {slowest[1]}")
+    seconds = sorted(t for t, _, _ in times)
+    median, p95 = seconds[len(seconds) // 2], seconds[int(0.95 * (len(seconds) - 1))]
+    print(f"agreement: {agreed}/{total} = {100 * agreed / total:.1f}%")
+    print(f"seconds a call: median {median:.3f}, 95th percentile {p95:.3f}, slowest {seconds[-1]:.3f}")
+    for spent, response, gold in sorted(times, reverse=True)[:5]:
+        print(f"  {spent:.3f}s response={response!r} gold={gold!r}")
     for response, gold, expected, fallback in disagreements:
         print(f"  expected {expected}: response={response!r} gold={gold!r}" + (" (fallback)" if fallback else ""))
 

@@ -9,6 +9,7 @@ within the timeout is killed and replaced, and the answer counts as wrong (logge
 from __future__ import annotations
 
 import atexit
+import cmath
 import json
 import logging
 import queue
@@ -83,40 +84,79 @@ _HEDGE_GAP = 16
 
 
 def is_hedged(response: str) -> bool:
-    """The final answer is one of several boxed candidates offered side by side."""
+    """The final answer is one of several boxed candidates: two different boxes side by side, or a final run
+    of boxes listing different values (`\\boxed{2} \\quad \\text{and} \\quad \\boxed{3}`: two values, which a
+    single-valued gold never equals)."""
     text = _answer_region(response)
     boxes = _boxes(text)
     if len(boxes) < 2:
         return False
     (_, end, prev), (start, _, last) = boxes[-2], boxes[-1]
-    return prev != last and len(text[end:start].strip()) <= _HEDGE_GAP
+    if prev != last and len(text[end:start].strip()) <= _HEDGE_GAP:
+        return True
+    return len({content for _, _, content in _final_run(text, boxes)}) > 1
 
 
-# What may stand between the boxes of one answer listing several values: `\boxed{2} and \boxed{3}`,
-# `\boxed{1},\boxed{2}` (never "or", which offers candidates).
-_LIST_JOINER = re.compile(r"^[\s,;$&]*(?:and[\s,;$]*)?$")
+# What may stand between the boxes of one answer listing several values, once `\text{}` wrappers, spacing
+# commands and `$` are removed: punctuation, `=`, variable names (`x`, `x_1`, `(a)`), and the words of a list
+# ("the roots are ... and ...", "for the first part, ..., and for the second part, ..."). Any other word ends
+# the run: "or" and "maybe" offer candidates, "so", "but" or "then" go on from an intermediate result, and so
+# does a full stop.
+_LIST_WORDS = frozenset(
+    "and for the first second third fourth fifth last part parts case cases answer answers value values "
+    "solution solutions root roots pair pairs is are of respectively question".split()
+)
+_LIST_GAP_MAX_WORDS = 12
+_GAP_MARKUP = re.compile(r"\\(?:text|mbox|mathrm|textbf)\{([^{}]*)\}")
+_GAP_SPACING = re.compile(r"\\(?:quad|qquad|[,;:! ])|~|\$|\\\\")
+_GAP_NAME = re.compile(r"^\(?[A-Za-z](?:_\{?\w+\}?)?\)?$")
+
+
+def _joins_a_list(gap: str) -> bool:
+    text = _GAP_SPACING.sub(" ", _GAP_MARKUP.sub(r" \1 ", gap))
+    if re.search(r"\.(?:\s|$)", text):  # a sentence ends between the boxes
+        return False
+    words = re.findall(r"[^\s,;:&=]+", text)
+    if len(words) > _LIST_GAP_MAX_WORDS:
+        return False
+    return all(w.lower() in _LIST_WORDS or _GAP_NAME.match(w) for w in words)
+
+
+def _final_run(text: str, boxes: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The last box and the boxes before it that join it in one list (`_joins_a_list`)."""
+    run = boxes[-1:]
+    for prev, box in zip(reversed(boxes[:-1]), reversed(boxes)):
+        if not _joins_a_list(text[prev[1] : box[0]]):
+            break
+        run.insert(0, prev)
+    return run
 
 
 def listed_answer(response: str) -> str | None:
-    """The values of the final run of boxes joined by commas, semicolons, `$` or `and` (`2, 3` from
+    """The values of the final run of boxes that list one answer, joined by commas (`2, 3` from
     `\\boxed{2} and \\boxed{3}`), or None when the response ends in fewer than two such boxes."""
     text = _answer_region(response)
-    boxes = _boxes(text)
-    run = boxes[-1:]
-    for prev, box in zip(reversed(boxes[:-1]), reversed(boxes)):
-        gap = re.sub(r"\\text\{([^}]*)\}", r"\1", text[prev[1] : box[0]])
-        if not _LIST_JOINER.match(gap):
-            break
-        run.insert(0, prev)
+    run = _final_run(text, _boxes(text))
     return ", ".join(content for _, _, content in run) if len(run) >= 2 else None
+
+
+def _closing_bracket(text: str) -> int:
+    """Where the bracket that opens `text` closes (-1: never)."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(char, 0)
+        if depth == 0:
+            return i
+    return -1
 
 
 def is_multi_valued(gold: str) -> bool:
     """The gold lists several values: a comma outside any bracket, once an enclosing set brace is removed
     (`2, 3`, `\\{1,2,3\\}`; not the point `(1, 2)` or the interval `[0, 1)`)."""
-    text = gold.strip().replace("\\left", "").replace("\\right", "")
-    if text.startswith("\\{") and text.endswith("\\}"):
-        text = text[2:-2]
+    # a set's braces, `\\{...\\}` or plain (`{2,4,6}`), are one kind of bracket here
+    text = gold.strip().replace("\\left", "").replace("\\right", "").replace("\\{", "{").replace("\\}", "}")
+    if text.startswith("{") and _closing_bracket(text) == len(text) - 1:
+        text = text[1:-1]
     depth = 0
     for char in text:
         depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(char, 0)
@@ -136,6 +176,9 @@ _TRAILING_PUNCTUATION = re.compile(r"(?<=[\d})\]])\s*[.,;]\s*$")
 _PUNCTUATION_ENDING_MATH = re.compile(r"(?<=[\d})\]])\s*[.,;]\s*(?=\$|\\\]|\\\))")
 # A number and its unit both inside \text{...}: math-verify parses `5\text{ cm}` but not `\text{5 cm}`.
 _NUMBER_IN_TEXT = re.compile(r"\\(?:text|mbox|mathrm)\{\s*(-?\d[\d.,]*)\s+([A-Za-z][A-Za-z ]*)\}")
+# A mixed number `2 3/5` (a whole number, a space, a proper fraction): one value, 13/5. math-verify reads the
+# unboxed `2 3/5` as its first number, 2, and the boxed one as 2 x 3/5.
+_MIXED_NUMBER = re.compile(r"(?<![\w.^/{}])(-?)(\d+)\s+(\d+)\s*/\s*(\d+)(?![\w.]|\s*/)")
 # Below this magnitude math-verify's 6-decimal numeric comparison can no longer tell numbers apart.
 _TINY = 1e-3
 
@@ -148,13 +191,22 @@ def normalize_answer(text: str) -> str:
       `1+1/e` both parse as 1.
     - `12\\,345`, `12{,}345`, `12 345` -> `12345`: thousands separators (before exactly three digits).
     - `42.` -> `42`: a trailing full stop or comma after a number or a closing bracket.
+    - `2 3/5` -> `13/5`: a mixed number is one value.
     - `\\text{5 cm}` -> `5\\text{ cm}`, and `\\varnothing` -> `\\emptyset`.
     """
     text = _TRAILING_PUNCTUATION.sub("", _DIGIT_GROUP.sub("", text.strip()))
+    text = _MIXED_NUMBER.sub(_improper_fraction, text)
     text = _SCI_NOTATION.sub(lambda m: f"{m.group(1)}\\times10^{{{m.group(2)}}}", text)
     text = _NUMBER_IN_TEXT.sub(lambda m: f"{m.group(1)}\\text{{ {m.group(2)}}}", text)
     text = text.replace("\\varnothing", "\\emptyset")
     return text.replace("\\mathrm{e}", "e").replace("\\operatorname{e}", "e")
+
+
+def _improper_fraction(match: re.Match) -> str:
+    sign, whole, numerator, denominator = match.group(1), *(int(g) for g in match.groups()[1:])
+    if not 0 < numerator < denominator:  # not a proper fraction: `2 6/3` is no mixed number
+        return match.group(0)
+    return f"{sign}{whole * denominator + numerator}/{denominator}"
 
 
 def _tiny_numbers_differ(gold_parsed: list, pred_parsed: list) -> bool:
@@ -174,6 +226,36 @@ def _tiny_numbers_differ(gold_parsed: list, pred_parsed: list) -> bool:
         return bool(sympy.Abs(a - b).evalf(30) > 1e-6 * size)
     except (TypeError, ValueError):
         return False
+
+
+def _numeric_verdict(gold_parsed: list, pred_parsed: list) -> bool | None:
+    """A quick verdict on sums, products, integrals and limits, which sympy's simplification takes seconds over
+    (two sums that differ in a bound, an infinite sum against its closed form): evaluated at a few points
+    (integers, which a sum's bound needs), values that differ are different answers, and two constants equal
+    to 12 digits are the same. None (math-verify decides): no such construct, something that cannot be
+    evaluated, or expressions equal at the points tried."""
+    import sympy
+
+    a, b = gold_parsed[0], pred_parsed[0]
+    if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
+        return None
+    costly = (sympy.Sum, sympy.Product, sympy.Integral, sympy.Limit)
+    if not (a.has(*costly) or b.has(*costly)):
+        return None
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    for start in (2, 3, 5):
+        point = {symbol: start + i for i, symbol in enumerate(symbols)}
+        try:
+            x, y = (complex(sympy.N(e.subs(point).doit(), 20)) for e in (a, b))
+        except (TypeError, ValueError, ArithmeticError):
+            return None
+        if not all(map(cmath.isfinite, (x, y))):
+            return None
+        if abs(x - y) > 1e-6 * max(1.0, abs(x), abs(y)):
+            return False
+        if not symbols:
+            return abs(x - y) <= 1e-12 * max(1.0, abs(x), abs(y)) or None
+    return None
 
 
 def _verify(answer: str, gold: str, whole_text: bool = False) -> bool:
@@ -197,6 +279,9 @@ def _verify(answer: str, gold: str, whole_text: bool = False) -> bool:
     pred_parsed = parse(answer if whole_text else f"$\\boxed{{{answer}}}$", extraction_config=configs)
     if not gold_parsed or not pred_parsed:
         return answer.strip() == gold.strip()
+    quick = _numeric_verdict(gold_parsed, pred_parsed)
+    if quick is not None:
+        return quick
     if not verify(gold_parsed, pred_parsed):
         return False
     return not _tiny_numbers_differ(gold_parsed, pred_parsed)

@@ -283,7 +283,8 @@ class MetricsLogger:
         if not rows or not self.train.report_to:
             return
         columns = list(rows[0])
-        data = [[row[c] for c in columns] for row in rows]
+        # trackers' tables take text: an episode is shown turn by turn, each under its role
+        data = [[trajectory_text(row[c]) if c == "turns" else row[c] for c in columns] for row in rows]
         for tracker in self.accelerator.trackers:
             if tracker.name == "wandb":
                 tracker.log_table("completions", columns=columns, data=data, step=step)
@@ -327,6 +328,11 @@ def completion_rows(batch) -> list[dict]:
             row["turns"] = batch.turns[i]
         rows.append(row)
     return rows
+
+
+def trajectory_text(turns: list[dict[str, str]]) -> str:
+    """An episode as one text, each message under its role: `[assistant]`, then `[tool]`, ..."""
+    return "\n".join(f"[{m['role']}]\n{m['content']}" for m in turns)
 
 
 def _markdown_table(columns: list[str], data: list[list]) -> str:

@@ -255,6 +255,16 @@ def test_multi_valued_golds():
     assert not is_multi_valued(r"(0, 1) \cup \{3\}") and not is_multi_valued(r"\{3\} \cup (0, 1)")
     assert listed_answer(r"\boxed{1} and \boxed{2}") == "1, 2"
     assert listed_answer(r"\boxed{1} or \boxed{2}") is None and listed_answer(r"\boxed{1}") is None
+    # a set in plain braces lists values; a union of two sets is one value, whichever braces it is written in
+    assert is_multi_valued("{2,4,6}") and is_multi_valued(r"\{ 2, 4 \}")
+    assert not is_multi_valued("{1, 2} \\cup {3, 4}") and not is_multi_valued(r"\{1, 2\} \cup \{3, 4\}")
+    # boxes listed in words and spacing join; any other word (a candidate, a step on from a result) parts them
+    assert listed_answer(r"$x = \boxed{1} \quad \text{and} \quad y = \boxed{2}$") == "1, 2"
+    assert listed_answer(r"For the first part, \boxed{1}, and for the second part, \boxed{2}.") == "1, 2"
+    assert listed_answer(r"(a) \boxed{1} (b) \boxed{2} (c) \boxed{3}") == "1, 2, 3"
+    assert listed_answer(r"\boxed{1}, or maybe \boxed{2}") is None
+    assert listed_answer(r"so $x = \boxed{4}$. Then the answer is \boxed{8}") is None
+    assert listed_answer(r"\boxed{4}, so the answer is \boxed{8}") is None
 
 
 def test_a_library_named_file_in_the_working_folder_cannot_replace_the_graders(tmp_path):
@@ -304,3 +314,30 @@ def test_the_agreement_benchmark_cases_all_hold():
         got = grade_many([r for r, _, _ in table], [g for _, g, _ in table], fallback=fallback)
         wrong = [(r, g, e) for (r, g, e), v in zip(table, got) if v is not e]
         assert not wrong
+
+
+@pytest.mark.parametrize(
+    "answer, gold, equal, decided_early",
+    [
+        (r"\sum_{n=1}^{\infty} \frac{1}{n^2}", r"\sum_{n=2}^{\infty} \frac{1}{n^2}", False, True),
+        (r"\sum_{k=1}^{n} \binom{n}{k}", r"\sum_{k=0}^{n} \binom{n}{k}", False, True),
+        (r"\sum_{k=1}^{100} \frac{1}{k(k+1)}", r"\frac{99}{100}", False, True),
+        (r"\sum_{n=1}^{\infty} \frac{1}{n^2}", r"\frac{\pi^2}{6}", True, True),  # two constants
+        (r"\int_0^1 x\,dx", r"\frac{1}{2}", True, True),
+        (r"\sum_{k=0}^{n} k", r"\sum_{k=1}^{n} k", True, False),  # equal in n: math-verify decides
+        (r"\sum_{k=1}^{n} k", r"\frac{n(n+1)}{2}", True, False),
+    ],
+)
+def test_costly_comparisons_are_decided_numerically(answer, gold, equal, decided_early, monkeypatch):
+    """Sums, products, integrals and limits that differ are told apart by their values at a few points, and two
+    such constants that agree to 12 digits are equal, before math-verify's symbolic simplification (seconds
+    for two sums that differ in a bound); expressions in a variable that agree still go to math-verify."""
+    import math_verify
+
+    from rltune.eval.grading import _verify
+
+    calls = []
+    real = math_verify.verify
+    monkeypatch.setattr(math_verify, "verify", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert _verify(answer, gold) is equal
+    assert bool(calls) is not decided_early

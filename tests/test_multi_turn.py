@@ -205,7 +205,10 @@ def test_the_update_trains_on_the_models_tokens_only(tmp_path, demo_assets):
             assert torch.allclose(a, b, atol=1e-6, rtol=1e-3)
 
 
-def test_a_multi_turn_run_logs_its_episodes_and_trajectories(tmp_path, demo_assets):
+def test_a_multi_turn_run_logs_its_episodes_and_trajectories(tmp_path, demo_assets, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
     from rltune.trainer import Trainer
 
     cfg = demo_recipe(
@@ -213,7 +216,12 @@ def test_a_multi_turn_run_logs_its_episodes_and_trajectories(tmp_path, demo_asse
         *demo_assets,
         {
             "rollout": {"engine": "hf", "group_size": 4, "max_tokens": 40, "environment": "plugins.my_envs:Recheck"},
-            "train": {"steps": 2, "prompts_per_step": 2, "log_completions_every": 1},
+            "train": {
+                "steps": 2,
+                "prompts_per_step": 2,
+                "log_completions_every": 1,
+                "report_to": ["tensorboard", "wandb"],
+            },
             # DARLING on episodes: its partition is of the model's turns (the observations are all alike)
             "rewards": [{"name": "math_accuracy", "weight": 0.0}, {"name": "diversity_partition"}],
         },
@@ -227,6 +235,20 @@ def test_a_multi_turn_run_logs_its_episodes_and_trajectories(tmp_path, demo_asse
     logged = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
     assert any(len(row["turns"]) >= 3 for row in logged)
     assert all(row["completion"] == "".join(m["content"] for m in row["turns"]) for row in logged)
+    # the trackers' tables show each episode turn by turn under its role
+    episode = next(row["turns"] for row in reversed(logged) if len(row["turns"]) >= 3)
+    shown = "\n".join(f"[{m['role']}]\n{m['content']}" for m in episode)
+    (wandb_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    table = json.loads(
+        sorted((wandb_run / "files" / "media" / "table").glob("completions_*.table.json"))[-1].read_text()
+    )
+    assert shown in [row[table["columns"].index("turns")] for row in table["data"]]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / "rltune"), size_guidance={"tensors": 0})
+    events.Reload()
+    text = events.Tensors("completions/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert shown.replace("\n", "<br>") in text
 
 
 def episode_batch(episodes: list[list[tuple[str, str]]], gold: str, conversational: bool = False):
