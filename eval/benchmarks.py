@@ -7,6 +7,7 @@ and an answer column is a benchmark too: `Benchmark.from_jsonl` (CLI: `path.json
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,30 @@ def olympiad_gold(row: dict[str, Any]) -> str:
     return ", ".join(_clean_latex_gold(a) for a in answers)
 
 
+def columns(*names: str) -> Callable[[dict[str, Any]], dict[str, str]]:
+    """Breakdowns by the rows' own columns (MATH's level and subject), left out where a row lacks one."""
+    return lambda row: {name: str(row[name]) for name in names if row.get(name) not in (None, "")}
+
+
+_AIME_YEAR = re.compile(r"(?<!\d)((?:19|20)\d\d)_AIME")
+
+
+def aime_year(default: str) -> Callable[[dict[str, Any]], dict[str, str]]:
+    """AIME's breakdown by year: a `year` column, else the year in the problem's AoPS url, else `default` (the
+    year a one-year copy is of)."""
+
+    def groups(row: dict[str, Any]) -> dict[str, str]:
+        year = row.get("year") or row.get("Year")
+        found = _AIME_YEAR.search(str(row.get("url") or ""))
+        return {"year": str(year or (found.group(1) if found else default))}
+
+    return groups
+
+
+DATA_SOURCE = "data_source"
+"""verl's column naming a row's source: a mixed set is broken down by it, whatever the benchmark."""
+
+
 @dataclass
 class Benchmark:
     name: str
@@ -77,12 +102,17 @@ class Benchmark:
     hub_path: str | None = None
     hub_subset: str | None = None
     hub_split: str = "test"
+    groups: Callable[[dict[str, Any]], dict[str, str]] = columns()
+    """The breakdowns a row belongs to ({'level': '3', 'subject': 'Algebra'}): metrics are reported per value."""
 
     def question(self, row: dict[str, Any]) -> str:
         return str(_field(row, *self.question_fields))
 
-    def load(self, data_dir: str | Path | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Rows with `question` and `gold` added, in file order."""
+    def load(
+        self, data_dir: str | Path | None = None, limit: int | None = None, breakdowns: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
+        """Rows with `question`, `gold` and `groups` (the benchmark's breakdowns, the `data_source` column and
+        the columns named in `breakdowns`, as a JSON object) added, in file order."""
         from rltune.data import load_rows
 
         own_file = self.local_file is not None and Path(self.local_file).is_absolute()
@@ -104,6 +134,8 @@ class Benchmark:
                 item["question"], item["gold"] = self.question(row), self.gold(row)
             except RLTuneError as exc:
                 raise RLTuneError(f"benchmark {self.name!r}: row {i + 1} of {source}: {exc}") from None
+            # as JSON text: rows go through an Arrow table, where dicts with differing keys do not fit one type
+            item["groups"] = json.dumps({**self.groups(row), **columns(DATA_SOURCE, *breakdowns)(row)})
             out.append(item)
         return out
 
@@ -122,7 +154,14 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
         Benchmark("gsm8k", ("question",), gsm8k_gold, "gsm8k/test.jsonl", "openai/gsm8k", "main"),
-        Benchmark("math500", ("problem",), plain_gold, "math500/test.jsonl", "HuggingFaceH4/MATH-500"),
+        Benchmark(
+            "math500",
+            ("problem",),
+            plain_gold,
+            "math500/test.jsonl",
+            "HuggingFaceH4/MATH-500",
+            groups=columns("level", "subject"),
+        ),
         Benchmark(
             "aime24",
             ("problem", "question"),
@@ -130,6 +169,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "aime24/test.jsonl",
             "HuggingFaceH4/aime_2024",
             hub_split="train",
+            groups=aime_year("2024"),
         ),
         # The cleaned copy repairs three problems whose LaTeX escapes were corrupted (\f, \t).
         Benchmark(
@@ -139,10 +179,16 @@ BENCHMARKS: dict[str, Benchmark] = {
             "aime25/test.cleaned.jsonl",
             "yentinglin/aime_2025",
             hub_split="train",
+            groups=aime_year("2025"),
         ),
         Benchmark("amc23", ("problem", "question"), integer_gold, "amc23/test.jsonl", "math-ai/amc23"),
         Benchmark(
-            "minerva_math", ("problem", "question"), minerva_gold, "minerva_math/test.jsonl", "math-ai/minervamath"
+            "minerva_math",
+            ("problem", "question"),
+            minerva_gold,
+            "minerva_math/test.jsonl",
+            "math-ai/minervamath",
+            groups=columns("type"),
         ),
         Benchmark(
             "olympiadbench",
@@ -152,6 +198,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "Hothan/OlympiadBench",
             "OE_TO_maths_en_COMP",
             hub_split="train",
+            groups=columns("subfield"),
         ),
     ]
 }

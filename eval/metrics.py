@@ -1,7 +1,8 @@
-"""pass@k, mean@n, maj@k, bootstrap confidence intervals and answer diversity."""
+"""pass@k, pass^k, mean@n, maj@k, bootstrap confidence intervals, answer diversity and length statistics."""
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Callable, Sequence
 
@@ -22,6 +23,43 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         product *= 1.0 - k / i
     return 1.0 - product
+
+
+def pass_hat_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass^k from n samples with c correct: the chance that k samples drawn without replacement are
+    all right, C(c, k) / C(n, k) (the reliability metric of tau-bench, arXiv 2406.12045, and prime-rl),
+    computed as prod_{i<k} (c - i) / (n - i)."""
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    product = 1.0
+    for i in range(k):
+        product *= (c - i) / (n - i)
+        if product == 0.0:
+            break
+    return product
+
+
+def length_statistics(lengths: Sequence[int], truncated: Sequence[bool]) -> dict[str, float]:
+    """Samples, mean, median, 90th and 99th percentile (nearest rank) and maximum of completion lengths in
+    tokens, and the fraction cut at max_tokens; zeros for no samples."""
+    if not lengths:
+        return {"samples": 0, "mean": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "truncated_fraction": 0.0}
+    ordered = sorted(lengths)
+
+    def rank(q: float) -> float:
+        return float(ordered[max(0, math.ceil(q * len(ordered)) - 1)])
+
+    return {
+        "samples": len(ordered),
+        "mean": sum(ordered) / len(ordered),
+        "p50": rank(0.5),
+        "p90": rank(0.9),
+        "p99": rank(0.99),
+        "max": float(ordered[-1]),
+        "truncated_fraction": sum(truncated) / len(truncated),
+    }
 
 
 def mean_at_n(correct: Sequence[bool]) -> float:

@@ -1,4 +1,5 @@
-"""pass@k curves: one panel per benchmark, k on a log axis, one line per run."""
+"""pass@k curves (pass^k beside them): one panel per benchmark, k on a log axis, one line per run; breakdowns:
+one panel per benchmark and breakdown, mean@n per value with its CI, one bar per run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rltune.errors import RLTuneError
-from rltune.eval.metrics import bootstrap_ci, pass_at_k
+from rltune.eval.metrics import bootstrap_ci, pass_at_k, pass_hat_k
 
 
 def curve_ks(n: int) -> list[int]:
@@ -19,13 +20,14 @@ def curve_ks(n: int) -> list[int]:
     return ks + [n]
 
 
-def _per_problem(problems: list[dict[str, Any]], k: int) -> list[float]:
-    return [pass_at_k(p["n"], p["correct"], k) for p in problems]
+def _per_problem(problems: list[dict[str, Any]], k: int, estimator=pass_at_k) -> list[float]:
+    return [estimator(p["n"], p["correct"], k) for p in problems]
 
 
-def pass_at_k_curve(problems: list[dict[str, Any]], n: int) -> tuple[list[int], list[float]]:
+def pass_at_k_curve(problems: list[dict[str, Any]], n: int, estimator=pass_at_k) -> tuple[list[int], list[float]]:
+    """pass@k (or with `estimator=pass_hat_k`, pass^k) at each k of `curve_ks(n)`."""
     ks = curve_ks(n)
-    return ks, [sum(_per_problem(problems, k)) / len(problems) for k in ks]
+    return ks, [sum(_per_problem(problems, k, estimator)) / len(problems) for k in ks]
 
 
 def pass_at_k_bands(problems: list[dict[str, Any]], n: int, seed: int = 0) -> list[tuple[float, float]]:
@@ -117,36 +119,48 @@ def plot_pass_at_k(runs: list[tuple[str, dict[str, Any]]], out_path: str | Path)
             ax.fill_between(
                 ks, [100 * lo for lo, _ in bands], [100 * hi for _, hi in bands], color=line.get_color(), alpha=0.15
             )
+            _, reliable = pass_at_k_curve(bench["problems"], settings["n"], pass_hat_k)
+            ax.plot(ks, [100 * v for v in reliable], linestyle="--", color=line.get_color(), label=f"{label} pass^k")
             all_ks.update(ks)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(all_ks), [str(k) for k in sorted(all_ks)])
         ax.set_title(name)
         ax.set_xlabel("k")
-        ax.set_ylabel("pass@k (%), 95% CI")
+        ax.set_ylabel("pass@k, dashed pass^k (%), 95% CI")
     return _finish(fig, axes[0], out_path)
 
 
-def plot_training_curves(runs: list[tuple[str, Path]], keys: list[str], out_path: str | Path) -> Path:
-    """One panel per metric key from each run's metrics.jsonl, one line per run, over RL steps."""
-    logged = []
-    for label, run in runs:
-        path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
-        if not path.is_file():
-            raise RLTuneError(f"{run}: no metrics.jsonl there")
-        logged.append((label, [json.loads(line) for line in path.read_text().splitlines() if line.strip()]))
-    available = sorted({key for _, rows in logged for row in rows for key in row} - {"step"})
-    missing = [key for key in keys if key not in available]
-    if missing:
-        raise RLTuneError(
-            f"no run logged {', '.join(map(repr, missing))}; the runs logged: {', '.join(available) or 'nothing'}"
-        )
-    fig, axes = _panels(len(keys), 3.5)
-    for label, rows in logged:
-        for ax, key in zip(axes[0], keys):
-            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points), label=label)
-    for ax, key in zip(axes[0], keys):
-        ax.set_title(key)
-        ax.set_xlabel("step")
+def _groups(results: dict[str, Any], name: str, by: str) -> dict[str, dict[str, Any]]:
+    """A run's metrics per value of breakdown `by` of benchmark `name` (empty where it has none)."""
+    return results["benchmarks"].get(name, {}).get("metrics", {}).get("by", {}).get(by, {})
+
+
+def plot_breakdowns(runs: list[tuple[str, dict[str, Any]]], out_path: str | Path) -> Path | None:
+    """One panel per benchmark and breakdown (MATH-500's level, AIME's year, ...): mean@n of each value with
+    its 95% CI, one bar per run. None (nothing drawn) when no benchmark has a breakdown."""
+    panels = sorted(
+        {
+            (name, by)
+            for _, r in runs
+            for name, bench in r["benchmarks"].items()
+            for by in bench["metrics"].get("by", {})
+        }
+    )
+    if not panels:
+        return None
+    fig, axes = _panels(len(panels), 3.8)
+    width = 0.8 / len(runs)
+    for ax, (name, by) in zip(axes[0], panels):
+        values = list(dict.fromkeys(v for _, results in runs for v in _groups(results, name, by)))
+        for i, (label, results) in enumerate(runs):
+            groups, key = _groups(results, name, by), f"mean@{results['settings']['n']}"
+            shown = [v for v in values if v in groups]
+            means = [100 * groups[v][key] for v in shown]
+            below = [m - 100 * groups[v][f"{key}_ci"][0] for v, m in zip(shown, means)]
+            above = [100 * groups[v][f"{key}_ci"][1] - m for v, m in zip(shown, means)]
+            places = [values.index(v) + (i - (len(runs) - 1) / 2) * width for v in shown]
+            ax.bar(places, means, width, yerr=[below, above], capsize=2, label=f"{label} ({key})")
+        ax.set_xticks(range(len(values)), values, rotation=45 if max(map(len, values)) > 4 else 0, fontsize=7)
+        ax.set_title(f"{name} by {by}")
+        ax.set_ylabel("mean@n (%), 95% CI")
     return _finish(fig, axes[0], out_path)

@@ -22,7 +22,15 @@ from rltune.data import PromptSource
 from rltune.errors import RLTuneError
 from rltune.eval.benchmarks import get_benchmark
 from rltune.eval.grading import default_pool, equivalent, extract_boxed, grade_many, grading_failures
-from rltune.eval.metrics import answer_classes, bootstrap_ci, majority_is_correct, mean_at_n, pass_at_k
+from rltune.eval.metrics import (
+    answer_classes,
+    bootstrap_ci,
+    length_statistics,
+    majority_is_correct,
+    mean_at_n,
+    pass_at_k,
+    pass_hat_k,
+)
 from rltune.rewards import final_model_turn
 from rltune.rollout import RolloutEngine, SamplingSettings
 from rltune.rollout.multi_turn import generate_multi_turn
@@ -60,6 +68,9 @@ class EvalSettings:
     environment_kwargs: dict[str, Any] = field(default_factory=dict)
     max_turns: int = 4
     """With an environment: the most model turns per sample (max_tokens bounds the whole trajectory)."""
+    breakdowns: list[str] = field(default_factory=list)
+    """Columns of the benchmark's rows to report metrics by, beside its own breakdowns (MATH-500's level and
+    subject, AIME's year, Minerva's type, OlympiadBench's subfield) and a `data_source` column."""
 
     @classmethod
     def from_recipe(cls, recipe) -> EvalSettings:
@@ -114,7 +125,7 @@ def evaluate(
     for spec in settings.benchmarks:
         bench = get_benchmark(spec)
         started = time.perf_counter()
-        rows = bench.load(settings.data_dir, settings.limit)
+        rows = bench.load(settings.data_dir, settings.limit, tuple(settings.breakdowns))
         if not rows:
             raise RLTuneError(f"benchmark {bench.name!r} has no problems")
         prompts = PromptSource(
@@ -271,7 +282,8 @@ def _grade(rows: list[dict[str, Any]], samples: list[list[dict[str, Any]]], sett
     problems = []
     for i, (row, per) in enumerate(zip(rows, samples)):
         graded = [{**s, "answer": extract_boxed(s["text"]), "correct": next(verdicts)} for s in per]
-        problems.append({"index": i, "question": row["question"], "gold": row["gold"], "samples": graded})
+        problem = {"index": i, "question": row["question"], "gold": row["gold"], "samples": graded}
+        problems.append({**problem, "groups": json.loads(row.get("groups") or "{}")})
 
     def votes(problem: dict) -> None:
         answers = [s["answer"] or None for s in problem["samples"]]
@@ -290,28 +302,67 @@ def _grade(rows: list[dict[str, Any]], samples: list[list[dict[str, Any]]], sett
 
 
 def summarize(problems: list[dict], settings: EvalSettings, seconds: float) -> dict[str, Any]:
-    """Benchmark-level metrics with 95% bootstrap CIs over problems."""
+    """Benchmark-level metrics with 95% bootstrap CIs over problems, completion lengths of right and wrong
+    samples, and the same metrics per value of each breakdown (`by`)."""
     metrics: dict[str, Any] = {"problems": len(problems), "n": settings.n, "seconds": round(seconds, 1)}
-    means = [mean_at_n([s["correct"] for s in p["samples"]]) for p in problems]
-    metrics[f"mean@{settings.n}"] = sum(means) / len(means)
-    metrics[f"mean@{settings.n}_ci"] = bootstrap_ci(means, seed=settings.seed)
+    metrics.update(score(problems, settings))
     for k in settings.k:
         if k > settings.n:
-            log.warning("k=%d > n=%d: pass@%d and maj@%d are not reported", k, settings.n, k, k)
-            continue
-        values = [pass_at_k(p["n"], p["correct"], k) for p in problems]
-        metrics[f"pass@{k}"] = sum(values) / len(values)
-        metrics[f"pass@{k}_ci"] = bootstrap_ci(values, seed=settings.seed)
-        metrics[f"maj@{k}"] = sum(p["maj"][str(k)] for p in problems) / len(problems)
+            log.warning("k=%d > n=%d: pass@%d, pass^%d and maj@%d are not reported", k, settings.n, k, k, k)
     all_samples = [s for p in problems for s in p["samples"]]
     metrics["distinct_answers"] = sum(p["distinct_answers"] for p in problems) / len(problems)
     metrics["no_answer_fraction"] = sum(s["answer"] is None for s in all_samples) / len(all_samples)
     metrics["truncated_fraction"] = sum(s["finish_reason"] == "length" for s in all_samples) / len(all_samples)
     metrics["mean_tokens"] = sum(s["tokens"] for s in all_samples) / len(all_samples)
+    metrics["tokens"] = {
+        kind: length_statistics([s["tokens"] for s in chosen], [s["finish_reason"] == "length" for s in chosen])
+        for kind, chosen in (
+            ("all", all_samples),
+            ("right", [s for s in all_samples if s["correct"]]),
+            ("wrong", [s for s in all_samples if not s["correct"]]),
+        )
+    }
+    by: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in sorted({name for p in problems for name in p.get("groups", {})}):
+        values = sorted({p["groups"][name] for p in problems if name in p["groups"]}, key=_natural)
+        by[name] = {}
+        for value in values:
+            members = [p for p in problems if p["groups"].get(name) == value]
+            by[name][value] = {"problems": len(members), **score(members, settings)}
+    if by:
+        metrics["by"] = by
     return metrics
 
 
+def score(problems: list[dict], settings: EvalSettings) -> dict[str, Any]:
+    """mean@n, and pass@k, pass^k and maj@k for each k <= n, over `problems` (graded, voted), with 95%
+    bootstrap CIs over problems."""
+    metrics: dict[str, Any] = {}
+    means = [mean_at_n([s["correct"] for s in p["samples"]]) for p in problems]
+    metrics[f"mean@{settings.n}"] = sum(means) / len(means)
+    metrics[f"mean@{settings.n}_ci"] = bootstrap_ci(means, seed=settings.seed)
+    for k in settings.k:
+        if k > settings.n:
+            continue
+        for name, estimator in ((f"pass@{k}", pass_at_k), (f"pass^{k}", pass_hat_k)):
+            values = [estimator(p["n"], p["correct"], k) for p in problems]
+            metrics[name] = sum(values) / len(values)
+            metrics[f"{name}_ci"] = bootstrap_ci(values, seed=settings.seed)
+        metrics[f"maj@{k}"] = sum(p["maj"][str(k)] for p in problems) / len(problems)
+    return metrics
+
+
+def _natural(value: str) -> tuple:
+    """Level 2 before level 10: numbers by value, then text."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
 def format_table(results: dict[str, Any]) -> str:
+    """The console table: a row per benchmark, then a row per value of each of its breakdowns (indented); the
+    lengths are mean tokens of right and wrong samples. Metrics a results file lacks (older ones) show as -."""
     settings = results["settings"]
     ks = [k for k in settings["k"] if k <= settings["n"]]
     n = settings["n"]
@@ -320,29 +371,49 @@ def format_table(results: dict[str, Any]) -> str:
         "problems",
         f"mean@{n}",
         *[f"pass@{k}" for k in ks],
+        *[f"pass^{k}" for k in ks],
         *[f"maj@{k}" for k in ks],
         "distinct",
         "no-box",
+        "tokens right/wrong",
         "seconds",
     ]
+
+    def percent(m: dict, key: str) -> str:
+        return f"{100 * m[key]:.1f}" if key in m else "-"
+
+    def metric_cells(label: str, m: dict) -> list[str]:
+        lo, hi = m[f"mean@{n}_ci"]
+        cells = [label, str(m["problems"]), f"{100 * m[f'mean@{n}']:.1f} [{100 * lo:.1f},{100 * hi:.1f}]"]
+        return cells + [percent(m, f"{kind}{k}") for kind in ("pass@", "pass^", "maj@") for k in ks]
+
     lines = []
     for name, bench in results["benchmarks"].items():
         m = bench["metrics"]
-        lo, hi = m[f"mean@{n}_ci"]
-        cells = [name, str(m["problems"]), f"{100 * m[f'mean@{n}']:.1f} [{100 * lo:.1f},{100 * hi:.1f}]"]
-        cells += [f"{100 * m[f'pass@{k}']:.1f}" for k in ks] + [f"{100 * m[f'maj@{k}']:.1f}" for k in ks]
-        cells += [f"{m['distinct_answers']:.2f}", f"{100 * m['no_answer_fraction']:.1f}%", f"{m['seconds']:.0f}"]
-        lines.append(cells)
+        tokens = m.get("tokens")
+        lengths = f"{tokens['right']['mean']:.0f}/{tokens['wrong']['mean']:.0f}" if tokens else "-"
+        distinct, no_box = f"{m['distinct_answers']:.2f}", f"{100 * m['no_answer_fraction']:.1f}%"
+        lines.append(metric_cells(name, m) + [distinct, no_box, lengths, f"{m['seconds']:.0f}"])
+        for breakdown, values in m.get("by", {}).items():
+            for value, sub in values.items():
+                lines.append(metric_cells(f"  {breakdown}={value}", sub) + [""] * 4)
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(fmt.format(*row) for row in [header, *lines])
+    return "\n".join(fmt.format(*row).rstrip() for row in [header, *lines])
 
 
 def flat_metrics(results: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
-    """`eval/<benchmark>/<metric>` scalars (CIs left out) for the training log."""
+    """`eval/<benchmark>/<metric>` scalars (CIs left out) for the training log, with the lengths of right and
+    wrong samples (`.../tokens/right/mean`) and the breakdowns (`.../by/level/3/mean@4`)."""
     out = {}
+
+    def add(path: str, tree: dict[str, Any]) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                add(f"{path}/{key}", value)
+            elif isinstance(value, (int, float)) and key not in ("problems", "n", "samples"):
+                out[f"{path}/{key}"] = float(value)
+
     for name, bench in results["benchmarks"].items():
-        for key, value in bench["metrics"].items():
-            if isinstance(value, (int, float)) and key not in ("problems", "n"):
-                out[f"{prefix}/{name}/{key}"] = float(value)
+        add(f"{prefix}/{name}", bench["metrics"])
     return out

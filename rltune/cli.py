@@ -187,6 +187,10 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _name_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -218,8 +222,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         environment=args.env,
         environment_kwargs=args.env_kwargs,
         max_turns=args.max_turns,
+        breakdowns=args.by,
         **({"instruction": args.instruction} if args.instruction else {}),
     )
+    served_only = [flag for flag in ("served_model", "tokenizer", "api_key_env") if getattr(args, flag)]
+    if served_only and not args.base_url:
+        raise RLTuneError(f"--{served_only[0].replace('_', '-')} applies to a served model: give --base-url too")
     settings.check()
     out = Path(args.out)
     lock = OutputLock(out, setting="--out")  # two evals into one folder would replace each other's results
@@ -231,45 +239,73 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace, settings: EvalSettings, out: Path) -> int:
-    from rltune.config import ModelConfig
-    from rltune.eval.plots import plot_pass_at_k
+    from rltune.eval.plots import plot_breakdowns, plot_pass_at_k
     from rltune.eval.runner import evaluate, format_table, model_fingerprint
     from rltune.export import is_lora_checkpoint, merge_lora_checkpoint
-    from rltune.models import context_length, load_causal_lm, load_tokenizer
-    from rltune.rollout import build_engine
+    from rltune.models import context_length, load_tokenizer
 
-    model_path = args.model
-    if is_lora_checkpoint(model_path):  # a LoRA run's checkpoint: its adapters merged into their base
-        model_path = str(merge_lora_checkpoint(model_path, out / "merged-model", args.base_model))
-    tokenizer = load_tokenizer(model_path)
-
-    def start_engine():
-        if args.engine == "hf":
-            dtype = "float32" if args.dtype == "auto" else args.dtype
-            model = load_causal_lm(model_path, ModelConfig(path=model_path, dtype=dtype))
-            return build_engine("hf", model=model, tokenizer=tokenizer)
-        return build_engine(
-            "vllm",
-            model_path=model_path,
-            dtype=args.dtype,
-            seed=args.seed,
-            kv_cache_gib=args.kv_cache_gib,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-        )
-
-    engine = OnFirstUse(start_engine, context_length(model_path))  # all answers cached: no engine starts
+    if args.base_url:
+        engine, tokenizer, model_id = _served_model(args)
+        label = engine.model_id
+    else:
+        model_path = args.model
+        if is_lora_checkpoint(model_path):  # a LoRA run's checkpoint: its adapters merged into their base
+            model_path = str(merge_lora_checkpoint(model_path, out / "merged-model", args.base_model))
+        tokenizer = load_tokenizer(model_path)
+        engine = OnFirstUse(lambda: _local_engine(args, model_path, tokenizer), context_length(model_path))
+        model_id, label = model_fingerprint(model_path), Path(args.model).name or args.model
     started = time.perf_counter()
     try:
-        results = evaluate(engine, tokenizer, settings, cache_dir=out / "cache", model_id=model_fingerprint(model_path))
+        results = evaluate(engine, tokenizer, settings, cache_dir=out / "cache", model_id=model_id)
     finally:
         engine.close()
     results["seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    plot = plot_pass_at_k([(Path(args.model).name or args.model, results)], out / "pass_at_k.png")
+    plot = plot_pass_at_k([(label, results)], out / "pass_at_k.png")
+    breakdowns = plot_breakdowns([(label, results)], out / "breakdowns.png")
     print(format_table(results))
-    print(f"\nresults: {out / 'results.json'}  plot: {plot}  ({results['seconds']:.0f}s)")
+    shown = f"  plot: {plot}" + (f"  breakdowns: {breakdowns}" if breakdowns else "")
+    print(f"\nresults: {out / 'results.json'}{shown}  ({results['seconds']:.0f}s)")
     return 0
+
+
+def _served_model(args: argparse.Namespace):
+    """The engine, tokenizer and cache identity of a model behind `vllm serve` (--base-url)."""
+    from rltune.config import VLLMServerConfig
+    from rltune.models import load_tokenizer
+    from rltune.rollout import build_engine
+
+    server = VLLMServerConfig(url=args.base_url, api_key_env=args.api_key_env, connect_timeout_s=30.0)
+    engine = build_engine("vllm_server", server=server, model=args.served_model)
+    tokenizer = load_tokenizer(args.tokenizer or args.model or engine.model_id)
+    log.warning(
+        "evaluating %s served at %s: the eval cache is keyed on that name, as the weights behind it cannot be "
+        "seen; another model served under the same name would reuse these answers (use a new --out then)",
+        engine.model_id,
+        args.base_url,
+    )
+    return engine, tokenizer, f"served model {engine.model_id}"
+
+
+def _local_engine(args: argparse.Namespace, model_path: str, tokenizer):
+    """The eval's own engine on a local model (started at its first use: all answers cached, none starts)."""
+    from rltune.config import ModelConfig
+    from rltune.models import load_causal_lm
+    from rltune.rollout import build_engine
+
+    if args.engine == "hf":
+        dtype = "float32" if args.dtype == "auto" else args.dtype
+        model = load_causal_lm(model_path, ModelConfig(path=model_path, dtype=dtype))
+        return build_engine("hf", model=model, tokenizer=tokenizer)
+    return build_engine(
+        "vllm",
+        model_path=model_path,
+        dtype=args.dtype,
+        seed=args.seed,
+        kv_cache_gib=args.kv_cache_gib,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+    )
 
 
 class OnFirstUse:
@@ -291,7 +327,7 @@ class OnFirstUse:
 
 
 def cmd_eval_compare(args: argparse.Namespace) -> int:
-    from rltune.eval.plots import load_results, plot_pass_at_k, run_differences
+    from rltune.eval.plots import load_results, plot_breakdowns, plot_pass_at_k, run_differences
     from rltune.eval.runner import format_table
 
     runs = [(Path(run).name, load_results(run)) for run in args.runs]
@@ -306,6 +342,10 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
     for label, results in runs:
         print(f"== {label}\n{format_table(results)}\n")
     print(f"plot: {plot_pass_at_k(runs, args.out)}")
+    out = Path(args.out)
+    breakdowns = plot_breakdowns(runs, out.with_name(f"{out.stem}_breakdowns{out.suffix}"))
+    if breakdowns:
+        print(f"breakdowns: {breakdowns}")
     return 0
 
 
@@ -513,6 +553,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--max-turns", type=int, default=4, help="with --env: the most model turns per sample")
     ev.add_argument(
+        "--by", type=_name_list, default=[], help="comma-separated row columns to break the metrics down by"
+    )
+    ev.add_argument(
+        "--base-url",
+        help="evaluate the model an OpenAI-compatible `vllm serve` at this URL serves (no --model needed; the "
+        "cache is keyed on its served name, as the weights cannot be seen)",
+    )
+    ev.add_argument("--served-model", help="with --base-url: which served model (default: the server's first)")
+    ev.add_argument(
+        "--tokenizer", help="with --base-url: the served model's tokenizer (default: --model, else the served name)"
+    )
+    ev.add_argument("--api-key-env", help="with --base-url: the environment variable holding the server's API key")
+    ev.add_argument(
         "--answer-fallback",
         action="store_true",
         help="grade unboxed responses by math-verify's extraction ('answer: ...'); default: boxed only",
@@ -578,10 +631,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if recipe:
         parser.eval_parser.set_defaults(**eval_defaults_from_recipe(recipe))
     args = parser.parse_args(argv)
-    if argv[:1] == ["eval"] and args.model is None:
+    if argv[:1] == ["eval"] and args.model is None and not args.base_url:
         parser.eval_parser.error(
             "--model is required (with --recipe, it defaults to the latest checkpoint in its train.output_dir, "
-            "which has none)"
+            "which has none), or --base-url for a served model"
         )
     return args
 

@@ -49,7 +49,7 @@ def test_custom_jsonl_benchmark(tmp_path):
     path.write_text(json.dumps({"q": "1+1?", "a": " 2 "}) + "\n")
     bench = get_benchmark(f"{path}:q:a")
     assert bench.name == "mine"
-    assert bench.load() == [{"q": "1+1?", "a": " 2 ", "question": "1+1?", "gold": "2"}]
+    assert bench.load() == [{"q": "1+1?", "a": " 2 ", "question": "1+1?", "gold": "2", "groups": "{}"}]
 
 
 def test_bad_benchmark_specs(tmp_path):

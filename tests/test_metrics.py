@@ -4,7 +4,16 @@ import math
 import pytest
 
 from rltune.eval.grading import equivalent
-from rltune.eval.metrics import answer_classes, bootstrap_ci, maj_at_k, majority_is_correct, mean_at_n, pass_at_k
+from rltune.eval.metrics import (
+    answer_classes,
+    bootstrap_ci,
+    length_statistics,
+    maj_at_k,
+    majority_is_correct,
+    mean_at_n,
+    pass_at_k,
+    pass_hat_k,
+)
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
@@ -19,6 +28,29 @@ def test_pass_at_k_equals_enumeration(n):
     for c in range(n + 1):
         for k in range(1, n + 1):
             assert pass_at_k(n, c, k) == pytest.approx(brute_force_pass_at_k(n, c, k), abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_pass_hat_k_equals_enumeration(n):
+    """pass^k: the share of all k-subsets of the n samples (c correct) whose samples are all correct."""
+    for c in range(n + 1):
+        samples = [True] * c + [False] * (n - c)
+        for k in range(1, n + 1):
+            subsets = list(itertools.combinations(range(n), k))
+            expected = sum(all(samples[i] for i in s) for s in subsets) / len(subsets)
+            assert pass_hat_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+    assert pass_hat_k(16, 4, 1) == pass_at_k(16, 4, 1) == 0.25  # k = 1: the two agree
+    assert 0 < pass_hat_k(4096, 4000, 2048) < 1e-20  # no overflow where the binomials would
+    with pytest.raises(ValueError):
+        pass_hat_k(4, 1, 5)
+
+
+def test_length_statistics_by_nearest_rank():
+    stats = length_statistics(list(range(1, 101)), [i >= 95 for i in range(100)])
+    assert stats == {"samples": 100, "mean": 50.5, "p50": 50.0, "p90": 90.0, "p99": 99.0, "max": 100.0,
+                     "truncated_fraction": 0.05}  # fmt: skip
+    assert length_statistics([7], [True])["p50"] == length_statistics([7], [True])["p99"] == 7.0
+    assert length_statistics([], [])["samples"] == 0
 
 
 def test_pass_at_k_properties():

@@ -4,6 +4,7 @@ n, T and the problem count, one panel per benchmark; and how a missing results f
 from __future__ import annotations
 
 import json
+from math import comb as math_comb
 
 import pytest
 
@@ -37,14 +38,18 @@ def test_the_pass_at_k_plot_draws_each_run_in_percent_with_its_band(tmp_path, dr
     assert [ax.get_title() for ax in fig.axes] == ["gsm8k", "math"]
     assert fig.get_size_inches()[0] == pytest.approx(9.0)  # 4.5 inches a panel
     gsm8k, math = fig.axes
-    assert len(gsm8k.lines) == 2 and len(math.lines) == 1  # run b has no math results
-    for line, run in zip(gsm8k.lines, (a, b)):
+    assert len(gsm8k.lines) == 4 and len(math.lines) == 2  # each run's pass@k and pass^k; b has no math results
+    for (at_k, hat_k), run in zip(zip(gsm8k.lines[::2], gsm8k.lines[1::2]), (a, b)):
         problems = run["benchmarks"]["gsm8k"]["problems"]
         ks, values = plots.pass_at_k_curve(problems, 4)
-        assert list(line.get_xdata()) == ks == [1, 2, 4]
-        assert list(line.get_ydata()) == pytest.approx([100 * v for v in values])
+        assert list(at_k.get_xdata()) == ks == [1, 2, 4]
+        assert list(at_k.get_ydata()) == pytest.approx([100 * v for v in values])
+        # pass^k: every one of k samples right, exactly C(c, k) / C(n, k) per problem
+        reliable = [sum(math_comb(p["correct"], k) / math_comb(4, k) for p in problems) / len(problems) for k in ks]
+        assert list(hat_k.get_ydata()) == pytest.approx([100 * v for v in reliable])
+        assert hat_k.get_linestyle() == "--" and hat_k.get_color() == at_k.get_color()
     legends = [t.get_text() for t in gsm8k.get_legend().get_texts()]
-    assert legends == ["a (n=4, T=0.6, 7 problems)", "b (n=4, T=0.6, 7 problems)"]
+    assert legends == ["a (n=4, T=0.6, 7 problems)", "a pass^k", "b (n=4, T=0.6, 7 problems)", "b pass^k"]
     # the band spans the bootstrap CI drawn with the run's seed
     band = gsm8k.collections[0].get_paths()[0].vertices[:, 1]
     bands = plots.pass_at_k_bands(a["benchmarks"]["gsm8k"]["problems"], 4, seed=3)
@@ -69,3 +74,25 @@ def test_loading_results_names_what_is_missing(tmp_path):
     run.mkdir()
     (run / "results.json").write_text(json.dumps(results(0, 2, {"x": [1]})))
     assert plots.load_results(run) == plots.load_results(run / "results.json") == results(0, 2, {"x": [1]})
+
+
+def test_the_breakdown_plot_draws_each_runs_mean_per_value_with_its_ci(tmp_path, drawn):
+    def run(means: dict[str, float]) -> dict:
+        by = {"level": {v: {"problems": 3, "mean@4": m, "mean@4_ci": (m - 0.1, m + 0.05)} for v, m in means.items()}}
+        return {"settings": {"n": 4}, "benchmarks": {"math500": {"metrics": {"by": by}}}}
+
+    a, b = run({"1": 0.9, "2": 0.5, "10": 0.1}), run({"1": 0.7, "10": 0.2})
+    out = plots.plot_breakdowns([("a", a), ("b", b)], tmp_path / "by.png")
+    assert out.is_file() and out.stat().st_size > 1000
+    (fig,) = drawn
+    (ax,) = fig.axes
+    assert ax.get_title() == "math500 by level"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "10"]
+    bars = [patch.get_height() for patch in ax.patches]
+    assert bars == pytest.approx([90, 50, 10, 70, 20])  # b has no level 2
+    assert (
+        plots.plot_breakdowns(
+            [("a", results(0, 4, {"x": [1]}) | {"benchmarks": {"x": {"metrics": {}}}})], tmp_path / "none.png"
+        )
+        is None
+    )

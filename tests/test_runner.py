@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from rltune.eval.metrics import bootstrap_ci
-from rltune.eval.runner import EvalSettings, _Cache, _grade, model_fingerprint, summarize
+from rltune.eval.runner import EvalSettings, _Cache, _grade, flat_metrics, format_table, model_fingerprint, summarize
 
 
 def test_the_cache_reads_good_lines_drops_torn_ones_and_rewrites_the_file(tmp_path, caplog):
@@ -84,3 +84,62 @@ def test_the_summary_cis_use_the_run_seed():
         assert metrics["mean@4_ci"] == bootstrap_ci(means, seed=seed)
         assert metrics["pass@1_ci"] == bootstrap_ci(means, seed=seed)
     assert metrics["mean@4"] == pytest.approx(sum(means) / 40)
+
+
+def graded_problem(correct: list[bool], tokens: list[int], groups: dict, truncated: int = 0) -> dict:
+    samples = [
+        {"correct": c, "answer": "1", "finish_reason": "length" if i < truncated else "stop", "tokens": t}
+        for i, (c, t) in enumerate(zip(correct, tokens))
+    ]
+    n = len(correct)
+    return {"n": n, "correct": sum(correct), "maj": {"1": correct[0], "2": correct[0]}, "distinct_answers": 1,
+            "samples": samples, "groups": groups}  # fmt: skip
+
+
+def test_the_summary_reports_pass_hat_k_lengths_of_right_and_wrong_answers_and_each_breakdown():
+    problems = [
+        graded_problem([True, True, True, False], [10, 12, 14, 40], {"level": "1", "subject": "Algebra"}, 1),
+        graded_problem([True, False, False, False], [20, 50, 60, 70], {"level": "10", "subject": "Algebra"}),
+        graded_problem([True, True, False, False], [8, 9, 30, 30], {"level": "2"}),
+    ]
+    m = summarize(problems, EvalSettings(benchmarks=["x"], n=4, k=[1, 2]), 1.0)
+    # pass^2: both of two samples right, C(c, 2) / C(4, 2) per problem
+    assert m["pass^2"] == pytest.approx((3 / 6 + 0 + 1 / 6) / 3) and m["pass^1"] == m["pass@1"]
+    assert m["pass@2"] > m["pass@1"] > m["pass^2"] and len(m["pass^2_ci"]) == 2
+    assert m["tokens"]["right"]["mean"] == pytest.approx((10 + 12 + 14 + 20 + 8 + 9) / 6)
+    assert m["tokens"]["wrong"]["mean"] == pytest.approx((40 + 50 + 60 + 70 + 30 + 30) / 6)
+    assert m["tokens"]["right"]["truncated_fraction"] == pytest.approx(1 / 6) and m["tokens"]["all"]["samples"] == 12
+    assert list(m["by"]["level"]) == ["1", "2", "10"]  # numbers by value
+    assert m["by"]["level"]["10"]["problems"] == 1 and m["by"]["level"]["10"]["mean@4"] == 0.25
+    assert m["by"]["subject"] == {"Algebra": {**m["by"]["subject"]["Algebra"], "problems": 2}}
+    assert m["by"]["subject"]["Algebra"]["pass^2"] == pytest.approx((3 / 6 + 0) / 2)
+    table = format_table({"settings": {"n": 4, "k": [1, 2]}, "benchmarks": {"x": {"metrics": m}}})
+    assert "pass^2" in table and "  level=10" in table and "  subject=Algebra" in table and "12/47" in table
+    flat = flat_metrics({"benchmarks": {"x": {"metrics": m}}})
+    assert flat["eval/x/by/level/10/mean@4"] == 0.25 and flat["eval/x/tokens/wrong/mean"] == pytest.approx(280 / 6)
+
+
+def test_the_shipped_benchmarks_break_down_by_their_own_fields(benchdata):
+    from rltune.eval.benchmarks import get_benchmark
+
+    def groups(name: str, **kwargs) -> list[dict]:
+        return [json.loads(row["groups"]) for row in get_benchmark(name).load(benchdata, **kwargs)]
+
+    math500 = groups("math500")
+    assert {g["level"] for g in math500} == {"1", "2", "3", "4", "5"} and len({g["subject"] for g in math500}) == 7
+    assert {g["year"] for g in groups("aime24")} == {"2024"} and {g["year"] for g in groups("aime25")} == {"2025"}
+    assert len({g["subfield"] for g in groups("olympiadbench", limit=200)}) > 1
+    assert groups("gsm8k", limit=3) == [{}, {}, {}]
+
+
+def test_a_mixed_set_breaks_down_by_data_source_and_by_the_columns_asked_for(tmp_path):
+    from rltune.eval.benchmarks import aime_year, get_benchmark
+
+    rows = [{"q": "1+1", "a": "2", "data_source": "easy", "book": "b1"}, {"q": "2+2", "a": "4", "data_source": "hard"}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = get_benchmark(f"{path}:q:a").load(breakdowns=("book",))
+    assert [json.loads(r["groups"]) for r in loaded] == [{"data_source": "easy", "book": "b1"}, {"data_source": "hard"}]
+    url = "https://artofproblemsolving.com/wiki/index.php/1999_AIME_Problems/Problem_3"
+    assert aime_year("2024")({"url": url}) == {"year": "1999"} and aime_year("2024")({"Year": 2001}) == {"year": "2001"}
+    assert aime_year("2024")({}) == {"year": "2024"}

@@ -44,7 +44,9 @@ def _barrier() -> None:
 
 @ENGINES.register("vllm_server")
 class VLLMServerEngine:
-    def __init__(self, server: VLLMServerConfig, sync_dir: str | None = None, **_: Any):
+    def __init__(self, server: VLLMServerConfig, sync_dir: str | None = None, model: str | None = None, **_: Any):
+        """`model`: which of the server's models to sample (`vllm serve --served-model-name`); default its
+        first."""
         import requests
 
         self.cfg = server
@@ -59,7 +61,12 @@ class VLLMServerEngine:
             self.session.headers["Authorization"] = f"Bearer {key}"
         self.sync_dir = Path(server.sync_dir or sync_dir or "weight-sync")
         self.transfer = None
-        self.model_id = self._wait_until_healthy()
+        self.models = self._wait_until_healthy()
+        if model is not None and model not in self.models:
+            raise RLTuneError(f"vLLM server {self.url} serves {', '.join(self.models)}, not {model!r}")
+        self.model_id = model or next(iter(self.models))
+        # the served model's context (vLLM's model card has it), for the prompt filter of an eval
+        self.context_length = self.models[self.model_id].get("max_model_len")
 
     # -- HTTP -------------------------------------------------------------------------------------
 
@@ -88,7 +95,8 @@ class VLLMServerEngine:
             raise RLTuneError(f"vLLM server {self.url}{path} answered {response.status_code}: {response.text[:500]}")
         return response
 
-    def _wait_until_healthy(self) -> str:
+    def _wait_until_healthy(self) -> dict[str, dict[str, Any]]:
+        """The served models' cards by name, once the server answers."""
         import requests
 
         deadline = time.monotonic() + self.cfg.connect_timeout_s
@@ -104,7 +112,7 @@ class VLLMServerEngine:
                     "`vllm serve MODEL --port PORT --logprobs-mode processed_logprobs ...` and set rollout.server.url"
                 )
             time.sleep(1.0)
-        return self._request("GET", "/v1/models").json()["data"][0]["id"]
+        return {card["id"]: card for card in self._request("GET", "/v1/models").json()["data"]}
 
     # -- generation -------------------------------------------------------------------------------
 
