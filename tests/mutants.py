@@ -979,6 +979,29 @@ MUTANTS = [
         ["tests/test_grading.py::test_costly_comparisons_are_decided_numerically"],
     ),
     Mutant(
+        "rltune eval --base-url: the served engine's answers mixed with the progress bar's return values",
+        "rltune/rollout/vllm_server.py",
+        "                    answers.append(answer)\n                    bar.update(1)",
+        "                    answers.append(bar.update(1) or answer)",
+        ["tests/test_vllm_server.py::test_rltune_eval_of_a_served_model_equals_the_in_process_engines"],
+    ),
+    Mutant(
+        "eval: pass^k computed as pass@k",
+        "eval/runner.py",
+        '(f"pass^{k}", pass_hat_k)',
+        '(f"pass^{k}", pass_at_k)',
+        [
+            "tests/test_runner.py::test_the_summary_reports_pass_hat_k_lengths_of_right_and_wrong_answers_and_each_breakdown"
+        ],
+    ),
+    Mutant(
+        "eval: MATH-500 not broken down by level",
+        "eval/benchmarks.py",
+        'groups=columns("level", "subject"),',
+        'groups=columns("subject"),',
+        ["tests/test_runner.py::test_the_shipped_benchmarks_break_down_by_their_own_fields"],
+    ),
+    Mutant(
         "weights never synced into the vLLM engine after a step",
         "rltune/rollout/vllm_engine.py",
         '            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})\n',

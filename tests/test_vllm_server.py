@@ -221,3 +221,33 @@ def test_an_llm_judge_asks_a_served_model_and_reads_its_verdicts(server, tmp_pat
     gone = LLMJudge(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", retries=1, timeout_s=2)
     with pytest.raises(RLTuneError, match=r"(?s)failed on 5 of its 5 calls.*ConnectionError"):
         RewardPipeline([RewardSpec(name="gone", function=gone)]).score(batch)
+
+
+@pytest.mark.slow
+def test_rltune_eval_of_a_served_model_equals_the_in_process_engines(server, tmp_path):
+    """`rltune eval --base-url` against the real server, and `rltune eval --model` with the in-process vLLM
+    engine, on the same weights and seeds: the same samples (up to a few of vLLM's batch-dependent draws), so
+    the same metrics."""
+    from rltune.cli import main
+
+    url, model_dir, data_file = server
+    cfg = VLLMServerConfig(url=url, weight_sync="disk", sync_dir=str(tmp_path / "reset"), api_key_env=KEY_ENV)
+    build_engine("vllm_server", server=cfg).sync_weights(AutoModelForCausalLM.from_pretrained(model_dir))
+    common = [
+        "eval", "--benchmarks", f"{data_file}:question:answer", "--n", "8", "--k", "1,8", "--limit", "40",
+        "--max-tokens", "16", "--temperature", "1.0", "--top-p", "1.0", "--no-chat-template",
+        "--instruction", "{question}",
+    ]  # fmt: skip
+    served = ["--base-url", url, "--api-key-env", KEY_ENV, "--tokenizer", str(model_dir), "--out", str(tmp_path / "s")]
+    assert main([*common, *served]) == 0
+    assert main([*common, "--model", str(model_dir), "--kv-cache-gib", "1", "--out", str(tmp_path / "local")]) == 0
+    runs = [json.loads((tmp_path / run / "results.json").read_text()) for run in ("s", "local")]
+    (a, b) = (run["benchmarks"]["arithmetic"] for run in runs)
+    texts = [
+        (x["text"], y["text"]) for p, q in zip(a["problems"], b["problems"]) for x, y in zip(p["samples"], q["samples"])
+    ]
+    assert sum(x == y for x, y in texts) >= 0.95 * len(texts) == 0.95 * 320
+    assert a["metrics"]["mean@8"] == pytest.approx(b["metrics"]["mean@8"], abs=0.02)
+    assert a["metrics"]["pass@8"] == pytest.approx(b["metrics"]["pass@8"], abs=0.05)
+    assert 0.1 < a["metrics"]["mean@8"] < 0.9  # the demo model: some right, some wrong
+    assert runs[0]["model"] == f"served model {model_dir}"

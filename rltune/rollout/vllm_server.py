@@ -132,8 +132,11 @@ class VLLMServerEngine:
         requests = zip(prompt_ids, sampling.seeds(len(prompt_ids)), sampling.budgets(len(prompt_ids)))
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.cfg.max_concurrency) as pool:
             jobs = pool.map(lambda job: self._complete(*job, sampling), requests)
+            answers = []
             with sampling.progress_bar(total=len(prompt_ids), unit="prompt") as bar:
-                answers = [bar.update(1) or answer for answer in jobs]
+                for answer in jobs:
+                    answers.append(answer)
+                    bar.update(1)  # tqdm's update returns whether it redrew: not to be mixed into the answers
         batch = RolloutBatch([], [], [], [], [], [], list(rows))
         for group, (ids, choices) in enumerate(zip(prompt_ids, answers)):
             for choice in choices:
