@@ -341,3 +341,29 @@ def test_costly_comparisons_are_decided_numerically(answer, gold, equal, decided
     monkeypatch.setattr(math_verify, "verify", lambda *a, **k: calls.append(a) or real(*a, **k))
     assert _verify(answer, gold) is equal
     assert bool(calls) is not decided_early
+
+
+def test_the_other_harness_script_scores_saved_completions_and_names_each_disagreement(tmp_path):
+    """benchmarks/other_harness.py on a results.json written by hand: lighteval's metric (rebuilt on
+    math-verify) reads the unboxed answer rltune leaves wrong, and agrees on the boxed ones."""
+    import importlib.util
+    import json
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("other_harness", REPO / "benchmarks" / "other_harness.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    samples = [
+        {"text": "so \\boxed{\\frac{1}{2}}", "answer": "\\frac{1}{2}", "correct": True},
+        {"text": "The answer is 0.5", "answer": None, "correct": False},
+        {"text": "\\boxed{3}", "answer": "3", "correct": False},
+        {"text": "\\boxed{0.5} or \\boxed{2}", "answer": "2", "correct": False},
+    ]
+    results = {"settings": {"n": 4, "k": [1, 4]}, "benchmarks": {"math500": {"problems": [
+        {"gold": "\\frac{1}{2}", "samples": samples}]}}}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    report = script.compare(tmp_path)["math500"]
+    assert report["samples"] == 4 and report["verdicts_agree"] == 0.75
+    assert report["disagreements"] == {"unboxed": 1}  # the hedge is wrong for both (lighteval: the set {0.5, 2})
+    assert report["pass@1"] == (0.25, 0.5) and report["pass@4"] == (1.0, 1.0)
