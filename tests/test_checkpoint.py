@@ -119,8 +119,13 @@ def test_a_full_disk_while_saving_says_so_and_leaves_no_partial_checkpoint(small
     tokenizer = build_tokenizer()
     model = build_tiny_model(len(tokenizer), hidden=128 if state_size < 1_000_000 else 256)
     state = {"step": 1, "optimizer": {"m": torch.zeros(state_size)}, "scheduler": {}, "data": {}, "rng": [{}]}
-    with pytest.raises(RLTuneError, match=r"no space left on the device of .* while writing checkpoint-1: .* GB free"):
+    with pytest.raises(
+        RLTuneError, match=r"no space left on the device of .* while writing checkpoint-1: .* GB free"
+    ) as err:
         save_checkpoint(small_disk / "run", 1, model, tokenizer, state, "recipe", keep=2)
+    # the size it names: three times the weights (weights and two optimizer moments), in GB
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert f"needs about {3 * weights / 1e9:.2f} GB" in str(err.value)
     assert list((small_disk / "run").iterdir()) == []
 
 
@@ -135,3 +140,33 @@ def test_a_full_disk_while_taking_the_lock_is_one_line_and_leaves_no_empty_lock(
     with pytest.raises(RLTuneError, match=r"cannot write .*\.lock: No space left on device \(0\.0 MB free there\)"):
         OutputLock(small_disk / "run").acquire()
     assert not (small_disk / "run" / ".lock").exists()
+
+
+def test_a_save_killed_halfway_leaves_nothing_in_the_way_of_the_next(tmp_path, tiny_model_dir):
+    """A `.checkpoint-N.tmp` left by a killed save is cleared; the save completes."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rltune.checkpoint import save_checkpoint
+
+    stale = tmp_path / "run" / ".checkpoint-1.tmp"
+    stale.mkdir(parents=True)
+    (stale / "half-written.bin").write_bytes(b"\0" * 10)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    state = {"step": 1, "optimizer": {}, "scheduler": {}, "data": {}, "rng": [{}]}
+    final = save_checkpoint(tmp_path / "run", 1, model, tokenizer, state, "model: {path: tiny}\n", keep=2)
+    assert final.name == "checkpoint-1" and not (final / "half-written.bin").exists() and not stale.exists()
+
+
+def test_taking_and_releasing_the_output_lock_leaks_no_file_descriptor(tmp_path):
+    import os
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_descriptors()
+    for _ in range(50):
+        lock = OutputLock(tmp_path / "run")
+        lock.acquire()
+        lock.release()
+    assert open_descriptors() == before

@@ -143,7 +143,7 @@ def test_shipped_recipes_run_by_name_from_any_folder(tmp_path):
     assert "does not exist (`rltune recipe list` shows the shipped ones)" in missing.stderr
 
 
-def test_eval_recipe_takes_the_training_runs_settings_and_latest_checkpoint(tmp_path):
+def test_eval_recipe_takes_the_training_runs_settings_and_latest_checkpoint(tmp_path, capsys):
     """`rltune eval --recipe R`: R's eval section and prompt format are the defaults, its output_dir's latest
     checkpoint the model; a flag on the command line still wins."""
     from conftest import write_recipe
@@ -178,10 +178,14 @@ def test_eval_recipe_takes_the_training_runs_settings_and_latest_checkpoint(tmp_
     assert args.system_prompt == "S"  # as the run's periodic eval writes its prompts
     assert (args.env, args.env_kwargs, args.max_turns) == ("python_tool", {"cpu_s": 2}, 3)  # sampled with its tool
     assert args.n == 2  # the flag wins over the recipe's 8
-    with pytest.raises(SystemExit):
-        cli.parse_args(["eval", "--model", "m", "--out", str(tmp_path / "ev"), "--env-kwargs", "[1]"])
+    for bad, said in (("[1]", "expected a JSON object, got '[1]'"), ("{bad", "expected a JSON object, got '{bad'")):
+        with pytest.raises(SystemExit):
+            cli.parse_args(["eval", "--model", "m", "--out", str(tmp_path / "ev"), "--env-kwargs", bad])
+        assert said in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.parse_args(["eval", "--out", str(tmp_path / "ev")])  # neither --model nor --recipe
+    args = cli.parse_args(["eval", "--base-url", "http://h:1", "--out", str(tmp_path / "ev"), "--by", "book, year"])
+    assert args.model is None and args.by == ["book", "year"]  # a served model needs no --model
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["list"], ["recipe", "show", "demo_cpu"], ["eval", "--help"]])

@@ -199,3 +199,49 @@ def test_an_uncached_hub_model_offline_is_named_at_once(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="'someone/no-such-model' is no local folder, and HF_HUB_OFFLINE is set"):
         check_before_loading(cfg)
     assert time.monotonic() - started < 5
+
+
+def test_a_section_that_is_no_mapping_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"r\.yaml: a recipe is a mapping of sections, got list"):
+        load_recipe(write(tmp_path, "- model\n- data\n"))
+    with pytest.raises(ConfigError, match=r"r\.yaml: rollout must be a mapping, got int 5"):
+        load_recipe(write(tmp_path, BASE + "rollout: 5\n"))
+
+
+def test_one_model_turn_is_a_valid_episode_limit(tmp_path):
+    """rollout.max_turns=1: a single turn with the environment's stop strings, allowed; 0 is refused."""
+    assert load_recipe(write(tmp_path, BASE + "rollout: {max_turns: 1}\n")).rollout.max_turns == 1
+    with pytest.raises(ConfigError, match="rollout.max_turns must be at least 1"):
+        load_recipe(write(tmp_path, BASE + "rollout: {max_turns: 0}\n"))
+
+
+def test_a_list_override_appends_one_past_the_end_and_names_the_valid_indices(tmp_path):
+    path = write(tmp_path, BASE + "rewards: [{name: math_accuracy}, {name: format}]\n")
+    cfg = load_recipe(path, ["rewards.2.name=repetition", "rewards.1.weight=0.25"])
+    assert [r.name for r in cfg.rewards] == ["math_accuracy", "format", "repetition"]
+    assert cfg.rewards[1].weight == 0.25
+    with pytest.raises(ConfigError, match=r"rewards is a list of 2; index it with 0\.\.1 \(or 2 to append\), not '5'"):
+        load_recipe(path, ["rewards.5.name=format"])
+
+
+def test_a_recipe_other_than_a_training_one_needs_its_model_and_data_paths(tmp_path):
+    from rltune.sft import SFTRecipe
+
+    with pytest.raises(ConfigError, match=r"r\.yaml: data\.path is required"):
+        load_recipe(write(tmp_path, "model: {path: m}\n"), cls=SFTRecipe)
+    with pytest.raises(ConfigError, match=r"r\.yaml: model\.path is required"):
+        load_recipe(write(tmp_path, "data: {path: d.jsonl}\n"), cls=SFTRecipe)
+
+
+def test_the_output_folder_is_made_with_its_parents_or_its_problem_is_named(tmp_path, demo_assets):
+    from conftest import demo_recipe
+    from rltune.config import check_before_loading
+
+    cfg = demo_recipe(tmp_path, *demo_assets)
+    cfg.train.output_dir = str(tmp_path / "runs" / "nested" / "deeper")
+    check_before_loading(cfg)
+    assert (tmp_path / "runs" / "nested" / "deeper").is_dir()
+    (tmp_path / "a-file").write_text("")
+    cfg.train.output_dir = str(tmp_path / "a-file" / "run")
+    with pytest.raises(ConfigError, match=r"cannot be written: Not a directory$"):
+        check_before_loading(cfg)

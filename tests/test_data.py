@@ -177,3 +177,19 @@ def test_encoding_problems_and_duplicate_keys_are_named_by_file_and_line(tmp_pat
             load_rows(str(tmp_path / name))
     (tmp_path / "bom.jsonl").write_bytes(("\ufeff" + good).encode())  # a UTF-8 byte-order mark is fine
     assert load_rows(str(tmp_path / "bom.jsonl"))[0]["answer"] == "2"
+
+
+def test_a_data_folder_of_csv_or_json_files_loads_and_a_broken_jsonl_line_there_is_named(tmp_path):
+    from rltune.data import load_rows
+
+    csv_folder, json_folder, jsonl_folder = (tmp_path / name for name in ("csv", "json", "jsonl"))
+    for folder in (csv_folder, json_folder, jsonl_folder):
+        folder.mkdir()
+    (csv_folder / "train.csv").write_text("question,answer\n1+1=,2\n2+2=,4\n")
+    (json_folder / "train.json").write_text(json.dumps([{"question": "1+1=", "answer": "2"}]))
+    assert [r["answer"] for r in load_rows(str(csv_folder))] == [2, 4]
+    assert [r["question"] for r in load_rows(str(json_folder))] == ["1+1="]
+    (jsonl_folder / "train-0.jsonl").write_text('{"question": "1+1=", "answer": "2"}\n')
+    (jsonl_folder / "train-1.jsonl").write_text('{"question": "2+2=", "answer": "4"}\n{"question": 3+\n')
+    with pytest.raises(RLTuneError, match=r"train-1\.jsonl.*line 2"):
+        load_rows(str(jsonl_folder))
