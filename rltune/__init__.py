@@ -42,6 +42,7 @@ _EXPORTS = {
     "OBJECTIVES": "rltune.objectives",
     "LOSS_TERMS": "rltune.loss_terms",
     "ENGINES": "rltune.rollout.base",
+    "ENVIRONMENTS": "rltune.environments",
     "EvalSettings": "rltune.eval.runner",
     "evaluate": "rltune.eval.runner",
     "grade": "rltune.eval.grading",

@@ -395,6 +395,7 @@ REGISTRIES = {
     "objectives": "OBJECTIVES",
     "loss-terms": "LOSS_TERMS",
     "engines": "ENGINES",
+    "environments": "ENVIRONMENTS",
 }
 
 

@@ -170,6 +170,27 @@ def test_token_level_stream_goes_to_returns_not_to_the_sequence_reward():
     assert torch.equal(batch.token_returns[1], torch.zeros(4))
 
 
+def test_a_token_level_reward_without_a_gamma_is_undiscounted_and_its_log_row_shows_the_mean_advantage():
+    """A token-level reward that sets no `gamma` sums its future rewards as they are (gamma 1); the completions
+    log shows a token-level advantage as its mean over the completion's tokens."""
+    from test_rewards import make_batch
+
+    from rltune.config import RewardSpec
+    from rltune.metrics import completion_rows
+    from rltune.reward_pipeline import RewardPipeline
+
+    def every_token(completion, row):
+        return [1.0] * len(completion.token_ids)
+
+    every_token.token_level = True
+    batch = make_batch([["abc", "ab"]])
+    RewardPipeline([RewardSpec(function=every_token)]).score(batch)
+    assert torch.equal(batch.token_returns, torch.tensor([[3.0, 2.0, 1.0], [2.0, 1.0, 0.0]]))
+    batch.rewards = torch.zeros(2)
+    batch.advantages = batch.token_returns
+    assert [row["advantage"] for row in completion_rows(batch)] == [2.0, 1.5]
+
+
 def test_trainer_uses_token_level_advantages(tmp_path, demo_assets):
     cfg = recipe(
         tmp_path,

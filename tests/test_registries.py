@@ -65,3 +65,29 @@ def test_a_local_file_named_like_an_installed_module_is_named_not_silently_repla
     ):
         import_object("math_verify:f", "reward")
     assert import_object("./math_verify.py:f", "reward")(None, {}) == 1.0
+
+
+BUILT_IN = {
+    "rewards": "cosine_length digit_sum diversity_partition final_number format llm_judge math_accuracy overlong "
+    "repetition repetition_dense reward_model thinking_efficiency",
+    "advantages": "dr_grpo grpo rloo",
+    "objectives": "cispo clipped gspo nft",
+    "loss-terms": "entropy kl tea",
+    "engines": "hf vllm vllm_server",
+    "environments": "python_tool tool_calling",
+}
+
+
+def test_every_built_in_is_listed_in_a_fresh_process():
+    """`rltune list` in a new interpreter (nothing imported beforehand): each registry finds its built-ins by
+    itself, the environments included."""
+    out = subprocess.run(
+        [sys.executable, "-m", "rltune", "list"], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    listed: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            kind = line[:-1]
+        elif line.strip():
+            listed.setdefault(kind, []).append(line.split()[0])
+    assert {kind: sorted(names) for kind, names in listed.items()} == {k: v.split() for k, v in BUILT_IN.items()}
