@@ -260,3 +260,15 @@ def test_pairs_sample_their_traces_with_the_rollout_settings_and_close_the_engin
     assert traces.progress == "sampling traces"
     assert (traces.n, traces.temperature, traces.max_tokens, traces.seed) == (3, 0.8, 64, 9)
     assert summary["traces"] == 4 * 3 and engine.closed == [True]
+
+
+def test_the_pairs_summary_means_and_flops_ratio_by_hand():
+    from rltune.dto import attention_flops, summarize
+
+    # (prompt, original, truncated, optimised, segments, kept tokens) of two traces with a stop point
+    stats = [(5, 10, 6, 4, 3, 2), (5, 21, 8, 6, 4, 3)]
+    summary = summarize([], [], stats, forced_samples=0)
+    assert summary["mean_tokens_original"] == 15.5 and summary["mean_tokens_truncated"] == 7.0
+    assert summary["mean_segments"] == 3.5 and summary["mean_kept_segments"] == 2.5
+    base = attention_flops([15, 26])
+    assert summary["attention_flops_ratio_optimised"] == pytest.approx(attention_flops([9, 11]) / base)
