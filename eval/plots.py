@@ -164,3 +164,29 @@ def plot_breakdowns(runs: list[tuple[str, dict[str, Any]]], out_path: str | Path
         ax.set_title(f"{name} by {by}")
         ax.set_ylabel("mean@n (%), 95% CI")
     return _finish(fig, axes[0], out_path)
+
+
+def plot_training_curves(runs: list[tuple[str, Path]], keys: list[str], out_path: str | Path) -> Path:
+    """One panel per metric key from each run's metrics.jsonl, one line per run, over RL steps."""
+    logged = []
+    for label, run in runs:
+        path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
+        if not path.is_file():
+            raise RLTuneError(f"{run}: no metrics.jsonl there")
+        logged.append((label, [json.loads(line) for line in path.read_text().splitlines() if line.strip()]))
+    available = sorted({key for _, rows in logged for row in rows for key in row} - {"step"})
+    missing = [key for key in keys if key not in available]
+    if missing:
+        raise RLTuneError(
+            f"no run logged {', '.join(map(repr, missing))}; the runs logged: {', '.join(available) or 'nothing'}"
+        )
+    fig, axes = _panels(len(keys), 3.5)
+    for label, rows in logged:
+        for ax, key in zip(axes[0], keys):
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), label=label)
+    for ax, key in zip(axes[0], keys):
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    return _finish(fig, axes[0], out_path)

@@ -113,31 +113,26 @@ def source_metrics(batch, column: str | None, accelerator) -> dict[str, float]:
     return {f"reward/source/{name}": float(totals[0, i] / totals[1, i]) for i, name in enumerate(names)}
 
 
-def reduce_over_processes(
-    metrics: dict[str, float], accelerator, weights: dict[str, float] | None = None
-) -> dict[str, float]:
+def reduce_over_processes(metrics: dict[str, float], accelerator) -> dict[str, float]:
     """The same numbers on every process, over the global batch: maxima and wall times are the largest,
-    throughputs, error counts and loss shares add up, a mean with a weight (`weights`: the tokens a process's
-    token mean is over) is the weighted mean, everything else is the mean over processes."""
+    throughputs, error counts and loss shares add up, everything else is the mean over processes."""
     if accelerator.num_processes == 1:
         return metrics
     import torch
     import torch.distributed as dist
 
     keys = sorted(metrics)
-    weights = weights or {}
     largest = [k.endswith("_max") or k.startswith("time/") for k in keys]
     # each process's "loss" is its share of the global mini-batch loss
     summed = [k.startswith("throughput/") or k in ("reward/errors", "reward/grader_errors", "loss") for k in keys]
-    # every process sends a weight per key (1 where it has none): the tensors match even where keys differ
-    weight = torch.tensor([weights.get(k, 1.0) for k in keys], dtype=torch.float64, device=accelerator.device)
     values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device)
     maxima = values.clone()
-    totals = torch.stack([values * weight, weight])
-    dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
     dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
-    mean, added = totals[0] / totals[1], totals[0]
-    return {k: float(maxima[i] if largest[i] else added[i] if summed[i] else mean[i]) for i, k in enumerate(keys)}
+    return {
+        k: float(maxima[i] if largest[i] else values[i] if summed[i] else values[i] / accelerator.num_processes)
+        for i, k in enumerate(keys)
+    }
 
 
 def training_flops(num_params: int, tokens: int) -> float:

@@ -270,7 +270,6 @@ class Trainer:
                 / 1e12,
             },
             self.accelerator,
-            self.updater.metric_weights,
         ) | source_metrics(batch, self.cfg.data.source_column, self.accelerator)
 
     def staleness_metrics(self, batch: RolloutBatch) -> dict[str, float]:

@@ -122,7 +122,6 @@ class PolicyUpdate:
         if t.packing and not self.packing:
             log.info("train.packing: %s does not read packed rows; samples are padded", type(model).__name__)
         self.bad_updates = 0
-        self.metric_weights: dict[str, float] = {}  # the last update's token counts of its token means
         self.collapse = CollapseGuard(model.config.vocab_size, t.max_bad_updates)
         self.initial_weight_norm = self.last_weight_norm = weight_norm(model.parameters())
         self.sync_tolerance = sync_tolerance(cfg) if t.sync_check else None
@@ -203,7 +202,6 @@ class PolicyUpdate:
         algo, t = self.cfg.algorithm, self.cfg.train
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        token_weighted: set[str] = set()
         # The sampler/trainer mismatch, from the recompute pass or else from the first mini-batch's forwards
         # (the policy has not moved yet there): logged, and checked against the sync tolerance.
         measured: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
@@ -233,12 +231,9 @@ class PolicyUpdate:
                         loss, metrics = self.micro_step(batch, micro, norm, measure=measured)
                         self.accelerator.backward(loss)
                     mini_loss += metrics.pop("loss")  # shares of the mini-batch loss add up
-                    # token means, weighted by their tokens: the same numbers however the batch is split
-                    tokens = max(sum(batch.model_token_count(j) for j in micro), 1)
                     for key, value in metrics.items():
-                        sums[key] = sums.get(key, 0.0) + value * tokens
-                        counts[key] = counts.get(key, 0) + tokens
-                        token_weighted.add(key)
+                        sums[key] = sums.get(key, 0.0) + value
+                        counts[key] = counts.get(key, 0) + 1
                 sums["loss"] = sums.get("loss", 0.0) + mini_loss
                 counts["loss"] = counts.get("loss", 0) + 1
                 if measured is not None:
@@ -273,8 +268,6 @@ class PolicyUpdate:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
         metrics = {key: sums[key] / counts[key] for key in sums}
-        # each process's token means carry its token count into the reduction over processes
-        self.metric_weights = {key: float(counts[key]) for key in token_weighted}
         self.collapse.check(step + 1, metrics.get("entropy"))
         return {
             **metrics,

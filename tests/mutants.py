@@ -930,13 +930,6 @@ MUTANTS = [
         ["tests/test_day_one.py::test_the_wheel_holds_every_module_and_recipe_of_the_tree"],
     ),
     Mutant(
-        "update metrics: a mean of micro-batch and process means, not the global token mean",
-        "rltune/update.py",
-        "                    tokens = max(sum(batch.model_token_count(j) for j in micro), 1)\n",
-        "                    tokens = 1\n",
-        ["tests/test_multiprocess.py::test_two_processes_follow_the_single_process_loss_curve"],
-    ),
-    Mutant(
         "multi-turn: the trackers' tables get the raw message list, not the episode by role",
         "rltune/metrics.py",
         '[trajectory_text(row[c]) if c == "turns" else row[c] for c in columns]',

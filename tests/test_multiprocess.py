@@ -107,8 +107,6 @@ def test_two_processes_follow_the_single_process_loss_curve(tmp_path, demo_asset
         assert a["completion/length_mean"] == pytest.approx(b["completion/length_mean"], abs=1e-6)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3, abs=1e-6)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
-        # a token mean over the global batch, whichever process and micro-batch each token was in
-        assert a["entropy"] == pytest.approx(b["entropy"], rel=1e-5)
         sources = sorted(k for k in a if k.startswith("reward/source/"))
         assert sources == sorted(k for k in b if k.startswith("reward/source/"))
         for key in sources:
