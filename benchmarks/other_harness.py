@@ -56,9 +56,9 @@ def other_verdict(response: str, gold: str, latex_gold: bool, seconds: int = 5) 
 
 def classify(sample: dict) -> str:
     """The kind of a disagreement a rule can name; the rest are printed for review."""
-    from rltune.eval.grading import _answer_region, _boxes, is_hedged
+    from rltune.eval.grading import extract_boxed, is_hedged
 
-    if not _boxes(_answer_region(sample["text"])):
+    if extract_boxed(sample["text"]) is None:
         return "unboxed"
     return "hedge" if is_hedged(sample["text"]) else "review"
 

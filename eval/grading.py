@@ -140,11 +140,15 @@ def listed_answer(response: str) -> str | None:
     return ", ".join(content for _, _, content in run) if len(run) >= 2 else None
 
 
+# How each bracket moves the nesting depth (an interval's `[0, 1)` mixes kinds: only the depth counts).
+_BRACKET_DEPTH = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
+
+
 def _closing_bracket(text: str) -> int:
     """Where the bracket that opens `text` closes (-1: never)."""
     depth = 0
     for i, char in enumerate(text):
-        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(char, 0)
+        depth += _BRACKET_DEPTH.get(char, 0)
         if depth == 0:
             return i
     return -1
@@ -159,7 +163,7 @@ def is_multi_valued(gold: str) -> bool:
         text = text[1:-1]
     depth = 0
     for char in text:
-        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(char, 0)
+        depth += _BRACKET_DEPTH.get(char, 0)
         if char == "," and depth == 0:
             return True
     return False
