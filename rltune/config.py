@@ -327,7 +327,9 @@ class TrainConfig:
     `adamw_torch_fused`, so also trl's) instead of a loop over the tensors: the same step up to float
     rounding, 0.34 -> 0.04 s for SmolLM2-135M's parameters on 2 CPU cores. Not under FSDP/DeepSpeed."""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """The lr after warmup: held, or decayed to 0 over train.steps (linear, cosine)."""
     warmup_steps: int = 0
+    """RL steps over which the lr rises linearly from 0, with every scheduler (constant included)."""
     max_grad_norm: float = 1.0
     """Clip the gradient's global norm to this; 0: no clipping (the norm is still computed and logged)."""
     sync_check: bool = True

@@ -109,8 +109,10 @@ class PolicyUpdate:
             fused=t.fused_optimizer and not sharded,
         )
         updates_per_step = cfg.algorithm.epochs * cfg.algorithm.mini_batches
+        # transformers' "constant" ignores num_warmup_steps; "constant_with_warmup" is the one that honours it.
+        schedule = "constant_with_warmup" if t.lr_scheduler == "constant" and t.warmup_steps else t.lr_scheduler
         scheduler = get_scheduler(
-            t.lr_scheduler,
+            schedule,
             optimizer,
             num_warmup_steps=t.warmup_steps * updates_per_step,
             num_training_steps=t.steps * updates_per_step,

@@ -86,3 +86,13 @@ def test_an_unknown_sft_loss_is_refused_not_trained_as_entropy_sft():
 
     with pytest.raises(ConfigError, match="sft.loss must be 'ce' or 'entropy_sft', got 'cross_entropy'"):
         SFTLossConfig("cross_entropy")
+
+
+def test_a_batch_without_label_tokens_is_a_zero_loss_that_backpropagates():
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    labels = torch.full((2, 3), -100)
+    for cfg in (SFTLossConfig("ce"), SFTLossConfig("entropy_sft", token_ratio=0.5)):
+        loss = sft_loss(logits, labels, cfg)
+        assert loss.item() == 0.0
+        loss.backward()
+        assert logits.grad.abs().sum() == 0

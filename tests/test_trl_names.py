@@ -4,6 +4,8 @@ in a recipe gets the hint."""
 
 import dataclasses
 import re
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -64,3 +66,14 @@ def test_a_trl_name_in_a_recipe_says_where_it_lives():
         load_recipe("recipes/demo_cpu.yaml", ["train.learning_rate=1e-5"])
     with pytest.raises(ConfigError, match=r"trl's 'beta' is algorithm.kl_coef"):
         load_recipe("recipes/demo_cpu.yaml", ["algorithm.beta=0.04"])
+
+
+def test_python_m_prints_the_whole_table_and_importing_prints_nothing():
+    table = subprocess.run(
+        [sys.executable, "-m", "rltune.trl_names"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert table[:2] == ["| trl GRPOConfig | rltune |", "|---|---|"]
+    rows = [re.match(r"\| `([^`]+)` \| (.+) \|$", line) for line in table[2:]]
+    assert all(rows) and {m.group(1): m.group(2) for m in rows} == TRL_NAMES
+    imported = subprocess.run([sys.executable, "-c", "import rltune.trl_names"], capture_output=True, text=True)
+    assert imported.returncode == 0 and imported.stdout == ""
