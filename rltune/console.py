@@ -60,7 +60,9 @@ def preflight(cfg, world_size: int, num_params: int, engine: str, parallel: str 
         f"updates      {a.epochs} epoch(s) x {a.mini_batches} mini-batch(es) of {per_mini} sequences per process "
         f"= {a.epochs * a.mini_batches} optimizer steps per RL step",
         f"micro-batch  {micro}",
-        f"steps        {t.steps}, lr {t.lr:g} ({t.lr_scheduler}), output {t.output_dir}"
+        f"steps        {t.steps}, lr {t.lr:g} ({t.lr_scheduler}"
+        + (f", warmup {t.warmup_steps} steps" if t.warmup_steps else "")
+        + f"), output {t.output_dir}"
         + (f", trackers {', '.join(t.report_to)}" if t.report_to else ""),
     ]
     return "run:\n  " + "\n  ".join(lines)
