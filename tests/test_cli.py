@@ -3,6 +3,7 @@ test_day_one.py check the entry points themselves)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -219,3 +220,36 @@ def test_an_eval_answered_from_its_cache_starts_no_engine(tmp_path, tiny_model_d
     argv[argv.index("--n") + 1] = "3"  # one more sample each: now an engine is needed
     with pytest.raises(AssertionError, match="an engine was started"):
         cli.main(argv)
+
+
+def every_parser() -> dict[str, argparse.ArgumentParser]:
+    top = cli.build_parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return {
+        "rltune": top,
+        **{f"rltune {n}": p for n, p in commands.items()},
+        "rltune eval compare": cli.build_compare_parser(),
+    }
+
+
+def test_every_command_and_argument_says_what_it_is_for():
+    for name, parser in every_parser().items():
+        assert parser.description, f"{name} --help has no description"
+        for action in parser._actions:
+            if not isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                assert action.help, f"{name} {'/'.join(action.option_strings) or action.dest} has no help text"
+
+
+def test_a_flag_given_on_the_command_line_has_the_type_of_its_default():
+    """`--temperature 0.6` must be the float 0.6 that the default is, not the string '0.6'."""
+    checked = 0
+    for name, parser in every_parser().items():
+        for action in parser._actions:
+            default = action.default
+            if not action.option_strings or action.nargs == 0 or default in (None, argparse.SUPPRESS):
+                continue
+            text = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+            parsed = action.type(text) if action.type else text
+            assert parsed == default and type(parsed) is type(default), f"{name} {action.option_strings[0]} {text}"
+            checked += 1
+    assert checked >= 10
