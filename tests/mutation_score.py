@@ -702,6 +702,11 @@ def main() -> int:
         mutated = m.apply(sources[m.module], ops)
         if mutated is not None and mutated != sources[m.module] and compiles(mutated):
             runnable.append((describe(m, sources[m.module], mutated), mutated))
+    seen: dict[str, int] = {}
+    for m, _ in runnable:  # the same change at two places of one function (one keyword dropped from two calls)
+        seen[m.id] = seen.get(m.id, 0) + 1
+        if seen[m.id] > 1:
+            m.id += f"#{seen[m.id]}"
     equivalents = load_equivalents()
     equivalents.update({m.id: m.equivalent for m, _ in runnable if m.equivalent})
 

@@ -69,3 +69,25 @@ def test_bad_benchmark_specs(tmp_path):
         RLTuneError, match=r"row 1 of .*: no value in 'a' \(missing or null\); its fields: \['answer', 'q'\]"
     ):
         get_benchmark(f"{path}:q:a").load()
+
+
+# Where each benchmark loads from without --data-dir: the hub dataset, its subset and split (AIME and
+# OlympiadBench publish their problems as a 'train' split only), and the breakdowns its rows carry.
+HUB_SOURCES = {
+    "gsm8k": ("openai/gsm8k", "main", "test", {}),
+    "math500": ("HuggingFaceH4/MATH-500", None, "test", {"level": "3", "subject": "Algebra"}),
+    "aime24": ("HuggingFaceH4/aime_2024", None, "train", {"year": "2024"}),
+    "aime25": ("yentinglin/aime_2025", None, "train", {"year": "2025"}),
+    "amc23": ("math-ai/amc23", None, "test", {}),
+    "minerva_math": ("math-ai/minervamath", None, "test", {"type": "Physics"}),
+    "olympiadbench": ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train", {"subfield": "Algebra"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUB_SOURCES))
+def test_each_benchmark_names_its_hub_source_and_breakdowns(name):
+    bench = BENCHMARKS[name]
+    path, subset, split, groups = HUB_SOURCES[name]
+    assert (bench.hub_path, bench.hub_subset, bench.hub_split) == (path, subset, split)
+    row = {"level": "3", "subject": "Algebra", "type": "Physics", "subfield": "Algebra"}  # no year: the copy's own
+    assert bench.groups(row) == groups
