@@ -14,6 +14,7 @@ runs the new ones; `--rows` limits the rows (and so the runs) to some of them.
 
     python benchmarks/claims.py --seeds 3 --out runs/claims              # table on stdout, claims.json
     python benchmarks/claims.py --seeds 3 --out runs/claims --rows nft,rft
+    python benchmarks/claims.py --seeds 3 --max-seeds 10 --out runs/claims   # seeds added where undecided
 """
 
 from __future__ import annotations
@@ -148,6 +149,21 @@ def verdict(direction: str, low: float, high: float, margin: float) -> str:
     return "inconclusive"
 
 
+def seeds_to_decide(diffs: list[float], direction: str, margin: float, most: int = 1000) -> int | None:
+    """The seeds at which these paired differences would decide the claim if their mean and spread held: the
+    95% interval's half-width below the distance from the mean to the nearest boundary that decides it (0 on
+    the mean's side, or the edge of +-margin for no practical difference; -margin for "matches"). None: past
+    `most`, or fewer than two differences (no spread)."""
+    if len(diffs) < 2:
+        return None
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    room = abs(mean + margin) if direction == "matches" else max(abs(mean), margin - abs(mean))
+    for n in range(2, most + 1):
+        if darling_vs_grpo.t975(n - 1) * sd / math.sqrt(n) < room:
+            return n
+    return None
+
+
 def _series(metrics_file: Path, key: str) -> list[float]:
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
     return [r[key] for r in rows if r.get(key) is not None]
@@ -273,7 +289,9 @@ def run_once(name: str, seed: int, out: Path, steps: int | None = None, warmup_s
     return summary
 
 
-def table(claims: list[Claim], results: dict[str, list[dict]]) -> tuple[str, list[dict]]:
+def table(claims: list[Claim], results: dict[str, list[dict]], seeds: dict[str, int]) -> tuple[str, list[dict]]:
+    """The claims table over each claim's first `seeds[key]` paired seeds; an inconclusive row also says how
+    many seeds would decide it at the spread seen so far."""
     lines = [
         "| method | paper's claim | metric | baseline | baseline value | method value | difference [95% CI] | seeds "
         "| verdict |",
@@ -281,9 +299,13 @@ def table(claims: list[Claim], results: dict[str, list[dict]]) -> tuple[str, lis
     ]
     rows = []
     for c in claims:
-        method = [r[c.metric] for r in results[c.run]]
-        base = [r[c.metric] for r in results[c.baseline]]
-        diff, low, high = darling_vs_grpo.interval([m - b for m, b in zip(method, base)])
+        n = seeds[c.key]
+        method = [r[c.metric] for r in results[c.run][:n]]
+        base = [r[c.metric] for r in results[c.baseline][:n]]
+        diffs = [m - b for m, b in zip(method, base)]
+        diff, low, high = darling_vs_grpo.interval(diffs)
+        decision = verdict(c.direction, low, high, c.margin)
+        needed = seeds_to_decide(diffs, c.direction, c.margin) if decision == "inconclusive" else None
         row = {
             **dataclasses.asdict(c),
             "baseline_value": statistics.mean(base),
@@ -291,12 +313,15 @@ def table(claims: list[Claim], results: dict[str, list[dict]]) -> tuple[str, lis
             "difference": diff,
             "ci": [low, high],
             "seeds": len(method),
-            "verdict": verdict(c.direction, low, high, c.margin),
+            "verdict": decision,
+            "seeds_to_decide": needed,
         }
         rows.append(row)
+        if decision == "inconclusive":
+            decision += f" (about {needed} seeds would decide it)" if needed else " (over 1000 seeds to decide)"
         lines.append(
             f"| {c.method} | {c.claim} ({c.paper}) | {c.metric_doc} | {c.baseline} | {row['baseline_value']:.3f} | "
-            f"{row['method_value']:.3f} | {diff:+.3f} [{low:+.3f}, {high:+.3f}] | {len(method)} | {row['verdict']} |"
+            f"{row['method_value']:.3f} | {diff:+.3f} [{low:+.3f}, {high:+.3f}] | {len(method)} | {decision} |"
         )
     return "\n".join(lines), rows
 
@@ -305,6 +330,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--seeds", type=int, default=3, help="seeds per run (paired: seed s of a method and its baseline)"
+    )
+    parser.add_argument(
+        "--max-seeds",
+        type=int,
+        default=None,
+        help="add paired seeds, one at a time, to the rows still inconclusive, up to this many (default: --seeds)",
     )
     parser.add_argument("--out", default="runs/claims", help="output folder (runs are reused from it)")
     parser.add_argument("--steps", type=int, default=None, help="training steps of every run (default: each recipe's)")
@@ -319,11 +350,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown rows {unknown}; the rows are {[c.key for c in CLAIMS]}")
     claims = [c for c in CLAIMS if not wanted or c.key in wanted]
     out = Path(args.out)
-    names = list(dict.fromkeys(name for c in claims for name in (c.baseline, c.run)))
-    results = {
-        name: [run_once(name, seed, out, args.steps, args.warmup_steps) for seed in range(args.seeds)] for name in names
-    }
-    text, rows = table(claims, results)
+    results: dict[str, list[dict]] = {name: [] for c in claims for name in (c.baseline, c.run)}
+    seeds = {c.key: args.seeds for c in claims}
+    most = max(args.max_seeds or args.seeds, args.seeds)
+    while True:
+        for c in claims:
+            for name in (c.baseline, c.run):
+                while len(results[name]) < seeds[c.key]:
+                    results[name].append(run_once(name, len(results[name]), out, args.steps, args.warmup_steps))
+        text, rows = table(claims, results, seeds)
+        open_rows = [r["key"] for r in rows if r["verdict"] == "inconclusive" and r["seeds"] < most]
+        if not open_rows:
+            break
+        for key in open_rows:  # one more paired seed for each claim still undecided
+            seeds[key] += 1
     (out / "claims.json").write_text(json.dumps({"rows": rows, "runs": results}, indent=1))
     print(text)
 

@@ -170,6 +170,65 @@ def test_claims_verdicts_follow_the_interval_and_the_claim():
     assert verdict("higher", float("nan"), float("nan"), 0.05) == "inconclusive"  # one seed
 
 
+def claims_module():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import claims
+    finally:
+        sys.path.pop(0)
+    return claims
+
+
+def test_seeds_to_decide_is_where_the_interval_would_clear_the_nearest_boundary():
+    import statistics
+
+    from darling_vs_grpo import t975
+
+    claims = claims_module()
+    assert claims.seeds_to_decide([0.1], "higher", 0.05) is None  # no spread measured
+    # mean 0.1, sd 0.02: the half-width is 0.18 at 2 seeds and 0.050 at 3, under the 0.1 that excludes 0
+    assert claims.seeds_to_decide([0.08, 0.1, 0.12], "higher", 0.05) == 3
+    for diffs, direction, margin in [
+        ([0.12, -0.08, 0.06, -0.02], "higher", 0.05),  # mean 0.02: inside the margin is closer (0.03 away)
+        ([0.3, -0.1, 0.25, -0.05], "lower", 0.05),  # mean 0.1: excluding 0, on the other side
+        ([0.1, -0.2, 0.05, -0.03], "matches", 0.05),  # mean -0.02: above -margin
+    ]:
+        n = claims.seeds_to_decide(diffs, direction, margin)
+        mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+        for seeds, decided in ((n, True), (n - 1, False)):  # the same mean and spread over n and n - 1 seeds
+            half = t975(seeds - 1) * sd / seeds**0.5
+            assert (claims.verdict(direction, mean - half, mean + half, margin) != "inconclusive") is decided
+
+
+def test_claims_adds_paired_seeds_only_to_the_rows_still_inconclusive(tmp_path, monkeypatch, capsys):
+    """--max-seeds: a row decided at 3 seeds stops there; an undecided one gets a seed at a time up to the
+    maximum, its runs only (each run's summaries stand in for trained runs: the seed loop is under test)."""
+    claims = claims_module()
+    accuracy = {  # per run, per seed
+        "grpo": [0.5] * 10,
+        "grpo_seq_mean": [0.5] * 10,
+        "dr_grpo": [0.5 + d for d in (0.01, -0.2, 0.15, 0.02, -0.1, 0.12, -0.04, 0.09, -0.13, 0.1)],
+    }
+    wrong_tokens = {"grpo_seq_mean": [10.0] * 10, "dr_grpo": [8.0, 8.1, 7.9, 8.0, 8.2, 7.8, 8.0, 8.1, 8.0, 7.9]}
+    ran = []
+
+    def run_once(name, seed, out, steps=None, warmup_steps=None):
+        ran.append((name, seed))
+        return {"accuracy": accuracy[name][seed], "wrong_tokens": wrong_tokens.get(name, [0.0] * 10)[seed]}
+
+    monkeypatch.setattr(claims, "run_once", run_once)
+    rows = "dr_grpo_length,dr_grpo_accuracy"
+    claims.main(["--rows", rows, "--seeds", "3", "--max-seeds", "6", "--out", str(tmp_path)])
+    table = {r["key"]: r for r in json.loads((tmp_path / "claims.json").read_text())["rows"]}
+    assert table["dr_grpo_length"]["seeds"] == 3 and table["dr_grpo_length"]["verdict"] == "reproduced"
+    assert table["dr_grpo_accuracy"]["seeds"] == 6 and table["dr_grpo_accuracy"]["verdict"] == "inconclusive"
+    assert table["dr_grpo_accuracy"]["seeds_to_decide"] > 6
+    assert sorted(ran) == sorted(
+        [("grpo_seq_mean", s) for s in range(3)] + [("dr_grpo", s) for s in range(6)] + [("grpo", s) for s in range(6)]
+    )  # each run once per seed, whichever rows share it
+    assert "inconclusive (about" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 @pytest.mark.heavy
 def test_claims_script_runs_rows_at_a_toy_budget_and_reuses_its_runs(tmp_path):
