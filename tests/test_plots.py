@@ -96,3 +96,26 @@ def test_the_breakdown_plot_draws_each_runs_mean_per_value_with_its_ci(tmp_path,
         )
         is None
     )
+
+
+def test_compared_runs_name_each_setting_and_problem_set_that_differs():
+    def run(questions: dict[str, list[str]], **settings) -> dict:
+        base = {key: 1 for key in plots.COMPARED_SETTINGS}
+        problems = {name: {"problems": [{"question": q} for q in qs]} for name, qs in questions.items()}
+        return {"settings": {**base, **settings}, "benchmarks": problems}
+
+    a = run({"gsm8k": ["q1", "q2"], "aime24": ["p1"]})
+    assert plots.run_differences([("a", a), ("b", run({"gsm8k": ["q1", "q2"], "aime24": ["p1"]}))]) == []
+    for key in plots.COMPARED_SETTINGS:  # every setting the comparison promises to check
+        other = run({"gsm8k": ["q1", "q2"]}, **{key: 2})
+        assert plots.run_differences([("a", a), ("b", other)]) == [f"{key} (a: 1, b: 2)"]
+    fewer = run({"gsm8k": ["q1"], "aime24": ["p1"]})
+    assert plots.run_differences([("a", a), ("b", fewer)]) == [
+        "the gsm8k problems (a: 2, b: 1 problems, not the same questions)"
+    ]
+    reordered = run({"gsm8k": ["q2", "q1"], "aime24": ["p1"]})
+    assert plots.run_differences([("a", a), ("b", reordered)]) == [
+        "the gsm8k problems (a: 2, b: 2 problems, not the same questions)"
+    ]
+    only_here = run({"gsm8k": ["q1", "q2"], "math500": ["m1"]})  # a benchmark one run lacks is not a difference
+    assert plots.run_differences([("a", a), ("b", only_here)]) == []
