@@ -143,3 +143,27 @@ def test_a_mixed_set_breaks_down_by_data_source_and_by_the_columns_asked_for(tmp
     url = "https://artofproblemsolving.com/wiki/index.php/1999_AIME_Problems/Problem_3"
     assert aime_year("2024")({"url": url}) == {"year": "1999"} and aime_year("2024")({"Year": 2001}) == {"year": "2001"}
     assert aime_year("2024")({}) == {"year": "2024"}
+
+
+def test_a_recipes_evaluation_takes_each_setting_from_the_recipe():
+    """The periodic eval and `rltune eval --recipe` sample as the recipe says: every setting, at a value
+    other than its default (and the eval section's instruction and max_tokens over the rollout's)."""
+    from rltune.config import load_recipe
+
+    overrides = [
+        "eval.benchmarks=[math500, aime24]", "eval.n=6", "eval.k=[1,3]", "eval.temperature=0.9", "eval.top_p=0.8",
+        "eval.limit=7", "eval.data_dir=/data/bench", "data.use_chat_template=false", "data.system_prompt=Be brief.",
+        "train.seed=11", "rollout.environment=python_tool", "rollout.environment_kwargs={timeout_s: 2.0}",
+        "rollout.max_turns=3", "rollout.max_tokens=99", "data.instruction='{question} Box it.'",
+    ]  # fmt: skip
+    settings = EvalSettings.from_recipe(load_recipe("demo_cpu", overrides))
+    expected = dict(
+        benchmarks=["math500", "aime24"], n=6, k=[1, 3], temperature=0.9, top_p=0.8, limit=7, data_dir="/data/bench",
+        use_chat_template=False, system_prompt="Be brief.", seed=11, environment="python_tool",
+        environment_kwargs={"timeout_s": 2.0}, max_turns=3, max_tokens=99, instruction="{question} Box it.",
+    )  # fmt: skip
+    assert {key: getattr(settings, key) for key in expected} == expected
+    own = EvalSettings.from_recipe(
+        load_recipe("demo_cpu", [*overrides, "eval.max_tokens=40", "eval.instruction='Q: {question}'"])
+    )
+    assert (own.max_tokens, own.instruction) == (40, "Q: {question}")
