@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from rltune.errors import ConfigError
 from rltune.rewards import REWARDS
 
 
@@ -30,6 +31,11 @@ class RewardModel:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype))
+        if self.model.config.num_labels != 1:  # which logit would be the reward is anybody's guess
+            raise ConfigError(
+                f"reward_model {path!r} has {self.model.config.num_labels} labels; a reward model scores with one "
+                "(num_labels=1). For a classifier, write a reward function that reads the class you mean."
+            )
         self.model.to(self.device).eval().requires_grad_(False)
         if self.tokenizer.pad_token is None:  # padded batches need one; the model finds the last real token
             self.tokenizer.pad_token = self.tokenizer.eos_token

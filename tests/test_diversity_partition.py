@@ -160,3 +160,11 @@ def test_quality_reward_must_be_in_the_recipe():
         RewardPipeline([RewardSpec("diversity_partition")])
     with pytest.raises(ConfigError, match="unknown judge"):
         RewardPipeline([RewardSpec("math_accuracy"), RewardSpec("diversity_partition", kwargs={"judge": "vibes"})])
+
+
+def test_classifier_judge_cuts_pairs_longer_than_the_model_reads(pair_classifier):
+    """Words are cut by count (max_words), but a pair of long words is still past the model's 512 positions:
+    the tokenizer truncates it rather than the model failing on it."""
+    long = [" ".join(["supercalifragilisticexpialidocious"] * 300) + f" ending {i}" for i in range(3)]
+    judge = DiversityPartition(judge="classifier", judge_kwargs={"model": pair_classifier, "similar_label": "similar"})
+    assert judge.diversity(long) == ([0.1, 0.1, 0.1], 1)

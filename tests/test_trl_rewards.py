@@ -232,6 +232,11 @@ def test_a_sequence_classification_reward_model_scores_as_its_plain_forward(tmp_
         expected.append(classifier(input_ids=ids).logits[0, 0].item())
     assert torch.allclose(batch.reward_components["reward_model"], torch.tensor(expected), atol=1e-5)
     assert len(set(expected)) == 4  # the scores tell the completions apart
+    config.num_labels = 2
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "classifier")
+    tokenizer.save_pretrained(tmp_path / "classifier")
+    with pytest.raises(ConfigError, match="has 2 labels; a reward model scores with one"):
+        RewardPipeline([RewardSpec(name="reward_model", kwargs={"path": str(tmp_path / "classifier")})])
 
 
 def test_verl_parquet_layout_by_column_mapping(tmp_path):
