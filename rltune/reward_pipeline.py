@@ -65,7 +65,7 @@ def _check_signature(label: str, fn: Any, batched: bool) -> None:
     """Refuse, at load, a reward that cannot take the arguments it will be called with."""
     try:
         signature = inspect.signature(fn)
-    except (TypeError, ValueError):
+    except ValueError:
         return  # builtins and C callables: their calls will tell
     if batched:
         return  # its keyword arguments are checked against the dataset's columns (check_dataset)
@@ -137,6 +137,11 @@ class RewardPipeline:
                     fn = obj(**spec.kwargs)
                 except TypeError as exc:
                     raise ConfigError(f"reward {label!r}: bad kwargs {sorted(spec.kwargs)}: {exc}") from exc
+                if not callable(fn):
+                    raise ConfigError(
+                        f"reward {label!r}: class {obj.__name__} is not callable once built; give it a "
+                        "__call__(self, completion, row) that returns the reward"
+                    )
             elif callable(obj):
                 if spec.kwargs:
                     raise ConfigError(f"reward {label!r} is a function and takes no kwargs (got {sorted(spec.kwargs)})")

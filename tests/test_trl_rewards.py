@@ -149,7 +149,7 @@ def test_a_conversational_prompt_only_dataset_trains_with_trl_rewards(tmp_path, 
     seen = {}
 
     def starts_right(prompts, completions, target, **kwargs):
-        seen.update(prompts=prompts, completions=completions)
+        seen.update(prompts=prompts, completions=completions, kwargs=set(kwargs))
         return [1.0 if c[0]["content"].strip().startswith(t) else 0.0 for c, t in zip(completions, target)]
 
     cfg = demo_recipe(
@@ -185,6 +185,7 @@ def test_a_conversational_prompt_only_dataset_trains_with_trl_rewards(tmp_path, 
     assert [m["reward/errors"] for m in logged] == [1.0, 0.0]  # per step, not a running total
     assert seen["completions"][0][0]["role"] == "assistant"
     assert seen["prompts"][0][0] == {"role": "system", "content": "1"} and seen["prompts"][0][1]["role"] == "user"
+    assert "completion_ids" in seen["kwargs"] and "messages" not in seen["kwargs"]  # the prompt goes as `prompts`
 
 
 def test_a_gold_reading_reward_on_a_prompt_only_dataset_is_refused(tmp_path, demo_assets):

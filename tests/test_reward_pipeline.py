@@ -1,0 +1,41 @@
+"""Loading rewards into the pipeline: what is refused at load, before any model or engine starts (scoring
+itself: test_rewards.py, trl-style rewards: test_trl_rewards.py)."""
+
+import pytest
+
+from rltune.config import RewardSpec
+from rltune.errors import ConfigError
+from rltune.reward_pipeline import RewardPipeline
+
+
+class Scorer:
+    """A class-based reward that forgot its __call__."""
+
+    def score(self, completion, row):
+        return 1.0
+
+
+class NeedsThreshold:
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def __call__(self, completion, row):
+        return float(len(completion.text) > self.threshold)
+
+
+def test_a_reward_class_whose_instances_cannot_be_called_is_refused_at_load():
+    with pytest.raises(
+        ConfigError, match=r"reward 'scorer': class Scorer is not callable once built; give it a __call__"
+    ):
+        RewardPipeline([RewardSpec(name="scorer", function=Scorer)])
+
+
+def test_a_reward_class_is_built_with_its_kwargs_and_refused_with_wrong_ones():
+    pipeline = RewardPipeline([RewardSpec(name="long", function=NeedsThreshold, kwargs={"threshold": 3})])
+    assert pipeline.components[0].fn.threshold == 3
+    with pytest.raises(ConfigError, match=r"reward 'long': bad kwargs \['limit'\]"):
+        RewardPipeline([RewardSpec(name="long", function=NeedsThreshold, kwargs={"limit": 3})])
+    with pytest.raises(ConfigError, match="is a function and takes no kwargs"):
+        RewardPipeline([RewardSpec(name="f", function=lambda completion, row: 0.0, kwargs={"limit": 3})])
+    with pytest.raises(ConfigError, match="resolved to 3, which is not callable"):
+        RewardPipeline([RewardSpec(name="three", function=3)])
