@@ -56,6 +56,8 @@ def test_the_pass_at_k_plot_draws_each_run_in_percent_with_its_band(tmp_path, dr
     assert band.min() == pytest.approx(100 * min(lo for lo, _ in bands))
     assert band.max() == pytest.approx(100 * max(hi for _, hi in bands))
     assert [t.get_text() for t in gsm8k.get_xticklabels()] == ["1", "2", "4"]
+    plots.plot_pass_at_k([("b", b), ("a", a)], tmp_path / "reversed.png")  # the run without math comes first
+    assert [len(ax.lines) for ax in drawn[1].axes] == [4, 2]
 
 
 def test_the_bands_depend_on_the_seed_and_bracket_the_curve():
@@ -90,6 +92,11 @@ def test_the_breakdown_plot_draws_each_runs_mean_per_value_with_its_ci(tmp_path,
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "10"]
     bars = [patch.get_height() for patch in ax.patches]
     assert bars == pytest.approx([90, 50, 10, 70, 20])  # b has no level 2
+    errorbars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(errorbars) == 2
+    for container, means in zip(errorbars, ([90, 50, 10], [70, 20])):  # the CI: 10 below the mean, 5 above
+        spans = [y for seg in container.lines[2][0].get_segments() for y in (seg[0][1], seg[1][1])]
+        assert spans == pytest.approx([y for m in means for y in (m - 10, m + 5)])
     assert (
         plots.plot_breakdowns(
             [("a", results(0, 4, {"x": [1]}) | {"benchmarks": {"x": {"metrics": {}}}})], tmp_path / "none.png"
