@@ -79,6 +79,8 @@ def test_shuffled_epochs_and_resume_position(rows_file):
     state = a.state_dict()
     rest = [r["id"] for r in a.next_batch(8)[1]]
     assert sorted(first + rest[:3]) == list(range(10))  # one full epoch, then the next begins
+    assert (state["epoch"], a.state_dict()["epoch"]) == (0, 1)  # counted from 0: one pass done, the second begun
+    assert rest[3:] != sorted(rest[3:])  # each epoch shuffled anew
     b = PromptSource(cfg, build_tokenizer(), seed=3)
     b.load_state_dict(state)
     assert [r["id"] for r in b.next_batch(8)[1]] == rest
