@@ -1,0 +1,29 @@
+"""PolicyUpdate's settings reaching the optimizer, and what a skipped update logs (the gradient formulas:
+test_update_formulas.py; the lr schedule: test_lr_schedule.py)."""
+
+import logging
+
+import pytest
+from test_trainer import recipe
+
+from rltune.trainer import Trainer
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_train_fused_optimizer_reaches_adamw(tmp_path, demo_assets, fused):
+    train = {"fused_optimizer": fused, "betas": [0.8, 0.95], "weight_decay": 0.1}
+    with Trainer(recipe(tmp_path, *demo_assets, train=train)) as trainer:
+        group = trainer.optimizer.param_groups[0]
+        assert bool(group["fused"]) is fused and group["betas"] == (0.8, 0.95) and group["weight_decay"] == 0.1
+
+
+def test_a_non_finite_update_is_logged_with_its_step_and_run_of_skips(tmp_path, demo_assets, caplog):
+    nan_term = {"loss_terms": [{"name": "plugins.my_terms:NaNLoss", "coef": 1.0}], "mini_batches": 1}
+    with caplog.at_level(logging.WARNING, logger="rltune"):
+        with Trainer(recipe(tmp_path, *demo_assets, algorithm=nan_term, train={"steps": 2})) as trainer:
+            trainer.train()
+    skipped = [r.getMessage() for r in caplog.records if "non-finite gradient norm" in r.getMessage()]
+    assert skipped == [
+        "non-finite gradient norm at step 1: update skipped (1 in a row)",
+        "non-finite gradient norm at step 2: update skipped (2 in a row)",
+    ]
