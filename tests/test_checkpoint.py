@@ -4,6 +4,7 @@ contention (without a training run: the resume paths through the trainer are in 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -142,8 +143,8 @@ def test_a_full_disk_while_taking_the_lock_is_one_line_and_leaves_no_empty_lock(
     assert not (small_disk / "run" / ".lock").exists()
 
 
-def test_a_save_killed_halfway_leaves_nothing_in_the_way_of_the_next(tmp_path, tiny_model_dir):
-    """A `.checkpoint-N.tmp` left by a killed save is cleared; the save completes."""
+def test_a_save_killed_halfway_leaves_nothing_in_the_way_of_the_next(tmp_path, tiny_model_dir, caplog):
+    """A `.checkpoint-N.tmp` left by a killed save is cleared; the save completes and says where it is."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rltune.checkpoint import save_checkpoint
@@ -154,8 +155,10 @@ def test_a_save_killed_halfway_leaves_nothing_in_the_way_of_the_next(tmp_path, t
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     state = {"step": 1, "optimizer": {}, "scheduler": {}, "data": {}, "rng": [{}]}
-    final = save_checkpoint(tmp_path / "run", 1, model, tokenizer, state, "model: {path: tiny}\n", keep=2)
+    with caplog.at_level(logging.INFO, logger="rltune"):
+        final = save_checkpoint(tmp_path / "run", 1, model, tokenizer, state, "model: {path: tiny}\n", keep=2)
     assert final.name == "checkpoint-1" and not (final / "half-written.bin").exists() and not stale.exists()
+    assert f"saved {final}" in [r.getMessage() for r in caplog.records]
 
 
 def test_taking_and_releasing_the_output_lock_leaks_no_file_descriptor(tmp_path):
