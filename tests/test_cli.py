@@ -253,3 +253,20 @@ def test_a_flag_given_on_the_command_line_has_the_type_of_its_default():
             assert parsed == default and type(parsed) is type(default), f"{name} {action.option_strings[0]} {text}"
             checked += 1
     assert checked >= 10
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_demo_model_builds_the_toy_model_the_demo_recipes_expect(tmp_path, monkeypatch, thinking):
+    import rltune.demo
+
+    built = {}
+    monkeypatch.setattr(rltune.demo, "write_demo_assets", lambda model, data, **kw: built.update(kw, model=model))
+    assert cli.main(["demo-model", str(tmp_path / "demo"), *(["--thinking"] if thinking else [])]) == 0
+    # right 35% of the time for GRPO to sharpen (50% for the thinking model, whose traces are longer)
+    assert built == {
+        "model": tmp_path / "demo" / "model",
+        "warmup_steps": 800 if thinking else 300,
+        "p_correct": 0.5 if thinking else 0.35,
+        "thinking": thinking,
+    }
+    assert cli.main(["demo-model", str(tmp_path / "other"), "--warmup-steps", "7"]) == 0 and built["warmup_steps"] == 7
