@@ -214,7 +214,12 @@ def test_an_eval_answered_from_its_cache_starts_no_engine(tmp_path, tiny_model_d
         raise AssertionError("an engine was started although every answer is cached")
 
     monkeypatch.setattr(rltune.rollout, "build_engine", no_engine)
+    import rltune.eval.plots
+
+    drawn, plot = [], rltune.eval.plots.plot_pass_at_k
+    monkeypatch.setattr(rltune.eval.plots, "plot_pass_at_k", lambda runs, out: (drawn.extend(runs), plot(runs, out))[1])
     assert cli.main(argv) == 0, capsys.readouterr().err
+    assert [label for label, _ in drawn] == [tiny_model_dir.name]  # the plot names the model by its folder
     again = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert again["benchmarks"]["sums"]["metrics"]["pass@1"] == first["benchmarks"]["sums"]["metrics"]["pass@1"]
     argv[argv.index("--n") + 1] = "3"  # one more sample each: now an engine is needed
@@ -270,3 +275,35 @@ def test_demo_model_builds_the_toy_model_the_demo_recipes_expect(tmp_path, monke
         "thinking": thinking,
     }
     assert cli.main(["demo-model", str(tmp_path / "other"), "--warmup-steps", "7"]) == 0 and built["warmup_steps"] == 7
+
+
+def test_every_eval_flag_reaches_the_eval_settings(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "_run_eval", lambda args, settings, out: seen.update(settings=settings, out=out) or 0)
+    argv = [
+        "eval", "--model", "some-model", "--benchmarks", "gsm8k, math500", "--n", "6", "--k", "1,3",
+        "--temperature", "0.9", "--top-p", "0.8", "--max-tokens", "77", "--limit", "5", "--data-dir", "/bench",
+        "--no-chat-template", "--seed", "4", "--answer-fallback", "--system-prompt", "Be brief.",
+        "--env", "python_tool", "--env-kwargs", '{"timeout_s": 2}', "--max-turns", "3", "--by", "level,subject",
+        "--instruction", "Q: {question}", "--out", str(tmp_path / "ev"),
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    expected = dict(
+        benchmarks=["gsm8k", "math500"], n=6, k=[1, 3], temperature=0.9, top_p=0.8, max_tokens=77, limit=5,
+        data_dir="/bench", use_chat_template=False, seed=4, answer_fallback=True, system_prompt="Be brief.",
+        environment="python_tool", environment_kwargs={"timeout_s": 2}, max_turns=3,
+        breakdowns=["level", "subject"], instruction="Q: {question}",
+    )  # fmt: skip
+    assert {key: getattr(seen["settings"], key) for key in expected} == expected
+    assert seen["out"] == tmp_path / "ev"
+
+
+def test_prefer_says_what_it_trained_and_where_it_saved(tmp_path, monkeypatch, capsys):
+    import rltune.preference
+
+    monkeypatch.setattr(rltune.preference, "run_preference", lambda recipe: {"loss_first": 0.69, "loss_last": 0.4})
+    out = tmp_path / "simpo"
+    assert cli.main(["prefer", "recipes/dto_cpu.yaml", f"prefer.output_dir={out}"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f'rltune prefer (simpo): {{"loss_first": 0.69, "loss_last": 0.4}}; model saved to {out}'
+    )
