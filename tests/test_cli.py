@@ -307,3 +307,18 @@ def test_prefer_says_what_it_trained_and_where_it_saved(tmp_path, monkeypatch, c
     assert capsys.readouterr().out.strip() == (
         f'rltune prefer (simpo): {{"loss_first": 0.69, "loss_last": 0.4}}; model saved to {out}'
     )
+
+
+def test_demo_with_overrides_only_runs_the_default_recipe_on_existing_assets(tmp_path, demo_assets, capsys):
+    """`rltune demo key=value ...`: the default recipe with those overrides; a model folder that exists is
+    used as it is (no warm-up: its time is that of reading the recipe). Eight problems keep it short."""
+    model_dir, data_file = demo_assets
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(data_file.read_text().splitlines(keepends=True)[:8]))
+    out = tmp_path / "run"
+    overrides = [f"model.path={model_dir}", f"data.path={few}", f"train.output_dir={out}", "train.steps=1"]
+    overrides += ["train.prompts_per_step=2", "rollout.engine=hf", "train.progress_bar=false", "train.report_to=[]"]
+    assert cli.main(["demo", *overrides]) == 0
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert 0 <= summary["warmup_s"] < 1.0 and summary["warmup_s"] <= summary["total_s"]
+    assert f"{summary['accuracy_before']:.3f} -> {summary['accuracy_after']:.3f}" in capsys.readouterr().out
