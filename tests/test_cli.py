@@ -322,3 +322,13 @@ def test_demo_with_overrides_only_runs_the_default_recipe_on_existing_assets(tmp
     summary = json.loads((out / "demo_summary.json").read_text())
     assert 0 <= summary["warmup_s"] < 1.0 and summary["warmup_s"] <= summary["total_s"]
     assert f"{summary['accuracy_before']:.3f} -> {summary['accuracy_after']:.3f}" in capsys.readouterr().out
+
+
+def test_the_cli_module_runs_as_a_program_too():
+    from rltune import __version__
+
+    for module in ("rltune", "rltune.cli"):
+        proc = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=120)
+        assert (proc.returncode, proc.stdout.strip()) == (0, f"rltune {__version__}"), proc.stderr[-2000:]
+    bad = subprocess.run([sys.executable, "-m", "rltune.cli", "no-such-command"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'no-such-command'" in bad.stderr
