@@ -1,6 +1,7 @@
 """rltune.distributed without a training run: on two real FSDP2 processes, the accelerate launch's precision
-reaches the CPU FSDP2 plugin and an optimizer state saved whole loads back into each process's shards; which
-failures are blamed on a lost process (the training runs: test_scale.py)."""
+reaches the CPU FSDP2 plugin, an optimizer state saved whole loads back into each process's shards and the
+logged metrics reduce over both; which failures are blamed on a lost process (the training runs:
+test_scale.py)."""
 
 import json
 import subprocess
@@ -16,7 +17,9 @@ import json, sys
 import torch
 from accelerate.state import AcceleratorState
 from torch.distributed.fsdp import fully_shard
+from rltune.batch import RolloutBatch
 from rltune.distributed import full_optimizer_state, is_dtensor, is_sharded, load_optimizer_state, make_accelerator
+from rltune.metrics import reduce_over_processes, source_metrics
 
 accelerator = make_accelerator(sys.argv[1])
 policy = AcceleratorState().fsdp_plugin.mixed_precision_policy
@@ -50,6 +53,16 @@ load_optimizer_state(resumed_opt, saved)
 step(reference, reference_opt)
 step(sharded, resumed_opt)
 after = [p.full_tensor() for p in sharded.parameters()]
+
+rank = accelerator.process_index
+logged = {"kl": rank + 1.0, "clip_max": 3.0 * (rank + 1), "time/step_s": 10.0 + rank, "reward/errors": 1.0}
+reduced = reduce_over_processes({**logged, "throughput/tokens_per_s": 100.0, "loss": 0.25}, accelerator)
+# each process knows its own data source only; both must report both
+source = ["gsm8k", "math"][rank]
+row = {"data_source": source}
+batch = RolloutBatch([[1], [1]], [[2], [2]], ["a", "b"], [[0.0], [0.0]], ["stop"] * 2, [0, 0], [row])
+batch.rewards = torch.tensor([1.0, 0.0] if rank == 0 else [1.0, 1.0])
+by_source = source_metrics(batch, "data_source", accelerator)
 print(json.dumps({
     "rank": accelerator.process_index,
     "param_dtype": str(getattr(policy, "param_dtype", None)),
@@ -57,6 +70,8 @@ print(json.dumps({
     "saved_whole": all(not is_dtensor(t) and torch.equal(t, e) for t, e in zip(whole, expected)),
     "loaded_sharded": all(is_dtensor(s["exp_avg"]) for s in resumed_opt.state.values()),
     "resumed_as_reference": all(torch.allclose(a, p, atol=1e-6) for a, p in zip(after, reference.parameters())),
+    "reduced": reduced,
+    "by_source": by_source,
 }))
 """
 
@@ -74,6 +89,12 @@ def test_sharded_optimizer_state_saves_whole_and_loads_into_shards_and_precision
         assert report["param_dtype"] == "torch.bfloat16"
         assert report["sharded"] and report["saved_whole"] and report["loaded_sharded"]
         assert report["resumed_as_reference"]
+        # the logged numbers over both processes: means, maxima and wall times, sums of counts and loss shares
+        assert report["reduced"] == {
+            "kl": 1.5, "clip_max": 6.0, "time/step_s": 11.0, "reward/errors": 2.0, "throughput/tokens_per_s": 200.0,
+            "loss": 0.5,
+        }  # fmt: skip
+        assert report["by_source"] == {"reward/source/gsm8k": 0.5, "reward/source/math": 1.0}
 
 
 @pytest.mark.parametrize(
