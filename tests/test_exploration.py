@@ -183,12 +183,14 @@ def test_a_token_level_reward_without_a_gamma_is_undiscounted_and_its_log_row_sh
         return [1.0] * len(completion.token_ids)
 
     every_token.token_level = True
-    batch = make_batch([["abc", "ab"]])
+    batch = make_batch([["abc", "ab", "a", ""]])
     RewardPipeline([RewardSpec(function=every_token)]).score(batch)
-    assert torch.equal(batch.token_returns, torch.tensor([[3.0, 2.0, 1.0], [2.0, 1.0, 0.0]]))
-    batch.rewards = torch.zeros(2)
+    expected = torch.tensor([[3.0, 2.0, 1.0], [2.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    assert torch.equal(batch.token_returns, expected)
+    batch.rewards = torch.zeros(4)
     batch.advantages = batch.token_returns
-    assert [row["advantage"] for row in completion_rows(batch)] == [2.0, 1.5]
+    # one token: its own advantage; none: 0, not a division by zero
+    assert [row["advantage"] for row in completion_rows(batch)] == [2.0, 1.5, 1.0, 0.0]
 
 
 def test_trainer_uses_token_level_advantages(tmp_path, demo_assets):
