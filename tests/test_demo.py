@@ -40,6 +40,24 @@ def test_warm_up_targets_are_right_with_the_given_probability():
     assert all(demo._guess("7", rng, 1.0) == "7" for _ in range(100))
 
 
+def test_tool_traces_miscopy_one_operand_by_one_in_a_digit_and_stay_consistent():
+    import re
+
+    rng = random.Random(0)
+    slips = set()
+    for _ in range(400):
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        trace = demo.tool_target(f"{a}*{b}=", rng, p_correct=0.0)
+        x, y, out, boxed = (int(v) for v in re.fullmatch(r"<py>print\((-?\d+)\*(-?\d+)\)</py><out>(-?\d+)</out>"
+                                                        r"\\boxed\{(-?\d+)\}", trace).groups())  # fmt: skip
+        assert out == boxed == x * y  # the tool's output, boxed: wrong only through the copy
+        assert (x == a) != (y == b)  # exactly one operand miscopied
+        slips.add(x - a if x != a else y - b)
+    assert slips == {-10, -1, 1, 10}
+    right = demo.tool_target("12*34=", rng, p_correct=1.0)
+    assert right == "<py>print(12*34)</py><out>408</out>\\boxed{408}"
+
+
 def test_warm_up_draws_a_batch_of_rows_per_step():
     tok = demo.build_tokenizer()
     model = demo.build_tiny_model(len(tok))
