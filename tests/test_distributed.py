@@ -116,3 +116,21 @@ def test_a_collective_failed_by_a_lost_process_says_which_and_how_to_resume(exc)
 def test_other_errors_are_not_blamed_on_another_process():
     for exc in (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("Connection"), KeyError("x")):
         assert lost_process_error(exc, rank=0, world_size=2, timeout_s=60) is None
+
+
+def test_a_cpu_launch_asked_for_two_processes_that_starts_one_is_refused(tmp_path):
+    """`accelerate launch --cpu --num_processes 2` starts one process without MPI: refused, with the launch
+    that works; asked for one, it runs."""
+    import sys
+
+    script = tmp_path / "one.py"
+    script.write_text("from rltune.distributed import make_accelerator\nprint(make_accelerator('no').num_processes)\n")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_machines", "1", "--mixed_precision"]
+    for processes, refused in (("2", True), ("1", False)):
+        cmd = [*launch, "no", "--dynamo_backend", "no", "--num_processes", processes, str(script)]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        if refused:
+            assert proc.returncode != 0 and "was asked for 2 processes and started one" in proc.stderr
+            assert "recipes/accelerate/cpu_2proc.yaml" in proc.stderr
+        else:
+            assert proc.returncode == 0 and proc.stdout.strip() == "1", proc.stderr[-2000:]
