@@ -151,6 +151,35 @@ def test_judge_prompt_lists_the_steps_and_its_choice_is_applied():
     assert item.kept == [1] and item.judge_reply == "REMOVE: 1"
 
 
+class OneJudgeReplyEach(ScriptedEngine):
+    """Judges by the prompt (a detour through 6: drop step 1; else keep everything) and records how it was asked."""
+
+    asked: list = []
+
+    def generate(self, prompt_ids, rows, sampling) -> RolloutBatch:
+        OneJudgeReplyEach.asked.append(sampling)
+        batch = super().generate(prompt_ids, rows, sampling)
+        batch.completion_texts = [
+            "REMOVE: 1" if "I get 6" in self.tokenizer.decode(batch.prompt_ids[i]) else "REMOVE: none"
+            for i in range(len(batch))
+        ]
+        return batch
+
+
+def test_the_judge_answers_each_trace_once_greedily_within_its_token_budget():
+    items = [
+        make_item("<think>I get 6. Wait, 7.</think>\\boxed{7}", "7"),
+        make_item("<think>I get 7. Hmm, 7.</think>\\boxed{7}", "7"),
+    ]
+    find_stop_points(items, forcer(), 0.5)
+    OneJudgeReplyEach.asked.clear()
+    prune_by_judge(items, OneJudgeReplyEach(), TOKENIZER, PruneConfig(method="judge", judge_max_tokens=40), seed=5)
+    (sampling,) = OneJudgeReplyEach.asked
+    assert (sampling.n, sampling.temperature, sampling.max_tokens, sampling.seed) == (1, 0.0, 40, 5)
+    assert [item.judge_reply for item in items] == ["REMOVE: 1", "REMOVE: none"]
+    assert [item.kept for item in items] == [[1], [0]]
+
+
 @pytest.fixture
 def traces_recipe(tmp_path: Path) -> Path:
     model = tmp_path / "tokenizer"
@@ -193,7 +222,9 @@ def test_build_pairs_writes_a_dataset_with_statistics(traces_recipe: Path):
         rows[1]["chosen"] == "<think>I get 7.</think>\\boxed{7}"
         and rows[1]["rejected_tokens"] > rows[1]["chosen_tokens"]
     )
-    assert len((out / "traces.jsonl").read_text().splitlines()) == 4
+    logged = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
+    assert len(logged) == 4 and logged[0]["segments"] == ["I get 6.", " Wait, 7.", " Hmm, 8."]
+    assert logged[0]["stop"] == 2 and logged[0]["correct"] is False  # rescued: right once cut after step 2
     assert json.loads((out / "summary.json").read_text()) == summary
     # a second run does not silently replace the first one's pairs
     with pytest.raises(RLTuneError, match="pairs.overwrite"):
@@ -259,6 +290,8 @@ def test_pairs_sample_their_traces_with_the_rollout_settings_and_close_the_engin
     traces = engine.calls[0]
     assert traces.progress == "sampling traces"
     assert (traces.n, traces.temperature, traces.max_tokens, traces.seed) == (3, 0.8, 64, 9)
+    forcing = next(c for c in engine.calls if c.progress == "forcing answers")
+    assert forcing.seed == 9 + 7919  # the forced answers are drawn with pairs.seed too
     assert summary["traces"] == 4 * 3 and engine.closed == [True]
 
 
