@@ -26,7 +26,8 @@ def test_a_lora_checkpoint_exports_merged_and_evaluates_directly(tmp_path, demo_
     assert (checkpoint / "adapter").is_dir() and not (checkpoint / "config.json").exists()
 
     out = tmp_path / "exported"
-    run_rltune("export", str(checkpoint), str(out), cwd=tmp_path)
+    exported = run_rltune("export", str(checkpoint), str(out), cwd=tmp_path)
+    assert f"merged the LoRA adapters of {checkpoint} into {model_dir}" in exported.stdout + exported.stderr
     merged = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     prompt, completion = trainer.tokenizer("3+4=")["input_ids"], trainer.tokenizer("\\boxed{7}")["input_ids"]
