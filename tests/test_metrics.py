@@ -227,3 +227,29 @@ def test_rewards_are_logged_per_data_source_when_the_rows_name_one():
     assert metrics == {"reward/source/gsm8k": 0.75, "reward/source/math": 0.5}
     assert source_metrics(batch, None, Accelerator(cpu=True)) == {}
     assert source_metrics(batch, "split", Accelerator(cpu=True)) == {}  # a column the rows do not have
+
+
+def test_episode_metrics_count_model_turns_observation_tokens_and_environment_counters():
+    from rltune.batch import RolloutBatch
+    from rltune.metrics import episode_metrics
+
+    # sample 0: model (3 tokens), tool (2), model (1); sample 1: one model turn of 4 tokens, no tool
+    batch = RolloutBatch([[1], [1]], [[5] * 6, [6] * 4], ["a", "b"], [[0.0] * 6, [0.0] * 4], ["stop"] * 2, [0, 0], [{}])
+    batch.model_masks = [[1, 1, 1, 0, 0, 1], [1, 1, 1, 1]]
+    batch.turns = [
+        [
+            {"role": "assistant", "content": "x"},
+            {"role": "tool", "content": "y"},
+            {"role": "assistant", "content": "z"},
+        ],
+        [{"role": "assistant", "content": "w"}],
+    ]
+    batch.episode_stats = [{"tool_calls": 1.0, "tool_errors": 1.0}, {"tool_calls": 0.0}]
+    assert episode_metrics(batch) == {
+        "episode/turns_mean": 1.5,
+        "episode/turns_max": 2.0,
+        "episode/observation_tokens_mean": 1.0,  # 2 observation tokens over 2 samples
+        "episode/turn_length_mean": 8 / 3,  # model tokens per model turn
+        "env/tool_calls": 0.5,
+        "env/tool_errors": 0.5,  # a counter one sample lacks counts 0 there
+    }
