@@ -176,6 +176,7 @@ def test_trackers_offline_metrics_config_and_completion_tables(tmp_path, tiny_mo
     )
     with Trainer(cfg) as trainer:
         trainer.train()
+    assert trainer.metrics.jsonl.closed  # no file left open by a finished run (a sweep runs many in one process)
     run = tmp_path / "run"
     logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     rows = [json.loads(x) for x in (run / "completions.jsonl").read_text().splitlines()]
@@ -203,7 +204,7 @@ def test_trackers_offline_metrics_config_and_completion_tables(tmp_path, tiny_mo
     client = MlflowClient()
     (experiment,) = [e for e in client.search_experiments() if e.name == "rltune"]
     (mlrun,) = client.search_runs([experiment.experiment_id])
-    assert mlrun.info.run_name == "day-one"
+    assert mlrun.info.run_name == "day-one" and mlrun.info.status == "FINISHED"  # each tracker finished at close
     history = client.get_metric_history(mlrun.info.run_id, "reward/total")
     assert [h.value for h in sorted(history, key=lambda h: h.step)] == pytest.approx(
         [m["reward/total"] for m in logged]
