@@ -37,3 +37,21 @@ def test_every_prefer_setting_reaches_the_trl_trainer(tmp_path, tiny_model_dir, 
         )
     else:
         assert type(trainer).__name__ == "DPOTrainer"
+
+
+def test_a_preference_run_saves_the_model_and_reports_its_first_and_last_loss(tmp_path, tiny_model_dir):
+    from rltune.preference import run_preference
+
+    rows = [{"prompt": f"{a}+1=", "chosen": str(a + 1), "rejected": str(a)} for a in range(4)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "pairs"))
+    prefer = PreferConfig(loss="dpo", lr=1e-3, steps=3, batch_size=2, logging_steps=1, output_dir=str(tmp_path / "out"))
+    recipe = DTORecipe(
+        model=ModelConfig(path=str(tiny_model_dir)),
+        pairs=PairsConfig(output_dir=str(tmp_path / "pairs")),
+        prefer=prefer,
+    )
+    result = run_preference(recipe)
+    assert result["pairs"] == 4 and result["loss_first"] == pytest.approx(0.6931, abs=1e-3)  # DPO starts at ln 2
+    assert result["loss_last"] < result["loss_first"]  # the chosen side gained on the rejected one
+    assert 0.0 <= result["accuracy_first"] <= 1.0 and 0.0 <= result["accuracy_last"] <= 1.0
+    assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "tokenizer_config.json").is_file()

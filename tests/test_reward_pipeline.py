@@ -39,3 +39,35 @@ def test_a_reward_class_is_built_with_its_kwargs_and_refused_with_wrong_ones():
         RewardPipeline([RewardSpec(name="f", function=lambda completion, row: 0.0, kwargs={"limit": 3})])
     with pytest.raises(ConfigError, match="resolved to 3, which is not callable"):
         RewardPipeline([RewardSpec(name="three", function=3)])
+
+
+def reads_accuracy(completion, row):
+    return completion.rewards["acc"]
+
+
+reads_accuracy.needs_rewards = ("acc",)
+
+
+def accuracy(completion, row):
+    return 1.0
+
+
+class GroupReadsAccuracy:
+    group = True
+    needs_rewards = ("acc",)
+
+    def __call__(self, completions, row):
+        return [c.rewards["acc"] for c in completions]
+
+
+def test_a_reward_may_read_the_per_sample_rewards_it_can_see():
+    """A per-sample reward reads those listed before it (they run in recipe order); a group reward, which
+    runs after every per-sample one, reads any of them; nobody reads a group reward."""
+    acc, reads = RewardSpec(name="acc", function=accuracy), RewardSpec(name="reads", function=reads_accuracy)
+    RewardPipeline([acc, reads])
+    with pytest.raises(ConfigError, match="reward 'reads' reads the per-sample reward 'acc': list it before 'reads'"):
+        RewardPipeline([reads, acc])
+    RewardPipeline([RewardSpec(name="group", function=GroupReadsAccuracy), acc])  # listed after, still seen
+    group_acc = RewardSpec(name="acc", function=GroupReadsAccuracy)  # a group reward named acc
+    with pytest.raises(ConfigError, match="reads the per-sample reward 'acc'"):
+        RewardPipeline([group_acc, RewardSpec(name="reads", function=reads_accuracy)])
