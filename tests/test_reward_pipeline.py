@@ -71,3 +71,25 @@ def test_a_reward_may_read_the_per_sample_rewards_it_can_see():
     group_acc = RewardSpec(name="acc", function=GroupReadsAccuracy)  # a group reward named acc
     with pytest.raises(ConfigError, match="reads the per-sample reward 'acc'"):
         RewardPipeline([group_acc, RewardSpec(name="reads", function=reads_accuracy)])
+
+
+def only_long(completion, row):
+    return 1.0 if len(completion.text) > 2 else None  # None: does not apply
+
+
+def test_samples_no_reward_applies_to_score_zero_with_one_warning(caplog):
+    import logging
+
+    from test_rewards import make_batch
+
+    pipeline = RewardPipeline([RewardSpec(name="long", function=only_long)])
+    with caplog.at_level(logging.WARNING, logger="rltune"):
+        every = make_batch([["abc", "abcd"]])
+        pipeline.score(every)
+        assert every.rewards.tolist() == [1.0, 1.0] and not caplog.records  # all apply: nothing to say
+        some = make_batch([["abc", "ab", "a"]])
+        pipeline.score(some)
+    assert some.rewards.tolist() == [1.0, 0.0, 0.0]
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 of 3 samples got None from every reward (none applies to them): they score 0"
+    ]
