@@ -93,3 +93,22 @@ def test_samples_no_reward_applies_to_score_zero_with_one_warning(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "2 of 3 samples got None from every reward (none applies to them): they score 0"
     ]
+
+
+def tokens_unless_broken(completion, row):
+    if completion.text == "raises":
+        raise ValueError("a broken sample")
+    value = float("nan") if completion.text == "nan" else 1.0
+    return [value] * len(completion.token_ids)
+
+
+tokens_unless_broken.token_level = True
+
+
+def test_a_token_level_reward_failing_on_some_samples_still_scores_the_others():
+    from test_rewards import make_batch
+
+    pipeline = RewardPipeline([RewardSpec(name="t", function=tokens_unless_broken)], max_error_fraction=1.0)
+    batch = make_batch([["raises", "nan", "ok", "fine"]])
+    pipeline.score(batch)
+    assert batch.reward_components["t"].tolist() == [0.0, 0.0, 2.0, 4.0] and pipeline.errors == 2
