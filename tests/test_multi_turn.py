@@ -497,3 +497,22 @@ def test_tool_calling_takes_trl_style_functions_and_answers_in_the_chat_template
             dataset=data,
             tools=env.tools,
         )
+
+
+def test_an_observation_past_the_token_budget_is_cut_to_it_and_ends_the_episode(demo_assets):
+    model_dir, _ = demo_assets
+    tokenizer = load_tokenizer(str(model_dir))
+    engine = build_engine("hf", model=AutoModelForCausalLM.from_pretrained(model_dir), tokenizer=tokenizer)
+    env = Recheck(observation="\nAgain: " + "1+" * 40 + "1=")  # longer than what any sample has left
+    prompts = [tokenizer("3+4=")["input_ids"], tokenizer("12+9=")["input_ids"]]
+    sampling = SamplingSettings(n=4, temperature=1.0, max_tokens=30, prompt_seeds=[1, 2])
+    batch = generate_multi_turn(engine, env, tokenizer, prompts, [{}, {}], sampling, max_turns=3)
+    answered = [i for i in range(len(batch)) if batch.episode_stats[i]["answers"]]
+    assert len(answered) >= 2  # every answer that closed a brace drew the long observation
+    for i in answered:
+        tokens, mask, turns = batch.completion_ids[i], batch.model_masks[i], batch.turns[i]
+        assert [m["role"] for m in turns] == ["assistant", "tool"] and batch.finish_reasons[i] == "length"
+        assert len(tokens) == 30  # the observation filled what the budget had left
+        cut = tokens[sum(mask) :]
+        assert mask == [1] * sum(mask) + [0] * len(cut) and turns[1]["content"] == tokenizer.decode(cut)
+        assert cut == tokenizer(env.observation, add_special_tokens=False)["input_ids"][: len(cut)]
