@@ -96,3 +96,17 @@ def test_a_batch_without_label_tokens_is_a_zero_loss_that_backpropagates():
         assert loss.item() == 0.0
         loss.backward()
         assert logits.grad.abs().sum() == 0
+
+
+def test_rltune_sft_in_process_returns_0_and_prints_the_loss(tmp_path, tiny_model_dir, arithmetic_file, capsys):
+    import rltune.cli as cli
+
+    recipe = {
+        "model": {"path": str(tiny_model_dir)},
+        "data": {"path": str(arithmetic_file), "instruction": "{question}", "use_chat_template": False},
+        "train": {"steps": 2, "batch_size": 4, "output_dir": str(tmp_path / "out")},
+    }
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert cli.main(["sft", str(path)]) == 0
+    assert " -> " in capsys.readouterr().out.split("loss ")[1] and (tmp_path / "out" / "config.json").is_file()
