@@ -491,3 +491,14 @@ def test_the_recipes_stop_strings_end_the_training_samples(tmp_path, demo_assets
     for ids in closed:
         assert tokenizer.decode(ids, skip_special_tokens=True).endswith("}")
         assert "}" not in tokenizer.decode(ids[:-1])
+
+
+def test_the_periodic_eval_runs_only_when_the_recipe_asks_for_it(tmp_path, demo_assets):
+    model_dir, data_file = demo_assets
+    bench = {"benchmarks": [f"{data_file}:question:answer"], "n": 2, "limit": 2}
+    for eval_section, wanted in (({"every": 0}, False), ({"every": 2}, True), ({"every": 0, "at_start": True}, True)):
+        with Trainer(
+            recipe(tmp_path / str(len(str(eval_section))), model_dir, data_file, eval={**bench, **eval_section})
+        ) as trainer:
+            assert (trainer.periodic_eval is not None) is wanted
+            assert (trainer.periodic_eval in trainer.callbacks) is wanted
