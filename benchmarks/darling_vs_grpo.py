@@ -32,7 +32,6 @@ from rltune.trainer import Trainer
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = range(1, 19)
 SAMPLES = 16
-# two-sided 97.5% quantiles of Student's t for 1..9 degrees of freedom
 # Student's t 97.5% quantile by degrees of freedom (two-sided 95% interval)
 T975 = {
     1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
