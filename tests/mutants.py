@@ -81,6 +81,28 @@ MUTANTS = [
         ["tests/test_trl_rewards.py::test_a_sequence_classification_reward_model_scores_as_its_plain_forward"],
     ),
     Mutant(
+        "train.warmup_steps ignored with the constant scheduler (transformers' 'constant' has no warmup)",
+        "rltune/update.py",
+        '        schedule = "constant_with_warmup" if t.lr_scheduler == "constant" and t.warmup_steps '
+        "else t.lr_scheduler\n",
+        "        schedule = t.lr_scheduler\n",
+        ["tests/test_lr_schedule.py::test_warmup_is_counted_in_rl_steps_with_every_scheduler"],
+    ),
+    Mutant(
+        "a reward class whose instances cannot be called is accepted at load",
+        "rltune/reward_pipeline.py",
+        "                if not callable(fn):\n",
+        "                if False:\n",
+        ["tests/test_reward_pipeline.py::test_a_reward_class_whose_instances_cannot_be_called_is_refused_at_load"],
+    ),
+    Mutant(
+        "a reward model with several labels is scored by its first logit, silently",
+        "rewards/reward_model.py",
+        "        if self.model.config.num_labels != 1:  # which logit would be the reward is anybody's guess\n",
+        "        if False:\n",
+        ["tests/test_trl_rewards.py::test_a_sequence_classification_reward_model_scores_as_its_plain_forward"],
+    ),
+    Mutant(
         "the LLM judge's cache is never read (every score asks the endpoint again)",
         "rewards/llm_judge.py",
         "            if prompt in self.cache:\n",
