@@ -16,12 +16,14 @@ lines, only the tests that cover the mutated function, a timeout per mutant and 
    that executed its function run, stopping at the first failure. A mutant outside any
    function (a default, a constant) runs tests/test_defaults.py first, then the tests of its module that
    name the changed identifier.
-   A widely used function is reached by hundreds of tests: the test file named after the module goes
-   first, then the fastest, up to `--budget` measured seconds; a mutant that survives them while covering
+   A widely used function is reached by hundreds of tests: the ones whose text names what the mutant
+   touches go first (rare names weigh most; the module's own test file counts as one), then the fastest,
+   up to `--budget` measured seconds; a mutant that survives them while covering
    tests were left out runs again with `--survivor-budget` seconds of them. killed: a test failed, errored
    or the run went over its timeout (3x the tests' measured time plus startup); survived: all passed.
 4. Cache. A result is keyed on the module's text, the mutant and the text of the test files it ran, so
-   a rerun costs only what changed. `tests/mutation_equivalent.txt` lists mutants that cannot change
+   a rerun costs only what changed. A mutant killed before runs its killing test alone first: where
+   that still fails, nothing else runs. `tests/mutation_equivalent.txt` lists mutants that cannot change
    behaviour (id and a one-line reason); they are not run or counted.
 
     python tests/mutation_score.py                      # map (if stale), sample, run, report
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -300,7 +303,11 @@ def test_files() -> list[Path]:
 
 
 def function_lines(path: Path) -> dict[int, str]:
-    """Line -> the qualified name of the innermost function whose body holds it."""
+    """Line -> the qualified name of the innermost function whose body holds it.
+
+    A function's `def` line, decorators and defaults run when the enclosing scope does (at import, for a
+    module's functions): they belong to that scope, or every test that imports the module would be taken
+    to have run every function in it."""
     tree = ast.parse(path.read_text())
     owner: dict[int, str] = {}
 
@@ -310,7 +317,7 @@ def function_lines(path: Path) -> dict[int, str]:
                 name = f"{prefix}{child.name}"
                 is_function = not isinstance(child, ast.ClassDef)
                 if is_function or in_function:
-                    for line in range(child.lineno, (child.end_lineno or child.lineno) + 1):
+                    for line in range(child.body[0].lineno, (child.end_lineno or child.lineno) + 1):
                         owner[line] = name
                 visit(child, name + ".", in_function or is_function)
             else:
@@ -458,11 +465,12 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
     """The tests to run on a mutant, their measured seconds, and how many covering tests were left out.
 
     Covering tests: those that executed the mutated function (for a mutant outside any function, those
-    that executed any of its module, the ones whose file names a changed identifier first). They are
-    ranked by the test file named after the module (tests/test_grading.py for eval/grading.py) first, then
-    by measured time, and taken up to `budget_s` measured seconds (one at least): a widely used function is
-    reached by hundreds of tests, and the first failure ends the run anyway. A mutant of code that runs at
-    import (a default, a constant) runs IMPORT_TIME_TESTS first: coverage credits import to no test."""
+    that executed any of its module), and the module's own test file (tests/test_grading.py for
+    eval/grading.py). The ones seen to execute the function come first; among them, the ones that name
+    what the mutant touches (`relevance_scores`), then the fastest; they are taken up to `budget_s`
+    measured seconds (one at least): a widely used function is reached by hundreds of tests, and the first
+    failure ends the run anyway. A mutant of code that runs at import (a default, a constant) runs
+    IMPORT_TIME_TESTS first: coverage credits import to no test."""
     durations = {t: s for e in cmap.values() for t, s in e["durations"].items()}
     slow = {t for e in cmap.values() for t in e.get("slow", [])}
     by_function: dict[str, set[str]] = {}
@@ -485,21 +493,17 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
         # tests that call into the module reach it too.
         covering = covering.union(*(t for f, t in by_function.items() if f not in child_only))
     own_file = f"tests/test_{Path(mutant.module).stem}.py"
-    # Where a function runs in child processes, attribution misses the tests that reach it through a
-    # long-lived worker (killed at the end, never measured): the module's own test file comes first there,
-    # and so it does where no test of that file was seen to reach the function.
-    own_first = mutant.function in child_only or not any(t.startswith(own_file + "::") for t in covering)
     covering = covering | {t for ts in by_function.values() for t in ts if t.startswith(own_file + "::")}
     # the fast tests that reach it; the end-to-end ones only where no fast test does
     covering = covering - slow or covering
-    words = {w for w in identifiers(mutant.diff) if len(w) > 2} if mutant.function is None else set()
-    texts = {f: (REPO / f).read_text() for f in {t.split("::")[0] for t in covering}} if words else {}
+    relevance = relevance_scores(mutant, covering, own_file)
+
+    # where the function runs in child processes, attribution misses the tests that reach it through a
+    # long-lived worker (killed at the end, never measured): relevance alone orders them there
+    trust_attribution = mutant.function not in child_only
 
     def rank(test: str) -> tuple:
-        file = test.split("::")[0]
-        names_it = not words or any(w in texts[file] for w in words)
-        order = (file != own_file, test not in attributed) if own_first else (test not in attributed, file != own_file)
-        return (not names_it, *order, durations.get(test, 0.0), test)
+        return (trust_attribution and test not in attributed, -relevance[test], durations.get(test, 0.0), test)
 
     first = [t for t in IMPORT_TIME_TESTS if t in durations] if mutant.import_time else []
     chosen, spent = first, sum(durations[t] for t in first)
@@ -509,6 +513,54 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
         chosen.append(test)
         spent += durations.get(test, 0.0)
     return chosen, spent, len(covering - set(first)) - len(chosen) + len(first)
+
+
+# Names too common to say which test checks a mutant.
+COMMON_WORDS = {"self", "None", "True", "False", "return", "else", "elif", "range", "list", "dict", "tuple"}
+
+
+def relevance_scores(mutant: Mutant, tests: set[str], own_file: str) -> dict[str, float]:
+    """How squarely each test aims at the mutant: the names it touches (the function, its class, the
+    identifiers on the changed lines), each weighted by how few of the tests name it (a name every test
+    uses tells nothing), counted twice where the test function's own text names it and once where only its
+    file does; the module's own test file counts as one more rare name. A test that checks a function in a
+    child process (under `accelerate launch`, in a script it writes) is found by its file's text."""
+    import math
+
+    words = set(identifiers(mutant.diff))
+    if mutant.function is not None:
+        words |= set(mutant.function.split("."))
+    words = {w.strip("_") for w in words if len(w.strip("_")) > 3 and w not in COMMON_WORDS}
+    texts: dict[str, tuple[str, str]] = {}
+    for test in tests:
+        file = test.split("::")[0]
+        texts[test] = (test_source(file, test.split("::")[-1].split("[")[0]), file_text(file))
+    n = max(len(tests), 1)
+    weights = {}
+    for word in words:
+        named_by = sum(word in text for _, text in texts.values())
+        if named_by:
+            weights[word] = math.log((n + 1) / named_by)
+    own_weight = max(weights.values(), default=1.0)
+    scores = {}
+    for test, (body, text) in texts.items():
+        score = sum(w * (2 if word in body else 1) for word, w in weights.items() if word in text)
+        scores[test] = score + (own_weight if test.startswith(own_file + "::") else 0.0)
+    return scores
+
+
+@functools.cache
+def file_text(file: str) -> str:
+    return (REPO / file).read_text()
+
+
+@functools.cache
+def test_source(file: str, name: str) -> str:
+    """The source of test function `name` in `file` ("" when not found)."""
+    for node in ast.walk(ast.parse(file_text(file))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            return ast.get_source_segment(file_text(file), node) or ""
+    return ""
 
 
 def parents(qualname: str) -> list[str]:
@@ -648,6 +700,14 @@ def demo_assets() -> Path:
     return folder
 
 
+def killing_test(result: dict) -> str | None:
+    """The test that failed on a killed mutant, from its cached result's detail ("FAILED <node id> - ...")."""
+    detail = result.get("detail", "") if result.get("outcome") == "killed" else ""
+    if not detail.startswith(("FAILED ", "ERROR ")) or "::" not in detail:
+        return None
+    return detail.split(" ", 1)[1].split(" - ", 1)[0].strip()
+
+
 def load_equivalents() -> dict[str, str]:
     found = {}
     for line in EQUIVALENT_FILE.read_text().splitlines() if EQUIVALENT_FILE.exists() else []:
@@ -726,6 +786,7 @@ def main() -> int:
         print(f"{len(runnable)} mutants sampled, {len(known)} with results (not checked against changed tests)")
         return report(runnable, known, equivalents, args.min_score)
     cmap = coverage_map(args.recollect, with_slow=args.with_slow)
+    durations = {t: s for e in cmap.values() for t, s in e["durations"].items()}
     lock = threading.Lock()
     assets = demo_assets()
     workspaces = [Workspace(assets) for _ in range(args.jobs)]
@@ -743,10 +804,16 @@ def main() -> int:
             if not rounds or tests != rounds[0][0]:
                 rounds.append((tests, seconds, left_out, key))
         cached = cache.get(m.id, {})
+        killer = killing_test(cached)
+        if killer in durations and [killer] != rounds[0][0]:
+            # killed before: its killing test alone, run first, settles it again in seconds (a kill is a kill
+            # whatever else would have run); where it no longer kills, the usual rounds follow
+            key = hashlib.sha256(f"{sources[m.module]}{m.id}{tests_hash([killer])}".encode()).hexdigest()
+            rounds.insert(0, ([killer], durations[killer], 0, key))
         # a timeout or an error is run again: a machine busy with something else, a since fixed harness
         usable = cached.get("outcome") not in ("killed (timeout)", None) and not cached["outcome"].startswith("error")
         final = cached.get("key") == rounds[-1][3] or (
-            cached.get("key") == rounds[0][3] and cached.get("outcome", "").startswith("killed")
+            cached.get("outcome", "").startswith("killed") and cached.get("key") in {r[3] for r in rounds}
         )
         if usable and final:
             results[m.id] = cached
