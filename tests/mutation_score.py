@@ -540,8 +540,8 @@ def relevance_scores(mutant: Mutant, tests: set[str], own_file: str) -> dict[str
     for word in words:
         named_by = sum(word in text for _, text in texts.values())
         if named_by:
-            weights[word] = math.log((n + 1) / named_by)
-    own_weight = max(weights.values(), default=1.0)
+            weights[word] = math.log(n / named_by)
+    own_weight = max([*weights.values(), math.log(2)])
     scores = {}
     for test, (body, text) in texts.items():
         score = sum(w * (2 if word in body else 1) for word, w in weights.items() if word in text)
