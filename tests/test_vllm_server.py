@@ -1,6 +1,8 @@
 """The vllm_server engine against a real `vllm serve` subprocess on the CPU: HTTP generation with
 sampling logprobs, weight sync by disk reload, GRPO steps through the trainer, and clear errors for an
-unreachable or slow server."""
+unreachable or slow server; in the fast tier, the engine's side of the protocol against a stand-in
+server (a server still starting, the request body, the disk sync replacing its folder, LoRA merged for the
+sync and unmerged for training)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,123 @@ def test_unreachable_server_fails_fast_with_advice():
     with pytest.raises(RLTuneError, match="no healthy vLLM server.*vllm serve"):
         build_engine("vllm_server", server=cfg)
     assert time.monotonic() - started < 15
+
+
+class StandInServer:
+    """A local HTTP server that answers the routes of `vllm serve` the engine uses, records what it was asked,
+    and reports healthy only `unhealthy_s` after it starts: the engine's side of the protocol without the
+    engine (the real server: the slow tests below)."""
+
+    def __init__(self, unhealthy_s: float):
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, dict]] = []
+        healthy_at = time.monotonic() + unhealthy_s
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, code: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path == "/health":
+                    self.answer(200 if time.monotonic() >= healthy_at else 503, {})
+                else:
+                    self.answer(200, {"data": [{"id": "served", "max_model_len": 128}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+                outer.requests.append((self.path, body))
+                if self.path != "/v1/completions":
+                    self.answer(200, {})
+                    return
+                # as vLLM answers: token ids only when asked for them
+                choices = []
+                for i in range(body["n"]):
+                    choice = {"index": i, "text": "ab", "finish_reason": "length" if i else "stop"}
+                    choice["logprobs"] = {"token_logprobs": [-0.5, -1.0]}
+                    if body.get("return_token_ids"):
+                        choice["token_ids"] = [7, 8]
+                    choices.append(choice)
+                self.answer(200, {"choices": choices[::-1]})
+
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def test_the_engine_waits_for_a_starting_server_samples_with_token_ids_and_replaces_the_synced_weights(tmp_path):
+    from rltune.demo import build_tiny_model
+
+    stand_in = StandInServer(unhealthy_s=1.5)  # still starting when the engine first asks
+    try:
+        cfg = VLLMServerConfig(url=stand_in.url, connect_timeout_s=30, weight_sync="disk", sync_dir=str(tmp_path))
+        engine = build_engine("vllm_server", server=cfg)
+        assert engine.model_id == "served" and engine.context_length == 128
+        batch = engine.generate([[1, 2, 3]], [{"q": 1}], SamplingSettings(n=2, max_tokens=5, seed=3))
+        path, body = stand_in.requests[-1]
+        assert path == "/v1/completions" and body["return_token_ids"] is True and body["seed"] == 3
+        assert body["prompt"] == [1, 2, 3] and body["max_tokens"] == 5 and body["logprobs"] == 0
+        assert batch.completion_ids == [[7, 8], [7, 8]] and batch.finish_reasons == ["stop", "length"]
+        model = build_tiny_model(16, seed=0)
+        for value in (1.0, 2.0):  # the second sync replaces the first one's folder
+            with torch.no_grad():
+                model.lm_head.weight.fill_(value)
+            engine.sync_weights(model)
+            from safetensors.torch import load_file
+
+            synced = load_file(tmp_path / "current" / "model.safetensors")
+            assert torch.all(synced["lm_head.weight"] == value) and not (tmp_path / "incoming").exists()
+            assert [p for p, _ in stand_in.requests[-2:]] == ["/collective_rpc", "/reset_prefix_cache"]
+            assert stand_in.requests[-2][1]["kwargs"]["weights_path"] == str((tmp_path / "current").resolve())
+        engine.close()
+    finally:
+        stand_in.close()
+
+
+def test_a_lora_policy_syncs_merged_by_disk_stays_unmerged_for_training_and_nccl_is_refused(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from rltune.demo import build_tiny_model
+
+    # adapters that are not zero at the start, so that merging them changes the weights
+    lora = get_peft_model(
+        build_tiny_model(16, seed=0), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)
+    )
+    q_proj = lora.get_base_model().model.layers[0].self_attn.q_proj
+    base = q_proj.base_layer.weight.detach().clone()
+    merged = base + q_proj.get_delta_weight("default")
+    stand_in = StandInServer(unhealthy_s=0.0)
+    try:
+        disk = VLLMServerConfig(url=stand_in.url, weight_sync="disk", sync_dir=str(tmp_path))
+        engine = build_engine("vllm_server", server=disk)
+        engine.sync_weights(lora)
+        synced = load_file(tmp_path / "current" / "model.safetensors")
+        assert torch.allclose(synced["model.layers.0.self_attn.q_proj.weight"], merged)
+        assert not any("lora_" in name for name in synced)
+        # training goes on from the adapters over the unchanged base
+        assert torch.allclose(q_proj.base_layer.weight, base, atol=1e-6) and not q_proj.merged
+        engine.close()
+        engine = build_engine("vllm_server", server=VLLMServerConfig(url=stand_in.url, weight_sync="nccl"))
+        with pytest.raises(RLTuneError, match="with LoRA use disk"):
+            engine.sync_weights(lora)
+        engine.close()
+    finally:
+        stand_in.close()
 
 
 @pytest.fixture(scope="module")
