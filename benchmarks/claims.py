@@ -10,7 +10,10 @@ seeds, and its verdict:
     lies above -margin, not reproduced when it lies below -margin, inconclusive otherwise.
 
 Runs are kept under --out (one summary.json per run and seed) and reused, so a rerun with more seeds only
-runs the new ones; `--rows` limits the rows (and so the runs) to some of them.
+runs the new ones; `--rows` limits the rows (and so the runs) to some of them. Each summary is also
+recorded under benchmarks/evidence/claims/ (committed), named by the run and a hash of what defines it (the
+recipe's text, the overrides, the warm-up, the step counts), so a fresh clone reuses the runs already made
+and a changed recipe runs again.
 
     python benchmarks/claims.py --seeds 3 --out runs/claims              # table on stdout, claims.json
     python benchmarks/claims.py --seeds 3 --out runs/claims --rows nft,rft
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import statistics
@@ -32,7 +36,9 @@ import darling_vs_grpo
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
+RECORD = REPO / "benchmarks" / "evidence" / "claims"
 ACCURACY_MARGIN = 0.05  # five points of mean@8: "matches" and "no practical difference" on accuracy
+MOST_SEEDS = 1000  # past this, a claim is reported as not decidable by seeds at the spread seen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +155,7 @@ def verdict(direction: str, low: float, high: float, margin: float) -> str:
     return "inconclusive"
 
 
-def seeds_to_decide(diffs: list[float], direction: str, margin: float, most: int = 1000) -> int | None:
+def seeds_to_decide(diffs: list[float], direction: str, margin: float, most: int = MOST_SEEDS) -> int | None:
     """The seeds at which these paired differences would decide the claim if their mean and spread held: the
     95% interval's half-width below the distance from the mean to the nearest boundary that decides it (0 on
     the mean's side, or the edge of +-margin for no practical difference; -margin for "matches"). None: past
@@ -264,12 +270,35 @@ def dto_and_eval(run: Run, seed: int, model_dir: Path, data: Path, where: Path, 
     return _eval_summary(json.loads((where / "eval" / "results.json").read_text()))
 
 
-def run_once(name: str, seed: int, out: Path, steps: int | None = None, warmup_steps: int | None = None) -> dict:
-    """The summary of run `name` at `seed`, from its summary.json when it has already run."""
+def run_hash(name: str, steps: int | None, warmup_steps: int | None) -> str:
+    """What defines run `name`'s results apart from the seed (and rltune's code): its recipe's text, overrides,
+    warm-up and step counts."""
+    run = RUNS[name]
+    recipe = (RECIPES / run.recipe).read_text() if run.recipe else ""
+    identity = json.dumps([dataclasses.asdict(run), recipe, steps, warmup_steps])
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def run_once(
+    name: str,
+    seed: int,
+    out: Path,
+    steps: int | None = None,
+    warmup_steps: int | None = None,
+    record_dir: Path = RECORD,
+) -> dict:
+    """The summary of run `name` at `seed`: recorded under `record_dir`, or in --out's summary.json, when it
+    has already run."""
+    record = record_dir / f"{name}-{run_hash(name, steps, warmup_steps)}" / f"seed{seed}.json"
+    if record.is_file():
+        return json.loads(record.read_text())
     where = out / name / f"seed{seed}"
     done = where / "summary.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        summary = json.loads(done.read_text())
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(summary, indent=1))
+        return summary
     run = RUNS[name]
     print(f"running {name} seed {seed}", flush=True)
     thinking_model = demo_model(out, "ce", True, warmup_steps) if run.kind in ("thinking", "dto") else None
@@ -286,6 +315,8 @@ def run_once(name: str, seed: int, out: Path, steps: int | None = None, warmup_s
         summary.pop("warm-up", None)
     where.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(summary, indent=1))
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -318,7 +349,9 @@ def table(claims: list[Claim], results: dict[str, list[dict]], seeds: dict[str, 
         }
         rows.append(row)
         if decision == "inconclusive":
-            decision += f" (about {needed} seeds would decide it)" if needed else " (over 1000 seeds to decide)"
+            decision += (
+                f" (about {needed} seeds would decide it)" if needed else f" (over {MOST_SEEDS} seeds to decide)"
+            )
         lines.append(
             f"| {c.method} | {c.claim} ({c.paper}) | {c.metric_doc} | {c.baseline} | {row['baseline_value']:.3f} | "
             f"{row['method_value']:.3f} | {diff:+.3f} [{low:+.3f}, {high:+.3f}] | {len(method)} | {decision} |"
@@ -338,6 +371,9 @@ def main(argv: list[str] | None = None) -> None:
         help="add paired seeds, one at a time, to the rows still inconclusive, up to this many (default: --seeds)",
     )
     parser.add_argument("--out", default="runs/claims", help="output folder (runs are reused from it)")
+    parser.add_argument(
+        "--record", default=str(RECORD), help="folder of the recorded summaries (committed; reused before --out)"
+    )
     parser.add_argument("--steps", type=int, default=None, help="training steps of every run (default: each recipe's)")
     parser.add_argument("--warmup-steps", type=int, default=None, help="warm-up steps of the models (default: 300/800)")
     parser.add_argument(
@@ -357,7 +393,8 @@ def main(argv: list[str] | None = None) -> None:
         for c in claims:
             for name in (c.baseline, c.run):
                 while len(results[name]) < seeds[c.key]:
-                    results[name].append(run_once(name, len(results[name]), out, args.steps, args.warmup_steps))
+                    seed = len(results[name])
+                    results[name].append(run_once(name, seed, out, args.steps, args.warmup_steps, Path(args.record)))
         text, rows = table(claims, results, seeds)
         open_rows = [r["key"] for r in rows if r["verdict"] == "inconclusive" and r["seeds"] < most]
         if not open_rows:

@@ -212,7 +212,7 @@ def test_claims_adds_paired_seeds_only_to_the_rows_still_inconclusive(tmp_path, 
     wrong_tokens = {"grpo_seq_mean": [10.0] * 10, "dr_grpo": [8.0, 8.1, 7.9, 8.0, 8.2, 7.8, 8.0, 8.1, 8.0, 7.9]}
     ran = []
 
-    def run_once(name, seed, out, steps=None, warmup_steps=None):
+    def run_once(name, seed, out, steps=None, warmup_steps=None, record_dir=None):
         ran.append((name, seed))
         return {"accuracy": accuracy[name][seed], "wrong_tokens": wrong_tokens.get(name, [0.0] * 10)[seed]}
 
@@ -229,6 +229,27 @@ def test_claims_adds_paired_seeds_only_to_the_rows_still_inconclusive(tmp_path, 
     assert "inconclusive (about" in capsys.readouterr().out
 
 
+def test_claims_runs_are_recorded_by_what_defines_them_and_reused(tmp_path):
+    """A run's summary is recorded under its name and a hash of its recipe, overrides and budgets: a run made
+    in --out is recorded, a recorded run is not run again, and another budget or recipe is another run."""
+    claims = claims_module()
+    record, out = tmp_path / "record", tmp_path / "out"
+    (out / "nft" / "seed0").mkdir(parents=True)
+    (out / "nft" / "seed0" / "summary.json").write_text(json.dumps({"accuracy": 0.5}))
+    assert claims.run_once("nft", 0, out, record_dir=record) == {"accuracy": 0.5}
+    (recorded,) = record.glob("nft-*/seed0.json")
+    (out / "nft").rename(tmp_path / "elsewhere")  # from now on only the record has it
+    assert claims.run_once("nft", 0, out, record_dir=record) == {"accuracy": 0.5}
+    hashes = {
+        claims.run_hash("nft", None, None),
+        claims.run_hash("nft", 10, None),
+        claims.run_hash("nft", None, 100),
+        claims.run_hash("rft", None, None),  # the same recipe, another override
+        claims.run_hash("grpo", None, None),
+    }
+    assert len(hashes) == 5 and recorded.parent.name == f"nft-{claims.run_hash('nft', None, None)}"
+
+
 @pytest.mark.slow
 @pytest.mark.heavy
 def test_claims_script_runs_rows_at_a_toy_budget_and_reuses_its_runs(tmp_path):
@@ -239,7 +260,7 @@ def test_claims_script_runs_rows_at_a_toy_budget_and_reuses_its_runs(tmp_path):
     def claims(seeds):
         args = ["--rows", "dynamic_sampling", "--seeds", seeds, "--steps", "2", "--warmup-steps", "20"]
         proc = subprocess.run(
-            [sys.executable, "benchmarks/claims.py", *args, "--out", str(out)],
+            [sys.executable, "benchmarks/claims.py", *args, "--out", str(out), "--record", str(tmp_path / "record")],
             cwd=REPO,
             capture_output=True,
             text=True,
