@@ -626,8 +626,9 @@ class Workspace:
             return "killed (timeout)", ""
         if code == 0:
             return "survived", ""
-        if code in (1, 2, 3) or (code == 4 and "while loading conftest" in output):
-            # a test failed, or the mutated package would not even import
+        collection_error = any(ln.startswith("ERROR tests/") and " - " in ln for ln in output.splitlines())
+        if code in (1, 2, 3) or (code == 4 and ("while loading conftest" in output or collection_error)):
+            # a test failed, or a test file or the mutated package would not even import
             lines = output.strip().splitlines() or [""]
             failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
             return "killed", (failed or lines[-1:])[0][:200]

@@ -233,6 +233,14 @@ def test_a_sequence_classification_reward_model_scores_as_its_plain_forward(tmp_
         expected.append(classifier(input_ids=ids).logits[0, 0].item())
     assert torch.allclose(batch.reward_components["reward_model"], torch.tensor(expected), atol=1e-5)
     assert len(set(expected)) == 4  # the scores tell the completions apart
+    # past max_length, the model reads the first max_length tokens (the rest would overrun its positions)
+    from rltune.rewards.reward_model import RewardModel
+
+    short = RewardModel(str(tmp_path / "rm"), max_length=5)
+    ids = tokenizer("3+4=7 and then some more", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    (score,) = short(["3+4="], ["7 and then some more"])
+    assert score == pytest.approx(classifier(input_ids=ids[:, :5]).logits[0, 0].item(), abs=1e-5)
+    assert score != pytest.approx(classifier(input_ids=ids).logits[0, 0].item(), abs=1e-5)
     config.num_labels = 2
     AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "classifier")
     tokenizer.save_pretrained(tmp_path / "classifier")
