@@ -253,3 +253,45 @@ def test_episode_metrics_count_model_turns_observation_tokens_and_environment_co
         "env/tool_calls": 0.5,
         "env/tool_errors": 0.5,  # a counter one sample lacks counts 0 there
     }
+
+
+def test_closing_the_training_metrics_logger_closes_its_file_and_finishes_each_tracker(tmp_path):
+    """rltune.metrics.MetricsLogger.close on the main process: metrics.jsonl closed (a sweep runs many trainers
+    in one process) and every tracker finished; on another process, which owns no file, it does nothing."""
+    from accelerate import Accelerator
+    from accelerate.tracking import GeneralTracker
+
+    from rltune.config import RecipeConfig
+    from rltune.metrics import MetricsLogger
+
+    class Tracker(GeneralTracker):
+        name, requires_logging_directory, main_process_only = "recording", False, True
+
+        def __init__(self):
+            super().__init__()
+            self.finished = 0
+
+        @property
+        def tracker(self):
+            return self
+
+        def finish(self):
+            self.finished += 1
+
+    cfg = RecipeConfig()
+    cfg.train.report_to = []
+    accelerator = Accelerator(cpu=True)
+    tracker = Tracker()
+    accelerator.trackers.append(tracker)
+    logger = MetricsLogger(tmp_path / "run", accelerator, cfg)
+    logger.log(1, {"loss": 0.5})
+    logger.close()
+    assert logger.jsonl.closed and tracker.finished == 1
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 1
+
+    class OtherProcess:
+        is_main_process, trackers = False, [tracker]
+
+    other = MetricsLogger(tmp_path / "other", OtherProcess(), cfg)
+    other.close()
+    assert tracker.finished == 1 and not (tmp_path / "other").exists()

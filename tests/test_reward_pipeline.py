@@ -112,3 +112,39 @@ def test_a_token_level_reward_failing_on_some_samples_still_scores_the_others():
     batch = make_batch([["raises", "nan", "ok", "fine"]])
     pipeline.score(batch)
     assert batch.reward_components["t"].tolist() == [0.0, 0.0, 2.0, 4.0] and pipeline.errors == 2
+
+
+def fails_naming_the_sample(completion, row):
+    if completion.text != "ok":
+        raise ValueError(f"cannot score {completion.text!r}")
+    return 1.0
+
+
+def test_too_many_failures_stop_the_step_showing_the_first_failure():
+    from test_rewards import make_batch
+
+    from rltune.errors import RLTuneError
+
+    pipeline = RewardPipeline([RewardSpec(name="f", function=fails_naming_the_sample)], max_error_fraction=0.5)
+    with pytest.raises(RLTuneError, match="failed on 2 of its 3 calls") as stopped:
+        pipeline.score(make_batch([["first", "ok", "second"]]))
+    assert "cannot score 'first'" in str(stopped.value) and "'second'" not in str(stopped.value)
+
+
+def test_trl_style_arguments_of_a_batch_of_one_completion():
+    """A batch of one completion (group_size 1, as a sampler of one): every column still reaches the reward."""
+    from test_rewards import make_batch
+
+    from rltune.reward_pipeline import trl_arguments
+
+    batch = make_batch([["7"]], golds=["7"])
+    batch.rows[0]["prompt"] = "3+4="
+    arguments = trl_arguments(batch)
+    assert (
+        arguments["prompts"] == ["3+4="]
+        and arguments["completions"] == ["7"]
+        and arguments["completion_ids"] == batch.completion_ids
+    )
+    assert {key: values for key, values in arguments.items() if key in batch.rows[0]} == {
+        key: [value] for key, value in batch.rows[0].items()
+    }
