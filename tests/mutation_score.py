@@ -466,8 +466,8 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
 
     Covering tests: those that executed the mutated function (for a mutant outside any function, those
     that executed any of its module), and the module's own test file (tests/test_grading.py for
-    eval/grading.py). The ones seen to execute the function come first; among them, the ones that name
-    what the mutant touches (`relevance_scores`), then the fastest; they are taken up to `budget_s`
+    eval/grading.py). They are ranked by `relevance_scores` (seen to execute the function, in the own
+    file, naming what the mutant touches), the fastest first among equals, and taken up to `budget_s`
     measured seconds (one at least): a widely used function is reached by hundreds of tests, and the first
     failure ends the run anyway. A mutant of code that runs at import (a default, a constant) runs
     IMPORT_TIME_TESTS first: coverage credits import to no test."""
@@ -496,14 +496,13 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
     covering = covering | {t for ts in by_function.values() for t in ts if t.startswith(own_file + "::")}
     # the fast tests that reach it; the end-to-end ones only where no fast test does
     covering = covering - slow or covering
-    relevance = relevance_scores(mutant, covering, own_file)
-
     # where the function runs in child processes, attribution misses the tests that reach it through a
-    # long-lived worker (killed at the end, never measured): relevance alone orders them there
-    trust_attribution = mutant.function not in child_only
+    # long-lived worker (killed at the end, never measured): it counts for nothing there
+    seen = attributed if mutant.function not in child_only else set()
+    relevance = relevance_scores(mutant, covering, own_file, seen)
 
     def rank(test: str) -> tuple:
-        return (trust_attribution and test not in attributed, -relevance[test], durations.get(test, 0.0), test)
+        return (-relevance[test], durations.get(test, 0.0), test)
 
     first = [t for t in IMPORT_TIME_TESTS if t in durations] if mutant.import_time else []
     chosen, spent = first, sum(durations[t] for t in first)
@@ -519,12 +518,14 @@ def tests_for(mutant: Mutant, cmap: dict, budget_s: float) -> tuple[list[str], f
 COMMON_WORDS = {"self", "None", "True", "False", "return", "else", "elif", "range", "list", "dict", "tuple"}
 
 
-def relevance_scores(mutant: Mutant, tests: set[str], own_file: str) -> dict[str, float]:
+def relevance_scores(mutant: Mutant, tests: set[str], own_file: str, seen: set[str] = frozenset()) -> dict[str, float]:
     """How squarely each test aims at the mutant: the names it touches (the function, its class, the
     identifiers on the changed lines), each weighted by how few of the tests name it (a name every test
     uses tells nothing), counted twice where the test function's own text names it and once where only its
-    file does; the module's own test file counts as one more rare name. A test that checks a function in a
-    child process (under `accelerate launch`, in a script it writes) is found by its file's text."""
+    file does; being in the module's own test file counts as one more rare name, and so does being `seen`
+    to execute the function. A test that checks a function in a child process that coverage does not see
+    end (one it kills: a second signal) or in a script it writes (under `accelerate launch`) is found by
+    its text."""
     import math
 
     words = set(identifiers(mutant.diff))
@@ -545,7 +546,7 @@ def relevance_scores(mutant: Mutant, tests: set[str], own_file: str) -> dict[str
     scores = {}
     for test, (body, text) in texts.items():
         score = sum(w * (2 if word in body else 1) for word, w in weights.items() if word in text)
-        scores[test] = score + (own_weight if test.startswith(own_file + "::") else 0.0)
+        scores[test] = score + own_weight * (test.startswith(own_file + "::") + (test in seen))
     return scores
 
 

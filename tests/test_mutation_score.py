@@ -28,8 +28,8 @@ def mutant(diff: str, function: str | None, module: str = "rltune/metrics.py") -
     return ms.Mutant(module, "Op", 0, 1, function, False, diff=diff)
 
 
-def coverage_entry(durations: dict[str, float], covers: dict[str, list[str]]) -> dict:
-    return {"durations": durations, "slow": [], "covers": {"rltune/metrics.py": covers}, "child_only": {}}
+def coverage_entry(durations: dict[str, float], covers: dict[str, list[str]], module="rltune/metrics.py") -> dict:
+    return {"durations": durations, "slow": [], "covers": {module: covers}, "child_only": {}}
 
 
 @pytest.fixture
@@ -74,6 +74,20 @@ def test_the_tests_that_name_what_a_mutant_touches_run_first_within_the_budget(t
     # without a name in common, the fastest go first
     m = mutant("-    x = a + b\n+    x = a - b", "step_line")
     assert ms.tests_for(m, cmap, budget_s=10.0)[0] == sorted(training)
+
+
+def test_a_test_of_the_modules_own_file_that_names_the_change_goes_before_tests_seen_running_it(test_tree):
+    # the second signal's exit runs in a child process the test kills: coverage never sees it run there
+    (test_tree / "test_signals.py").write_text('def test_second_signal():\n    assert "again" in run_twice()\n')
+    (test_tree / "test_training.py").write_text("def test_resume():\n    train()\n")
+    own, training = "tests/test_signals.py::test_second_signal", "tests/test_training.py::test_resume"
+    module = "rltune/signals.py"
+    cmap = {
+        "tests/test_signals.py": coverage_entry({own: 5.0}, {"GracefulStop.__init__": [own]}, module),
+        "tests/test_training.py": coverage_entry({training: 1.0}, {"GracefulStop._handle": [training]}, module),
+    }
+    m = mutant('-            self._exit_now(f"{name} again")\n+            None', "GracefulStop._handle", module)
+    assert ms.tests_for(m, cmap, budget_s=5.0)[0] == [own]
 
 
 def test_a_name_every_test_uses_tells_nothing_the_test_bodys_own_names_weigh_double_and_the_own_file_counts(
