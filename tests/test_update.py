@@ -27,3 +27,12 @@ def test_a_non_finite_update_is_logged_with_its_step_and_run_of_skips(tmp_path, 
         "non-finite gradient norm at step 1: update skipped (1 in a row)",
         "non-finite gradient norm at step 2: update skipped (2 in a row)",
     ]
+
+
+def test_scoring_through_the_fused_head_leaves_no_hook_on_the_decoder(tmp_path, demo_assets):
+    """The fused LM head reads the decoder's output through a forward hook for one forward: a hook left behind
+    would keep every later forward's hidden states (generation, evals) alive, a micro-batch at a time."""
+    with Trainer(recipe(tmp_path, *demo_assets, train={"steps": 2})) as trainer:
+        decoder, _ = trainer.updater._fused_head(trainer.policy)
+        trainer.train()
+        assert len(decoder._forward_hooks) == 0
