@@ -401,6 +401,7 @@ def main(argv: list[str] | None = None) -> None:
             break
         for key in open_rows:  # one more paired seed for each claim still undecided
             seeds[key] += 1
+    out.mkdir(parents=True, exist_ok=True)  # every run may have come from the record
     (out / "claims.json").write_text(json.dumps({"rows": rows, "runs": results}, indent=1))
     print(text)
 

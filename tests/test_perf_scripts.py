@@ -248,6 +248,16 @@ def test_claims_runs_are_recorded_by_what_defines_them_and_reused(tmp_path):
         claims.run_hash("grpo", None, None),
     }
     assert len(hashes) == 5 and recorded.parent.name == f"nft-{claims.run_hash('nft', None, None)}"
+    # a fresh clone: every run of the rows from the record, no --out folder yet
+    for name in ("grpo_dynamic", "rft"):
+        for seed in range(2):
+            folder = record / f"{name}-{claims.run_hash(name, None, None)}"
+            folder.mkdir(exist_ok=True)
+            (folder / f"seed{seed}.json").write_text(json.dumps({"accuracy": 0.5 + 0.1 * seed}))
+    (record / recorded.parent.name / "seed1.json").write_text(json.dumps({"accuracy": 0.7}))
+    claims.main(["--rows", "rft", "--seeds", "2", "--out", str(tmp_path / "fresh"), "--record", str(record)])
+    (row,) = json.loads((tmp_path / "fresh" / "claims.json").read_text())["rows"]
+    assert row["key"] == "rft" and row["seeds"] == 2 and row["difference"] == 0.0
 
 
 @pytest.mark.slow
