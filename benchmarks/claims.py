@@ -296,27 +296,30 @@ def run_once(
     done = where / "summary.json"
     if done.is_file():
         summary = json.loads(done.read_text())
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(summary, indent=1))
-        return summary
+    else:
+        summary = train(name, seed, out, where, steps, warmup_steps)
+        where.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(summary, indent=1))
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def train(name: str, seed: int, out: Path, where: Path, steps: int | None, warmup_steps: int | None) -> dict:
+    """Make run `name` at `seed` in `where` (its models built once under `out`); its summary."""
     run = RUNS[name]
     print(f"running {name} seed {seed}", flush=True)
     thinking_model = demo_model(out, "ce", True, warmup_steps) if run.kind in ("thinking", "dto") else None
     if run.kind == "demo":
         model = demo_model(out, run.warmup_loss, False, warmup_steps)
-        summary = train_and_eval(run, seed, *model, where, max_tokens=12, steps=steps)
-    elif run.kind == "thinking":
-        summary = train_and_eval(run, seed, *thinking_model, where, max_tokens=100, steps=steps)
-    elif run.kind == "dto":
-        summary = dto_and_eval(run, seed, *thinking_model, where, steps)
-    else:
-        model_dir, data = darling_vs_grpo.build_task(out / "digit-sum", warmup_steps or 300)
-        summary = darling_vs_grpo.run(run.overrides[0], seed, model_dir, data, steps or 60, out / "digit-sum")
-        summary.pop("warm-up", None)
-    where.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(summary, indent=1))
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(summary, indent=1))
+        return train_and_eval(run, seed, *model, where, max_tokens=12, steps=steps)
+    if run.kind == "thinking":
+        return train_and_eval(run, seed, *thinking_model, where, max_tokens=100, steps=steps)
+    if run.kind == "dto":
+        return dto_and_eval(run, seed, *thinking_model, where, steps)
+    model_dir, data = darling_vs_grpo.build_task(out / "digit-sum", warmup_steps or 300)
+    summary = darling_vs_grpo.run(run.overrides[0], seed, model_dir, data, steps or 60, out / "digit-sum")
+    summary.pop("warm-up", None)
     return summary
 
 

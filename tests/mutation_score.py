@@ -39,6 +39,7 @@ import copy
 import functools
 import hashlib
 import json
+import math
 import os
 import random
 import subprocess
@@ -527,8 +528,6 @@ def relevance_scores(mutant: Mutant, tests: set[str], own_file: str, seen: set[s
     to execute the function. A test that checks a function in a child process that coverage does not see
     end (one it kills: a second signal) or in a script it writes (under `accelerate launch`) is found by
     its text."""
-    import math
-
     words = set(identifiers(mutant.diff))
     if mutant.function is not None:
         words |= set(mutant.function.split("."))
@@ -583,6 +582,11 @@ def tests_hash(tests: list[str]) -> str:
         h.update(f.encode() + (REPO / f).read_bytes())
     h.update("\n".join(tests).encode())
     return h.hexdigest()[:16]
+
+
+def result_key(source: str, mutant_id: str, tests: list[str]) -> str:
+    """A mutant's cached result holds while its module's text, the mutant and the tests it ran are the same."""
+    return hashlib.sha256(f"{source}{mutant_id}{tests_hash(tests)}".encode()).hexdigest()
 
 
 class Workspace:
@@ -803,16 +807,14 @@ def main() -> int:
         rounds = []
         for budget in (args.budget, args.survivor_budget):
             tests, seconds, left_out = tests_for(m, cmap, budget)
-            key = hashlib.sha256(f"{sources[m.module]}{m.id}{tests_hash(tests)}".encode()).hexdigest()
             if not rounds or tests != rounds[0][0]:
-                rounds.append((tests, seconds, left_out, key))
+                rounds.append((tests, seconds, left_out, result_key(sources[m.module], m.id, tests)))
         cached = cache.get(m.id, {})
         killer = killing_test(cached)
         if killer in durations and [killer] != rounds[0][0]:
             # killed before: its killing test alone, run first, settles it again in seconds (a kill is a kill
             # whatever else would have run); where it no longer kills, the usual rounds follow
-            key = hashlib.sha256(f"{sources[m.module]}{m.id}{tests_hash([killer])}".encode()).hexdigest()
-            rounds.insert(0, ([killer], durations[killer], 0, key))
+            rounds.insert(0, ([killer], durations[killer], 0, result_key(sources[m.module], m.id, [killer])))
         # a timeout or an error is run again: a machine busy with something else, a since fixed harness
         usable = cached.get("outcome") not in ("killed (timeout)", None) and not cached["outcome"].startswith("error")
         final = cached.get("key") == rounds[-1][3] or (
