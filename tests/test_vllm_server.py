@@ -102,6 +102,8 @@ class StandInServer:
 
 
 def test_the_engine_waits_for_a_starting_server_samples_with_token_ids_and_replaces_the_synced_weights(tmp_path):
+    from safetensors.torch import load_file
+
     from rltune.demo import build_tiny_model
 
     stand_in = StandInServer(unhealthy_s=1.5)  # still starting when the engine first asks
@@ -119,8 +121,6 @@ def test_the_engine_waits_for_a_starting_server_samples_with_token_ids_and_repla
             with torch.no_grad():
                 model.lm_head.weight.fill_(value)
             engine.sync_weights(model)
-            from safetensors.torch import load_file
-
             synced = load_file(tmp_path / "current" / "model.safetensors")
             assert torch.all(synced["lm_head.weight"] == value) and not (tmp_path / "incoming").exists()
             assert [p for p, _ in stand_in.requests[-2:]] == ["/collective_rpc", "/reset_prefix_cache"]
