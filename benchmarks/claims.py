@@ -76,6 +76,13 @@ RUNS: dict[str, Run] = {
     "dto_simpo": Run("dto", "dto_cpu.yaml"),
     "darling_grpo": Run("darling", overrides=("grpo",)),
     "darling": Run("darling", overrides=("darling",)),
+    # three variations of DARLING, to find why its quality falls short of GRPO's (issue: quality half)
+    "darling_no_std": Run("darling", overrides=("darling", "algorithm.advantage=dr_grpo")),
+    "darling_additive": Run(
+        "darling", overrides=("darling", "rewards.1.kwargs.fusion=additive", "rewards.1.kwargs.diversity_weight=0.5")
+    ),
+    "darling_grpo_120": Run("darling", overrides=("grpo", "train.steps=120")),
+    "darling_120": Run("darling", overrides=("darling", "train.steps=120")),
 }
 
 
@@ -99,6 +106,15 @@ CLAIMS = [
           "quality", "higher", 0.02, "mean@16 on the digit-sum task"),
     Claim("darling_diversity", "DARLING", "more diverse right answers than GRPO", "arXiv 2509.02534", "darling",
           "darling_grpo", "coverage", "higher", 0.02, "distinct right answers / possible, 16 samples"),
+    Claim("darling_quality_no_std", "DARLING, no std normalisation (the paper's advantage)",
+          "higher quality than GRPO", "arXiv 2509.02534", "darling_no_std", "darling_grpo",
+          "quality", "higher", 0.02, "mean@16 on the digit-sum task"),
+    Claim("darling_quality_additive", "DARLING, additive fusion (quality + 0.5 x diversity)",
+          "higher quality than GRPO", "arXiv 2509.02534", "darling_additive", "darling_grpo",
+          "quality", "higher", 0.02, "mean@16 on the digit-sum task"),
+    Claim("darling_quality_120", "DARLING, both at 120 steps (twice the budget)",
+          "higher quality than GRPO", "arXiv 2509.02534", "darling_120", "darling_grpo_120",
+          "quality", "higher", 0.02, "mean@16 on the digit-sum task"),
     Claim("nft", "NFT", "matches GRPO (DAPO-style filtering on both)", "arXiv 2505.18116", "nft", "grpo_dynamic",
           "accuracy", "matches", ACCURACY_MARGIN, "mean@8 after RL"),
     Claim("nft_negatives", "NFT vs RFT", "learning from negatives beats RFT", "arXiv 2505.18116", "nft", "rft",
@@ -318,7 +334,10 @@ def train(name: str, seed: int, out: Path, where: Path, steps: int | None, warmu
     if run.kind == "dto":
         return dto_and_eval(run, seed, *thinking_model, where, steps)
     model_dir, data = darling_vs_grpo.build_task(out / "digit-sum", warmup_steps or 300)
-    summary = darling_vs_grpo.run(run.overrides[0], seed, model_dir, data, steps or 60, out / "digit-sum")
+    method, *variation = run.overrides
+    summary = darling_vs_grpo.run(
+        method, seed, model_dir, data, steps or 60, out / "digit-sum" / name, tuple(variation)
+    )
     summary.pop("warm-up", None)
     return summary
 

@@ -104,7 +104,10 @@ def evaluate(trainer: Trainer, seed: int) -> dict[str, float]:
     return metrics
 
 
-def run(method: str, seed: int, model_dir: Path, data: Path, steps: int, out: Path) -> dict[str, float]:
+def run(
+    method: str, seed: int, model_dir: Path, data: Path, steps: int, out: Path, extra: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Train `method` (then `extra` recipe overrides, e.g. a variation of it) at `seed`; its eval."""
     overrides = [
         f"model.path={model_dir}",
         f"data.path={data}",
@@ -116,6 +119,7 @@ def run(method: str, seed: int, model_dir: Path, data: Path, steps: int, out: Pa
         "train.log_completions_every=0",
         "train.overwrite_output_dir=true",
         *METHODS[method],
+        *extra,
     ]
     with Trainer(load_recipe(REPO / "recipes" / "demo_cpu.yaml", overrides)) as trainer:
         before = evaluate(trainer, seed) if seed == 0 and method == "grpo" else None

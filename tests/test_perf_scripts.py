@@ -304,3 +304,65 @@ def test_async_speed_script_runs_sync_and_async_through_a_server(tmp_path):
     results = json.loads((tmp_path / "async" / "results-vllm_server.json").read_text())
     assert set(results) == {"0", "1"} and all(r[0]["steps_per_s"] > 0 for r in results.values())
     assert results["0"][0]["update_wait_s"] == 0 and results["1"][0]["update_wait_s"] > 0
+
+
+def real_model_module():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import real_model_methods
+    finally:
+        sys.path.pop(0)
+    return real_model_methods
+
+
+def test_real_model_paired_differences_over_seeds_and_over_problems():
+    """method - baseline: the mean of the per-seed differences, a t-interval over seeds, and a bootstrap over
+    problems of each problem's difference averaged over the seeds (the same mean)."""
+    methods = real_model_module()
+    method = [{"correct": [4, 2, 0, 4]}, {"correct": [4, 4, 0, 2]}]
+    baseline = [{"correct": [2, 2, 0, 0]}, {"correct": [0, 2, 0, 2]}]
+    mean, low, high, p_low, p_high = methods.paired(method, baseline, methods.accuracy)
+    # per seed: (10 - 4) / 16 = 0.375 and (10 - 4) / 16 = 0.375: no spread over seeds
+    assert mean == pytest.approx(0.375) and low == pytest.approx(0.375) and high == pytest.approx(0.375)
+    # per problem, averaged over the seeds: 0.75, 0.25, 0, 0.5 -> the bootstrap interval brackets 0.375
+    assert 0 <= p_low < 0.375 < p_high <= 0.75
+    solved = methods.paired(method, baseline, methods.solved)
+    assert solved[0] == pytest.approx(0.25)  # 3 of 4 problems solved against 2 of 4, in both seeds
+
+
+def test_real_model_runs_are_recorded_by_method_and_recipe_and_tables_come_from_the_record(
+    tmp_path, monkeypatch, capsys
+):
+    """A recorded run is not run again; the hash tells the methods apart and follows the recipe's text; with
+    --table-only the headline and the methods table come from the record alone, each method over its seeds
+    without gaps."""
+    methods = real_model_module()
+    assert len({methods.run_hash(m) for m in methods.METHODS}) == len(methods.METHODS)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(methods.RECIPE.read_text())
+    monkeypatch.setattr(methods, "RECIPE", recipe)
+    before = methods.run_hash("grpo")
+    recipe.write_text(recipe.read_text() + "\n# another line\n")
+    assert methods.run_hash("grpo") != before
+    record = tmp_path / "record"
+
+    def write(method, seed, correct):
+        folder = record / f"{method}-{methods.run_hash(method)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        summary = {"correct": correct, "mean@4": sum(correct) / 16, "pass@4": sum(c > 0 for c in correct) / 4}
+        (folder / f"seed{seed}.json").write_text(json.dumps({**summary, "tokens": 12.0, "distinct": 1.5}))
+
+    write("base", 0, [0, 1, 0, 0])
+    for seed in range(3):
+        write("grpo", seed, [4, 2, 1, seed])
+        write("gspo", seed, [4, 2, 1, seed + 1])
+    write("dr_grpo", 1, [4, 4, 4, 4])  # seed 0 missing: not in the table
+    args = ["--table-only", "--record", str(record), "--seeds", "3", "--methods", "grpo,gspo,dr_grpo"]
+    methods.main(args)
+    out = capsys.readouterr().out
+    assert "| over 3 seeds | | | +0.438 [+0.282, +0.593] (t-interval) | |" in out
+    assert "| gspo | grpo | 3 |" in out and "+0.062 [+0.062, +0.062]" in out
+    assert "dr_grpo" not in out
+    args = ["--record", str(record), "--seeds", "1", "--methods", "grpo", "--model", str(recipe), "--data", str(recipe)]
+    methods.main(args)  # every run recorded: nothing trains
+    assert "running" not in capsys.readouterr().out

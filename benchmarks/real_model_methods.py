@@ -1,0 +1,223 @@
+"""The methods on a real model: SmolLM2-135M-Instruct on GPT-3 arithmetic (recipes/smollm2_arith_cpu.yaml).
+
+Every method trains from the same model at the recipe's budget (45 steps of 8 prompts x 8 samples) with the
+same seeds, and is evaluated on the same 200 held-out problems (4 samples each at T=0.6, eval seed 0, the
+answer graded wherever it is: `--answer-fallback`). Reported per method: held-out mean@4 and pass@4, the
+eval completion length and distinct answers per problem; against its baseline (GRPO, or GRPO with dynamic
+sampling for NFT), the paired difference with two 95% intervals: a t-interval over seeds (seed s of the
+method against seed s of the baseline) and a paired bootstrap over problems (each problem's accuracy
+averaged over the seeds). The headline is GRPO against the model before training: per seed (bootstrap over
+problems) and over seeds (t-interval of the per-seed changes).
+
+Each run's summary is recorded under benchmarks/evidence/real_model/<method>-<hash>/seed<k>.json (committed),
+the hash covering the recipe's text, the method's overrides and the eval settings: a fresh clone reuses
+the runs already made and nothing runs twice. Runs go under --out; their checkpoints are deleted once
+evaluated (1.6 GB each).
+
+    rltune demo-model --smollm2 runs/smollm2-135m-instruct
+    python benchmarks/arithmetic_task.py runs/arith2 --tasks 2D+,1DC --train 4000 --test 400
+    python benchmarks/real_model_methods.py --methods grpo --seeds 5          # the headline
+    python benchmarks/real_model_methods.py --seeds 3                         # every method
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from darling_vs_grpo import interval
+
+from rltune.eval.metrics import bootstrap_ci
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "smollm2_arith_cpu.yaml"
+RECORD = REPO / "benchmarks" / "evidence" / "real_model"
+DYNAMIC = ("algorithm.dynamic_sampling=true", "algorithm.dynamic_sampling_reward=final_number")
+METHODS: dict[str, tuple[str, ...]] = {
+    "grpo": (),
+    "grpo_dynamic": DYNAMIC,
+    # NFT (arXiv 2505.18116) keeps DAPO's filtering, as in the paper; correct = a right final number
+    "nft": ("algorithm.objective=nft", "algorithm.objective_kwargs={correct_reward: final_number}", *DYNAMIC),
+    "dr_grpo": ("algorithm.advantage=dr_grpo", "algorithm.loss_aggregation=constant"),
+    "gspo": ("algorithm.objective=gspo",),  # the paper's sequence clip range, 3e-4 / 4e-4
+    # DARLING (arXiv 2509.02534): quality (a right final number) x partition diversity, the paper's GRPO
+    # without std normalisation; the task has one right answer, so partitions are by meaning (MiniLM
+    # embeddings), not by answer
+    "darling": (
+        "rewards=[{name: final_number, weight: 0.0}, {name: math_accuracy, weight: 0.5}, "
+        "{name: diversity_partition, weight: 1.0, kwargs: {judge: embedding, quality: final_number}}]",
+        "algorithm.advantage=dr_grpo",
+    ),
+}
+BASELINES = {"grpo_dynamic": "grpo", "nft": "grpo_dynamic", "dr_grpo": "grpo", "gspo": "grpo", "darling": "grpo"}
+EVAL = (
+    "--benchmarks", "{data}:question:answer", "--limit", "200", "--n", "4", "--k", "1,4", "--max-tokens", "200",
+    "--dtype", "float32", "--answer-fallback", "--seed", "0",
+)  # fmt: skip
+BASE = "base"  # the model before training: evaluated once, the same for every seed
+
+
+def run_hash(method: str) -> str:
+    """What defines a run's result apart from its seed (and rltune's code)."""
+    identity = json.dumps([RECIPE.read_text(), METHODS.get(method, ()), EVAL])
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def rltune(*args: str) -> None:
+    command = [sys.executable, "-m", "rltune", *args]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def evaluate(model: Path, train_data: Path, where: Path) -> dict:
+    """The held-out eval (test.jsonl beside the training problems) of `model`."""
+    test = train_data.with_name("test.jsonl")
+    rltune("eval", "--model", str(model), *(a.format(data=test) for a in EVAL), "--out", str(where))
+    bench = next(iter(json.loads((where / "results.json").read_text())["benchmarks"].values()))
+    return {
+        "mean@4": bench["metrics"]["mean@4"],
+        "pass@4": bench["metrics"]["pass@4"],
+        "tokens": bench["metrics"]["mean_tokens"],
+        "distinct": bench["metrics"]["distinct_answers"],
+        "correct": [p["correct"] for p in bench["problems"]],  # of 4, per problem, for paired intervals
+    }
+
+
+def training_summary(metrics_file: Path) -> dict:
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    reward = [r["reward/final_number"] for r in rows if "reward/final_number" in r]
+    length = [r["completion/length_mean"] for r in rows if "completion/length_mean" in r]
+    return {
+        "train_reward_start": statistics.mean(reward[:5]),
+        "train_reward_end": statistics.mean(reward[-5:]),
+        "train_length_end": statistics.mean(length[-5:]),
+    }
+
+
+def run_once(method: str, seed: int, args: argparse.Namespace) -> dict | None:
+    """The summary of `method` at `seed`: from the record, or trained and evaluated now (and recorded); None
+    with --table-only when it is not recorded."""
+    record = Path(args.record) / f"{method}-{run_hash(method)}" / f"seed{seed}.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    if args.table_only:
+        return None
+    where = Path(args.out) / method / f"seed{seed}"
+    print(f"running {method} seed {seed}", flush=True)
+    start = time.monotonic()
+    if method == BASE:
+        summary = evaluate(Path(args.model), Path(args.data), where / "eval")
+    else:
+        rltune(
+            "train", str(RECIPE), f"model.path={args.model}", f"data.path={args.data}", f"train.seed={seed}",
+            f"train.output_dir={where}", "train.overwrite_output_dir=true", "train.report_to=[]",
+            "train.progress_bar=false", *METHODS[method],
+        )  # fmt: skip
+        trained = time.monotonic() - start
+        checkpoints = sorted(where.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        summary = {**evaluate(checkpoints[-1], Path(args.data), where / "eval"), "train_seconds": trained}
+        summary.update(training_summary(where / "metrics.jsonl"))
+        for checkpoint in checkpoints:
+            shutil.rmtree(checkpoint)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def accuracy(run: dict) -> list[float]:
+    return [c / 4 for c in run["correct"]]
+
+
+def solved(run: dict) -> list[float]:
+    return [float(c > 0) for c in run["correct"]]
+
+
+def paired(method: list[dict], baseline: list[dict], per_problem) -> tuple[float, float, float, float, float]:
+    """method - baseline: the mean, a t-interval over paired seeds and a bootstrap interval over problems."""
+    by_seed = [statistics.mean(per_problem(m)) - statistics.mean(per_problem(b)) for m, b in zip(method, baseline)]
+    mean, low, high = interval(by_seed)
+    problems = zip(*(per_problem(m) for m in method), *(per_problem(b) for b in baseline))
+    n = len(method)
+    diffs = [(sum(p[:n]) - sum(p[n:])) / n for p in problems]
+    return (mean, low, high, *bootstrap_ci(diffs))
+
+
+def methods_table(results: dict[str, list[dict]]) -> str:
+    lines = [
+        "| method | baseline | seeds | mean@4 | pass@4 | eval tokens | distinct answers | mean@4 - baseline [seeds] "
+        "[problems] | pass@4 - baseline [seeds] [problems] |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, runs in results.items():
+        base_name = BASELINES.get(method)
+        row = f"| {method} | {base_name or '-'} | {len(runs)} | " + " | ".join(
+            f"{statistics.mean(r[key] for r in runs):.3f}" for key in ("mean@4", "pass@4", "tokens", "distinct")
+        )
+        for per_problem in (accuracy, solved):
+            if base_name in results:
+                n = min(len(runs), len(results[base_name]))
+                d, lo, hi, plo, phi = paired(runs[:n], results[base_name][:n], per_problem)
+                row += f" | {d:+.3f} [{lo:+.3f}, {hi:+.3f}] [{plo:+.3f}, {phi:+.3f}]"
+            else:
+                row += " | -"
+        lines.append(row + " |")
+    return "\n".join(lines)
+
+
+def headline(base: dict, grpo: list[dict]) -> str:
+    lines = ["| seed | mean@4 before | mean@4 after | change [95% paired bootstrap over problems] | pass@4 after |"]
+    lines.append("|---|---|---|---|---|")
+    changes = []
+    for seed, run in enumerate(grpo):
+        diffs = [a - b for a, b in zip(accuracy(run), accuracy(base))]
+        low, high = bootstrap_ci(diffs)
+        changes.append(statistics.mean(diffs))
+        lines.append(
+            f"| {seed} | {base['mean@4']:.3f} | {run['mean@4']:.3f} | {changes[-1]:+.3f} [{low:+.3f}, {high:+.3f}] "
+            f"| {run['pass@4']:.3f} |"
+        )
+    mean, low, high = interval(changes)
+    lines.append(f"| over {len(grpo)} seeds | | | {mean:+.3f} [{low:+.3f}, {high:+.3f}] (t-interval) | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per method (paired across methods)")
+    parser.add_argument("--model", default="runs/smollm2-135m-instruct", help="the model before training")
+    parser.add_argument("--data", default="runs/arith2/train.jsonl", help="training problems (test.jsonl beside)")
+    parser.add_argument("--out", default="runs/real-model", help="folder of the runs")
+    parser.add_argument("--record", default=str(RECORD), help="folder of the recorded summaries (committed)")
+    parser.add_argument("--table-only", action="store_true", help="print the tables of the recorded runs only")
+    args = parser.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; the methods are {list(METHODS)}")
+    for path in (args.model, args.data):
+        if not args.table_only and not Path(path).exists():
+            parser.error(f"{path} does not exist: make it with the commands in this script's docstring")
+    base = run_once(BASE, 0, args)
+    results: dict[str, list[dict]] = {}
+    for seed in range(args.seeds):  # seed by seed, so every method's first seeds land before later ones
+        for method in methods:
+            summary = run_once(method, seed, args)
+            if summary is not None and len(results.setdefault(method, [])) == seed:  # seeds 0.. without gaps
+                results[method].append(summary)
+    results = {method: runs for method, runs in results.items() if runs}
+    if base is not None and results.get("grpo"):
+        print(headline(base, results["grpo"]))
+    print(methods_table(results))
+
+
+if __name__ == "__main__":
+    main()
