@@ -46,7 +46,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     # NFT (arXiv 2505.18116) keeps DAPO's filtering, as in the paper; correct = a right final number
     "nft": ("algorithm.objective=nft", "algorithm.objective_kwargs={correct_reward: final_number}", *DYNAMIC),
     "dr_grpo": ("algorithm.advantage=dr_grpo", "algorithm.loss_aggregation=constant"),
-    "gspo": ("algorithm.objective=gspo",),  # the paper's sequence clip range, 3e-4 / 4e-4
+    # the paper's sequence clip range (3e-4 / 4e-4) and its mean over sequences
+    "gspo": ("algorithm.objective=gspo", "algorithm.loss_aggregation=seq_mean_token_mean"),
     # DARLING (arXiv 2509.02534): quality (a right final number) x partition diversity, the paper's GRPO
     # without std normalisation; the task has one right answer, so partitions are by meaning (MiniLM
     # embeddings), not by answer
