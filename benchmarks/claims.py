@@ -72,6 +72,16 @@ RUNS: dict[str, Run] = {
     "entropy_sft": Run("demo", "demo_cpu.yaml", warmup_loss="entropy_sft"),
     "think_accuracy": Run("thinking", "thinking_efficiency_cpu.yaml", ("rewards=[{name: math_accuracy}]",)),
     "think_efficiency": Run("thinking", "thinking_efficiency_cpu.yaml"),
+    # the claims that cannot show in the demo's 12 tokens, again where answers run to 100 tokens
+    "think_cosine": Run(
+        "thinking",
+        "thinking_efficiency_cpu.yaml",
+        (
+            "rewards=[{name: math_accuracy, weight: 0.0}, {name: cosine_length, "
+            "kwargs: {max_length: 100, r_c0: 2.0, r_cL: 1.0, r_w0: -1.0, r_wL: 0.0, r_exceed: -1.0}}]",
+        ),
+    ),
+    "think_entropy": Run("thinking", "thinking_efficiency_cpu.yaml", ("rewards=[{name: math_accuracy}]", ENTROPY)),
     "thinking_model": Run("dto"),  # the warmed-up thinking model itself, evaluated
     "dto_simpo": Run("dto", "dto_cpu.yaml"),
     "darling_grpo": Run("darling", overrides=("grpo",)),
@@ -150,6 +160,10 @@ CLAIMS = [
           "think_efficiency", "think_accuracy", "tokens_end", "lower", 1.0, "completion tokens, last 5 steps"),
     Claim("thinking_efficiency_accuracy", "thinking_efficiency reward", "accuracy kept", "arXiv 2505.21765",
           "think_efficiency", "think_accuracy", "accuracy", "matches", ACCURACY_MARGIN, "mean@8 after RL"),
+    Claim("cosine_thinking", "cosine length reward, thinking model", "length stabilised", "arXiv 2502.03373",
+          "think_cosine", "think_accuracy", "length_sd", "lower", 0.5, "sd of the mean completion length, steps 21-40"),
+    Claim("entropy_bonus_thinking", "entropy bonus (T1), thinking model", "entropy kept higher", "arXiv 2501.11651",
+          "think_entropy", "think_accuracy", "entropy_end", "higher", 0.005, "token entropy, last 10 steps"),
 ]
 # fmt: on
 
