@@ -2,10 +2,13 @@
 
 Four of its ten sub-tasks, in its question format: 2-digit addition ("What is 48 plus 76?"), 2-digit
 subtraction ("What is 34 minus 53?"), 2-digit multiplication ("What is 24 times 42?") and one-digit
-composite operations ("What is 6+(4*8)?"). Operands are drawn uniformly as in the paper; the train and
+composite operations ("What is 6+(4*8)?"); and, beside them, a task with many right answers that is not
+GPT-3's: "pair", two different positive numbers with a given sum S = 10..199 (graded by the `pair_sum`
+reward; 190 distinct questions). Operands are drawn uniformly as in the paper; the train and
 test splits share no question. Columns: question, answer, task.
 
     python benchmarks/arithmetic_task.py runs/arith --train 4000 --test 400
+    python benchmarks/arithmetic_task.py runs/arith-pairs --tasks pair --train 150 --test 40
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ def problem(task: str, rng: random.Random) -> tuple[str, int]:
     if task == "2Dx":
         a, b = rng.randint(10, 99), rng.randint(10, 99)
         return f"What is {a} times {b}?", a * b
+    if task == "pair":
+        total = rng.randint(10, 199)
+        return f"Give two different positive whole numbers that add up to {total}.", total
     a, b, c = rng.randint(0, 9), rng.randint(0, 9), rng.randint(0, 9)
     op1, op2 = rng.choice("+-*"), rng.choice("+-*")
     expression = f"{a}{op1}({b}{op2}{c})"
@@ -33,15 +39,20 @@ def problem(task: str, rng: random.Random) -> tuple[str, int]:
 
 
 TASKS = ("2D+", "2D-", "2Dx", "1DC")
+CHOICES = (*TASKS, "pair")
 
 
 def write_splits(out: Path, train: int, test: int, seed: int = 0, tasks: tuple[str, ...] = TASKS) -> None:
     rng = random.Random(seed)
     seen: set[str] = set()
     rows: list[dict] = []
+    misses = 0
     while len(rows) < train + test:
         task = tasks[len(rows) % len(tasks)]
         question, answer = problem(task, rng)
+        misses = misses + 1 if question in seen else 0
+        if misses > 10_000:
+            raise SystemExit(f"{task}: fewer distinct questions than {train} + {test} problems ask; ask for fewer")
         if question not in seen:
             seen.add(question)
             rows.append({"question": question, "answer": str(answer), "task": task})
@@ -58,12 +69,12 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=4000, help="training problems")
     parser.add_argument("--test", type=int, default=400, help="held-out problems")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated sub-tasks of {', '.join(TASKS)}")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated sub-tasks of {', '.join(CHOICES)}")
     args = parser.parse_args()
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    unknown = sorted(set(tasks) - set(TASKS))
+    unknown = sorted(set(tasks) - set(CHOICES))
     if unknown:
-        parser.error(f"unknown sub-tasks {unknown}; choose from {', '.join(TASKS)}")
+        parser.error(f"unknown sub-tasks {unknown}; choose from {', '.join(CHOICES)}")
     write_splits(Path(args.out), args.train, args.test, args.seed, tasks)
 
 

@@ -18,6 +18,11 @@ evaluated (1.6 GB each).
     python benchmarks/arithmetic_task.py runs/arith2 --tasks 2D+,1DC --train 4000 --test 400
     python benchmarks/real_model_methods.py --methods grpo --seeds 5          # the headline
     python benchmarks/real_model_methods.py --seeds 3                         # every method
+    python benchmarks/arithmetic_task.py runs/arith-pairs --tasks pair --train 150 --test 40
+    python benchmarks/real_model_methods.py --methods grpo_pairs,darling_pairs --seeds 3   # many right answers
+
+On the pair task (`pair_sum`: two different positive numbers with sum S) "distinct" counts the different
+right pairs per problem, the diversity DARLING claims; the base model's rows (before training) come first.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pathlib import Path
 from darling_vs_grpo import interval
 
 from rltune.eval.metrics import bootstrap_ci
+from rltune.rewards.pair_sum import right_pair
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "smollm2_arith_cpu.yaml"
@@ -57,12 +63,21 @@ METHODS: dict[str, tuple[str, ...]] = {
         "algorithm.advantage=dr_grpo",
     ),
 }
-BASELINES = {"grpo_dynamic": "grpo", "nft": "grpo_dynamic", "dr_grpo": "grpo", "gspo": "grpo", "darling": "grpo"}
+# DARLING where right answers are many: two numbers with a given sum (the `pair` task), partitioned by the pair
+PAIRS = ("rewards=[{name: pair_sum, weight: 0.0}, {name: diversity_partition, "
+         "kwargs: {judge: 'rltune.rewards.pair_sum:SamePair', quality: pair_sum}}]")  # fmt: skip
+METHODS["grpo_pairs"] = ("rewards=[{name: pair_sum}]",)
+METHODS["darling_pairs"] = (PAIRS, "algorithm.advantage=dr_grpo")
+PAIR_TASK = ("grpo_pairs", "darling_pairs", "base_pairs")  # trained and evaluated on --pairs-data
+BASELINES = {
+    "grpo_dynamic": "grpo", "nft": "grpo_dynamic", "dr_grpo": "grpo", "gspo": "grpo", "darling": "grpo",
+    "darling_pairs": "grpo_pairs",
+}  # fmt: skip
 EVAL = (
     "--benchmarks", "{data}:question:answer", "--limit", "200", "--n", "4", "--k", "1,4", "--max-tokens", "200",
     "--dtype", "float32", "--answer-fallback", "--seed", "0",
 )  # fmt: skip
-BASE = "base"  # the model before training: evaluated once, the same for every seed
+BASE = "base"  # the model before training: evaluated once, the same for every seed (base_pairs on pairs)
 
 
 def run_hash(method: str) -> str:
@@ -78,11 +93,14 @@ def rltune(*args: str) -> None:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
 
-def evaluate(model: Path, train_data: Path, where: Path) -> dict:
-    """The held-out eval (test.jsonl beside the training problems) of `model`."""
+def evaluate(model: Path, train_data: Path, where: Path, pairs: bool) -> dict:
+    """The held-out eval (test.jsonl beside the training problems) of `model`; on the pair task each sample is
+    graded again by `pair_sum`, and "distinct" counts the different right pairs per problem."""
     test = train_data.with_name("test.jsonl")
     rltune("eval", "--model", str(model), *(a.format(data=test) for a in EVAL), "--out", str(where))
     bench = next(iter(json.loads((where / "results.json").read_text())["benchmarks"].values()))
+    if pairs:
+        return pair_grades(bench["problems"])
     return {
         "mean@4": bench["metrics"]["mean@4"],
         "pass@4": bench["metrics"]["pass@4"],
@@ -92,9 +110,22 @@ def evaluate(model: Path, train_data: Path, where: Path) -> dict:
     }
 
 
+def pair_grades(problems: list[dict]) -> dict:
+    right = [[right_pair(s["text"], int(p["gold"])) for s in p["samples"]] for p in problems]
+    correct = [sum(r is not None for r in rs) for rs in right]
+    return {
+        "mean@4": sum(correct) / (4 * len(problems)),
+        "pass@4": sum(c > 0 for c in correct) / len(problems),
+        "tokens": statistics.mean(s["tokens"] for p in problems for s in p["samples"]),
+        "distinct": statistics.mean(len({r for r in rs if r}) for rs in right),
+        "correct": correct,
+    }
+
+
 def training_summary(metrics_file: Path) -> dict:
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
-    reward = [r["reward/final_number"] for r in rows if "reward/final_number" in r]
+    key = "reward/final_number" if "reward/final_number" in rows[0] else "reward/pair_sum"
+    reward = [r[key] for r in rows if key in r]
     length = [r["completion/length_mean"] for r in rows if "completion/length_mean" in r]
     return {
         "train_reward_start": statistics.mean(reward[:5]),
@@ -114,17 +145,19 @@ def run_once(method: str, seed: int, args: argparse.Namespace) -> dict | None:
     where = Path(args.out) / method / f"seed{seed}"
     print(f"running {method} seed {seed}", flush=True)
     start = time.monotonic()
-    if method == BASE:
-        summary = evaluate(Path(args.model), Path(args.data), where / "eval")
+    pairs = method in PAIR_TASK
+    data = Path(args.pairs_data if pairs else args.data)
+    if method in (BASE, "base_pairs"):
+        summary = evaluate(Path(args.model), data, where / "eval", pairs)
     else:
         rltune(
-            "train", str(RECIPE), f"model.path={args.model}", f"data.path={args.data}", f"train.seed={seed}",
+            "train", str(RECIPE), f"model.path={args.model}", f"data.path={data}", f"train.seed={seed}",
             f"train.output_dir={where}", "train.overwrite_output_dir=true", "train.report_to=[]",
             "train.progress_bar=false", *METHODS[method],
         )  # fmt: skip
         trained = time.monotonic() - start
         checkpoints = sorted(where.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        summary = {**evaluate(checkpoints[-1], Path(args.data), where / "eval"), "train_seconds": trained}
+        summary = {**evaluate(checkpoints[-1], data, where / "eval", pairs), "train_seconds": trained}
         summary.update(training_summary(where / "metrics.jsonl"))
         for checkpoint in checkpoints:
             shutil.rmtree(checkpoint)
@@ -196,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method (paired across methods)")
     parser.add_argument("--model", default="runs/smollm2-135m-instruct", help="the model before training")
     parser.add_argument("--data", default="runs/arith2/train.jsonl", help="training problems (test.jsonl beside)")
+    parser.add_argument(
+        "--pairs-data", default="runs/arith-pairs/train.jsonl", help="the pair task's training problems (test beside)"
+    )
     parser.add_argument("--out", default="runs/real-model", help="folder of the runs")
     parser.add_argument("--record", default=str(RECORD), help="folder of the recorded summaries (committed)")
     parser.add_argument("--table-only", action="store_true", help="print the tables of the recorded runs only")
@@ -204,19 +240,20 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; the methods are {list(METHODS)}")
-    for path in (args.model, args.data):
+    bases = [BASE] + (["base_pairs"] if set(methods) & set(PAIR_TASK) else [])
+    for path in (args.model, args.data, *([args.pairs_data] if len(bases) > 1 else [])):
         if not args.table_only and not Path(path).exists():
             parser.error(f"{path} does not exist: make it with the commands in this script's docstring")
-    base = run_once(BASE, 0, args)
-    results: dict[str, list[dict]] = {}
+    before = {name: run_once(name, 0, args) for name in bases}
+    results: dict[str, list[dict]] = {name: [run] for name, run in before.items() if run is not None}
     for seed in range(args.seeds):  # seed by seed, so every method's first seeds land before later ones
         for method in methods:
             summary = run_once(method, seed, args)
             if summary is not None and len(results.setdefault(method, [])) == seed:  # seeds 0.. without gaps
                 results[method].append(summary)
     results = {method: runs for method, runs in results.items() if runs}
-    if base is not None and results.get("grpo"):
-        print(headline(base, results["grpo"]))
+    if before[BASE] is not None and results.get("grpo"):
+        print(headline(before[BASE], results["grpo"]))
     print(methods_table(results))
 
 

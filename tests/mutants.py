@@ -665,6 +665,27 @@ MUTANTS = [
         ["tests/test_rewards.py"],
     ),
     Mutant(
+        "pair_sum: the same number twice counts as a pair",
+        "rewards/pair_sum.py",
+        "if pair is None or pair[0] < 1 or pair[0] == pair[1] or sum(pair) != total:",
+        "if pair is None or pair[0] < 1 or sum(pair) != total:",
+        ["tests/test_rewards.py"],
+    ),
+    Mutant(
+        "pair_sum: the first named pair graded instead of the last",
+        "rewards/pair_sum.py",
+        "a, b = (int(x) for x in found[-1])",
+        "a, b = (int(x) for x in found[0])",
+        ["tests/test_rewards.py"],
+    ),
+    Mutant(
+        "SamePair judge: texts without a pair are one partition",
+        "rewards/pair_sum.py",
+        "if pairs[i] and pairs[i] == pairs[j]]",
+        "if pairs[i] == pairs[j]]",
+        ["tests/test_rewards.py"],
+    ),
+    Mutant(
         "DARLING fusion additive when multiplicative is asked",
         "rewards/diversity_partition.py",
         'if self.fusion == "multiplicative":',

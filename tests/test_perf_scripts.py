@@ -366,3 +366,27 @@ def test_real_model_runs_are_recorded_by_method_and_recipe_and_tables_come_from_
     args = ["--record", str(record), "--seeds", "1", "--methods", "grpo", "--model", str(recipe), "--data", str(recipe)]
     methods.main(args)  # every run recorded: nothing trains
     assert "running" not in capsys.readouterr().out
+
+
+def test_pair_task_has_many_right_answers_graded_by_pair_sum(tmp_path):
+    """The arithmetic script's pair task: distinct questions with their sum as the answer, a clear error when
+    more are asked than exist; the real-model script grades its samples by pair_sum and counts distinct
+    right pairs."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import arithmetic_task
+    finally:
+        sys.path.pop(0)
+    arithmetic_task.write_splits(tmp_path, 150, 40, tasks=("pair",))
+    rows = [json.loads(line) for name in ("train", "test") for line in (tmp_path / f"{name}.jsonl").open()]
+    assert len({r["question"] for r in rows}) == 190 and all(10 <= int(r["answer"]) <= 199 for r in rows)
+    assert all(r["question"].endswith(f"add up to {r['answer']}.") for r in rows)
+    with pytest.raises(SystemExit, match="fewer distinct questions"):
+        arithmetic_task.write_splits(tmp_path, 190, 1, tasks=("pair",))
+    methods = real_model_module()
+    samples = ["20 + 37 = 57", "37 and 20", "1 + 56", "28 + 28"]
+    problems = [{"gold": "57", "samples": [{"text": t, "tokens": 5} for t in samples]}]
+    problems.append({"gold": "10", "samples": [{"text": "no", "tokens": 1}] * 4})
+    grades = methods.pair_grades(problems)
+    assert grades["correct"] == [3, 0] and grades["distinct"] == 1.0  # 2 distinct right pairs, then none
+    assert grades["mean@4"] == 3 / 8 and grades["pass@4"] == 0.5 and grades["tokens"] == 3.0

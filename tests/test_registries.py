@@ -69,7 +69,7 @@ def test_a_local_file_named_like_an_installed_module_is_named_not_silently_repla
 
 BUILT_IN = {
     "rewards": "cosine_length digit_sum diversity_partition final_number format llm_judge math_accuracy overlong "
-    "repetition repetition_dense reward_model thinking_efficiency",
+    "pair_sum repetition repetition_dense reward_model thinking_efficiency",
     "advantages": "dr_grpo grpo rloo",
     "objectives": "cispo clipped gspo nft",
     "loss-terms": "entropy kl tea",
