@@ -1,6 +1,7 @@
 """The performance benchmarks run end to end (tiny model, few steps): the numbers themselves are in
 benchmarks/RESULTS.md; this only keeps the scripts working."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -153,11 +154,7 @@ def test_claims_verdicts_follow_the_interval_and_the_claim():
     """benchmarks/claims.py's rule: a claimed difference is reproduced when the interval excludes 0 on its side,
     not reproduced on the other side or inside +-margin, inconclusive otherwise; "matches" needs the interval
     above -margin."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from claims import verdict
-    finally:
-        sys.path.pop(0)
+    verdict = benchmark_module("claims").verdict
     assert verdict("higher", 0.01, 0.2, 0.05) == "reproduced"
     assert verdict("higher", -0.2, -0.01, 0.05) == "not reproduced"
     assert verdict("higher", -0.03, 0.04, 0.05) == "not reproduced"  # no practical difference
@@ -170,13 +167,17 @@ def test_claims_verdicts_follow_the_interval_and_the_claim():
     assert verdict("higher", float("nan"), float("nan"), 0.05) == "inconclusive"  # one seed
 
 
-def claims_module():
+def benchmark_module(name: str):
+    """benchmarks/<name>.py, imported as the scripts import each other (benchmarks/ on the path)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        import claims
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return claims
+
+
+def claims_module():
+    return benchmark_module("claims")
 
 
 def test_seeds_to_decide_is_where_the_interval_would_clear_the_nearest_boundary():
@@ -307,12 +308,7 @@ def test_async_speed_script_runs_sync_and_async_through_a_server(tmp_path):
 
 
 def real_model_module():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import real_model_methods
-    finally:
-        sys.path.pop(0)
-    return real_model_methods
+    return benchmark_module("real_model_methods")
 
 
 def test_real_model_paired_differences_over_seeds_and_over_problems():
@@ -372,11 +368,7 @@ def test_pair_task_has_many_right_answers_graded_by_pair_sum(tmp_path):
     """The arithmetic script's pair task: distinct questions with their sum as the answer, a clear error when
     more are asked than exist; the real-model script grades its samples by pair_sum and counts distinct
     right pairs."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import arithmetic_task
-    finally:
-        sys.path.pop(0)
+    arithmetic_task = benchmark_module("arithmetic_task")
     arithmetic_task.write_splits(tmp_path, 150, 40, tasks=("pair",))
     rows = [json.loads(line) for name in ("train", "test") for line in (tmp_path / f"{name}.jsonl").open()]
     assert len({r["question"] for r in rows}) == 190 and all(10 <= int(r["answer"]) <= 199 for r in rows)
