@@ -186,15 +186,17 @@ def paired(method: list[dict], baseline: list[dict], per_problem) -> tuple[float
 
 def methods_table(results: dict[str, list[dict]]) -> str:
     lines = [
-        "| method | baseline | seeds | mean@4 | pass@4 | eval tokens | distinct answers | mean@4 - baseline [seeds] "
+        "| method | baseline | seeds | mean@4 | pass@4 | eval tokens | distinct right pairs | mean@4 - baseline [seeds] "
         "[problems] | pass@4 - baseline [seeds] [problems] |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, runs in results.items():
         base_name = BASELINES.get(method)
         row = f"| {method} | {base_name or '-'} | {len(runs)} | " + " | ".join(
-            f"{statistics.mean(r[key] for r in runs):.3f}" for key in ("mean@4", "pass@4", "tokens", "distinct")
+            f"{statistics.mean(r[key] for r in runs):.3f}" for key in ("mean@4", "pass@4", "tokens")
         )
+        # one right answer per problem on the arithmetic task: distinct right answers only mean something on pairs
+        row += f" | {statistics.mean(r['distinct'] for r in runs):.2f}" if method in PAIR_TASK else " | -"
         for per_problem in (accuracy, solved):
             if base_name in results:
                 n = min(len(runs), len(results[base_name]))
