@@ -186,8 +186,8 @@ def paired(method: list[dict], baseline: list[dict], per_problem) -> tuple[float
 
 def methods_table(results: dict[str, list[dict]]) -> str:
     lines = [
-        "| method | baseline | seeds | mean@4 | pass@4 | eval tokens | distinct right pairs | mean@4 - baseline [seeds] "
-        "[problems] | pass@4 - baseline [seeds] [problems] |",
+        "| method | baseline | seeds | mean@4 | pass@4 | eval tokens | distinct right pairs "
+        "| mean@4 - baseline [seeds] [problems] | pass@4 - baseline [seeds] [problems] |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, runs in results.items():
