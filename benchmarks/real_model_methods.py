@@ -62,12 +62,14 @@ METHODS: dict[str, tuple[str, ...]] = {
         "{name: diversity_partition, weight: 1.0, kwargs: {judge: embedding, quality: final_number}}]",
         "algorithm.advantage=dr_grpo",
     ),
+    # where right answers are many: two numbers with a given sum (the `pair` task); DARLING partitions by the pair
+    "grpo_pairs": ("rewards=[{name: pair_sum}]",),
+    "darling_pairs": (
+        "rewards=[{name: pair_sum, weight: 0.0}, {name: diversity_partition, "
+        "kwargs: {judge: 'rltune.rewards.pair_sum:SamePair', quality: pair_sum}}]",
+        "algorithm.advantage=dr_grpo",
+    ),
 }
-# DARLING where right answers are many: two numbers with a given sum (the `pair` task), partitioned by the pair
-PAIRS = ("rewards=[{name: pair_sum, weight: 0.0}, {name: diversity_partition, "
-         "kwargs: {judge: 'rltune.rewards.pair_sum:SamePair', quality: pair_sum}}]")  # fmt: skip
-METHODS["grpo_pairs"] = ("rewards=[{name: pair_sum}]",)
-METHODS["darling_pairs"] = (PAIRS, "algorithm.advantage=dr_grpo")
 PAIR_TASK = ("grpo_pairs", "darling_pairs", "base_pairs")  # trained and evaluated on --pairs-data
 BASELINES = {
     "grpo_dynamic": "grpo", "nft": "grpo_dynamic", "dr_grpo": "grpo", "gspo": "grpo", "darling": "grpo",
