@@ -222,8 +222,9 @@ def headline(base: dict, grpo: list[dict]) -> str:
             f"| {seed} | {base['mean@4']:.3f} | {run['mean@4']:.3f} | {changes[-1]:+.3f} [{low:+.3f}, {high:+.3f}] "
             f"| {run['pass@4']:.3f} |"
         )
-    mean, low, high = interval(changes)
-    lines.append(f"| over {len(grpo)} seeds | | | {mean:+.3f} [{low:+.3f}, {high:+.3f}] (t-interval) | |")
+    if len(changes) > 1:  # a spread over seeds needs two of them
+        mean, low, high = interval(changes)
+        lines.append(f"| over {len(grpo)} seeds | | | {mean:+.3f} [{low:+.3f}, {high:+.3f}] (t-interval) | |")
     return "\n".join(lines)
 
 
