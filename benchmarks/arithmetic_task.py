@@ -3,12 +3,12 @@
 Four of its ten sub-tasks, in its question format: 2-digit addition ("What is 48 plus 76?"), 2-digit
 subtraction ("What is 34 minus 53?"), 2-digit multiplication ("What is 24 times 42?") and one-digit
 composite operations ("What is 6+(4*8)?"); and, beside them, a task with many right answers that is not
-GPT-3's: "pair", two different positive numbers with a given sum S = 10..199 (graded by the `pair_sum`
-reward; 190 distinct questions). Operands are drawn uniformly as in the paper; the train and
-test splits share no question. Columns: question, answer, task.
+GPT-3's: "between", a whole number strictly between A and B (A = 1..80, B = A + 5..20: 4 to 19 right
+answers; the answer column holds "A,B" for the `number_between` reward). Operands are drawn uniformly as
+in the paper; the train and test splits share no question. Columns: question, answer, task.
 
     python benchmarks/arithmetic_task.py runs/arith --train 4000 --test 400
-    python benchmarks/arithmetic_task.py runs/arith-pairs --tasks pair --train 150 --test 40
+    python benchmarks/arithmetic_task.py runs/arith-between --tasks between --train 800 --test 200
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 
 
-def problem(task: str, rng: random.Random) -> tuple[str, int]:
+def problem(task: str, rng: random.Random) -> tuple[str, int | str]:
     if task == "2D+":
         a, b = rng.randint(10, 99), rng.randint(10, 99)
         return f"What is {a} plus {b}?", a + b
@@ -29,9 +29,10 @@ def problem(task: str, rng: random.Random) -> tuple[str, int]:
     if task == "2Dx":
         a, b = rng.randint(10, 99), rng.randint(10, 99)
         return f"What is {a} times {b}?", a * b
-    if task == "pair":
-        total = rng.randint(10, 199)
-        return f"Give two different positive whole numbers that add up to {total}.", total
+    if task == "between":
+        low = rng.randint(1, 80)
+        high = low + rng.randint(5, 20)
+        return f"Give a whole number greater than {low} and less than {high}.", f"{low},{high}"
     a, b, c = rng.randint(0, 9), rng.randint(0, 9), rng.randint(0, 9)
     op1, op2 = rng.choice("+-*"), rng.choice("+-*")
     expression = f"{a}{op1}({b}{op2}{c})"
@@ -39,7 +40,7 @@ def problem(task: str, rng: random.Random) -> tuple[str, int]:
 
 
 TASKS = ("2D+", "2D-", "2Dx", "1DC")
-CHOICES = (*TASKS, "pair")
+CHOICES = (*TASKS, "between")
 
 
 def write_splits(out: Path, train: int, test: int, seed: int = 0, tasks: tuple[str, ...] = TASKS) -> None:

@@ -18,11 +18,11 @@ evaluated (1.6 GB each).
     python benchmarks/arithmetic_task.py runs/arith2 --tasks 2D+,1DC --train 4000 --test 400
     python benchmarks/real_model_methods.py --methods grpo --seeds 5          # the headline
     python benchmarks/real_model_methods.py --seeds 3                         # every method
-    python benchmarks/arithmetic_task.py runs/arith-pairs --tasks pair --train 150 --test 40
-    python benchmarks/real_model_methods.py --methods grpo_pairs,darling_pairs --seeds 3   # many right answers
+    python benchmarks/arithmetic_task.py runs/arith-between --tasks between --train 800 --test 200
+    python benchmarks/real_model_methods.py --methods grpo_between,darling_between --seeds 3   # many answers
 
-On the pair task (`pair_sum`: two different positive numbers with sum S) "distinct" counts the different
-right pairs per problem, the diversity DARLING claims; the base model's rows (before training) come first.
+On the between task (`number_between`: a whole number strictly between A and B) "distinct" counts the
+different right answers per problem, the diversity DARLING claims; the base model's rows come first.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathlib import Path
 from darling_vs_grpo import interval
 
 from rltune.eval.metrics import bootstrap_ci
-from rltune.rewards.pair_sum import right_pair
+from rltune.rewards.number_between import right_number
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "smollm2_arith_cpu.yaml"
@@ -62,24 +62,24 @@ METHODS: dict[str, tuple[str, ...]] = {
         "{name: diversity_partition, weight: 1.0, kwargs: {judge: embedding, quality: final_number}}]",
         "algorithm.advantage=dr_grpo",
     ),
-    # where right answers are many: two numbers with a given sum (the `pair` task); DARLING partitions by the pair
-    "grpo_pairs": ("rewards=[{name: pair_sum}]",),
-    "darling_pairs": (
-        "rewards=[{name: pair_sum, weight: 0.0}, {name: diversity_partition, "
-        "kwargs: {judge: 'rltune.rewards.pair_sum:SamePair', quality: pair_sum}}]",
+    # where right answers are many: a number between two bounds (the `between` task); DARLING partitions by it
+    "grpo_between": ("rewards=[{name: number_between}]",),
+    "darling_between": (
+        "rewards=[{name: number_between, weight: 0.0}, {name: diversity_partition, "
+        "kwargs: {judge: final_number, quality: number_between}}]",
         "algorithm.advantage=dr_grpo",
     ),
 }
-PAIR_TASK = ("grpo_pairs", "darling_pairs", "base_pairs")  # trained and evaluated on --pairs-data
+BETWEEN_TASK = ("grpo_between", "darling_between", "base_between")  # trained and evaluated on --between-data
 BASELINES = {
     "grpo_dynamic": "grpo", "nft": "grpo_dynamic", "dr_grpo": "grpo", "gspo": "grpo", "darling": "grpo",
-    "darling_pairs": "grpo_pairs",
+    "darling_between": "grpo_between",
 }  # fmt: skip
 EVAL = (
     "--benchmarks", "{data}:question:answer", "--limit", "200", "--n", "4", "--k", "1,4", "--max-tokens", "200",
     "--dtype", "float32", "--answer-fallback", "--seed", "0",
 )  # fmt: skip
-BASE = "base"  # the model before training: evaluated once, the same for every seed (base_pairs on pairs)
+BASE = "base"  # the model before training: evaluated once, the same for every seed (base_between on between)
 
 
 def run_hash(method: str) -> str:
@@ -95,14 +95,14 @@ def rltune(*args: str) -> None:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
 
-def evaluate(model: Path, train_data: Path, where: Path, pairs: bool) -> dict:
-    """The held-out eval (test.jsonl beside the training problems) of `model`; on the pair task each sample is
-    graded again by `pair_sum`, and "distinct" counts the different right pairs per problem."""
+def evaluate(model: Path, train_data: Path, where: Path, between: bool) -> dict:
+    """The held-out eval (test.jsonl beside the training problems) of `model`; on the between task each sample
+    is graded again by `number_between`, and "distinct" counts the different right answers per problem."""
     test = train_data.with_name("test.jsonl")
     rltune("eval", "--model", str(model), *(a.format(data=test) for a in EVAL), "--out", str(where))
     bench = next(iter(json.loads((where / "results.json").read_text())["benchmarks"].values()))
-    if pairs:
-        return pair_grades(bench["problems"])
+    if between:
+        return between_grades(bench["problems"])
     return {
         "mean@4": bench["metrics"]["mean@4"],
         "pass@4": bench["metrics"]["pass@4"],
@@ -112,21 +112,21 @@ def evaluate(model: Path, train_data: Path, where: Path, pairs: bool) -> dict:
     }
 
 
-def pair_grades(problems: list[dict]) -> dict:
-    right = [[right_pair(s["text"], int(p["gold"])) for s in p["samples"]] for p in problems]
+def between_grades(problems: list[dict]) -> dict:
+    right = [[right_number(s["text"], p["gold"]) for s in p["samples"]] for p in problems]
     correct = [sum(r is not None for r in rs) for rs in right]
     return {
         "mean@4": sum(correct) / (4 * len(problems)),
         "pass@4": sum(c > 0 for c in correct) / len(problems),
         "tokens": statistics.mean(s["tokens"] for p in problems for s in p["samples"]),
-        "distinct": statistics.mean(len({r for r in rs if r}) for rs in right),
+        "distinct": statistics.mean(len({r for r in rs if r is not None}) for rs in right),
         "correct": correct,
     }
 
 
 def training_summary(metrics_file: Path) -> dict:
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
-    key = "reward/final_number" if "reward/final_number" in rows[0] else "reward/pair_sum"
+    key = "reward/final_number" if "reward/final_number" in rows[0] else "reward/number_between"
     reward = [r[key] for r in rows if key in r]
     length = [r["completion/length_mean"] for r in rows if "completion/length_mean" in r]
     return {
@@ -147,10 +147,10 @@ def run_once(method: str, seed: int, args: argparse.Namespace) -> dict | None:
     where = Path(args.out) / method / f"seed{seed}"
     print(f"running {method} seed {seed}", flush=True)
     start = time.monotonic()
-    pairs = method in PAIR_TASK
-    data = Path(args.pairs_data if pairs else args.data)
-    if method in (BASE, "base_pairs"):
-        summary = evaluate(Path(args.model), data, where / "eval", pairs)
+    between = method in BETWEEN_TASK
+    data = Path(args.between_data if between else args.data)
+    if method in (BASE, "base_between"):
+        summary = evaluate(Path(args.model), data, where / "eval", between)
     else:
         rltune(
             "train", str(RECIPE), f"model.path={args.model}", f"data.path={data}", f"train.seed={seed}",
@@ -159,7 +159,7 @@ def run_once(method: str, seed: int, args: argparse.Namespace) -> dict | None:
         )  # fmt: skip
         trained = time.monotonic() - start
         checkpoints = sorted(where.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        summary = {**evaluate(checkpoints[-1], data, where / "eval", pairs), "train_seconds": trained}
+        summary = {**evaluate(checkpoints[-1], data, where / "eval", between), "train_seconds": trained}
         summary.update(training_summary(where / "metrics.jsonl"))
         for checkpoint in checkpoints:
             shutil.rmtree(checkpoint)
@@ -188,7 +188,7 @@ def paired(method: list[dict], baseline: list[dict], per_problem) -> tuple[float
 
 def methods_table(results: dict[str, list[dict]]) -> str:
     lines = [
-        "| method | baseline | seeds | mean@4 | pass@4 | eval tokens | distinct right pairs "
+        "| method | baseline | seeds | mean@4 | pass@4 | eval tokens | distinct right answers "
         "| mean@4 - baseline [seeds] [problems] | pass@4 - baseline [seeds] [problems] |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -197,8 +197,8 @@ def methods_table(results: dict[str, list[dict]]) -> str:
         row = f"| {method} | {base_name or '-'} | {len(runs)} | " + " | ".join(
             f"{statistics.mean(r[key] for r in runs):.3f}" for key in ("mean@4", "pass@4", "tokens")
         )
-        # one right answer per problem on the arithmetic task: distinct right answers only mean something on pairs
-        row += f" | {statistics.mean(r['distinct'] for r in runs):.2f}" if method in PAIR_TASK else " | -"
+        # one right answer per problem on the arithmetic task: distinct right answers mean something on between only
+        row += f" | {statistics.mean(r['distinct'] for r in runs):.2f}" if method in BETWEEN_TASK else " | -"
         for per_problem in (accuracy, solved):
             if base_name in results:
                 n = min(len(runs), len(results[base_name]))
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="runs/smollm2-135m-instruct", help="the model before training")
     parser.add_argument("--data", default="runs/arith2/train.jsonl", help="training problems (test.jsonl beside)")
     parser.add_argument(
-        "--pairs-data", default="runs/arith-pairs/train.jsonl", help="the pair task's training problems (test beside)"
+        "--between-data", default="runs/arith-between/train.jsonl", help="the between task's problems (test beside)"
     )
     parser.add_argument("--out", default="runs/real-model", help="folder of the runs")
     parser.add_argument("--record", default=str(RECORD), help="folder of the recorded summaries (committed)")
@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; the methods are {list(METHODS)}")
-    bases = [BASE] + (["base_pairs"] if set(methods) & set(PAIR_TASK) else [])
-    for path in (args.model, args.data, *([args.pairs_data] if len(bases) > 1 else [])):
+    bases = [BASE] + (["base_between"] if set(methods) & set(BETWEEN_TASK) else [])
+    for path in (args.model, args.data, *([args.between_data] if len(bases) > 1 else [])):
         if not args.table_only and not Path(path).exists():
             parser.error(f"{path} does not exist: make it with the commands in this script's docstring")
     before = {name: run_once(name, 0, args) for name in bases}

@@ -45,7 +45,7 @@ REWARDS: Registry = Registry(
         "rltune.rewards.thinking_efficiency",
         "rltune.rewards.digit_sum",
         "rltune.rewards.final_number",
-        "rltune.rewards.pair_sum",
+        "rltune.rewards.number_between",
         "rltune.rewards.reward_model",
         "rltune.rewards.llm_judge",
     ),

@@ -31,6 +31,7 @@ from rltune.errors import ConfigError, RLTuneError
 from rltune.eval.grading import equivalent, extract_boxed
 from rltune.registry import import_object
 from rltune.rewards import REWARDS, Completion
+from rltune.rewards.final_number import last_number
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,16 @@ class AnswerJudge:
             (i, j)
             for i, j in combinations(range(len(texts)), 2)
             if answers[i] and answers[j] and equivalent(answers[i], answers[j])
+        ]
+
+
+class FinalNumberJudge:
+    """Equivalent when both texts end with the same number, boxed or not (tasks graded by their last number)."""
+
+    def equivalent_pairs(self, texts: list[str]) -> list[tuple[int, int]]:
+        numbers = [last_number(t) for t in texts]
+        return [
+            (i, j) for i, j in combinations(range(len(texts)), 2) if numbers[i] is not None and numbers[i] == numbers[j]
         ]
 
 
@@ -225,7 +236,12 @@ class ClassifierJudge:
         return _pairs_with_shortcut(texts, model_pairs)
 
 
-JUDGES = {"answer": AnswerJudge, "embedding": EmbeddingJudge, "classifier": ClassifierJudge}
+JUDGES = {
+    "answer": AnswerJudge,
+    "final_number": FinalNumberJudge,
+    "embedding": EmbeddingJudge,
+    "classifier": ClassifierJudge,
+}
 
 
 @REWARDS.register("diversity_partition")
@@ -248,7 +264,7 @@ class DiversityPartition:
         ngram: int = 4,
     ):
         """
-        judge: 'answer' | 'embedding' | 'classifier' | 'ngram' | 'package.module:Class'.
+        judge: 'answer' | 'final_number' | 'embedding' | 'classifier' | 'ngram' | 'package.module:Class'.
         quality: name of the per-sample reward to fuse with (its unweighted score).
         fusion: 'multiplicative' (DARLING: quality x Div) or 'additive' (quality + diversity_weight x Div).
         floor: lower bound of Div so collapsed groups still get a signal (DARLING: 0.1).

@@ -50,6 +50,20 @@ def test_answer_judge_groups_equivalent_answers():
     assert div == pytest.approx([3 / 4, 3 / 4, 1.0, 1.0, 1.0]) and parts == 4
 
 
+def test_final_number_judge_groups_by_the_last_number_boxed_or_not():
+    """DARLING on unboxed numeric answers (the between task): the same last number is one partition; texts
+    without a number are each their own."""
+    texts = ["any of them, say 57", "\\boxed{57}", "58", "no number", "none either"]
+    reward = DiversityPartition(judge="final_number")
+    assert reward.judge.equivalent_pairs(texts) == [(0, 1)]
+    specs = [RewardSpec("number_between", 0.0), RewardSpec("diversity_partition", kwargs={
+        "judge": "final_number", "quality": "number_between"})]  # fmt: skip
+    batch = make_batch([texts], golds=["55,60"])
+    RewardPipeline(specs).score(batch)
+    # right answers 57, 57, 58: the repeated one is paid its partition's diversity, the unique one in full
+    assert batch.rewards.tolist() == pytest.approx([3 / 4, 3 / 4, 1.0, 0.0, 0.0])
+
+
 def test_ngram_diversity_by_hand():
     texts = ["a b c d e", "a b c d f", "x y z w v", "a b"]
     assert ngram_diversity(texts) == pytest.approx([0.5, 0.5, 1.0, 0.0])

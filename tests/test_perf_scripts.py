@@ -364,21 +364,23 @@ def test_real_model_runs_are_recorded_by_method_and_recipe_and_tables_come_from_
     assert "running" not in capsys.readouterr().out
 
 
-def test_pair_task_has_many_right_answers_graded_by_pair_sum(tmp_path):
-    """The arithmetic script's pair task: distinct questions with their sum as the answer, a clear error when
-    more are asked than exist; the real-model script grades its samples by pair_sum and counts distinct
-    right pairs."""
+def test_between_task_has_many_right_answers_graded_by_number_between(tmp_path):
+    """The arithmetic script's between task: distinct questions whose answer column holds the bounds, a clear
+    error when more are asked than exist; the real-model script grades its samples by number_between and
+    counts distinct right answers."""
     arithmetic_task = benchmark_module("arithmetic_task")
-    arithmetic_task.write_splits(tmp_path, 150, 40, tasks=("pair",))
+    arithmetic_task.write_splits(tmp_path, 800, 200, tasks=("between",))
     rows = [json.loads(line) for name in ("train", "test") for line in (tmp_path / f"{name}.jsonl").open()]
-    assert len({r["question"] for r in rows}) == 190 and all(10 <= int(r["answer"]) <= 199 for r in rows)
-    assert all(r["question"].endswith(f"add up to {r['answer']}.") for r in rows)
+    assert len({r["question"] for r in rows}) == 1000
+    for r in rows:
+        low, high = (int(x) for x in r["answer"].split(","))
+        assert 5 <= high - low <= 20 and r["question"].endswith(f"greater than {low} and less than {high}.")
     with pytest.raises(SystemExit, match="fewer distinct questions"):
-        arithmetic_task.write_splits(tmp_path, 190, 1, tasks=("pair",))
+        arithmetic_task.write_splits(tmp_path, 1280, 1, tasks=("between",))
     methods = real_model_module()
-    samples = ["20 + 37 = 57", "37 and 20", "1 + 56", "28 + 28"]
-    problems = [{"gold": "57", "samples": [{"text": t, "tokens": 5} for t in samples]}]
-    problems.append({"gold": "10", "samples": [{"text": "no", "tokens": 1}] * 4})
-    grades = methods.pair_grades(problems)
-    assert grades["correct"] == [3, 0] and grades["distinct"] == 1.0  # 2 distinct right pairs, then none
+    samples = ["say 57", "\\boxed{57}", "58", "60"]
+    problems = [{"gold": "55,60", "samples": [{"text": t, "tokens": 5} for t in samples]}]
+    problems.append({"gold": "10,20", "samples": [{"text": "no", "tokens": 1}] * 4})
+    grades = methods.between_grades(problems)
+    assert grades["correct"] == [3, 0] and grades["distinct"] == 1.0  # 2 distinct right answers, then none
     assert grades["mean@4"] == 3 / 8 and grades["pass@4"] == 0.5 and grades["tokens"] == 3.0

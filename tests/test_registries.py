@@ -68,8 +68,8 @@ def test_a_local_file_named_like_an_installed_module_is_named_not_silently_repla
 
 
 BUILT_IN = {
-    "rewards": "cosine_length digit_sum diversity_partition final_number format llm_judge math_accuracy overlong "
-    "pair_sum repetition repetition_dense reward_model thinking_efficiency",
+    "rewards": "cosine_length digit_sum diversity_partition final_number format llm_judge math_accuracy "
+    "number_between overlong repetition repetition_dense reward_model thinking_efficiency",
     "advantages": "dr_grpo grpo rloo",
     "objectives": "cispo clipped gspo nft",
     "loss-terms": "entropy kl tea",

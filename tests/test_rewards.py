@@ -187,27 +187,15 @@ def test_final_number_scores_only_the_last_number():
     assert batch.rewards.tolist() == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]
 
 
-def test_pair_sum_grades_the_last_named_pair_against_the_sum():
+def test_number_between_grades_the_last_number_strictly_inside_the_bounds():
     texts = [
-        "23 + 34 = 57",  # the equation names the pair, the sum is not part of it
-        "57 = 50 + 7.",
-        "The numbers are 20 and 37",
-        "10, 47",
-        "28 + 29 = 57, or maybe 30 + 30",  # the last pair counts: 30 and 30 are not different
-        "57 + 0",  # zero is not positive
+        "Any number such as 57",
+        "\\boxed{56}",
+        "56 or 60",  # the last number counts
+        "60",  # the upper bound is outside
+        "55",  # so is the lower
+        "56.5",  # not a whole number
         "fifty-seven",
-        "20 + 36 = 56",
     ]
-    batch, _ = score([RewardSpec("pair_sum")], [texts, ["29 + 29 = 58", "28 + 30 = 58"]], golds=["57", "58"])
-    assert batch.rewards.tolist() == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
-
-
-def test_same_pair_judge_partitions_by_the_pair_in_either_order():
-    from rltune.rewards.diversity_partition import partition
-    from rltune.rewards.pair_sum import SamePair
-
-    texts = ["23 + 34 = 57", "34 and 23", "20 + 37", "no pair here", "nothing"]
-    pairs = SamePair().equivalent_pairs(texts)
-    assert pairs == [(0, 1)]  # two texts without a pair are not one answer
-    clusters = partition(len(texts), pairs)
-    assert len(set(clusters)) == 4 and clusters[0] == clusters[1]
+    batch, _ = score([RewardSpec("number_between")], [texts], golds=["55,60"])
+    assert batch.rewards.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]

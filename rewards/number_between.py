@@ -1,0 +1,26 @@
+"""A task with many right answers that a small model can start on: "Give a whole number greater than A and less
+than B." (`python benchmarks/arithmetic_task.py DIR --tasks between`; 4 to 19 right answers). The answer is
+the last number written, boxed or not, as for `final_number`; the gold is "A,B". DARLING partitions its
+answers with the `final_number` judge of `diversity_partition`."""
+
+from __future__ import annotations
+
+from rltune.rewards import REWARDS, Completion
+from rltune.rewards.final_number import last_number
+
+
+def right_number(text: str, gold: str) -> int | None:
+    """The last number of `text` when it is a whole number strictly between the bounds "A,B" of `gold`, else None."""
+    low, high = (int(x) for x in str(gold).split(","))
+    value = last_number(text)
+    return int(value) if value is not None and value == int(value) and low < value < high else None
+
+
+@REWARDS.register("number_between")
+class NumberBetween:
+    """1 if the completion's last number is a whole number strictly between the bounds `row['gold']` ("A,B")."""
+
+    needs_gold = True  # reads row['gold']: refused on a prompt-only dataset (data.answer_column: null)
+
+    def __call__(self, completion: Completion, row: dict) -> float:
+        return float(right_number(completion.answer_text, row["gold"]) is not None)
