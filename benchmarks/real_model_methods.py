@@ -32,11 +32,10 @@ import hashlib
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from claims import rltune
 from darling_vs_grpo import interval
 
 from rltune.eval.metrics import bootstrap_ci
@@ -86,13 +85,6 @@ def run_hash(method: str) -> str:
     """What defines a run's result apart from its seed (and rltune's code)."""
     identity = json.dumps([RECIPE.read_text(), METHODS.get(method, ()), EVAL])
     return hashlib.sha256(identity.encode()).hexdigest()[:12]
-
-
-def rltune(*args: str) -> None:
-    command = [sys.executable, "-m", "rltune", *args]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
 
 def evaluate(model: Path, train_data: Path, where: Path, between: bool) -> dict:

@@ -176,16 +176,12 @@ def benchmark_module(name: str):
         sys.path.pop(0)
 
 
-def claims_module():
-    return benchmark_module("claims")
-
-
 def test_seeds_to_decide_is_where_the_interval_would_clear_the_nearest_boundary():
     import statistics
 
     from darling_vs_grpo import t975
 
-    claims = claims_module()
+    claims = benchmark_module("claims")
     assert claims.seeds_to_decide([0.1], "higher", 0.05) is None  # no spread measured
     # mean 0.1, sd 0.02: the half-width is 0.18 at 2 seeds and 0.050 at 3, under the 0.1 that excludes 0
     assert claims.seeds_to_decide([0.08, 0.1, 0.12], "higher", 0.05) == 3
@@ -204,7 +200,7 @@ def test_seeds_to_decide_is_where_the_interval_would_clear_the_nearest_boundary(
 def test_claims_adds_paired_seeds_only_to_the_rows_still_inconclusive(tmp_path, monkeypatch, capsys):
     """--max-seeds: a row decided at 3 seeds stops there; an undecided one gets a seed at a time up to the
     maximum, its runs only (each run's summaries stand in for trained runs: the seed loop is under test)."""
-    claims = claims_module()
+    claims = benchmark_module("claims")
     accuracy = {  # per run, per seed
         "grpo": [0.5] * 10,
         "grpo_seq_mean": [0.5] * 10,
@@ -233,7 +229,7 @@ def test_claims_adds_paired_seeds_only_to_the_rows_still_inconclusive(tmp_path, 
 def test_claims_runs_are_recorded_by_what_defines_them_and_reused(tmp_path):
     """A run's summary is recorded under its name and a hash of its recipe, overrides and budgets: a run made
     in --out is recorded, a recorded run is not run again, and another budget or recipe is another run."""
-    claims = claims_module()
+    claims = benchmark_module("claims")
     record, out = tmp_path / "record", tmp_path / "out"
     (out / "nft" / "seed0").mkdir(parents=True)
     (out / "nft" / "seed0" / "summary.json").write_text(json.dumps({"accuracy": 0.5}))
@@ -307,14 +303,10 @@ def test_async_speed_script_runs_sync_and_async_through_a_server(tmp_path):
     assert results["0"][0]["update_wait_s"] == 0 and results["1"][0]["update_wait_s"] > 0
 
 
-def real_model_module():
-    return benchmark_module("real_model_methods")
-
-
 def test_real_model_paired_differences_over_seeds_and_over_problems():
     """method - baseline: the mean of the per-seed differences, a t-interval over seeds, and a bootstrap over
     problems of each problem's difference averaged over the seeds (the same mean)."""
-    methods = real_model_module()
+    methods = benchmark_module("real_model_methods")
     method = [{"correct": [4, 2, 0, 4]}, {"correct": [4, 4, 0, 2]}]
     baseline = [{"correct": [2, 2, 0, 0]}, {"correct": [0, 2, 0, 2]}]
     mean, low, high, p_low, p_high = methods.paired(method, baseline, methods.accuracy)
@@ -332,7 +324,7 @@ def test_real_model_runs_are_recorded_by_method_and_recipe_and_tables_come_from_
     """A recorded run is not run again; the hash tells the methods apart and follows the recipe's text; with
     --table-only the headline and the methods table come from the record alone, each method over its seeds
     without gaps."""
-    methods = real_model_module()
+    methods = benchmark_module("real_model_methods")
     assert len({methods.run_hash(m) for m in methods.METHODS}) == len(methods.METHODS)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(methods.RECIPE.read_text())
@@ -377,7 +369,7 @@ def test_between_task_has_many_right_answers_graded_by_number_between(tmp_path):
         assert 5 <= high - low <= 20 and r["question"].endswith(f"greater than {low} and less than {high}.")
     with pytest.raises(SystemExit, match="fewer distinct questions"):
         arithmetic_task.write_splits(tmp_path, 1280, 1, tasks=("between",))
-    methods = real_model_module()
+    methods = benchmark_module("real_model_methods")
     samples = ["say 57", "\\boxed{57}", "58", "60"]
     problems = [{"gold": "55,60", "samples": [{"text": t, "tokens": 5} for t in samples]}]
     problems.append({"gold": "10,20", "samples": [{"text": "no", "tokens": 1}] * 4})
