@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_recipe(args.recipe, args.overrides)
     check_before_loading(cfg, args.recipe)  # a typo or a missing path in under a second, before torch loads
-    from rltune.distributed import lost_process_error
+    from rltune.distributed import end_processes, lost_process_error
     from rltune.trainer import Trainer
 
     trainer = Trainer(cfg)
@@ -56,6 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise error from exc
     finally:
         trainer.close()
+        end_processes()
     return 0
 
 

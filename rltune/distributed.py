@@ -103,6 +103,14 @@ def any_process(flag: bool) -> bool:
     return bool(value.item())
 
 
+def end_processes() -> None:
+    """Take down the process group before the process exits: left to the interpreter's exit, gloo's threads
+    race its teardown and a finished run can die with SIGABRT ("terminate called without an active
+    exception"), a failed exit code for a run that succeeded."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """`optimizer.state_dict()` with each sharded tensor gathered whole (a collective): the same file as a
     one-process run writes, so a checkpoint resumes on any number of processes."""

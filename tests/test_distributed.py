@@ -18,7 +18,9 @@ import torch
 from accelerate.state import AcceleratorState
 from torch.distributed.fsdp import fully_shard
 from rltune.batch import RolloutBatch
-from rltune.distributed import full_optimizer_state, is_dtensor, is_sharded, load_optimizer_state, make_accelerator
+from rltune.distributed import (
+    end_processes, full_optimizer_state, is_dtensor, is_sharded, load_optimizer_state, make_accelerator,
+)
 from rltune.metrics import reduce_over_processes, source_metrics
 
 accelerator = make_accelerator(sys.argv[1])
@@ -63,7 +65,7 @@ row = {"data_source": source}
 batch = RolloutBatch([[1], [1]], [[2], [2]], ["a", "b"], [[0.0], [0.0]], ["stop"] * 2, [0, 0], [row])
 batch.rewards = torch.tensor([1.0, 0.0] if rank == 0 else [1.0, 1.0])
 by_source = source_metrics(batch, "data_source", accelerator)
-print(json.dumps({
+report = {
     "rank": accelerator.process_index,
     "param_dtype": str(getattr(policy, "param_dtype", None)),
     "sharded": is_sharded(sharded),
@@ -72,7 +74,11 @@ print(json.dumps({
     "resumed_as_reference": all(torch.allclose(a, p, atol=1e-6) for a, p in zip(after, reference.parameters())),
     "reduced": reduced,
     "by_source": by_source,
-}))
+}
+end_processes()
+# a file each: the two processes' prints share one stdout and can interleave within a line
+with open(f"report{rank}.json", "w") as out:
+    json.dump(report, out)
 """
 
 
@@ -83,7 +89,7 @@ def test_sharded_optimizer_state_saves_whole_and_loads_into_shards_and_precision
     cmd = accelerate_launch("fsdp2_cpu_2proc", "--mixed_precision", precision, str(script), precision)
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    reports = [json.loads((tmp_path / f"report{rank}.json").read_text()) for rank in (0, 1)]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     for report in reports:
         assert report["param_dtype"] == "torch.bfloat16"
