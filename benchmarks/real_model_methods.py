@@ -74,8 +74,11 @@ BASELINES = {
     "grpo_dynamic": "grpo", "nft": "grpo_dynamic", "dr_grpo": "grpo", "gspo": "grpo", "darling": "grpo",
     "darling_between": "grpo_between",
 }  # fmt: skip
+SAMPLES = 4  # per held-out problem
+MEAN, PASS = f"mean@{SAMPLES}", f"pass@{SAMPLES}"
 EVAL = (
-    "--benchmarks", "{data}:question:answer", "--limit", "200", "--n", "4", "--k", "1,4", "--max-tokens", "200",
+    "--benchmarks", "{data}:question:answer", "--limit", "200", "--n", str(SAMPLES), "--k", f"1,{SAMPLES}",
+    "--max-tokens", "200",
     "--dtype", "float32", "--answer-fallback", "--seed", "0",
 )  # fmt: skip
 BASE = "base"  # the model before training: evaluated once, the same for every seed (base_between on between)
@@ -96,11 +99,11 @@ def evaluate(model: Path, train_data: Path, where: Path, between: bool) -> dict:
     if between:
         return between_grades(bench["problems"])
     return {
-        "mean@4": bench["metrics"]["mean@4"],
-        "pass@4": bench["metrics"]["pass@4"],
+        MEAN: bench["metrics"][MEAN],
+        PASS: bench["metrics"][PASS],
         "tokens": bench["metrics"]["mean_tokens"],
         "distinct": bench["metrics"]["distinct_answers"],
-        "correct": [p["correct"] for p in bench["problems"]],  # of 4, per problem, for paired intervals
+        "correct": [p["correct"] for p in bench["problems"]],  # of SAMPLES, per problem, for paired intervals
     }
 
 
@@ -108,17 +111,17 @@ def between_grades(problems: list[dict]) -> dict:
     right = [[right_number(s["text"], p["gold"]) for s in p["samples"]] for p in problems]
     correct = [sum(r is not None for r in rs) for rs in right]
     return {
-        "mean@4": sum(correct) / (4 * len(problems)),
-        "pass@4": sum(c > 0 for c in correct) / len(problems),
+        MEAN: sum(correct) / (SAMPLES * len(problems)),
+        PASS: sum(c > 0 for c in correct) / len(problems),
         "tokens": statistics.mean(s["tokens"] for p in problems for s in p["samples"]),
         "distinct": statistics.mean(len({r for r in rs if r is not None}) for rs in right),
         "correct": correct,
     }
 
 
-def training_summary(metrics_file: Path) -> dict:
+def training_summary(metrics_file: Path, between: bool) -> dict:
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
-    key = "reward/final_number" if "reward/final_number" in rows[0] else "reward/number_between"
+    key = "reward/number_between" if between else "reward/final_number"
     reward = [r[key] for r in rows if key in r]
     length = [r["completion/length_mean"] for r in rows if "completion/length_mean" in r]
     return {
@@ -152,7 +155,7 @@ def run_once(method: str, seed: int, args: argparse.Namespace) -> dict | None:
         trained = time.monotonic() - start
         checkpoints = sorted(where.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
         summary = {**evaluate(checkpoints[-1], data, where / "eval", between), "train_seconds": trained}
-        summary.update(training_summary(where / "metrics.jsonl"))
+        summary.update(training_summary(where / "metrics.jsonl", between))
         for checkpoint in checkpoints:
             shutil.rmtree(checkpoint)
     record.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +164,7 @@ def run_once(method: str, seed: int, args: argparse.Namespace) -> dict | None:
 
 
 def accuracy(run: dict) -> list[float]:
-    return [c / 4 for c in run["correct"]]
+    return [c / SAMPLES for c in run["correct"]]
 
 
 def solved(run: dict) -> list[float]:
@@ -180,14 +183,14 @@ def paired(method: list[dict], baseline: list[dict], per_problem) -> tuple[float
 
 def methods_table(results: dict[str, list[dict]]) -> str:
     lines = [
-        "| method | baseline | seeds | mean@4 | pass@4 | eval tokens | distinct right answers "
-        "| mean@4 - baseline [seeds] [problems] | pass@4 - baseline [seeds] [problems] |",
+        f"| method | baseline | seeds | {MEAN} | {PASS} | eval tokens | distinct right answers "
+        f"| {MEAN} - baseline [seeds] [problems] | {PASS} - baseline [seeds] [problems] |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, runs in results.items():
         base_name = BASELINES.get(method)
         row = f"| {method} | {base_name or '-'} | {len(runs)} | " + " | ".join(
-            f"{statistics.mean(r[key] for r in runs):.3f}" for key in ("mean@4", "pass@4", "tokens")
+            f"{statistics.mean(r[key] for r in runs):.3f}" for key in (MEAN, PASS, "tokens")
         )
         # one right answer per problem on the arithmetic task: distinct right answers mean something on between only
         row += f" | {statistics.mean(r['distinct'] for r in runs):.2f}" if method in BETWEEN_TASK else " | -"
@@ -203,7 +206,7 @@ def methods_table(results: dict[str, list[dict]]) -> str:
 
 
 def headline(base: dict, grpo: list[dict]) -> str:
-    lines = ["| seed | mean@4 before | mean@4 after | change [95% paired bootstrap over problems] | pass@4 after |"]
+    lines = [f"| seed | {MEAN} before | {MEAN} after | change [95% paired bootstrap over problems] | {PASS} after |"]
     lines.append("|---|---|---|---|---|")
     changes = []
     for seed, run in enumerate(grpo):
@@ -211,8 +214,8 @@ def headline(base: dict, grpo: list[dict]) -> str:
         low, high = bootstrap_ci(diffs)
         changes.append(statistics.mean(diffs))
         lines.append(
-            f"| {seed} | {base['mean@4']:.3f} | {run['mean@4']:.3f} | {changes[-1]:+.3f} [{low:+.3f}, {high:+.3f}] "
-            f"| {run['pass@4']:.3f} |"
+            f"| {seed} | {base[MEAN]:.3f} | {run[MEAN]:.3f} | {changes[-1]:+.3f} [{low:+.3f}, {high:+.3f}] "
+            f"| {run[PASS]:.3f} |"
         )
     if len(changes) > 1:  # a spread over seeds needs two of them
         mean, low, high = interval(changes)

@@ -376,3 +376,11 @@ def test_between_task_has_many_right_answers_graded_by_number_between(tmp_path):
     grades = methods.between_grades(problems)
     assert grades["correct"] == [3, 0] and grades["distinct"] == 1.0  # 2 distinct right answers, then none
     assert grades["mean@4"] == 3 / 8 and grades["pass@4"] == 0.5 and grades["tokens"] == 3.0
+    # the training reward is the task's own, whichever others the run logs beside it
+    metrics = tmp_path / "metrics.jsonl"
+    logged = [
+        {"reward/final_number": 0.1 * i, "reward/number_between": 0.5, "completion/length_mean": 9} for i in range(8)
+    ]
+    metrics.write_text("".join(json.dumps(row) + "\n" for row in logged))
+    assert methods.training_summary(metrics, between=True)["train_reward_start"] == 0.5
+    assert methods.training_summary(metrics, between=False)["train_reward_start"] == pytest.approx(0.2)
