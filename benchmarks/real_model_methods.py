@@ -69,7 +69,9 @@ METHODS: dict[str, tuple[str, ...]] = {
         "algorithm.advantage=dr_grpo",
     ),
 }
-BETWEEN_TASK = ("grpo_between", "darling_between", "base_between")  # trained and evaluated on --between-data
+# the model before training: evaluated once, the same for every seed; one per task
+BASE, BASE_BETWEEN = "base", "base_between"
+BETWEEN_TASK = ("grpo_between", "darling_between", BASE_BETWEEN)  # trained and evaluated on --between-data
 BASELINES = {
     "grpo_dynamic": "grpo", "nft": "grpo_dynamic", "dr_grpo": "grpo", "gspo": "grpo", "darling": "grpo",
     "darling_between": "grpo_between",
@@ -78,10 +80,8 @@ SAMPLES = 4  # per held-out problem
 MEAN, PASS = f"mean@{SAMPLES}", f"pass@{SAMPLES}"
 EVAL = (
     "--benchmarks", "{data}:question:answer", "--limit", "200", "--n", str(SAMPLES), "--k", f"1,{SAMPLES}",
-    "--max-tokens", "200",
-    "--dtype", "float32", "--answer-fallback", "--seed", "0",
+    "--max-tokens", "200", "--dtype", "float32", "--answer-fallback", "--seed", "0",
 )  # fmt: skip
-BASE = "base"  # the model before training: evaluated once, the same for every seed (base_between on between)
 
 
 def run_hash(method: str) -> str:
@@ -144,7 +144,7 @@ def run_once(method: str, seed: int, args: argparse.Namespace) -> dict | None:
     start = time.monotonic()
     between = method in BETWEEN_TASK
     data = Path(args.between_data if between else args.data)
-    if method in (BASE, "base_between"):
+    if method in (BASE, BASE_BETWEEN):
         summary = evaluate(Path(args.model), data, where / "eval", between)
     else:
         rltune(
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; the methods are {list(METHODS)}")
-    bases = [BASE] + (["base_between"] if set(methods) & set(BETWEEN_TASK) else [])
+    bases = [BASE] + ([BASE_BETWEEN] if set(methods) & set(BETWEEN_TASK) else [])
     for path in (args.model, args.data, *([args.between_data] if len(bases) > 1 else [])):
         if not args.table_only and not Path(path).exists():
             parser.error(f"{path} does not exist: make it with the commands in this script's docstring")
