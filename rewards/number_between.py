@@ -11,7 +11,13 @@ from rltune.rewards.final_number import last_number
 
 def right_number(text: str, gold: str) -> int | None:
     """The last number of `text` when it is a whole number strictly between the bounds "A,B" of `gold`, else None."""
-    low, high = (int(x) for x in str(gold).split(","))
+    bounds = str(gold).split(",")
+    if len(bounds) != 2 or not all(b.strip().lstrip("-").isdigit() for b in bounds):
+        raise ValueError(
+            f"number_between reads the gold as two whole-number bounds 'A,B', got {gold!r}: point "
+            "data.answer_column at such a column (benchmarks/arithmetic_task.py --tasks between writes one)"
+        )
+    low, high = (int(b) for b in bounds)
     value = last_number(text)
     return int(value) if value is not None and value == int(value) and low < value < high else None
 

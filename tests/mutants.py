@@ -672,6 +672,13 @@ MUTANTS = [
         ["tests/test_rewards.py"],
     ),
     Mutant(
+        "number_between: a gold that is not two bounds fails without saying what it needs",
+        "rewards/number_between.py",
+        "if len(bounds) != 2 or not all(",
+        "if False and not all(",
+        ["tests/test_rewards.py"],
+    ),
+    Mutant(
         "final_number judge: texts without a number are one partition",
         "rewards/diversity_partition.py",
         "if numbers[i] is not None and numbers[i] == numbers[j]",

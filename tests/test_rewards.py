@@ -199,3 +199,9 @@ def test_number_between_grades_the_last_number_strictly_inside_the_bounds():
     ]
     batch, _ = score([RewardSpec("number_between")], [texts], golds=["55,60"])
     assert batch.rewards.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    from rltune.rewards.number_between import right_number
+
+    for gold in ("57", "55,60,65", "a,b", "55.5,60"):  # a gold that is not two whole bounds says what it needs
+        with pytest.raises(ValueError, match="two whole-number bounds 'A,B'"):
+            right_number("57", gold)
+    assert right_number("-3", "-5, 0") == -3
