@@ -18,6 +18,7 @@ and a changed recipe runs again.
     python benchmarks/claims.py --seeds 3 --out runs/claims              # table on stdout, claims.json
     python benchmarks/claims.py --seeds 3 --out runs/claims --rows nft,rft
     python benchmarks/claims.py --seeds 3 --max-seeds 10 --out runs/claims   # seeds added where undecided
+    python benchmarks/claims.py --table-only    # every row at the paired seeds recorded for it; runs nothing
 """
 
 from __future__ import annotations
@@ -310,6 +311,15 @@ def run_hash(name: str, steps: int | None, warmup_steps: int | None) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
+def recorded_seeds(name: str, record_dir: Path, steps: int | None, warmup_steps: int | None) -> list[dict]:
+    """The summaries of run `name` recorded under `record_dir`, seeds 0, 1, ... up to the first one missing."""
+    folder = record_dir / f"{name}-{run_hash(name, steps, warmup_steps)}"
+    summaries = []
+    while (folder / f"seed{len(summaries)}.json").is_file():
+        summaries.append(json.loads((folder / f"seed{len(summaries)}.json").read_text()))
+    return summaries
+
+
 def run_once(
     name: str,
     seed: int,
@@ -416,6 +426,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rows", default="", help=f"comma-separated rows (default all): {', '.join(c.key for c in CLAIMS)}"
     )
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing: the table from the record, each row at the paired seeds recorded for both its runs",
+    )
     args = parser.parse_args(argv)
     wanted = [r for r in args.rows.split(",") if r]
     unknown = sorted(set(wanted) - {c.key for c in CLAIMS})
@@ -425,6 +440,9 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     results: dict[str, list[dict]] = {name: [] for c in claims for name in (c.baseline, c.run)}
     seeds = {c.key: args.seeds for c in claims}
+    if args.table_only:
+        print_recorded(claims, Path(args.record), args.steps, args.warmup_steps)
+        return
     most = max(args.max_seeds or args.seeds, args.seeds)
     while True:
         for c in claims:
@@ -441,6 +459,20 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)  # every run may have come from the record
     (out / "claims.json").write_text(json.dumps({"rows": rows, "runs": results}, indent=1))
     print(text)
+
+
+def print_recorded(claims: list[Claim], record_dir: Path, steps: int | None, warmup_steps: int | None) -> None:
+    """The table of the claims whose runs are recorded at two paired seeds or more (an interval needs two), and
+    a line naming the others."""
+    names = {name for c in claims for name in (c.baseline, c.run)}
+    results = {name: recorded_seeds(name, record_dir, steps, warmup_steps) for name in names}
+    seeds = {c.key: min(len(results[c.run]), len(results[c.baseline])) for c in claims}
+    shown = [c for c in claims if seeds[c.key] >= 2]
+    if shown:
+        print(table(shown, results, seeds)[0])
+    missing = [c.key for c in claims if seeds[c.key] < 2]
+    if missing:
+        print(f"not recorded at two paired seeds yet: {', '.join(missing)}")
 
 
 if __name__ == "__main__":

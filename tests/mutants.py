@@ -679,6 +679,13 @@ MUTANTS = [
         ["tests/test_rewards.py"],
     ),
     Mutant(
+        "claims --table-only: a row read at the larger of its two runs' recorded seeds",
+        "benchmarks/claims.py",
+        "seeds = {c.key: min(len(results[c.run]), len(results[c.baseline])) for c in claims}",
+        "seeds = {c.key: max(len(results[c.run]), len(results[c.baseline])) for c in claims}",
+        ["tests/test_perf_scripts.py::test_claims_table_only_reads_each_row_at_its_recorded_paired_seeds"],
+    ),
+    Mutant(
         "final_number judge: texts without a number are one partition",
         "rewards/diversity_partition.py",
         "if numbers[i] is not None and numbers[i] == numbers[j]",

@@ -257,6 +257,27 @@ def test_claims_runs_are_recorded_by_what_defines_them_and_reused(tmp_path):
     assert row["key"] == "rft" and row["seeds"] == 2 and row["difference"] == 0.0
 
 
+def test_claims_table_only_reads_each_row_at_its_recorded_paired_seeds(tmp_path, monkeypatch, capsys):
+    """--table-only: a row reads the seeds recorded for both its runs (up to the first gap), a row with fewer
+    than two is named as not recorded, and nothing is trained."""
+    claims = benchmark_module("claims")
+    record = tmp_path / "record"
+    accuracy = {"grpo_dynamic": [0.9, 0.8, 0.7, 0.6], "rft": [0.5, 0.6, 0.9], "nft": [0.4]}
+    for name, values in accuracy.items():
+        folder = record / f"{name}-{claims.run_hash(name, None, None)}"
+        folder.mkdir(parents=True)
+        for seed, value in enumerate(values):
+            (folder / f"seed{seed}.json").write_text(json.dumps({"accuracy": value}))
+    (record / f"rft-{claims.run_hash('rft', None, None)}" / "seed4.json").write_text(json.dumps({"accuracy": 0.0}))
+    monkeypatch.setattr(claims, "train", lambda *a, **k: pytest.fail("--table-only trained a run"))
+    claims.main(["--rows", "rft,nft", "--table-only", "--record", str(record), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("| RFT |")]
+    assert "| 0.800 | 0.667 | -0.133 [" in row and "| 3 |" in row  # seeds 0-2 paired; seed 4 is past a gap
+    assert "not recorded at two paired seeds yet: nft" in out
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.heavy
 def test_claims_script_runs_rows_at_a_toy_budget_and_reuses_its_runs(tmp_path):
