@@ -3,11 +3,11 @@
 Every method trains from the same model at the recipe's budget (45 steps of 8 prompts x 8 samples) with the
 same seeds, and is evaluated on the same 200 held-out problems (4 samples each at T=0.6, eval seed 0, the
 answer graded wherever it is: `--answer-fallback`). Reported per method: held-out mean@4 and pass@4, the
-eval completion length and distinct answers per problem; against its baseline (GRPO, or GRPO with dynamic
-sampling for NFT), the paired difference with two 95% intervals: a t-interval over seeds (seed s of the
-method against seed s of the baseline) and a paired bootstrap over problems (each problem's accuracy
-averaged over the seeds). The headline is GRPO against the model before training: per seed (bootstrap over
-problems) and over seeds (t-interval of the per-seed changes).
+eval completion length (on the between task also the distinct right answers per problem); against its
+baseline (GRPO, or GRPO with dynamic sampling for NFT), the paired difference with two 95% intervals: a
+t-interval over seeds (seed s of the method against seed s of the baseline) and a paired bootstrap over
+problems (each problem's accuracy averaged over the seeds). The headline is GRPO against the model before
+training: per seed (bootstrap over problems) and over seeds (t-interval of the per-seed changes).
 
 Each run's summary is recorded under benchmarks/evidence/real_model/<method>-<hash>/seed<k>.json (committed),
 the hash covering the recipe's text, the method's overrides and the eval settings: a fresh clone reuses
@@ -102,7 +102,6 @@ def evaluate(model: Path, train_data: Path, where: Path, between: bool) -> dict:
         MEAN: bench["metrics"][MEAN],
         PASS: bench["metrics"][PASS],
         "tokens": bench["metrics"]["mean_tokens"],
-        "distinct": bench["metrics"]["distinct_answers"],
         "correct": [p["correct"] for p in bench["problems"]],  # of SAMPLES, per problem, for paired intervals
     }
 
