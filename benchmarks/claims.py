@@ -437,12 +437,12 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown rows {unknown}; the rows are {[c.key for c in CLAIMS]}")
     claims = [c for c in CLAIMS if not wanted or c.key in wanted]
-    out = Path(args.out)
-    results: dict[str, list[dict]] = {name: [] for c in claims for name in (c.baseline, c.run)}
-    seeds = {c.key: args.seeds for c in claims}
     if args.table_only:
         print_recorded(claims, Path(args.record), args.steps, args.warmup_steps)
         return
+    out = Path(args.out)
+    results: dict[str, list[dict]] = {name: [] for c in claims for name in (c.baseline, c.run)}
+    seeds = {c.key: args.seeds for c in claims}
     most = max(args.max_seeds or args.seeds, args.seeds)
     while True:
         for c in claims:
