@@ -311,12 +311,17 @@ def run_hash(name: str, steps: int | None, warmup_steps: int | None) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
+def record_folder(name: str, record_dir: Path, steps: int | None, warmup_steps: int | None) -> Path:
+    """Where run `name`'s summaries are recorded, one seed<k>.json per seed."""
+    return record_dir / f"{name}-{run_hash(name, steps, warmup_steps)}"
+
+
 def recorded_seeds(name: str, record_dir: Path, steps: int | None, warmup_steps: int | None) -> list[dict]:
     """The summaries of run `name` recorded under `record_dir`, seeds 0, 1, ... up to the first one missing."""
-    folder = record_dir / f"{name}-{run_hash(name, steps, warmup_steps)}"
+    folder = record_folder(name, record_dir, steps, warmup_steps)
     summaries = []
-    while (folder / f"seed{len(summaries)}.json").is_file():
-        summaries.append(json.loads((folder / f"seed{len(summaries)}.json").read_text()))
+    while (record := folder / f"seed{len(summaries)}.json").is_file():
+        summaries.append(json.loads(record.read_text()))
     return summaries
 
 
@@ -330,7 +335,7 @@ def run_once(
 ) -> dict:
     """The summary of run `name` at `seed`: recorded under `record_dir`, or in --out's summary.json, when it
     has already run."""
-    record = record_dir / f"{name}-{run_hash(name, steps, warmup_steps)}" / f"seed{seed}.json"
+    record = record_folder(name, record_dir, steps, warmup_steps) / f"seed{seed}.json"
     if record.is_file():
         return json.loads(record.read_text())
     where = out / name / f"seed{seed}"
