@@ -1,6 +1,4 @@
-import sys
-
-from rltune.cli import main
+from rltune.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -12,8 +12,9 @@ import os
 import re
 import sys
 import time
+import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from rltune.errors import RLTuneError, Stopped
 
@@ -43,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_recipe(args.recipe, args.overrides)
     check_before_loading(cfg, args.recipe)  # a typo or a missing path in under a second, before torch loads
-    from rltune.distributed import end_processes, lost_process_error
+    from rltune.distributed import lost_process_error
     from rltune.trainer import Trainer
 
     trainer = Trainer(cfg)
@@ -56,7 +57,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise error from exc
     finally:
         trainer.close()
-        end_processes()
     return 0
 
 
@@ -697,5 +697,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def console() -> NoReturn:
+    """The `rltune` command: `main`, then an exit that a multi-process run's teardown cannot abort or hang
+    (`exit_processes`). An error `main` does not handle is printed as Python would, exit code 1."""
+    from rltune.distributed import exit_processes
+
+    try:
+        code = main()
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    exit_processes(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -10,11 +10,14 @@ as on a GPU node, which is what lets that path be tested here."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
+import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from accelerate import Accelerator
@@ -103,12 +106,26 @@ def any_process(flag: bool) -> bool:
     return bool(value.item())
 
 
-def end_processes() -> None:
-    """Take down the process group before the process exits: left to the interpreter's exit, gloo's threads
-    race its teardown and a finished run can die with SIGABRT ("terminate called without an active
-    exception"), a failed exit code for a run that succeeded."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def exit_processes(code: int = 0) -> NoReturn:
+    """Exit with `code`: the way to end a script launched on several processes, once its last collective has
+    returned.
+
+    A gloo process group cannot be taken down safely at the end of a run. Its destructor joins its worker
+    threads while holding the GIL, and a worker still freeing a finished collective's tensors waits for the
+    GIL: a deadlock, seen when DDP's reducer drops the group. FSDP2's DTensor caches keep the group alive
+    past `destroy_process_group`, and its threads torn down with the interpreter can abort a run that
+    succeeded (SIGABRT, "terminate called without an active exception"). So with a process group this
+    waits for the program's own threads, runs the exit handlers (log files, coverage) and leaves with
+    `os._exit`, the group still up. Without one it is `sys.exit(code)`."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        sys.exit(code)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # no public call runs them; os._exit alone would skip them
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

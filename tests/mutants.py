@@ -1051,6 +1051,24 @@ MUTANTS = [
         "            pass\n",
         ["tests/test_vllm_engine.py"],
     ),
+    Mutant(
+        "exit_processes skips the exit handlers with a process group",
+        "rltune/distributed.py",
+        "    atexit._run_exitfuncs()",
+        "    pass",
+        [
+            "tests/test_distributed.py::test_a_process_exits_with_its_code_after_its_exit_handlers_with_or_without_a_group"
+        ],
+    ),
+    Mutant(
+        "exit_processes leaves through the interpreter's teardown with a process group",
+        "rltune/distributed.py",
+        "    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):\n        sys.exit(code)",
+        "    sys.exit(code)",
+        [
+            "tests/test_distributed.py::test_a_process_exits_with_its_code_after_its_exit_handlers_with_or_without_a_group"
+        ],
+    ),
 ]
 
 

@@ -9,17 +9,17 @@ import subprocess
 import pytest
 import torch
 
-from conftest import accelerate_launch
+from conftest import accelerate_launch, free_port
 from rltune.distributed import lost_process_error
 
 SCRIPT = """
-import json, sys
+import atexit, json, sys
 import torch
 from accelerate.state import AcceleratorState
 from torch.distributed.fsdp import fully_shard
 from rltune.batch import RolloutBatch
 from rltune.distributed import (
-    end_processes, full_optimizer_state, is_dtensor, is_sharded, load_optimizer_state, make_accelerator,
+    exit_processes, full_optimizer_state, is_dtensor, is_sharded, load_optimizer_state, make_accelerator,
 )
 from rltune.metrics import reduce_over_processes, source_metrics
 
@@ -75,10 +75,11 @@ report = {
     "reduced": reduced,
     "by_source": by_source,
 }
-end_processes()
 # a file each: the two processes' prints share one stdout and can interleave within a line
 with open(f"report{rank}.json", "w") as out:
     json.dump(report, out)
+atexit.register(lambda: open(f"exited{rank}", "w").close())
+exit_processes(0)
 """
 
 
@@ -89,6 +90,8 @@ def test_sharded_optimizer_state_saves_whole_and_loads_into_shards_and_precision
     cmd = accelerate_launch("fsdp2_cpu_2proc", "--mixed_precision", precision, str(script), precision)
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # exit_processes skipped the interpreter's teardown, not the exit handlers
+    assert all((tmp_path / f"exited{rank}").exists() for rank in (0, 1))
     reports = [json.loads((tmp_path / f"report{rank}.json").read_text()) for rank in (0, 1)]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     for report in reports:
@@ -101,6 +104,33 @@ def test_sharded_optimizer_state_saves_whole_and_loads_into_shards_and_precision
             "loss": 0.5,
         }  # fmt: skip
         assert report["by_source"] == {"reward/source/gsm8k": 0.5, "reward/source/math": 1.0}
+
+
+def test_a_process_exits_with_its_code_after_its_exit_handlers_with_or_without_a_group(tmp_path):
+    """With a process group exit_processes leaves by os._exit, skipping the interpreter's teardown (where
+    gloo's threads can abort or hang the process), without one by sys.exit: either way the exit code, the
+    exit handlers and what was printed survive."""
+    import sys
+
+    script = tmp_path / "exit.py"
+    script.write_text(
+        "import atexit, sys, torch\n"
+        "from rltune.distributed import exit_processes\n"
+        "if sys.argv[1] == 'group':\n"
+        "    torch.distributed.init_process_group('gloo', init_method=sys.argv[2], rank=0, world_size=1)\n"
+        "atexit.register(lambda: print('handler ran'))\n"
+        "class Global:\n"
+        "    def __del__(self):\n"
+        "        print('torn down')\n"
+        "kept = Global()\n"
+        "print('unflushed', end='')\n"
+        "exit_processes(3)\n"
+    )
+    for group, teardown in (("group", ""), ("none", "torn down\n")):  # the interpreter's teardown: only without
+        cmd = [sys.executable, str(script), group, f"tcp://127.0.0.1:{free_port()}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 3, proc.stderr[-2000:]
+        assert proc.stdout == "unflushedhandler ran\n" + teardown
 
 
 @pytest.mark.parametrize(
