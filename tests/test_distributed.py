@@ -5,6 +5,7 @@ test_scale.py)."""
 
 import json
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -110,8 +111,6 @@ def test_a_process_exits_with_its_code_after_its_exit_handlers_with_or_without_a
     """With a process group exit_processes leaves by os._exit, skipping the interpreter's teardown (where
     gloo's threads can abort or hang the process), without one by sys.exit: either way the exit code, the
     exit handlers and what was printed survive."""
-    import sys
-
     script = tmp_path / "exit.py"
     script.write_text(
         "import atexit, sys, torch\n"
@@ -157,8 +156,6 @@ def test_other_errors_are_not_blamed_on_another_process():
 def test_a_cpu_launch_asked_for_two_processes_that_starts_one_is_refused(tmp_path):
     """`accelerate launch --cpu --num_processes 2` starts one process without MPI: refused, with the launch
     that works; asked for one, it runs."""
-    import sys
-
     script = tmp_path / "one.py"
     script.write_text("from rltune.distributed import make_accelerator\nprint(make_accelerator('no').num_processes)\n")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_machines", "1", "--mixed_precision"]
