@@ -197,7 +197,8 @@ def methods_table(results: dict[str, list[dict]]) -> str:
             if base_name in results:
                 n = min(len(runs), len(results[base_name]))
                 d, lo, hi, plo, phi = paired(runs[:n], results[base_name][:n], per_problem)
-                row += f" | {d:+.3f} [{lo:+.3f}, {hi:+.3f}] [{plo:+.3f}, {phi:+.3f}]"
+                over_seeds = f"[{lo:+.3f}, {hi:+.3f}]" if n > 1 else "[one seed]"  # a spread needs two seeds
+                row += f" | {d:+.3f} {over_seeds} [{plo:+.3f}, {phi:+.3f}]"
             else:
                 row += " | -"
         lines.append(row + " |")

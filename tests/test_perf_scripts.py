@@ -372,6 +372,9 @@ def test_real_model_runs_are_recorded_by_method_and_recipe_and_tables_come_from_
     assert "| over 3 seeds | | | +0.438 [+0.282, +0.593] (t-interval) | |" in out
     assert "| gspo | grpo | 3 |" in out and "+0.062 [+0.062, +0.062]" in out
     assert "dr_grpo" not in out
+    methods.main([*args[:4], "1", *args[5:]])  # one seed: no spread over seeds to print
+    out = capsys.readouterr().out
+    assert "| gspo | grpo | 1 |" in out and "+0.062 [one seed] [" in out and "nan" not in out
     args = ["--record", str(record), "--seeds", "1", "--methods", "grpo", "--model", str(recipe), "--data", str(recipe)]
     methods.main(args)  # every run recorded: nothing trains
     assert "running" not in capsys.readouterr().out
