@@ -686,6 +686,15 @@ MUTANTS = [
         ["tests/test_perf_scripts.py::test_claims_table_only_reads_each_row_at_its_recorded_paired_seeds"],
     ),
     Mutant(
+        "real_model_methods: a row over one seed prints a nan interval over seeds",
+        "benchmarks/real_model_methods.py",
+        'if n > 1 else "[one seed]"',
+        'if n > 0 else "[one seed]"',
+        [
+            "tests/test_perf_scripts.py::test_real_model_runs_are_recorded_by_method_and_recipe_and_tables_come_from_the_record"
+        ],
+    ),
+    Mutant(
         "final_number judge: texts without a number are one partition",
         "rewards/diversity_partition.py",
         "if numbers[i] is not None and numbers[i] == numbers[j]",
