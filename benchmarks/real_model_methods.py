@@ -96,14 +96,22 @@ def evaluate(model: Path, train_data: Path, where: Path, between: bool) -> dict:
     test = train_data.with_name("test.jsonl")
     rltune("eval", "--model", str(model), *(a.format(data=test) for a in EVAL), "--out", str(where))
     bench = next(iter(json.loads((where / "results.json").read_text())["benchmarks"].values()))
+    spread = {"distinct_texts": distinct_texts(bench["problems"])}
     if between:
-        return between_grades(bench["problems"])
+        return {**between_grades(bench["problems"]), **spread}
     return {
         MEAN: bench["metrics"][MEAN],
         PASS: bench["metrics"][PASS],
         "tokens": bench["metrics"]["mean_tokens"],
         "correct": [p["correct"] for p in bench["problems"]],  # of SAMPLES, per problem, for paired intervals
+        **spread,
     }
+
+
+def distinct_texts(problems: list[dict]) -> float:
+    """How many different answers (whole texts, outer whitespace aside) a problem's samples hold, on average:
+    the diversity that shows where the task has one right answer."""
+    return statistics.mean(len({s["text"].strip() for s in p["samples"]}) for p in problems)
 
 
 def between_grades(problems: list[dict]) -> dict:
@@ -182,15 +190,17 @@ def paired(method: list[dict], baseline: list[dict], per_problem) -> tuple[float
 
 def methods_table(results: dict[str, list[dict]]) -> str:
     lines = [
-        f"| method | baseline | seeds | {MEAN} | {PASS} | eval tokens | distinct right answers "
-        f"| {MEAN} - baseline [seeds] [problems] | {PASS} - baseline [seeds] [problems] |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| method | baseline | seeds | {MEAN} | {PASS} | eval tokens | distinct texts of {SAMPLES} "
+        f"| distinct right answers | {MEAN} - baseline [seeds] [problems] | {PASS} - baseline [seeds] [problems] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, runs in results.items():
         base_name = BASELINES.get(method)
         row = f"| {method} | {base_name or '-'} | {len(runs)} | " + " | ".join(
             f"{statistics.mean(r[key] for r in runs):.3f}" for key in (MEAN, PASS, "tokens")
         )
+        recorded = all("distinct_texts" in r for r in runs)  # a record written before the count existed lacks it
+        row += f" | {statistics.mean(r['distinct_texts'] for r in runs):.2f}" if recorded else " | -"
         # one right answer per problem on the arithmetic task: distinct right answers mean something on between only
         row += f" | {statistics.mean(r['distinct'] for r in runs):.2f}" if method in BETWEEN_TASK else " | -"
         for per_problem in (accuracy, solved):

@@ -695,6 +695,13 @@ MUTANTS = [
         ],
     ),
     Mutant(
+        "real_model_methods: distinct texts told apart by their outer whitespace",
+        "benchmarks/real_model_methods.py",
+        'len({s["text"].strip() for s in p["samples"]})',
+        'len({s["text"] for s in p["samples"]})',
+        ["tests/test_perf_scripts.py::test_between_task_has_many_right_answers_graded_by_number_between"],
+    ),
+    Mutant(
         "final_number judge: texts without a number are one partition",
         "rewards/diversity_partition.py",
         "if numbers[i] is not None and numbers[i] == numbers[j]",

@@ -359,7 +359,8 @@ def test_real_model_runs_are_recorded_by_method_and_recipe_and_tables_come_from_
         folder = record / f"{method}-{methods.run_hash(method)}"
         folder.mkdir(parents=True, exist_ok=True)
         summary = {"correct": correct, "mean@4": sum(correct) / 16, "pass@4": sum(c > 0 for c in correct) / 4}
-        (folder / f"seed{seed}.json").write_text(json.dumps({**summary, "tokens": 12.0, "distinct": 1.5}))
+        texts = {"distinct_texts": 1.0 + seed} if method == "gspo" else {}
+        (folder / f"seed{seed}.json").write_text(json.dumps({**summary, "tokens": 12.0, "distinct": 1.5, **texts}))
 
     write("base", 0, [0, 1, 0, 0])
     for seed in range(3):
@@ -371,6 +372,7 @@ def test_real_model_runs_are_recorded_by_method_and_recipe_and_tables_come_from_
     out = capsys.readouterr().out
     assert "| over 3 seeds | | | +0.438 [+0.282, +0.593] (t-interval) | |" in out
     assert "| gspo | grpo | 3 |" in out and "+0.062 [+0.062, +0.062]" in out
+    assert "| 12.000 | 2.00 | - |" in out and "| grpo | - | 3 | 0.500 | 0.917 | 12.000 | - | - |" in out
     assert "dr_grpo" not in out
     methods.main([*args[:4], "1", *args[5:]])  # one seed: no spread over seeds to print
     out = capsys.readouterr().out
@@ -400,6 +402,9 @@ def test_between_task_has_many_right_answers_graded_by_number_between(tmp_path):
     grades = methods.between_grades(problems)
     assert grades["correct"] == [3, 0] and grades["distinct"] == 1.0  # 2 distinct right answers, then none
     assert grades["mean@4"] == 3 / 8 and grades["pass@4"] == 0.5 and grades["tokens"] == 3.0
+    assert methods.distinct_texts(problems) == 2.5  # 4 different texts, then one repeated; outer spaces aside
+    problems[1]["samples"] = [{"text": t, "tokens": 1} for t in ("no", " no\n", "No", "no")]
+    assert methods.distinct_texts(problems) == 3.0
     # the training reward is the task's own, whichever others the run logs beside it
     metrics = tmp_path / "metrics.jsonl"
     logged = [
