@@ -96,7 +96,10 @@ def evaluate(model: Path, train_data: Path, where: Path, between: bool) -> dict:
     test = train_data.with_name("test.jsonl")
     rltune("eval", "--model", str(model), *(a.format(data=test) for a in EVAL), "--out", str(where))
     bench = next(iter(json.loads((where / "results.json").read_text())["benchmarks"].values()))
-    spread = {"distinct_texts": distinct_texts(bench["problems"])}
+    spread = {
+        "distinct_texts": distinct_texts(bench["problems"]),
+        "distinct_first_lines": distinct_texts(bench["problems"], first_line=True),
+    }
     if between:
         return {**between_grades(bench["problems"]), **spread}
     return {
@@ -108,10 +111,15 @@ def evaluate(model: Path, train_data: Path, where: Path, between: bool) -> dict:
     }
 
 
-def distinct_texts(problems: list[dict]) -> float:
+def distinct_texts(problems: list[dict], first_line: bool = False) -> float:
     """How many different answers (whole texts, outer whitespace aside) a problem's samples hold, on average:
-    the diversity that shows where the task has one right answer."""
-    return statistics.mean(len({s["text"].strip() for s in p["samples"]}) for p in problems)
+    the diversity that shows where the task has one right answer. With `first_line`, only each text's first
+    line counts: on this task the working and the number, without what follows them (a sign-off, a remark)."""
+
+    def part(text: str) -> str:
+        return text.strip().split("\n")[0] if first_line else text.strip()
+
+    return statistics.mean(len({part(s["text"]) for s in p["samples"]}) for p in problems)
 
 
 def between_grades(problems: list[dict]) -> dict:
@@ -190,7 +198,7 @@ def paired(method: list[dict], baseline: list[dict], per_problem) -> tuple[float
 
 def methods_table(results: dict[str, list[dict]]) -> str:
     lines = [
-        f"| method | baseline | seeds | {MEAN} | {PASS} | eval tokens | distinct texts of {SAMPLES} "
+        f"| method | baseline | seeds | {MEAN} | {PASS} | eval tokens | distinct texts of {SAMPLES} (first lines) "
         f"| distinct right answers | {MEAN} - baseline [seeds] [problems] | {PASS} - baseline [seeds] [problems] |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -199,8 +207,11 @@ def methods_table(results: dict[str, list[dict]]) -> str:
         row = f"| {method} | {base_name or '-'} | {len(runs)} | " + " | ".join(
             f"{statistics.mean(r[key] for r in runs):.3f}" for key in (MEAN, PASS, "tokens")
         )
-        recorded = all("distinct_texts" in r for r in runs)  # a record written before the count existed lacks it
-        row += f" | {statistics.mean(r['distinct_texts'] for r in runs):.2f}" if recorded else " | -"
+        if all("distinct_texts" in r for r in runs):  # a record written before the count existed lacks it
+            texts, first = (statistics.mean(r[key] for r in runs) for key in ("distinct_texts", "distinct_first_lines"))
+            row += f" | {texts:.2f} ({first:.2f})"
+        else:
+            row += " | -"
         # one right answer per problem on the arithmetic task: distinct right answers mean something on between only
         row += f" | {statistics.mean(r['distinct'] for r in runs):.2f}" if method in BETWEEN_TASK else " | -"
         for per_problem in (accuracy, solved):

@@ -697,8 +697,15 @@ MUTANTS = [
     Mutant(
         "real_model_methods: distinct texts told apart by their outer whitespace",
         "benchmarks/real_model_methods.py",
-        'len({s["text"].strip() for s in p["samples"]})',
-        'len({s["text"] for s in p["samples"]})',
+        'return text.strip().split("\\n")[0] if first_line else text.strip()',
+        'return text.split("\\n")[0] if first_line else text',
+        ["tests/test_perf_scripts.py::test_between_task_has_many_right_answers_graded_by_number_between"],
+    ),
+    Mutant(
+        "real_model_methods: distinct first lines counted on whole texts",
+        "benchmarks/real_model_methods.py",
+        'return text.strip().split("\\n")[0] if first_line else text.strip()',
+        "return text.strip()",
         ["tests/test_perf_scripts.py::test_between_task_has_many_right_answers_graded_by_number_between"],
     ),
     Mutant(

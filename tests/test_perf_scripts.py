@@ -359,7 +359,7 @@ def test_real_model_runs_are_recorded_by_method_and_recipe_and_tables_come_from_
         folder = record / f"{method}-{methods.run_hash(method)}"
         folder.mkdir(parents=True, exist_ok=True)
         summary = {"correct": correct, "mean@4": sum(correct) / 16, "pass@4": sum(c > 0 for c in correct) / 4}
-        texts = {"distinct_texts": 1.0 + seed} if method == "gspo" else {}
+        texts = {"distinct_texts": 1.0 + seed, "distinct_first_lines": 1.0} if method == "gspo" else {}
         (folder / f"seed{seed}.json").write_text(json.dumps({**summary, "tokens": 12.0, "distinct": 1.5, **texts}))
 
     write("base", 0, [0, 1, 0, 0])
@@ -372,7 +372,7 @@ def test_real_model_runs_are_recorded_by_method_and_recipe_and_tables_come_from_
     out = capsys.readouterr().out
     assert "| over 3 seeds | | | +0.438 [+0.282, +0.593] (t-interval) | |" in out
     assert "| gspo | grpo | 3 |" in out and "+0.062 [+0.062, +0.062]" in out
-    assert "| 12.000 | 2.00 | - |" in out and "| grpo | - | 3 | 0.500 | 0.917 | 12.000 | - | - |" in out
+    assert "| 12.000 | 2.00 (1.00) | - |" in out and "| grpo | - | 3 | 0.500 | 0.917 | 12.000 | - | - |" in out
     assert "dr_grpo" not in out
     methods.main([*args[:4], "1", *args[5:]])  # one seed: no spread over seeds to print
     out = capsys.readouterr().out
@@ -405,6 +405,9 @@ def test_between_task_has_many_right_answers_graded_by_number_between(tmp_path):
     assert methods.distinct_texts(problems) == 2.5  # 4 different texts, then one repeated; outer spaces aside
     problems[1]["samples"] = [{"text": t, "tokens": 1} for t in ("no", " no\n", "No", "no")]
     assert methods.distinct_texts(problems) == 3.0
+    problems[0]["samples"] = [{"text": t, "tokens": 1} for t in ("57\nbye", "57\nhi", "\n57", "58\nbye")]
+    assert methods.distinct_texts(problems) == 3.0  # 4 different texts, then 2
+    assert methods.distinct_texts(problems, first_line=True) == 2.0  # 57 and 58, then 2
     # the training reward is the task's own, whichever others the run logs beside it
     metrics = tmp_path / "metrics.jsonl"
     logged = [
