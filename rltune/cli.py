@@ -700,13 +700,14 @@ def main(argv: list[str] | None = None) -> int:
 def console() -> NoReturn:
     """The `rltune` command: `main`, then an exit that a multi-process run's teardown cannot abort or hang
     (`exit_processes`). An error `main` does not handle is printed as Python would, exit code 1."""
-    from rltune.distributed import exit_processes
-
     try:
         code = main()
     except Exception:
         traceback.print_exc()
         code = 1
+    # imported only now: it imports torch, which reads its C++ log level once, after `main` has quieted it
+    from rltune.distributed import exit_processes
+
     exit_processes(code)
 
 
