@@ -709,6 +709,13 @@ MUTANTS = [
         ["tests/test_perf_scripts.py::test_between_task_has_many_right_answers_graded_by_number_between"],
     ),
     Mutant(
+        "the rltune command imports torch before main() quiets the libraries",
+        "rltune/cli.py",
+        'exit code 1."""\n    try:\n        code = main()',
+        'exit code 1."""\n    import torch  # noqa: F401\n\n    try:\n        code = main()',
+        ["tests/test_day_one.py::test_console_is_quiet_with_a_preflight_block_and_one_line_per_step"],
+    ),
+    Mutant(
         "final_number judge: texts without a number are one partition",
         "rewards/diversity_partition.py",
         "if numbers[i] is not None and numbers[i] == numbers[j]",
