@@ -329,8 +329,10 @@ def test_plot_refuses_a_key_no_run_logged(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
-def test_console_is_quiet_with_a_preflight_block_and_one_line_per_step(tmp_path, demo_assets):
+def test_console_is_quiet_with_a_preflight_block_and_one_line_per_step(tmp_path, demo_assets, monkeypatch):
     model_dir, data_file = demo_assets
+    for name in ("VLLM_LOGGING_LEVEL", "TORCH_CPP_LOG_LEVEL", "TRANSFORMERS_VERBOSITY"):
+        monkeypatch.delenv(name, raising=False)  # set by in-process tests before: the command must quiet them itself
     recipe = write_recipe(
         tmp_path,
         {
