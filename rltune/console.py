@@ -15,15 +15,21 @@ import warnings
 # Library loggers that speak at INFO/WARNING about their own setup.
 NOISY_LOGGERS = ("vllm", "httpx", "urllib3", "datasets", "filelock", "transformers", "accelerate", "torch", "wandb")
 
+# Environment variables the libraries read once, at import; a value the user set is kept.
+QUIET_ENVIRONMENT = {
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "TORCH_CPP_LOG_LEVEL": "ERROR",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "WANDB_SILENT": "true",
+}
+
 
 def quiet_libraries() -> None:
     """Call before the libraries are imported: some read their log level from the environment once."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("WANDB_SILENT", "true")
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     for category in (DeprecationWarning, UserWarning):

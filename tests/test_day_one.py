@@ -16,6 +16,7 @@ import yaml
 
 from conftest import REPO, demo_recipe, run_rltune, write_recipe
 from rltune.config import apply_override
+from rltune.console import QUIET_ENVIRONMENT
 from rltune.errors import ConfigError, RLTuneError
 from rltune.registry import import_object
 
@@ -331,7 +332,7 @@ def test_plot_refuses_a_key_no_run_logged(tmp_path):
 
 def test_console_is_quiet_with_a_preflight_block_and_one_line_per_step(tmp_path, demo_assets, monkeypatch):
     model_dir, data_file = demo_assets
-    for name in ("VLLM_LOGGING_LEVEL", "TORCH_CPP_LOG_LEVEL", "TRANSFORMERS_VERBOSITY"):
+    for name in QUIET_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)  # set by in-process tests before: the command must quiet them itself
     recipe = write_recipe(
         tmp_path,
