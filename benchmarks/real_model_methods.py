@@ -22,7 +22,8 @@ evaluated (1.6 GB each).
     python benchmarks/real_model_methods.py --methods grpo_between,darling_between --seeds 3   # many answers
 
 On the between task (`number_between`: a whole number strictly between A and B) "distinct" counts the
-different right answers per problem, the diversity DARLING claims; the base model's rows come first.
+different right answers per problem, the diversity DARLING claims, with its paired difference to the baseline
+(the same two intervals); the base model's rows come first.
 """
 
 from __future__ import annotations
@@ -125,12 +126,14 @@ def distinct_texts(problems: list[dict], first_line: bool = False) -> float:
 def between_grades(problems: list[dict]) -> dict:
     right = [[right_number(s["text"], p["gold"]) for s in p["samples"]] for p in problems]
     correct = [sum(r is not None for r in rs) for rs in right]
+    right_answers = [len({r for r in rs if r is not None}) for rs in right]
     return {
         MEAN: sum(correct) / (SAMPLES * len(problems)),
         PASS: sum(c > 0 for c in correct) / len(problems),
         "tokens": statistics.mean(s["tokens"] for p in problems for s in p["samples"]),
-        "distinct": statistics.mean(len({r for r in rs if r is not None}) for rs in right),
+        "distinct": statistics.mean(right_answers),
         "correct": correct,
+        "right_answers": right_answers,  # distinct right numbers, per problem, for paired intervals
     }
 
 
@@ -186,6 +189,10 @@ def solved(run: dict) -> list[float]:
     return [float(c > 0) for c in run["correct"]]
 
 
+def right_answers(run: dict) -> list[float]:
+    return [float(n) for n in run["right_answers"]]
+
+
 def paired(method: list[dict], baseline: list[dict], per_problem) -> tuple[float, float, float, float, float]:
     """method - baseline: the mean, a t-interval over paired seeds and a bootstrap interval over problems."""
     by_seed = [statistics.mean(per_problem(m)) - statistics.mean(per_problem(b)) for m, b in zip(method, baseline)]
@@ -199,8 +206,9 @@ def paired(method: list[dict], baseline: list[dict], per_problem) -> tuple[float
 def methods_table(results: dict[str, list[dict]]) -> str:
     lines = [
         f"| method | baseline | seeds | {MEAN} | {PASS} | eval tokens | distinct texts of {SAMPLES} (first lines) "
-        f"| distinct right answers | {MEAN} - baseline [seeds] [problems] | {PASS} - baseline [seeds] [problems] |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| distinct right answers | {MEAN} - baseline [seeds] [problems] | {PASS} - baseline [seeds] [problems] "
+        "| distinct right answers - baseline [seeds] [problems] |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, runs in results.items():
         base_name = BASELINES.get(method)
@@ -214,8 +222,10 @@ def methods_table(results: dict[str, list[dict]]) -> str:
             row += " | -"
         # one right answer per problem on the arithmetic task: distinct right answers mean something on between only
         row += f" | {statistics.mean(r['distinct'] for r in runs):.2f}" if method in BETWEEN_TASK else " | -"
-        for per_problem in (accuracy, solved):
-            if base_name in results:
+        # the right answers per problem exist on the between task, in records written since they were kept
+        diverse = all("right_answers" in r for r in runs + results.get(base_name, [])) and method in BETWEEN_TASK
+        for per_problem in (accuracy, solved, right_answers):
+            if base_name in results and (per_problem is not right_answers or diverse):
                 n = min(len(runs), len(results[base_name]))
                 d, lo, hi, plo, phi = paired(runs[:n], results[base_name][:n], per_problem)
                 over_seeds = f"[{lo:+.3f}, {hi:+.3f}]" if n > 1 else "[one seed]"  # a spread needs two seeds

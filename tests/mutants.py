@@ -695,6 +695,13 @@ MUTANTS = [
         ],
     ),
     Mutant(
+        "real_model_methods: the distinct right answers' difference read from the accuracy",
+        "benchmarks/real_model_methods.py",
+        'return [float(n) for n in run["right_answers"]]',
+        'return [c / SAMPLES for c in run["correct"]]',
+        ["tests/test_perf_scripts.py::test_between_rows_give_the_paired_difference_of_distinct_right_answers"],
+    ),
+    Mutant(
         "real_model_methods: distinct texts told apart by their outer whitespace",
         "benchmarks/real_model_methods.py",
         'return text.strip().split("\\n")[0] if first_line else text.strip()',

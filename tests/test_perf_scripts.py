@@ -401,6 +401,7 @@ def test_between_task_has_many_right_answers_graded_by_number_between(tmp_path):
     problems.append({"gold": "10,20", "samples": [{"text": "no", "tokens": 1}] * 4})
     grades = methods.between_grades(problems)
     assert grades["correct"] == [3, 0] and grades["distinct"] == 1.0  # 2 distinct right answers, then none
+    assert grades["right_answers"] == [2, 0]
     assert grades["mean@4"] == 3 / 8 and grades["pass@4"] == 0.5 and grades["tokens"] == 3.0
     assert methods.distinct_texts(problems) == 2.5  # 4 different texts, then one repeated; outer spaces aside
     problems[1]["samples"] = [{"text": t, "tokens": 1} for t in ("no", " no\n", "No", "no")]
@@ -416,3 +417,33 @@ def test_between_task_has_many_right_answers_graded_by_number_between(tmp_path):
     metrics.write_text("".join(json.dumps(row) + "\n" for row in logged))
     assert methods.training_summary(metrics, between=True)["train_reward_start"] == 0.5
     assert methods.training_summary(metrics, between=False)["train_reward_start"] == pytest.approx(0.2)
+
+
+def test_between_rows_give_the_paired_difference_of_distinct_right_answers(tmp_path, capsys):
+    """DARLING's claim on the between task, more distinct right answers, gets the same paired intervals as
+    accuracy; a record without the per-problem counts (written before they were kept) prints none."""
+    methods = benchmark_module("real_model_methods")
+    record = tmp_path / "record"
+
+    def write(method, seed, right):
+        folder = record / f"{method}-{methods.run_hash(method)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        summary = {"correct": [4, 4, 2], "mean@4": 10 / 12, "pass@4": 1.0, "tokens": 9.0, "distinct": 1.0}
+        if right is not None:
+            summary["right_answers"] = right
+        (folder / f"seed{seed}.json").write_text(json.dumps(summary))
+
+    for seed in range(2):
+        write("grpo_between", seed, [1, 1, 1])
+        write("darling_between", seed, [3, 2 + seed, 1])
+    args = ["--table-only", "--record", str(record), "--seeds", "2", "--methods", "grpo_between,darling_between"]
+    methods.main(args)
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| darling_between"))
+    # per seed: +3/3 and +4/3 distinct right answers a problem; no accuracy difference
+    assert row.count("+0.000 [+0.000, +0.000] [+0.000, +0.000]") == 2
+    # per problem, averaged over the seeds: +2, +1.5, 0
+    assert row.endswith("| +1.167 [-0.951, +3.284] [+0.500, +2.000] |")
+    write("grpo_between", 1, None)
+    methods.main(args)
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| darling_between"))
+    assert row.endswith("| - |")
