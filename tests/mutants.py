@@ -265,6 +265,13 @@ MUTANTS = [
         "    def _replace(self, worker: _Worker) -> None:\n",
         ["tests/test_grading.py::test_hard_timeout_kills_and_replaces_the_worker"],
     ),
+    Mutant(
+        "a grader worker that died mid-check is not counted as an error",
+        "eval/grading.py",
+        '            self.errors += 1\n            log.warning("grading worker died',
+        '            log.warning("grading worker died',
+        ["tests/test_grading.py::test_a_worker_that_dies_mid_check_counts_wrong_and_is_replaced"],
+    ),
     # --- asynchronous rollouts -----------------------------------------------------------------------
     Mutant(
         "async batches sampled from the newest weights instead of k updates back",

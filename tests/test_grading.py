@@ -44,11 +44,15 @@ def test_grade_many_keeps_order():
 
 
 def test_hard_timeout_kills_and_replaces_the_worker():
-    # A fresh worker needs far longer than 10 ms to import math-verify, so the first check times out:
-    # the answer counts as wrong, the worker is killed, and the pool keeps working afterwards.
+    # The worker is stopped (SIGSTOP), so its first check cannot answer however fast the machine is: it
+    # times out, counts as wrong, the worker is killed, and the pool keeps working afterwards.
+    import os
+    import signal
+
     pool = GradingPool(workers=1, timeout_s=0.01)
     first = pool._take()
     pool._idle.put(first)
+    os.kill(first.process.pid, signal.SIGSTOP)
     try:
         assert pool.check("12", "12") is False
         assert pool.timeouts == 1
@@ -61,13 +65,17 @@ def test_hard_timeout_kills_and_replaces_the_worker():
 
 
 def test_a_worker_that_dies_mid_check_counts_wrong_and_is_replaced(caplog):
-    """Killed while it imports math-verify for its first check (a second or more): the answer counts as
-    wrong, the error is counted and logged, and a fresh worker takes the next check."""
+    """Killed with a check in hand: the answer counts as wrong, the error is counted and logged, and a fresh
+    worker takes the next check. The worker is stopped (SIGSTOP) first, so it cannot answer before the kill
+    however fast the machine is (a worker that answered within 0.3 s once made this test fail)."""
+    import os
+    import signal
     import threading
 
     pool = GradingPool(workers=1, timeout_s=60)
     first = pool._take()
     pool._idle.put(first)
+    os.kill(first.process.pid, signal.SIGSTOP)
     killer = threading.Timer(0.3, first.process.kill)
     killer.start()
     try:
