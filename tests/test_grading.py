@@ -61,6 +61,7 @@ def test_hard_timeout_kills_and_replaces_the_worker():
         assert pool.check("12", "12") is True
         assert pool._all[0] is not first
     finally:
+        first.process.kill()  # a stopped worker never sees its stdin close: end it even when the test fails
         pool.close()
 
 
@@ -86,6 +87,7 @@ def test_a_worker_that_dies_mid_check_counts_wrong_and_is_replaced(caplog):
         assert pool._all == [pool._all[0]] and pool._all[0] is not first
     finally:
         killer.cancel()
+        first.process.kill()  # a stopped worker never sees its stdin close: end it even when the test fails
         pool.close()
 
 
