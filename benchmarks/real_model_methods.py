@@ -222,12 +222,13 @@ def methods_table(results: dict[str, list[dict]]) -> str:
             row += " | -"
         # one right answer per problem on the arithmetic task: distinct right answers mean something on between only
         row += f" | {statistics.mean(r['distinct'] for r in runs):.2f}" if method in BETWEEN_TASK else " | -"
+        baseline = results.get(base_name, [])
+        n = min(len(runs), len(baseline))  # the seeds paired with the baseline's; none without a baseline
         # the right answers per problem exist on the between task, in records written since they were kept
-        diverse = all("right_answers" in r for r in runs + results.get(base_name, [])) and method in BETWEEN_TASK
+        kept = all("right_answers" in r for r in runs[:n] + baseline[:n])
         for per_problem in (accuracy, solved, right_answers):
-            if base_name in results and (per_problem is not right_answers or diverse):
-                n = min(len(runs), len(results[base_name]))
-                d, lo, hi, plo, phi = paired(runs[:n], results[base_name][:n], per_problem)
+            if n and (per_problem is not right_answers or kept):
+                d, lo, hi, plo, phi = paired(runs[:n], baseline[:n], per_problem)
                 over_seeds = f"[{lo:+.3f}, {hi:+.3f}]" if n > 1 else "[one seed]"  # a spread needs two seeds
                 row += f" | {d:+.3f} {over_seeds} [{plo:+.3f}, {phi:+.3f}]"
             else:

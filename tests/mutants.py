@@ -709,6 +709,13 @@ MUTANTS = [
         ["tests/test_perf_scripts.py::test_between_rows_give_the_paired_difference_of_distinct_right_answers"],
     ),
     Mutant(
+        "real_model_methods: a record without the per-problem right answers read as if it had them",
+        "benchmarks/real_model_methods.py",
+        'kept = all("right_answers" in r for r in runs[:n] + baseline[:n])',
+        "kept = True",
+        ["tests/test_perf_scripts.py::test_between_rows_give_the_paired_difference_of_distinct_right_answers"],
+    ),
+    Mutant(
         "real_model_methods: distinct texts told apart by their outer whitespace",
         "benchmarks/real_model_methods.py",
         'return text.strip().split("\\n")[0] if first_line else text.strip()',

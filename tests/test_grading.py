@@ -1,3 +1,8 @@
+import contextlib
+import os
+import signal
+import threading
+
 import pytest
 
 from rltune.eval.grading import GradingPool, extract_boxed, grade, grade_many, is_hedged, normalize_answer
@@ -43,59 +48,53 @@ def test_grade_many_keeps_order():
     assert grade_many(responses, golds) == [bool(i % 2) for i in range(10)]
 
 
-def test_hard_timeout_kills_and_replaces_the_worker():
-    # The worker is stopped (SIGSTOP), so its first check cannot answer however fast the machine is: it
-    # times out, counts as wrong, the worker is killed, and the pool keeps working afterwards.
-    import os
-    import signal
-
-    pool = GradingPool(workers=1, timeout_s=0.01)
+@contextlib.contextmanager
+def one_stopped_worker(timeout_s: float):
+    """A pool of one worker, stopped (SIGSTOP) before its first check, so that no check can be answered
+    however fast the machine is (a worker that answered within 0.3 s once made a test here fail). The
+    worker is killed at the end even when the test fails: a stopped process never sees its stdin close."""
+    pool = GradingPool(workers=1, timeout_s=timeout_s)
     first = pool._take()
     pool._idle.put(first)
     os.kill(first.process.pid, signal.SIGSTOP)
     try:
+        yield pool, first
+    finally:
+        first.process.kill()
+        pool.close()
+
+
+def test_hard_timeout_kills_and_replaces_the_worker():
+    # The stopped worker's check times out: it counts as wrong, the worker is killed, and the pool keeps
+    # working afterwards.
+    with one_stopped_worker(timeout_s=0.01) as (pool, first):
         assert pool.check("12", "12") is False
         assert pool.timeouts == 1
         assert first.process.wait(timeout=5) is not None  # the stuck worker is gone, not left running
         pool.timeout_s = 60
         assert pool.check("12", "12") is True
         assert pool._all[0] is not first
-    finally:
-        first.process.kill()  # a stopped worker never sees its stdin close: end it even when the test fails
-        pool.close()
 
 
 def test_a_worker_that_dies_mid_check_counts_wrong_and_is_replaced(caplog):
     """Killed with a check in hand: the answer counts as wrong, the error is counted and logged, and a fresh
-    worker takes the next check. The worker is stopped (SIGSTOP) first, so it cannot answer before the kill
-    however fast the machine is (a worker that answered within 0.3 s once made this test fail)."""
-    import os
-    import signal
-    import threading
-
-    pool = GradingPool(workers=1, timeout_s=60)
-    first = pool._take()
-    pool._idle.put(first)
-    os.kill(first.process.pid, signal.SIGSTOP)
-    killer = threading.Timer(0.3, first.process.kill)
-    killer.start()
-    try:
-        assert pool.check("12", "12") is False
-        assert pool.errors == 1 and pool.timeouts == 0
-        assert "grading worker died (counted wrong): answer='12' gold='12'" in caplog.text
-        assert pool.check("12", "12") is True
-        assert pool._all == [pool._all[0]] and pool._all[0] is not first
-    finally:
-        killer.cancel()
-        first.process.kill()  # a stopped worker never sees its stdin close: end it even when the test fails
-        pool.close()
+    worker takes the next check."""
+    with one_stopped_worker(timeout_s=60) as (pool, first):
+        killer = threading.Timer(0.3, first.process.kill)
+        killer.start()
+        try:
+            assert pool.check("12", "12") is False
+            assert pool.errors == 1 and pool.timeouts == 0
+            assert "grading worker died (counted wrong): answer='12' gold='12'" in caplog.text
+            assert pool.check("12", "12") is True
+            assert pool._all == [pool._all[0]] and pool._all[0] is not first
+        finally:
+            killer.cancel()
 
 
 def test_grader_workers_live_in_their_own_session_and_end_with_the_pool():
     """Ctrl-C in a terminal reaches the terminal's process group: the trainer gets it and stops the
     workers itself, instead of every worker dying mid-check."""
-    import os
-
     pool = GradingPool(workers=2)
     try:
         assert grade_many(["\\boxed{1}", "\\boxed{2}"], ["1", "3"], pool=pool) == [True, False]
@@ -293,9 +292,6 @@ def test_a_library_named_file_in_the_working_folder_cannot_replace_the_graders(t
 def test_grading_failures_are_counted_and_logged_at_warning(tmp_path, caplog):
     """When the workers cannot check answers (here: a broken math_verify put on their path on purpose),
     every failed check is counted and logged at WARNING."""
-    import os
-
-    from rltune.eval.grading import GradingPool
 
     (tmp_path / "math_verify.py").write_text("raise ImportError('broken on purpose')\n")
     old = os.environ.get("PYTHONPATH")
