@@ -23,7 +23,8 @@ evaluated (1.6 GB each).
 
 On the between task (`number_between`: a whole number strictly between A and B) "distinct" counts the
 different right answers per problem, the diversity DARLING claims, with its paired difference to the baseline
-(the same two intervals); the base model's rows come first.
+(the same two intervals); the base model's rows come first. A second table says where each between run's
+right answers lie: the shares at A+1 and A+2, and the distinct right answers per right sample.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def between_grades(problems: list[dict]) -> dict:
     right = [[right_number(s["text"], p["gold"]) for s in p["samples"]] for p in problems]
     correct = [sum(r is not None for r in rs) for rs in right]
     right_answers = [len({r for r in rs if r is not None}) for rs in right]
+    lows, highs = zip(*(map(int, p["gold"].split(",")) for p in problems))
     return {
         MEAN: sum(correct) / (SAMPLES * len(problems)),
         PASS: sum(c > 0 for c in correct) / len(problems),
@@ -134,7 +136,48 @@ def between_grades(problems: list[dict]) -> dict:
         "distinct": statistics.mean(right_answers),
         "correct": correct,
         "right_answers": right_answers,  # distinct right numbers, per problem, for paired intervals
+        # where the right answers lie, per problem: each right sample's number less the lower bound (1 is A+1,
+        # the nearest), and how many right numbers the problem has, for the answer spread table
+        "right_offsets": [[r - low for r in rs if r is not None] for rs, low in zip(right, lows)],
+        "possible": [high - low - 1 for low, high in zip(lows, highs)],
     }
+
+
+def answer_spread(run: dict) -> dict:
+    """Where a between run's right answers lie: how many right samples, the shares that are A+1 and A+2 (the
+    numbers nearest the lower bound, where a collapsed policy lands), the distinct right answers as a share of
+    the most the samples could hold, min(samples, right numbers), and per right sample (does a policy that is
+    right more often also spread its answers, or repeat one)."""
+    offsets = [o for problem in run["right_offsets"] for o in problem]
+    per_right = [len(set(problem)) / len(problem) for problem in run["right_offsets"] if problem]
+    return {
+        "right": len(offsets),
+        "a1": offsets.count(1) / max(len(offsets), 1),
+        "a2": offsets.count(2) / max(len(offsets), 1),
+        "of_most": statistics.mean(
+            len(set(problem)) / min(SAMPLES, possible)
+            for problem, possible in zip(run["right_offsets"], run["possible"])
+        ),
+        "per_right": statistics.mean(per_right) if per_right else 0.0,
+    }
+
+
+def answer_spread_table(results: dict[str, list[dict]]) -> str:
+    """One row per between run that kept its right answers (records since they were kept)."""
+    lines = [
+        f"| method | seed | right samples | A+1 share | A+2 share | distinct right of min({SAMPLES}, possible) "
+        "| distinct right per right sample |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, runs in results.items():
+        for seed, run in enumerate(runs):
+            if "right_offsets" in run:
+                s = answer_spread(run)
+                lines.append(
+                    f"| {method} | {seed} | {s['right']} | {s['a1']:.0%} | {s['a2']:.0%} | {s['of_most']:.0%} "
+                    f"| {s['per_right']:.2f} |"
+                )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def training_summary(metrics_file: Path, between: bool) -> dict:
@@ -287,6 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     if before[BASE] is not None and results.get("grpo"):
         print(headline(before[BASE], results["grpo"]))
     print(methods_table(results))
+    spread = answer_spread_table(results)
+    if spread:
+        print("\nWhere the right answers lie on the between task:\n" + spread)
 
 
 if __name__ == "__main__":

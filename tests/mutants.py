@@ -709,6 +709,20 @@ MUTANTS = [
         ["tests/test_perf_scripts.py::test_between_rows_give_the_paired_difference_of_distinct_right_answers"],
     ),
     Mutant(
+        "real_model_methods: the right answers' offsets counted from A+1 instead of the bound A",
+        "benchmarks/real_model_methods.py",
+        '"right_offsets": [[r - low for r in rs if r is not None]',
+        '"right_offsets": [[r - low - 1 for r in rs if r is not None]',
+        ["tests/test_perf_scripts.py::test_between_task_has_many_right_answers_graded_by_number_between"],
+    ),
+    Mutant(
+        "real_model_methods: distinct right answers measured against every right number, not what 4 samples hold",
+        "benchmarks/real_model_methods.py",
+        "len(set(problem)) / min(SAMPLES, possible)",
+        "len(set(problem)) / possible",
+        ["tests/test_perf_scripts.py::test_between_rows_give_the_paired_difference_of_distinct_right_answers"],
+    ),
+    Mutant(
         "real_model_methods: a record without the per-problem right answers read as if it had them",
         "benchmarks/real_model_methods.py",
         'kept = all("right_answers" in r for r in runs[:n] + baseline[:n])',

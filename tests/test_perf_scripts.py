@@ -402,6 +402,15 @@ def test_between_task_has_many_right_answers_graded_by_number_between(tmp_path):
     grades = methods.between_grades(problems)
     assert grades["correct"] == [3, 0] and grades["distinct"] == 1.0  # 2 distinct right answers, then none
     assert grades["right_answers"] == [2, 0]
+    # 57, 57, 58 lie 2, 2, 3 above the lower bound 55; 60 is not below 60; 4 and 9 numbers lie between
+    assert grades["right_offsets"] == [[2, 2, 3], []] and grades["possible"] == [4, 9]
+    spread = methods.answer_spread(grades)
+    assert spread["right"] == 3 and spread["a1"] == 0 and spread["a2"] == 2 / 3
+    assert spread["of_most"] == (2 / 4 + 0) / 2  # 2 distinct of the 4 the samples could hold, then none
+    assert spread["per_right"] == 2 / 3  # the problem without a right sample does not count
+    problems[1]["gold"] = "10,12"  # one right number: one distinct right answer would be all of them
+    problems[1]["samples"] = [{"text": "11", "tokens": 1}] * 4
+    assert methods.answer_spread(methods.between_grades(problems))["of_most"] == (2 / 4 + 1 / 1) / 2
     assert grades["mean@4"] == 3 / 8 and grades["pass@4"] == 0.5 and grades["tokens"] == 3.0
     assert methods.distinct_texts(problems) == 2.5  # 4 different texts, then one repeated; outer spaces aside
     problems[1]["samples"] = [{"text": t, "tokens": 1} for t in ("no", " no\n", "No", "no")]
@@ -443,7 +452,18 @@ def test_between_rows_give_the_paired_difference_of_distinct_right_answers(tmp_p
     assert row.count("+0.000 [+0.000, +0.000] [+0.000, +0.000]") == 2
     # per problem, averaged over the seeds: +2, +1.5, 0
     assert row.endswith("| +1.167 [-0.951, +3.284] [+0.500, +2.000] |")
+    assert "Where the right answers lie" not in capsys.readouterr().out  # no record kept the right numbers
     write("grpo_between", 1, None)
     methods.main(args)
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| darling_between"))
     assert row.endswith("| - |")
+    # the answer spread table: a row per run that kept where its right answers lie, at its seed
+    folder = record / f"darling_between-{methods.run_hash('darling_between')}"
+    kept = {**json.loads((folder / "seed1.json").read_text()), "right_offsets": [[1, 1, 2], [1], []]}
+    kept["possible"] = [9, 4, 4]  # 9 right numbers: 4 samples can hold 4 of them
+    (folder / "seed1.json").write_text(json.dumps(kept))
+    methods.main(args)
+    out = capsys.readouterr().out.split("Where the right answers lie on the between task:")[1]
+    assert [line for line in out.splitlines() if line.startswith("| darling_between")] == [
+        "| darling_between | 1 | 4 | 75% | 25% | 25% | 0.83 |"  # (2/4 + 1/4 + 0)/3; (2/3 + 1)/2
+    ]
