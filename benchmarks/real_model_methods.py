@@ -155,7 +155,7 @@ def answer_spread(run: dict) -> dict:
         "a1": offsets.count(1) / max(len(offsets), 1),
         "a2": offsets.count(2) / max(len(offsets), 1),
         "of_most": statistics.mean(
-            len(set(problem)) / min(SAMPLES, possible)
+            len(set(problem)) / max(min(SAMPLES, possible), 1)  # bounds with nothing between: none to hold
             for problem, possible in zip(run["right_offsets"], run["possible"])
         ),
         "per_right": statistics.mean(per_right) if per_right else 0.0,

@@ -718,8 +718,8 @@ MUTANTS = [
     Mutant(
         "real_model_methods: distinct right answers measured against every right number, not what 4 samples hold",
         "benchmarks/real_model_methods.py",
-        "len(set(problem)) / min(SAMPLES, possible)",
-        "len(set(problem)) / possible",
+        "len(set(problem)) / max(min(SAMPLES, possible), 1)",
+        "len(set(problem)) / max(possible, 1)",
         ["tests/test_perf_scripts.py::test_between_rows_give_the_paired_difference_of_distinct_right_answers"],
     ),
     Mutant(

@@ -411,6 +411,8 @@ def test_between_task_has_many_right_answers_graded_by_number_between(tmp_path):
     problems[1]["gold"] = "10,12"  # one right number: one distinct right answer would be all of them
     problems[1]["samples"] = [{"text": "11", "tokens": 1}] * 4
     assert methods.answer_spread(methods.between_grades(problems))["of_most"] == (2 / 4 + 1 / 1) / 2
+    problems[1]["gold"] = "10,11"  # no whole number between: nothing to hold, and no error
+    assert methods.answer_spread(methods.between_grades(problems))["of_most"] == (2 / 4 + 0) / 2
     assert grades["mean@4"] == 3 / 8 and grades["pass@4"] == 0.5 and grades["tokens"] == 3.0
     assert methods.distinct_texts(problems) == 2.5  # 4 different texts, then one repeated; outer spaces aside
     problems[1]["samples"] = [{"text": t, "tokens": 1} for t in ("no", " no\n", "No", "no")]
