@@ -41,7 +41,7 @@ from claims import rltune
 from darling_vs_grpo import interval
 
 from rltune.eval.metrics import bootstrap_ci
-from rltune.rewards.number_between import right_number
+from rltune.rewards.number_between import between_bounds, right_number
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "smollm2_arith_cpu.yaml"
@@ -128,7 +128,7 @@ def between_grades(problems: list[dict]) -> dict:
     right = [[right_number(s["text"], p["gold"]) for s in p["samples"]] for p in problems]
     correct = [sum(r is not None for r in rs) for rs in right]
     right_answers = [len({r for r in rs if r is not None}) for rs in right]
-    lows, highs = zip(*(map(int, p["gold"].split(",")) for p in problems))
+    lows, highs = zip(*(between_bounds(p["gold"]) for p in problems))
     return {
         MEAN: sum(correct) / (SAMPLES * len(problems)),
         PASS: sum(c > 0 for c in correct) / len(problems),

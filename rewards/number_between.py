@@ -9,8 +9,8 @@ from rltune.rewards import REWARDS, Completion
 from rltune.rewards.final_number import last_number
 
 
-def right_number(text: str, gold: str) -> int | None:
-    """The last number of `text` when it is a whole number strictly between the bounds "A,B" of `gold`, else None."""
+def between_bounds(gold: str) -> tuple[int, int]:
+    """The whole-number bounds (A, B) of a gold "A,B"; a clear error for any other gold."""
     bounds = str(gold).split(",")
     if len(bounds) != 2 or not all(b.strip().lstrip("-").isdigit() for b in bounds):
         raise ValueError(
@@ -18,6 +18,12 @@ def right_number(text: str, gold: str) -> int | None:
             "data.answer_column at such a column (benchmarks/arithmetic_task.py --tasks between writes one)"
         )
     low, high = (int(b) for b in bounds)
+    return low, high
+
+
+def right_number(text: str, gold: str) -> int | None:
+    """The last number of `text` when it is a whole number strictly between the bounds "A,B" of `gold`, else None."""
+    low, high = between_bounds(gold)
     value = last_number(text)
     return int(value) if value is not None and value == int(value) and low < value < high else None
 
